@@ -1,0 +1,185 @@
+"""A streaming reader that splits one direction of an HTTP/2 connection into frames.
+
+Bytes arrive from a socket in chunks that have nothing to do with frame
+boundaries. :class:`FrameReader` takes those chunks and hands back whole frames
+as :class:`RawFrame` objects: the 9-byte header decoded into plain ints, and the
+frame's exact wire bytes (header included) as a zero-copy ``memoryview`` of the
+chunk. Only a frame that spans chunks is copied, once, when it completes. No
+``Frame`` object is built unless a caller asks for one (:meth:`RawFrame.parse`),
+which keeps the proxy's path for untouched frames short.
+"""
+from __future__ import annotations
+
+import struct
+from typing import List, Optional
+
+from .exceptions import FrameTooLargeError, PrefaceError
+
+#: The client connection preface, RFC 9113 section 3.4.
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+#: Reads ``length << 8 | type``, ``flags`` and ``R + stream id`` in one call.
+_HEADER = struct.Struct(">LBL")
+_unpack_header = _HEADER.unpack_from
+
+#: The default SETTINGS_MAX_FRAME_SIZE (RFC 9113 6.5.2).
+DEFAULT_MAX_FRAME_SIZE = 16384
+
+
+class RawFrame:
+    """One complete frame as it was on the wire.
+
+    ``wire`` holds header and payload exactly as received (the reserved stream
+    id bit and undefined flags included), so forwarding ``wire`` forwards the
+    frame unchanged.
+    """
+
+    __slots__ = ("type", "flags", "stream_id", "length", "wire")
+
+    def __init__(self, type: int, flags: int, stream_id: int, length: int, wire) -> None:
+        self.type = type
+        self.flags = flags
+        self.stream_id = stream_id
+        self.length = length
+        self.wire = wire
+
+    @property
+    def payload(self) -> memoryview:
+        """The frame body (everything after the 9-byte header)."""
+        return memoryview(self.wire)[9:]
+
+    @property
+    def reserved_bit(self) -> bool:
+        return bool(self.wire[5] & 0x80)
+
+    def parse(self, strict: bool = False):
+        """Build the full :class:`framecodec.frame.Frame` for this frame."""
+        from .frame import Frame
+
+        frame, length = Frame.parse_frame_header(memoryview(self.wire)[:9], strict=strict)
+        frame.parse_body(memoryview(self.wire)[9:9 + length])
+        return frame
+
+    def __repr__(self) -> str:
+        return (f"RawFrame(type=0x{self.type:02X}, flags=0x{self.flags:02X}, "
+                f"stream_id={self.stream_id}, length={self.length})")
+
+
+class FrameReader:
+    """Turns one direction's byte stream into :class:`RawFrame` objects.
+
+    ``expect_preface`` is set on the server side of a connection (bytes from a
+    client): the first 24 bytes must be the connection preface, checked as they
+    arrive so that an HTTP/1.1 request is refused at its first byte. Frames
+    longer than ``max_frame_size`` raise :class:`FrameTooLargeError` as soon as
+    their header is seen; nothing longer is ever buffered, so memory held per
+    reader is bounded by ``max_frame_size + 9``.
+    """
+
+    __slots__ = ("max_frame_size", "preface_pending", "_preface_seen", "_pending", "_pending_len",
+                 "_need", "_header", "bytes_in", "frames_in")
+
+    def __init__(self, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE, expect_preface: bool = False) -> None:
+        self.max_frame_size = max_frame_size
+        #: True until the whole preface has been read (only when expected).
+        self.preface_pending = expect_preface
+        self._preface_seen = b""
+        self._pending: List = []      # chunks of an incomplete frame
+        self._pending_len = 0
+        self._need = 9                # bytes the incomplete frame needs in all
+        self._header: Optional[tuple] = None
+        self.bytes_in = 0
+        self.frames_in = 0
+
+    @property
+    def buffered(self) -> int:
+        """Bytes held for a frame that is not complete yet."""
+        return self._pending_len + len(self._preface_seen)
+
+    def feed(self, data) -> List[RawFrame]:
+        """Take the next chunk; return the frames it completes, in order."""
+        self.bytes_in += len(data)
+        if self.preface_pending:
+            data = self._read_preface(data)
+            if not data:
+                return []
+        frames: List[RawFrame] = []
+        view = memoryview(data)
+        size = len(view)
+        pos = 0
+        while self._pending_len:
+            # Complete the frame (or header) that the last chunk left open.
+            have = self._pending_len
+            avail = size - pos
+            if have + avail < self._need:
+                if avail:
+                    self._pending.append(bytes(view[pos:]))
+                    self._pending_len = have + avail
+                return frames
+            take = self._need - have
+            self._pending.append(view[pos:pos + take])
+            pos += take
+            joined = b"".join(self._pending)
+            self._pending = []
+            self._pending_len = 0
+            self._need = 9
+            header = self._header
+            if header is None:
+                lt, flags, sid = _unpack_header(joined)
+                length = lt >> 8
+                if length > self.max_frame_size:
+                    raise FrameTooLargeError(lt & 0xFF, sid & 0x7FFFFFFF, length, self.max_frame_size)
+                if length:
+                    self._header = (lt & 0xFF, flags, sid & 0x7FFFFFFF, length)
+                    self._need = 9 + length
+                    self._pending = [joined]
+                    self._pending_len = 9
+                    continue
+                frames.append(RawFrame(lt & 0xFF, flags, sid & 0x7FFFFFFF, 0, joined))
+            else:
+                self._header = None
+                frames.append(RawFrame(header[0], header[1], header[2], header[3], joined))
+        if pos < size:
+            self._split(view, pos, frames)
+        self.frames_in += len(frames)
+        return frames
+
+    def _split(self, view: memoryview, pos: int, frames: List[RawFrame]) -> None:
+        """Split ``view[pos:]``, which starts on a frame boundary, into ``frames``."""
+        append = frames.append
+        size = len(view)
+        max_len = self.max_frame_size
+        while size - pos >= 9:
+            lt, flags, sid = _unpack_header(view, pos)
+            length = lt >> 8
+            if length > max_len:
+                raise FrameTooLargeError(lt & 0xFF, sid & 0x7FFFFFFF, length, max_len)
+            end = pos + 9 + length
+            if end > size:
+                # A frame whose body has not fully arrived: keep what is here.
+                self._header = (lt & 0xFF, flags, sid & 0x7FFFFFFF, length)
+                self._need = 9 + length
+                self._pending = [bytes(view[pos:])]
+                self._pending_len = size - pos
+                return
+            append(RawFrame(lt & 0xFF, flags, sid & 0x7FFFFFFF, length, view[pos:end]))
+            pos = end
+        if pos < size:
+            self._header = None
+            self._need = 9
+            self._pending = [bytes(view[pos:])]
+            self._pending_len = size - pos
+
+    def _read_preface(self, data):
+        seen = self._preface_seen
+        want = len(PREFACE) - len(seen)
+        head = bytes(data[:want])
+        seen += head
+        if PREFACE[:len(seen)] != seen:
+            raise PrefaceError(seen)
+        if len(seen) < len(PREFACE):
+            self._preface_seen = seen
+            return b""
+        self._preface_seen = b""
+        self.preface_pending = False
+        return memoryview(data)[want:]

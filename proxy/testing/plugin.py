@@ -1,0 +1,1 @@
+"""The pytest plugin h2proxy registers (entry point ``pytest11``)."""
