@@ -1,0 +1,241 @@
+"""The ``h2proxy`` command line.
+
+``h2proxy [options]`` runs the proxy; ``h2proxy log ...`` works on recorded
+frame logs; ``h2proxy ca [export DIR]`` shows or exports the proxy's CA.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from typing import List, Optional
+
+from . import __version__
+from .config import Config, load_config
+from .server import ConfigError, ProxyServer, ProxySettings, parse_endpoint
+
+log = logging.getLogger("h2proxy")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="h2proxy",
+        description="A frame-level HTTP/2 man-in-the-middle proxy. Subcommands: "
+                    "'h2proxy log {text,pcap,har,stats,replay} ...', 'h2proxy ca [export DIR]'.")
+    p.add_argument("--version", action="version", version=f"h2proxy {__version__}")
+    p.add_argument("--config", metavar="FILE", help="TOML configuration (flags override it)")
+    p.add_argument("--listen", metavar="URL", help="h2c://HOST:PORT or https://HOST:PORT "
+                                                   "(default h2c://127.0.0.1:8080)")
+    p.add_argument("--upstream", metavar="URL", help="the origin; without it an embedded demo origin is started")
+    p.add_argument("--mode", choices=["reverse", "forward"], help="reverse (default) or forward (CONNECT)")
+    p.add_argument("--strict", action="store_true", default=None,
+                   help="act as a conformant intermediary: answer violations instead of forwarding them")
+    p.add_argument("-v", "--verbose", action="count", default=None, help="print frames live (-vv: with hex dumps)")
+    p.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    p.add_argument("--record", metavar="FILE", help="write a JSON Lines frame log")
+    p.add_argument("--record-conn", metavar="N", type=int, action="append", help="record only these connections")
+    p.add_argument("--record-stream", metavar="N", type=int, action="append", help="record only these streams")
+    p.add_argument("--record-types", metavar="T,T", help="record only these frame types (e.g. HEADERS,RST_STREAM)")
+    p.add_argument("--record-max-bytes", metavar="N", type=int, help="stop recording frames past this file size")
+    p.add_argument("-s", "--script", metavar="HOOK", action="append", default=[],
+                   help="load a hook: a file path, module:Class or a built-in name (repeatable)")
+    p.add_argument("--fault", metavar="RULE", action="append", default=[],
+                   help="a fault rule in one line, e.g. 'rst_stream code=REFUSED_STREAM path=/api/* every=3'")
+    p.add_argument("--admin", metavar="HOST:PORT", help="serve the admin HTTP API here (loopback only)")
+    p.add_argument("--admin-token", metavar="TOKEN", help="the admin API token (default: generated, printed)")
+    p.add_argument("--cert", metavar="FILE", help="certificate chain for the TLS listener (PEM)")
+    p.add_argument("--key", metavar="FILE", help="private key for --cert (PEM)")
+    p.add_argument("--ca-dir", metavar="DIR", help="where the proxy's CA lives (default ~/.h2proxy)")
+    p.add_argument("--upstream-ca", metavar="FILE", help="CA bundle to verify the upstream with")
+    p.add_argument("--insecure", action="store_true", default=None, help="do not verify the upstream's certificate")
+    p.add_argument("--ignore-hosts", metavar="REGEX", action="append", help="forward mode: tunnel these hosts")
+    p.add_argument("--allow-hosts", metavar="REGEX", action="append", help="forward mode: intercept only these")
+    p.add_argument("--workers", metavar="N", type=int, help="processes sharing the listening port (SO_REUSEPORT)")
+    p.add_argument("--limit", metavar="NAME=VALUE", action="append", default=[],
+                   help="override a resource limit, e.g. --limit max_streams=1000")
+    return p
+
+
+def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
+    for name in ("listen", "upstream", "mode", "strict", "cert", "key", "ca_dir", "upstream_ca", "insecure",
+                 "record", "record_conn", "record_stream", "record_max_bytes", "workers", "admin_token"):
+        value = getattr(args, name, None)
+        if value is not None:
+            setattr(cfg, name, value)
+    if args.verbose is not None:
+        cfg.verbose = args.verbose
+    if args.record_types:
+        cfg.record_types = [t.strip().upper() for t in args.record_types.split(",") if t.strip()]
+    if args.ignore_hosts:
+        cfg.ignore_hosts = args.ignore_hosts
+    if args.allow_hosts:
+        cfg.allow_hosts = args.allow_hosts
+    if args.admin:
+        cfg.admin_listen = args.admin
+    for spec in args.script:
+        cfg.hooks.append((spec, {}))
+    cfg.fault_lines.extend(args.fault)
+    for item in args.limit:
+        name, _, value = item.partition("=")
+        if not hasattr(cfg.limits, name.strip()):
+            raise ConfigError(f"--limit {item}: unknown limit {name!r}")
+        current = getattr(cfg.limits, name.strip())
+        try:
+            setattr(cfg.limits, name.strip(), type(current)(value))
+        except ValueError:
+            raise ConfigError(f"--limit {item}: {value!r} is not a {type(current).__name__}") from None
+    return cfg
+
+
+def setup_logging(verbose: int, quiet: bool) -> None:
+    level = logging.WARNING if quiet else logging.INFO
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("h2proxy: %(message)s"))
+    root = logging.getLogger("h2proxy")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False
+
+
+def build_hooks(cfg: Config):
+    """Load the hooks (config order, then -s, then faults) into a HookChain, or None when there are none."""
+    from .hooks.chain import HookChain, load_hook
+    hooks = []
+    for spec, options in cfg.hooks:
+        hooks.extend(load_hook(spec, options))
+    if cfg.faults or cfg.fault_lines or cfg.admin_listen:
+        from .faults import build_fault_hook
+        hooks.append(build_fault_hook(cfg.faults, cfg.fault_lines))
+    return HookChain(hooks) if hooks else None
+
+
+def build_sink(cfg: Config):
+    sinks = []
+    if cfg.record:
+        from .recording.recorder import JsonlRecorder
+        sinks.append(JsonlRecorder(cfg.record, filter_conn=cfg.record_conn, filter_stream=cfg.record_stream,
+                                   filter_types=cfg.record_types, max_bytes=cfg.record_max_bytes))
+    if cfg.verbose:
+        from .recording.text import LivePrinter
+        sinks.append(LivePrinter(sys.stderr, verbosity=cfg.verbose))
+    if not sinks:
+        return None
+    if len(sinks) == 1:
+        return sinks[0]
+    from .recording.sink import MultiSink
+    return MultiSink(sinks)
+
+
+def settings_from(cfg: Config) -> ProxySettings:
+    listen = parse_endpoint(cfg.listen, f"{cfg.source}: listen" if cfg.source != "<defaults>" else "--listen")
+    upstream = parse_endpoint(cfg.upstream, "upstream") if cfg.upstream else None
+    return ProxySettings(listen=listen, upstream=upstream, strict=cfg.strict, limits=cfg.limits, cert=cfg.cert,
+                         key=cfg.key, ca_dir=cfg.ca_dir, upstream_ca=cfg.upstream_ca, insecure=cfg.insecure,
+                         decode_headers=cfg.decode_headers)
+
+
+def install_loop() -> str:
+    """Use uvloop when it loads; fall back to asyncio's loop otherwise."""
+    try:
+        import uvloop
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+        return "uvloop"
+    except Exception:  # not installed, or fails to load on this platform
+        return "asyncio"
+
+
+async def run_proxy(cfg: Config, loop_name: str = "asyncio") -> int:
+    settings = settings_from(cfg)
+    if settings.listen.host not in ("127.0.0.1", "localhost", "::1") and not settings.listen.host.startswith("127."):
+        log.warning("listening on %s, which is not a loopback address: anyone who can reach it can use the proxy",
+                    settings.listen.host)
+    origin = None
+    if settings.upstream is None and cfg.mode == "reverse":
+        from .demo_origin import DemoOrigin
+        origin = DemoOrigin()
+        await origin.start()
+        settings.upstream = parse_endpoint(origin.url, "upstream")
+    hooks = build_hooks(cfg)
+    sink = build_sink(cfg)
+    if cfg.mode == "forward":
+        from .forward import ForwardProxyServer
+        server = ForwardProxyServer(settings, cfg, hooks=hooks, sink=sink)
+    else:
+        server = ProxyServer(settings, hooks=hooks, sink=sink)
+    await server.start()
+    admin = None
+    if cfg.admin_listen:
+        from .faults.admin import AdminServer
+        admin = AdminServer(cfg.admin_listen, cfg.admin_token, hooks)
+        await admin.start()
+    target = "CONNECT targets (forward mode)" if cfg.mode == "forward" else str(settings.upstream)
+    print(f"h2proxy {__version__}: listening on {server.url}, forwarding to {target}"
+          f"{' (embedded demo origin)' if origin else ''}; event loop {loop_name}"
+          f"{'; strict' if settings.strict else ''}", file=sys.stderr, flush=True)
+    if origin is not None:
+        url = server.url.replace("h2c://", "http://")
+        curl = "--http2-prior-knowledge" if server.url.startswith("h2c") else "--http2 -k"
+        print(f"try:\n  curl {curl} -v {url}/\n  nghttp -nv {url}/push\n  nghttp -nv {url}/altsvc\n"
+              f"  h2load -n 1000 -c 4 -m 10 {url}/size/1024", file=sys.stderr, flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):
+            pass
+    await stop.wait()
+    print("h2proxy: stopping: GOAWAY sent to every client, waiting for streams in flight", file=sys.stderr,
+          flush=True)
+    await server.stop()
+    if admin is not None:
+        await admin.stop()
+    if origin is not None:
+        await origin.stop()
+    if sink is not None:
+        sink.close()
+    return 0
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "log":
+        from .recording.cli import log_main
+        return log_main(argv[1:])
+    if argv and argv[0] == "ca":
+        from .certs import CertificateAuthority, describe_ca
+        ca_dir = None
+        rest = argv[1:]
+        if "--ca-dir" in rest:
+            i = rest.index("--ca-dir")
+            ca_dir = rest[i + 1]
+            rest = rest[:i] + rest[i + 2:]
+        ca = CertificateAuthority(ca_dir)
+        if rest and rest[0] == "export":
+            out = rest[1] if len(rest) > 1 else "."
+            for path in ca.export(out):
+                print(path)
+            return 0
+        print(describe_ca(ca))
+        return 0
+    args = build_parser().parse_args(argv)
+    setup_logging(args.verbose or 0, args.quiet)
+    try:
+        cfg = merge_args(load_config(args.config), args)
+        loop_name = install_loop()
+        if cfg.workers and cfg.workers > 1:
+            from .workers import run_workers
+            return run_workers(cfg, loop_name)
+        return asyncio.run(run_proxy(cfg, loop_name))
+    except ConfigError as exc:
+        print(f"h2proxy: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1400 @@
+"""The sans-I/O connection core: one client connection relayed to one upstream.
+
+Bytes from each socket go in through :meth:`Relay.receive`; frames come out as
+buffers in ``relay.out[direction]`` (to be written to the receiving socket) and
+as commands in ``relay.commands`` (close a side, await a hook). No sockets, no
+clock: the caller passes the time in.
+
+Per direction the pipeline is: streaming reader -> header-block assembly ->
+RFC 9113 checks and the passive state (settings, streams, windows) -> hooks ->
+repairs (HPACK re-encoding, splitting, flow control, stream-id mapping) ->
+output. A frame that no hook asks for and no repair touches is forwarded as
+the very bytes that arrived.
+"""
+from __future__ import annotations
+
+import inspect
+import logging
+import struct
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+import hpack
+
+from framecodec import frame as fc
+from framecodec.exceptions import FrameCodecError, FrameTooLargeError, PrefaceError
+from framecodec.reader import FrameReader, RawFrame
+
+from ..hooks.api import (CLIENT_TO_SERVER, SERVER_TO_CLIENT, Headers, HookContext, PushRefused,
+                         PushStarted, RawBytes)
+from . import streams as st
+from .limits import Limits, RateCounter
+from .protocol import (ACK, ALTSVC, CONTINUATION, DATA, DEFAULT_WINDOW, END_HEADERS, END_STREAM,
+                       GOAWAY, HEADERS, HOOK_SUFFIX, INITIAL_SETTINGS, MAX_WINDOW, PADDED, PING,
+                       PREFACE, PRIORITY, PRIORITY_FLAG, PUSH_PROMISE, RST_STREAM, SETTINGS,
+                       WINDOW_UPDATE, ErrorCode, Setting, error_name, frame_name, parse_error_code)
+
+log = logging.getLogger("h2proxy")
+
+C2S, S2C = 0, 1                      # directions; the sending side of direction d is side d
+CLIENT, SERVER = 0, 1                # sides
+SIDE_NAME = ("client", "server")
+DIRECTION_NAME = (CLIENT_TO_SERVER, SERVER_TO_CLIENT)
+RECV_LEG = ("client", "upstream")    # the socket a direction's frames arrive on
+SEND_LEG = ("upstream", "client")    # the socket they leave on
+SENDER = (st.CLIENT, st.SERVER)
+
+_u32 = struct.Struct(">L")
+_settings_entry = struct.Struct(">HL")
+_goaway_head = struct.Struct(">LL")
+
+
+@dataclass
+class Close:
+    """Command: close the socket of ``side`` (0 client, 1 server) once its output is written."""
+    side: int
+    reason: str
+    abort: bool = False
+
+
+@dataclass
+class AwaitHook:
+    """Command: await ``awaitable`` and hand the outcome to :meth:`Relay.resume`."""
+    direction: int
+    awaitable: Any
+
+
+@dataclass
+class RelayOptions:
+    strict: bool = False
+    decode_headers: bool = False
+    limits: Limits = field(default_factory=Limits)
+
+
+class Stream:
+    """What the proxy knows of one stream (ids are those of the client leg)."""
+
+    __slots__ = ("id", "state", "window", "owed", "held", "request_headers", "response_headers",
+                 "trailers", "proxy_owned", "push_body", "reset_by", "server_id")
+
+    def __init__(self, sid: int, state: str, client_window: int, server_window: int) -> None:
+        self.id = sid
+        self.state = state
+        # window[d]: what the receiver of direction d still accepts on this stream.
+        self.window = [server_window, client_window]
+        self.owed = [0, 0]
+        self.held: List[list] = [[], []]
+        self.request_headers: Optional[list] = None
+        self.response_headers: Optional[list] = None
+        self.trailers: Optional[list] = None
+        self.proxy_owned = False
+        self.push_body: Optional[memoryview] = None
+        self.reset_by: Optional[int] = None
+        self.server_id = sid
+
+    def __repr__(self) -> str:
+        return f"Stream(id={self.id}, state={self.state!r})"
+
+
+class _Unit:
+    """A frame, or a whole header block, on its way through the pipeline."""
+
+    __slots__ = ("d", "frames", "headers", "seqs", "stream")
+
+    def __init__(self, d: int, frames: List[RawFrame], stream: Optional[Stream]) -> None:
+        self.d = d
+        self.frames = frames
+        self.headers: Optional[list] = None
+        self.seqs: List[Optional[int]] = [None] * len(frames)
+        self.stream = stream
+
+
+UNCHANGED = object()
+
+
+class Relay:
+    """Relays one HTTP/2 connection between a client and an upstream server."""
+
+    def __init__(self, conn_id: int, options: Optional[RelayOptions] = None, hooks=None, sink=None,
+                 now: float = 0.0, info: Optional[dict] = None) -> None:
+        self.id = conn_id
+        self.options = options or RelayOptions()
+        self.limits = self.options.limits
+        self.strict = self.options.strict
+        self.sink = sink
+        self.info = info or {}
+        self.now = now
+        self.started = now
+        self.hooks = hooks
+        self.hook_table = hooks.table() if hooks is not None else [{}, {}]
+        self.decode = bool(self.options.decode_headers or (sink is not None and sink.needs_headers)
+                           or (hooks is not None and hooks.needs_headers))
+        max_read = self.limits.max_frame_size
+        self.readers = [FrameReader(max_read, expect_preface=True), FrameReader(max_read)]
+        self.out: List[list] = [[], []]
+        self.commands: list = []
+        self.settings = [dict(INITIAL_SETTINGS), dict(INITIAL_SETTINGS)]   # as announced by each side
+        self.settings_seen = [False, False]
+        self.unacked_settings = [0, 0]
+        self.window = [DEFAULT_WINDOW, DEFAULT_WINDOW]                     # per direction, receiver's view
+        self.owed = [0, 0]                   # connection-level window the proxy used up on a sender's behalf
+        self.streams: Dict[int, Stream] = {}
+        self.recently_closed: "OrderedDict[int, Optional[int]]" = OrderedDict()
+        self.last_stream = [0, 0]            # highest id opened by the client / promised by the server
+        self.last_client_push_id = 0         # highest even id used towards the client
+        self.push_map: Dict[int, int] = {}   # server-leg pushed id -> client-leg id (once renumbering started)
+        self.push_unmap: Dict[int, int] = {}
+        self.renumber_pushes = False
+        self.held_streams: List["OrderedDict[int, Stream]"] = [OrderedDict(), OrderedDict()]
+        self.block: List[Optional[List[RawFrame]]] = [None, None]
+        self.block_size = [0, 0]
+        self.decoders = [hpack.Decoder(self.limits.max_header_list_size),
+                         hpack.Decoder(self.limits.max_header_list_size)] if self.decode else None
+        self.decoding_broken = [False, False]
+        self.encoders: List[Optional[hpack.Encoder]] = [None, None]   # set once a direction is re-encoded
+        self.goaway_from: List[Optional[Tuple[int, int]]] = [None, None]
+        self.paused: List[Optional[Any]] = [None, None]      # a suspended hook chain per direction
+        self.inbox: List[list] = [[], []]
+        self.closed = False
+        self.preface_forwarded = False
+        self.counters = {"frames_in": [0, 0], "frames_out": [0, 0], "bytes_in": [0, 0], "bytes_out": [0, 0],
+                         "violations": 0, "streams": 0, "resets": [0, 0], "hook_errors": 0,
+                         "pushes": 0}
+        self.reset_rate = RateCounter(self.limits.max_resets_per_second, 1.0)
+        self.empty_rate = [RateCounter(self.limits.max_empty_frames_per_second, 1.0),
+                           RateCounter(self.limits.max_empty_frames_per_second, 1.0)]
+        self.control_rate = [RateCounter(self.limits.max_control_frames_per_second, 1.0),
+                             RateCounter(self.limits.max_control_frames_per_second, 1.0)]
+        self.violations: List[dict] = []
+        if sink is not None:
+            sink.connection_opened(conn_id, now, self.info)
+        if hooks is not None:
+            hooks.connection_opened(self)
+
+    # ------------------------------------------------------------------ input
+
+    def receive(self, d: int, data, now: float) -> None:
+        """Bytes arrived on the socket of side ``d`` (0: from the client, 1: from the server)."""
+        if self.closed:
+            return
+        self.now = now
+        reader = self.readers[d]
+        self.counters["bytes_in"][d] += len(data)
+        try:
+            if reader.preface_pending:
+                frames = reader.feed(data)
+                if not reader.preface_pending and not self.preface_forwarded:
+                    self._forward_preface()
+            else:
+                frames = reader.feed(data)
+        except PrefaceError as exc:
+            self._bad_preface(exc)
+            return
+        except FrameTooLargeError as exc:
+            self._connection_error(d, "4.2", ErrorCode.FRAME_SIZE_ERROR, str(exc), forced=True)
+            return
+        except FrameCodecError as exc:
+            self._connection_error(d, "4.1", ErrorCode.PROTOCOL_ERROR, str(exc), forced=True)
+            return
+        if not frames:
+            return
+        self.counters["frames_in"][d] += len(frames)
+        if self.paused[d] is not None or self.inbox[d]:
+            self.inbox[d].extend(frames)
+            return
+        self._run(d, frames)
+
+    def _run(self, d: int, frames) -> None:
+        process = self._process
+        for i, f in enumerate(frames):
+            if self.closed:
+                return
+            process(d, f)
+            if self.paused[d] is not None:
+                rest = frames[i + 1:]
+                if rest:
+                    self.inbox[d][:0] = rest
+                return
+
+    def resume(self, d: int, result: Any = None, error: Optional[BaseException] = None) -> None:
+        """An awaited hook finished: continue the held frame and those behind it."""
+        pending = self.paused[d]
+        if pending is None or self.closed:
+            return
+        self.paused[d] = None
+        gen, finish = pending
+        self._drive(d, gen, finish, result, error)
+        while self.paused[d] is None and self.inbox[d] and not self.closed:
+            frames, self.inbox[d] = self.inbox[d], []
+            self._run(d, frames)
+
+    def eof(self, d: int, reason: str = "") -> None:
+        """Side ``d`` closed its socket (or it failed)."""
+        if self.closed:
+            return
+        other = 1 - d
+        if d == SERVER:
+            if self.goaway_from[SERVER] is None and self.preface_forwarded:
+                last = self.last_stream[CLIENT]
+                self._send_goaway(S2C, last, ErrorCode.INTERNAL_ERROR,
+                                  f"h2proxy: upstream closed the connection{': ' + reason if reason else ''}")
+        self._finish(f"{SIDE_NAME[d]} closed the connection{': ' + reason if reason else ''}",
+                     close_sides=(other,))
+
+    def shutdown(self) -> None:
+        """Graceful stop: tell the client no new streams will be accepted."""
+        if self.closed or not self.preface_forwarded:
+            return
+        self._send_goaway(S2C, self.last_stream[CLIENT], ErrorCode.NO_ERROR, "h2proxy is shutting down")
+
+    @property
+    def active_streams(self) -> int:
+        return sum(1 for s in self.streams.values() if s.state != st.CLOSED)
+
+    @property
+    def buffered(self) -> int:
+        """Bytes the core holds (incomplete frames, held DATA, frames queued behind a hook)."""
+        total = self.readers[0].buffered + self.readers[1].buffered
+        for d in (0, 1):
+            for f in self.inbox[d]:
+                total += f.length + 9
+            for s in self.held_streams[d].values():
+                for item in s.held[d]:
+                    total += len(item[0])
+        return total
+
+    def take_output(self, d: int) -> list:
+        out = self.out[d]
+        if out:
+            self.out[d] = []
+        return out
+
+    # ------------------------------------------------------------ dispatching
+
+    def _process(self, d: int, f: RawFrame) -> None:
+        t = f.type
+        blk = self.block[d]
+        if blk is not None:
+            if t == CONTINUATION and f.stream_id == blk[0].stream_id:
+                blk.append(f)
+                self.block_size[d] += f.length
+                if f.flags & END_HEADERS:
+                    self.block[d] = None
+                    self._header_block(d, blk)
+                elif (len(blk) > self.limits.max_continuations
+                      or self.block_size[d] > self.limits.max_header_block_size):
+                    self._limit(d, "max_continuations" if len(blk) > self.limits.max_continuations
+                                else "max_header_block_size",
+                                f"header block on stream {f.stream_id}: {len(blk) - 1} CONTINUATION frames, "
+                                f"{self.block_size[d]} bytes")
+                return
+            self.block[d] = None
+            dropped = self._violation(d, "6.10", ErrorCode.PROTOCOL_ERROR, True,
+                                      f"{frame_name(t)} on stream {f.stream_id} inside the header block of "
+                                      f"stream {blk[0].stream_id} (expected CONTINUATION)")
+            if dropped:
+                return
+            self._header_block(d, blk)   # forward what there was, then this frame
+        if t == DATA:
+            self._data(d, f)
+        elif t == HEADERS or t == PUSH_PROMISE:
+            if f.flags & END_HEADERS:
+                self._header_block(d, [f])
+            else:
+                self.block[d] = [f]
+                self.block_size[d] = f.length
+        else:
+            self._control(d, f)
+
+    # ---------------------------------------------------------------- DATA
+
+    def _data(self, d: int, f: RawFrame) -> None:
+        sid = f.stream_id
+        if d == S2C and self.push_map:
+            sid = self.push_map.get(sid, sid)
+        s = self.streams.get(sid)
+        if sid == 0:
+            if self._violation(d, "6.1", ErrorCode.PROTOCOL_ERROR, True, "DATA on stream 0"):
+                return
+        elif s is None:
+            if self._closed_stream_frame(d, f, sid):
+                return
+        else:
+            new = st.TRANSITIONS.get((s.state, SENDER[d], st.DATA_END if f.flags & END_STREAM else st.DATA))
+            if new is None:
+                code, conn, why = st.violation_code(s.state, SENDER[d], "DATA")
+                if self._violation(d, "5.1", code, conn, f"stream {sid}: {why}", sid):
+                    return
+            else:
+                s.state = new
+            if f.length == 0 and not f.flags & END_STREAM and self.empty_rate[d].hit(self.now):
+                self._limit(d, "max_empty_frames_per_second", "DATA frames with empty payloads")
+                return
+        hooks = self.hook_table[d].get(DATA)
+        if hooks is None:
+            self._send_data(d, s, f.wire, f.length, sid, self._record_in(d, f), None)
+            if s is not None and s.state == st.CLOSED:
+                self._close_stream(s)
+            return
+        self._hooked(d, _Unit(d, [f], s), hooks)
+
+    def _send_data(self, d: int, s: Optional[Stream], wire, fcl: int, sid: int, origin, actions) -> None:
+        """Send one DATA frame towards the receiver of ``d``, inside its flow-control windows."""
+        if s is not None:
+            if s.held[d] or ((fcl > self.window[d] or fcl > s.window[d]) and (self.owed[d] or s.owed[d])):
+                s.held[d].append((wire, fcl, origin, actions))
+                self.held_streams[d][s.id] = s
+                return
+            s.window[d] -= fcl
+        self.window[d] -= fcl
+        if fcl and (self.window[d] < 0 or (s is not None and s.window[d] < 0)):
+            which = "connection" if self.window[d] < 0 else f"stream {sid}"
+            self._violation(d, "6.9.1", ErrorCode.FLOW_CONTROL_ERROR, self.window[d] < 0,
+                            f"DATA of {fcl} bytes on stream {sid} exceeds the {which} flow-control window "
+                            f"(now {self.window[d] if self.window[d] < 0 else s.window[d]})", sid, forwarded=True)
+        self._out(d, wire, origin, actions)
+
+    def _flush_held(self, d: int) -> None:
+        """Send held DATA (and what queued behind it) as far as the receiver's windows allow."""
+        held = self.held_streams[d]
+        for sid in list(held):
+            s = held[sid]
+            queue = s.held[d]
+            while queue:
+                wire, fcl, origin, actions = queue[0]
+                if fcl and (fcl > self.window[d] or fcl > s.window[d]):
+                    break
+                queue.pop(0)
+                s.window[d] -= fcl
+                self.window[d] -= fcl
+                self._out(d, wire, origin, actions)
+            if not queue:
+                del held[sid]
+                if s.push_body is not None:
+                    self._continue_push(s)
+
+    # ----------------------------------------------------------- header blocks
+
+    def _header_block(self, d: int, frames: List[RawFrame]) -> None:
+        first = frames[0]
+        t = first.type
+        sid = first.stream_id
+        unit = _Unit(d, frames, None)
+        if self.decode and not self.decoding_broken[d]:
+            unit.headers = self._decode(d, frames)
+        if t == HEADERS:
+            if self._check_headers(d, unit, sid):
+                return
+        else:
+            if self._check_push_promise(d, unit, sid):
+                return
+        hooks = self.hook_table[d].get(t)
+        if hooks is None:
+            self._forward_block(d, unit, UNCHANGED)
+            return
+        self._hooked(d, unit, hooks)
+
+    def _check_headers(self, d: int, unit: _Unit, sid: int) -> bool:
+        """State and rules for a HEADERS block; True when the block is dropped."""
+        end = unit.frames[0].flags & END_STREAM
+        if d == S2C and self.push_map:
+            sid = self.push_map.get(sid, sid)
+        if sid == 0:
+            return self._violation(d, "6.2", ErrorCode.PROTOCOL_ERROR, True, "HEADERS on stream 0")
+        s = self.streams.get(sid)
+        if s is None:
+            if d == C2S and sid > self.last_stream[CLIENT]:
+                if not sid & 1:
+                    if self._violation(d, "5.1.1", ErrorCode.PROTOCOL_ERROR, True,
+                                       f"client opened stream {sid} with an even id"):
+                        return True
+                if sid in self.recently_closed:
+                    pass
+                limit = self.settings[SERVER][Setting.MAX_CONCURRENT_STREAMS]
+                if self.active_streams >= limit:
+                    if self._violation(d, "5.1.2", ErrorCode.REFUSED_STREAM, False,
+                                       f"stream {sid} exceeds the server's SETTINGS_MAX_CONCURRENT_STREAMS "
+                                       f"{limit}", sid):
+                        return True
+                if len(self.streams) >= self.limits.max_streams:
+                    self._limit(d, "max_streams", f"{len(self.streams)} streams tracked")
+                    return True
+                self.last_stream[CLIENT] = sid
+                s = Stream(sid, st.IDLE, self.settings[CLIENT][Setting.INITIAL_WINDOW_SIZE],
+                           self.settings[SERVER][Setting.INITIAL_WINDOW_SIZE])
+                self.streams[sid] = s
+                self.counters["streams"] += 1
+                s.state = st.HALF_CLOSED_LOCAL if end else st.OPEN
+                s.request_headers = unit.headers
+                unit.stream = s
+                if self.hooks is not None:
+                    self.hooks.stream_opened(self, s)
+                return False
+            if d == C2S:
+                return self._violation(d, "5.1.1", ErrorCode.PROTOCOL_ERROR, True,
+                                       f"client sent HEADERS on stream {sid}, not above its last stream "
+                                       f"{self.last_stream[CLIENT]}")
+            if self._closed_stream_frame(d, unit.frames[0], sid):
+                return True
+            return False
+        unit.stream = s
+        new = st.TRANSITIONS.get((s.state, SENDER[d], st.HEADERS_END if end else st.HEADERS))
+        if new is None:
+            code, conn, why = st.violation_code(s.state, SENDER[d], "HEADERS")
+            return self._violation(d, "5.1", code, conn, f"stream {sid}: {why}", sid)
+        s.state = new
+        if unit.headers is not None:
+            if d == C2S:
+                s.trailers = unit.headers
+            elif s.response_headers is None or _is_informational(s.response_headers):
+                s.response_headers = unit.headers
+            else:
+                s.trailers = unit.headers
+        return False
+
+    def _check_push_promise(self, d: int, unit: _Unit, sid: int) -> bool:
+        first = unit.frames[0]
+        if d == C2S:
+            return self._violation(d, "8.4", ErrorCode.PROTOCOL_ERROR, True, "the client sent PUSH_PROMISE")
+        if self.settings[CLIENT][Setting.ENABLE_PUSH] == 0:
+            if self._violation(d, "8.4", ErrorCode.PROTOCOL_ERROR, True,
+                               "PUSH_PROMISE although the client set SETTINGS_ENABLE_PUSH to 0"):
+                return True
+        payload = first.payload
+        pad = payload[0] if first.flags & PADDED and len(payload) else 0
+        off = 1 if first.flags & PADDED else 0
+        if len(payload) < off + 4:
+            return self._violation(d, "6.6", ErrorCode.FRAME_SIZE_ERROR, True,
+                                   f"PUSH_PROMISE on stream {sid}: body of {len(payload)} bytes has no promised "
+                                   f"stream id")
+        promised = _u32.unpack_from(payload, off)[0] & 0x7FFFFFFF
+        del pad
+        if self.push_map is not None and sid in self.push_map:
+            sid = self.push_map[sid]
+        if promised & 1 or promised <= self.last_stream[SERVER]:
+            if self._violation(d, "5.1.1", ErrorCode.PROTOCOL_ERROR, True,
+                               f"PUSH_PROMISE promises stream {promised}, which is odd or not above "
+                               f"{self.last_stream[SERVER]}"):
+                return True
+        self.last_stream[SERVER] = max(self.last_stream[SERVER], promised)
+        client_id = promised
+        if self.renumber_pushes:
+            client_id = self.last_client_push_id + 2
+            self.push_map[promised] = client_id
+            self.push_unmap[client_id] = promised
+        self.last_client_push_id = max(self.last_client_push_id, client_id)
+        parent = self.streams.get(sid)
+        unit.stream = parent
+        s = Stream(client_id, st.RESERVED_REMOTE, self.settings[CLIENT][Setting.INITIAL_WINDOW_SIZE],
+                   self.settings[SERVER][Setting.INITIAL_WINDOW_SIZE])
+        s.server_id = promised
+        s.request_headers = unit.headers
+        self.streams[client_id] = s
+        self.counters["streams"] += 1
+        return False
+
+    def _forward_block(self, d: int, unit: _Unit, result, actions=None) -> None:
+        """Send a header block on: unchanged (byte for byte, unless re-encoding), or as changed."""
+        frames = unit.frames
+        if result is UNCHANGED and self.encoders[d] is None and not (d == S2C and self.push_map):
+            seqs = self._record_block_in(d, unit, actions)
+            for f, seq in zip(frames, seqs):
+                self._out(d, f.wire, seq, None)
+            self._after_block(unit)
+            return
+        seqs = self._record_block_in(d, unit, actions)
+        origin = seqs[0]
+        if result is UNCHANGED:
+            if unit.headers is None:
+                if self.encoders[d] is not None:
+                    self._log_error(f"cannot re-encode the header block on stream {frames[0].stream_id}: "
+                                    "its headers could not be decoded; forwarded as received")
+                for f, seq in zip(frames, seqs):
+                    self._out(d, self._map_ids(d, f.wire), seq, None)
+                self._after_block(unit)
+                return
+            result = [Headers(frames[0].stream_id, unit.headers, bool(frames[0].flags & END_STREAM),
+                              self._promised_id(frames[0]) if frames[0].type == PUSH_PROMISE else None)]
+            acts = [{"hook": "h2proxy", "action": "reencoded"}]
+        else:
+            acts = actions
+        for item in result:
+            self._send_item(d, item, origin, acts, unit)
+        self._after_block(unit)
+
+    def _after_block(self, unit: _Unit) -> None:
+        s = unit.stream
+        if s is not None and s.state == st.CLOSED and unit.frames[0].type == HEADERS:
+            self._close_stream(s)
+
+    def _promised_id(self, f: RawFrame) -> int:
+        off = 1 if f.flags & PADDED else 0
+        return _u32.unpack_from(f.payload, off)[0] & 0x7FFFFFFF
+
+    def _decode(self, d: int, frames: List[RawFrame]) -> Optional[list]:
+        try:
+            block = b"".join(_fragment(f) for f in frames)
+            return [(n, v) for n, v in self.decoders[d].decode(block, raw=False)]
+        except hpack.exceptions.OversizedHeaderListError as exc:
+            self._limit(d, "max_header_list_size", str(exc))
+            return None
+        except Exception as exc:  # hpack raises several types, and bad UTF-8 raises UnicodeDecodeError
+            self.decoding_broken[d] = True
+            self._violation(d, "4.3", ErrorCode.COMPRESSION_ERROR, True,
+                            f"header block on stream {frames[0].stream_id} does not decode: {exc}",
+                            forwarded=not self.strict)
+            return None
+
+    def _encode_block(self, d: int, item: Headers) -> List[bytes]:
+        """HPACK-encode with the proxy's own encoder for direction d and split to the receiver's frame size."""
+        enc = self.encoders[d]
+        if enc is None:
+            enc = self.encoders[d] = hpack.Encoder()
+            # Empty the receiver's dynamic table so that it matches the new encoder's.
+            size = min(4096, self.settings[1 - d][Setting.HEADER_TABLE_SIZE])
+            enc.header_table_size = 0
+            enc.header_table_size = size
+            log.info("c%d: %s header blocks are re-encoded by the proxy from now on", self.id,
+                     DIRECTION_NAME[d])
+        block = enc.encode([(str(n), str(v)) for n, v in item.headers])
+        sid = item.stream_id
+        max_size = self.settings[1 - d][Setting.MAX_FRAME_SIZE]
+        if item.promised_stream_id is not None:
+            first_room = max_size - 4
+            head = fc.PushPromiseFrame(sid, promised_stream_id=item.promised_stream_id,
+                                       data=block[:first_room])
+            rest = block[first_room:]
+        else:
+            head = fc.HeadersFrame(sid, data=block[:max_size])
+            rest = block[max_size:]
+            if item.end_stream:
+                head.flags.add("END_STREAM")
+        wires = []
+        if not rest:
+            head.flags.add("END_HEADERS")
+            return [head.serialize()]
+        wires.append(head.serialize())
+        while rest:
+            chunk, rest = rest[:max_size], rest[max_size:]
+            cont = fc.ContinuationFrame(sid, data=chunk)
+            if not rest:
+                cont.flags.add("END_HEADERS")
+            wires.append(cont.serialize())
+        return wires
+
+    # ---------------------------------------------------------- other frames
+
+    def _control(self, d: int, f: RawFrame) -> None:
+        t = f.type
+        sid = f.stream_id
+        if t == WINDOW_UPDATE:
+            if self._window_update(d, f):
+                return
+        elif t == SETTINGS:
+            if self._settings(d, f):
+                return
+        elif t == PING:
+            if sid != 0 and self._violation(d, "6.7", ErrorCode.PROTOCOL_ERROR, True, f"PING on stream {sid}"):
+                return
+            if f.length != 8 and self._violation(d, "6.7", ErrorCode.FRAME_SIZE_ERROR, True,
+                                                 f"PING with a body of {f.length} bytes, not 8"):
+                return
+            if self.control_rate[d].hit(self.now):
+                self._limit(d, "max_control_frames_per_second", "PING flood")
+                return
+        elif t == RST_STREAM:
+            if self._rst_stream(d, f):
+                return
+        elif t == PRIORITY:
+            if sid == 0 and self._violation(d, "6.3", ErrorCode.PROTOCOL_ERROR, True, "PRIORITY on stream 0"):
+                return
+            if f.length != 5 and self._violation(d, "6.3", ErrorCode.FRAME_SIZE_ERROR, False,
+                                                 f"PRIORITY on stream {sid} with a body of {f.length} bytes, not 5",
+                                                 sid):
+                return
+            if f.length == 5 and (_u32.unpack_from(f.payload)[0] & 0x7FFFFFFF) == sid:
+                if self._violation(d, "5.3.1", ErrorCode.PROTOCOL_ERROR, False,
+                                   f"PRIORITY: stream {sid} depends on itself", sid):
+                    return
+            if self.control_rate[d].hit(self.now):
+                self._limit(d, "max_control_frames_per_second", "PRIORITY churn")
+                return
+            if d == C2S and sid in self.streams and self.streams[sid].proxy_owned:
+                self._record_in(d, f, [{"hook": "h2proxy", "action": "consumed"}])
+                return
+        elif t == GOAWAY:
+            if sid != 0 and self._violation(d, "6.8", ErrorCode.PROTOCOL_ERROR, True, f"GOAWAY on stream {sid}"):
+                return
+            if f.length < 8:
+                if self._violation(d, "6.8", ErrorCode.FRAME_SIZE_ERROR, True,
+                                   f"GOAWAY with a body of {f.length} bytes, shorter than 8"):
+                    return
+            else:
+                last, code = _goaway_head.unpack_from(f.payload)
+                self.goaway_from[d] = (last & 0x7FFFFFFF, code)
+        elif t == CONTINUATION:
+            if self._violation(d, "6.10", ErrorCode.PROTOCOL_ERROR, True,
+                               f"CONTINUATION on stream {sid} without a HEADERS or PUSH_PROMISE before it"):
+                return
+        if d == S2C and self.push_map and sid in self.push_map:
+            pass  # renumbered below in _out via _map_ids
+        hooks = self.hook_table[d].get(t if t <= ALTSVC else -1)
+        if hooks is None:
+            wire = f.wire
+            if (d == S2C and self.push_map) or (d == C2S and self.push_unmap):
+                wire = self._map_ids(d, wire)
+            self._out(d, wire, self._record_in(d, f), None)
+            return
+        self._hooked(d, _Unit(d, [f], self.streams.get(sid)), hooks)
+
+    def _settings(self, d: int, f: RawFrame) -> bool:
+        sid = f.stream_id
+        if sid != 0 and self._violation(d, "6.5", ErrorCode.PROTOCOL_ERROR, True, f"SETTINGS on stream {sid}"):
+            return True
+        if f.flags & ACK:
+            if f.length and self._violation(d, "6.5", ErrorCode.FRAME_SIZE_ERROR, True,
+                                            f"SETTINGS ACK with a body of {f.length} bytes"):
+                return True
+            other = 1 - d
+            if self.unacked_settings[other]:
+                self.unacked_settings[other] -= 1
+            if self.control_rate[d].hit(self.now):
+                self._limit(d, "max_control_frames_per_second", "SETTINGS flood")
+                return True
+            return False
+        if f.length % 6:
+            return self._violation(d, "6.5", ErrorCode.FRAME_SIZE_ERROR, True,
+                                   f"SETTINGS body of {f.length} bytes is not a multiple of 6")
+        if f.length // 6 > self.limits.max_settings_entries:
+            self._limit(d, "max_settings_entries", f"SETTINGS with {f.length // 6} entries")
+            return True
+        if self.control_rate[d].hit(self.now):
+            self._limit(d, "max_control_frames_per_second", "SETTINGS flood")
+            return True
+        mine = self.settings[d]
+        receiving = 1 - d        # the direction in which this side receives
+        for ident, value in _settings_entry.iter_unpack(f.payload):
+            if ident == Setting.ENABLE_PUSH and value > 1:
+                if self._violation(d, "6.5.2", ErrorCode.PROTOCOL_ERROR, True,
+                                   f"SETTINGS_ENABLE_PUSH = {value}, must be 0 or 1"):
+                    return True
+            elif ident == Setting.INITIAL_WINDOW_SIZE:
+                if value > MAX_WINDOW:
+                    if self._violation(d, "6.5.2", ErrorCode.FLOW_CONTROL_ERROR, True,
+                                       f"SETTINGS_INITIAL_WINDOW_SIZE = {value}, above 2^31-1"):
+                        return True
+                    continue
+                delta = value - mine[Setting.INITIAL_WINDOW_SIZE]
+                if delta:
+                    for s in self.streams.values():
+                        s.window[receiving] += delta
+            elif ident == Setting.MAX_FRAME_SIZE and not 16384 <= value <= 16777215:
+                if self._violation(d, "6.5.2", ErrorCode.PROTOCOL_ERROR, True,
+                                   f"SETTINGS_MAX_FRAME_SIZE = {value}, outside 16384..16777215"):
+                    return True
+                continue
+            elif ident == Setting.HEADER_TABLE_SIZE and self.decoders is not None:
+                self.decoders[receiving].max_allowed_table_size = value
+            mine[ident] = value
+        if self.strict:
+            self.readers[receiving].max_frame_size = min(self.limits.max_frame_size,
+                                                         mine[Setting.MAX_FRAME_SIZE])
+        self.settings_seen[d] = True
+        self.unacked_settings[d] += 1
+        if self.held_streams[receiving]:
+            self._flush_held(receiving)
+        return False
+
+    def _window_update(self, d: int, f: RawFrame) -> bool:
+        sid = f.stream_id
+        if f.length != 4:
+            return self._violation(d, "6.9", ErrorCode.FRAME_SIZE_ERROR, True,
+                                   f"WINDOW_UPDATE on stream {sid} with a body of {f.length} bytes, not 4")
+        inc = _u32.unpack_from(f.payload)[0] & 0x7FFFFFFF
+        if inc == 0:
+            return self._violation(d, "6.9", ErrorCode.PROTOCOL_ERROR, sid == 0,
+                                   f"WINDOW_UPDATE on stream {sid} with an increment of 0", sid)
+        if self.control_rate[d].hit(self.now) and inc < 1024:
+            self._limit(d, "max_control_frames_per_second", "WINDOW_UPDATE churn")
+            return True
+        other = 1 - d            # the direction whose receiver this side is
+        if sid == 0:
+            self.window[other] += inc
+            if self.window[other] > MAX_WINDOW:
+                if self._violation(d, "6.9.1", ErrorCode.FLOW_CONTROL_ERROR, True,
+                                   f"connection window raised to {self.window[other]}, above 2^31-1"):
+                    return True
+            owed = self.owed[other]
+            if owed:
+                take = min(owed, inc)
+                self.owed[other] -= take
+                if self.held_streams[other]:
+                    self._flush_held(other)
+                if take == inc:
+                    self._record_in(d, f, [{"hook": "h2proxy", "action": "consumed"}])
+                    return True
+                self._out(d, fc.WindowUpdateFrame(0, window_increment=inc - take).serialize(),
+                          self._record_in(d, f, [{"hook": "h2proxy", "action": "changed"}]),
+                          [{"hook": "h2proxy", "action": "window-repair"}])
+                return True
+        else:
+            s = self.streams.get(sid)
+            if s is not None:
+                s.window[other] += inc
+                if s.window[other] > MAX_WINDOW:
+                    if self._violation(d, "6.9.1", ErrorCode.FLOW_CONTROL_ERROR, False,
+                                       f"stream {sid} window raised to {s.window[other]}, above 2^31-1", sid):
+                        return True
+                if s.proxy_owned or s.owed[other]:
+                    take = inc if s.proxy_owned else min(s.owed[other], inc)
+                    s.owed[other] -= 0 if s.proxy_owned else take
+                    if self.held_streams[other]:
+                        self._flush_held(other)
+                    if take == inc:
+                        self._record_in(d, f, [{"hook": "h2proxy", "action": "consumed"}])
+                        return True
+                    self._out(d, fc.WindowUpdateFrame(s.server_id if d == C2S else sid,
+                                                      window_increment=inc - take).serialize(),
+                              self._record_in(d, f, [{"hook": "h2proxy", "action": "changed"}]),
+                              [{"hook": "h2proxy", "action": "window-repair"}])
+                    return True
+        if self.held_streams[other]:
+            self._flush_held(other)
+        return False
+
+    def _rst_stream(self, d: int, f: RawFrame) -> bool:
+        sid = f.stream_id
+        if sid == 0:
+            return self._violation(d, "6.4", ErrorCode.PROTOCOL_ERROR, True, "RST_STREAM on stream 0")
+        if f.length != 4:
+            return self._violation(d, "6.4", ErrorCode.FRAME_SIZE_ERROR, True,
+                                   f"RST_STREAM on stream {sid} with a body of {f.length} bytes, not 4")
+        if d == S2C and self.push_map:
+            sid = self.push_map.get(sid, sid)
+        self.counters["resets"][d] += 1
+        if d == C2S and self.reset_rate.hit(self.now):
+            self._limit(d, "max_resets_per_second", "stream resets (rapid reset, CVE-2023-44487)")
+            return True
+        s = self.streams.get(sid)
+        if s is None:
+            if sid > self.last_stream[d if sid & 1 else SERVER] and (sid & 1 or sid > self.last_client_push_id):
+                return self._violation(d, "5.1", ErrorCode.PROTOCOL_ERROR, True, f"RST_STREAM on idle stream {sid}")
+            return False
+        s.state = st.CLOSED
+        s.reset_by = d
+        if s.proxy_owned and d == C2S:
+            s.push_body = None
+            s.held[S2C].clear()
+            self.held_streams[S2C].pop(sid, None)
+            self._close_stream(s)
+            self._record_in(d, f, [{"hook": "h2proxy", "action": "consumed"}])
+            return True
+        # DATA held for a reset stream will never be wanted.
+        for dd in (0, 1):
+            if s.held[dd]:
+                s.held[dd].clear()
+                self.held_streams[dd].pop(sid, None)
+        self._close_stream(s)
+        return False
+
+    def _closed_stream_frame(self, d: int, f: RawFrame, sid: int) -> bool:
+        """A DATA or HEADERS frame for a stream the proxy does not track."""
+        owner = CLIENT if sid & 1 else SERVER
+        last = self.last_stream[owner] if owner == CLIENT else max(self.last_stream[SERVER],
+                                                                   self.last_client_push_id)
+        if sid > last:
+            return self._violation(d, "5.1", ErrorCode.PROTOCOL_ERROR, True,
+                                   f"{frame_name(f.type)} on idle stream {sid}")
+        closer = self.recently_closed.get(sid, "unknown")
+        if closer == d:
+            # The sender itself closed the stream with END_STREAM or RST_STREAM and sends again.
+            return self._violation(d, "5.1", ErrorCode.STREAM_CLOSED, False,
+                                   f"{frame_name(f.type)} on stream {sid}, which the {SIDE_NAME[d]} had closed",
+                                   sid)
+        return False
+
+    def _close_stream(self, s: Stream) -> None:
+        if self.streams.pop(s.id, None) is None:
+            return
+        closer = s.reset_by
+        if closer is None:
+            closer = -1
+        self.recently_closed[s.id] = closer
+        if len(self.recently_closed) > 1024:
+            self.recently_closed.popitem(last=False)
+        if self.hooks is not None:
+            self.hooks.stream_closed(self, s)
+
+    # ---------------------------------------------------------------- hooks
+
+    def _hooked(self, d: int, unit: _Unit, hooks) -> None:
+        gen = self._hook_chain(d, unit, hooks)
+        self._drive(d, gen, lambda result: self._finish_unit(d, unit, result), None, None)
+
+    def _drive(self, d, gen, finish, value, error) -> None:
+        try:
+            if error is not None:
+                awaitable = gen.throw(error)
+            else:
+                awaitable = gen.send(value)
+        except StopIteration as stop:
+            finish(stop.value)
+            return
+        self.paused[d] = (gen, finish)
+        self.commands.append(AwaitHook(d, awaitable))
+
+    def _hook_chain(self, d: int, unit: _Unit, hooks):
+        """Run the hooks on one unit; a generator so that an async hook can suspend it."""
+        first = unit.frames[0]
+        try:
+            frame = self._frame_object(unit)
+        except FrameCodecError as exc:
+            self._log_error(f"{frame_name(first.type)} on stream {first.stream_id} cannot be handed to hooks: "
+                            f"{exc}; forwarded unchanged")
+            return UNCHANGED, []
+        original = frame.serialize() if unit.frames[0].type in (HEADERS, PUSH_PROMISE) else None
+        items: list = [frame]
+        actions: list = []
+        changed = False
+        for name, method, wants_headers in hooks:
+            new_items = []
+            for item in items:
+                if not isinstance(item, fc.Frame):
+                    new_items.append(item)
+                    continue
+                ctx = HookCtx(self, d, name, unit.stream, item)
+                try:
+                    if wants_headers:
+                        result = method(ctx, item, list(unit.headers) if unit.headers is not None else None)
+                    else:
+                        result = method(ctx, item)
+                    if inspect.isawaitable(result):
+                        actions.append({"hook": name, "action": "delayed"})
+                        result = yield result
+                except Exception as exc:
+                    self._hook_error(name, exc, first)
+                    new_items.append(item)
+                    continue
+                if result is None:
+                    new_items.append(item)
+                    actions.append({"hook": name, "action": "passed"})
+                    continue
+                changed = True
+                if isinstance(result, (list, tuple)):
+                    if result and isinstance(result[0], tuple):
+                        hdrs = Headers(item.stream_id, result, "END_STREAM" in item.flags,
+                                       getattr(item, "promised_stream_id", None)
+                                       if isinstance(item, fc.PushPromiseFrame) else None)
+                        new_items.append(hdrs)
+                        actions.append({"hook": name, "action": "changed"})
+                    else:
+                        new_items.extend(result)
+                        actions.append({"hook": name, "action": "dropped" if not result else
+                                        ("changed" if len(result) == 1 else "split")})
+                else:
+                    new_items.append(result)
+                    actions.append({"hook": name, "action": "changed" if result is not item else "passed"})
+            items = new_items
+        if not changed and len(items) == 1 and items[0] is frame:
+            if original is None or frame.serialize() == original:
+                return UNCHANGED, actions
+        if len(items) == 1 and items[0] is frame and original is not None and frame.serialize() == original:
+            return UNCHANGED, actions
+        return items, actions
+
+    def _frame_object(self, unit: _Unit):
+        frames = unit.frames
+        frame = frames[0].parse()
+        if len(frames) > 1:
+            frame.data = b"".join([frame.data] + [bytes(f.payload) for f in frames[1:]])
+            frame.flags.add("END_HEADERS")
+        return frame
+
+    def _finish_unit(self, d: int, unit: _Unit, outcome) -> None:
+        if self.closed:
+            return
+        result, actions = outcome
+        first = unit.frames[0]
+        t = first.type
+        if t in (HEADERS, PUSH_PROMISE):
+            self._forward_block(d, unit, result, actions)
+            return
+        s = unit.stream
+        if result is UNCHANGED:
+            if t == DATA:
+                self._send_data(d, s, first.wire, first.length, first.stream_id,
+                                self._record_in(d, first, actions), None)
+                if s is not None and s.state == st.CLOSED:
+                    self._close_stream(s)
+            else:
+                self._out(d, self._map_ids(d, first.wire), self._record_in(d, first, actions), None)
+            return
+        origin = self._record_in(d, first, actions)
+        sent_fcl = 0
+        for item in result:
+            sent_fcl += self._send_item(d, item, origin, [a for a in actions if a["action"] != "passed"], unit)
+        if t == DATA and s is not None:
+            diff = first.length - sent_fcl
+            if diff > 0:
+                self._credit_sender(d, s, diff, first.flags & END_STREAM)
+            elif diff < 0:
+                self.owed[d] += -diff
+                s.owed[d] += -diff
+            if s.state == st.CLOSED:
+                self._close_stream(s)
+
+    def _credit_sender(self, d: int, s: Stream, amount: int, ended: bool) -> None:
+        """DATA the sender spent window on never reached the receiver: give the window back."""
+        back = 1 - d
+        self._out(back, fc.WindowUpdateFrame(0, window_increment=amount).serialize(), None,
+                  [{"hook": "h2proxy", "action": "window-credit"}])
+        if not ended and s.id in self.streams:
+            sid = s.server_id if d == S2C else s.id
+            self._out(back, fc.WindowUpdateFrame(sid, window_increment=amount).serialize(), None,
+                      [{"hook": "h2proxy", "action": "window-credit"}])
+
+    def _send_item(self, d: int, item, origin, actions, unit: Optional[_Unit]) -> int:
+        """Send one thing a hook produced towards the receiver of d; returns DATA bytes sent."""
+        if isinstance(item, RawBytes):
+            self._out_raw(d, item.data, item.note)
+            return 0
+        if isinstance(item, Headers):
+            for wire in self._encode_block(d, item):
+                self._out(d, self._map_ids(d, wire), origin, actions)
+            return 0
+        if isinstance(item, (bytes, bytearray, memoryview)):
+            self._out_raw(d, bytes(item), "bytes from a hook")
+            return 0
+        if not isinstance(item, fc.Frame):
+            self._log_error(f"a hook returned {type(item).__name__}, not a frame; ignored")
+            return 0
+        max_size = self.settings[1 - d][Setting.MAX_FRAME_SIZE]
+        if isinstance(item, fc.DataFrame):
+            data = item.data
+            s = self.streams.get(item.stream_id)
+            total = 0
+            end = "END_STREAM" in item.flags
+            if len(data) + (item.pad_length + 1 if "PADDED" in item.flags else 0) <= max_size:
+                wire = item.serialize()
+                fcl = len(wire) - 9
+                self._send_data(d, s, wire, fcl, item.stream_id, origin, actions)
+                return fcl
+            view = memoryview(data)
+            for pos in range(0, len(view), max_size):
+                chunk = view[pos:pos + max_size]
+                part = fc.DataFrame(item.stream_id, data=bytes(chunk))
+                if end and pos + max_size >= len(view):
+                    part.flags.add("END_STREAM")
+                wire = part.serialize()
+                self._send_data(d, s, wire, len(chunk), item.stream_id, origin,
+                                (actions or []) + [{"hook": "h2proxy", "action": "split"}])
+                total += len(chunk)
+            return total
+        if isinstance(item, (fc.HeadersFrame, fc.PushPromiseFrame)) and len(item.data) > max_size - 10:
+            wires = _split_block(item, max_size)
+            for wire in wires:
+                self._out(d, self._map_ids(d, wire), origin, actions)
+            return 0
+        self._out(d, self._map_ids(d, item.serialize()), origin, actions)
+        return 0
+
+    def _hook_error(self, name: str, exc: BaseException, f: RawFrame) -> None:
+        self.counters["hook_errors"] += 1
+        key = (name, type(exc).__name__)
+        seen = self.hooks.errors_logged if self.hooks is not None else set()
+        if key not in seen:
+            seen.add(key)
+            log.error("c%d: hook %s raised on %s stream %d; the frame goes on unchanged", self.id, name,
+                      frame_name(f.type), f.stream_id, exc_info=exc)
+        else:
+            log.debug("c%d: hook %s raised %r again", self.id, name, exc)
+        if self.sink is not None:
+            self.sink.error(self.id, self.now, f"hook {name} raised {type(exc).__name__}: {exc}")
+
+    # -------------------------------------------------------- proxy actions
+
+    def inject(self, d: int, item, origin=None, note: str = "injected") -> None:
+        """Send a frame, a Headers block or RawBytes towards the receiver of d, with repairs."""
+        if self.closed:
+            return
+        acts = [{"hook": note, "action": "injected"}]
+        if isinstance(item, fc.DataFrame):
+            s = self.streams.get(item.stream_id)
+            n = self._send_item(d, item, origin, acts, None)
+            self.owed[d] += n
+            if s is not None:
+                s.owed[d] += n
+            return
+        self._send_item(d, item, origin, acts, None)
+
+    def reset_stream(self, sid: int, code: int, towards: str) -> None:
+        s = self.streams.get(sid)
+        for side in _sides(towards):
+            d = 1 - side    # towards the client = direction S2C
+            wire_sid = s.server_id if (s is not None and side == SERVER) else sid
+            if side == SERVER and s is not None and s.proxy_owned:
+                continue
+            self._out(d, fc.RstStreamFrame(wire_sid, error_code=code).serialize(), None,
+                      [{"hook": "h2proxy", "action": "injected"}])
+        if s is not None:
+            s.state = st.CLOSED
+            for dd in (0, 1):
+                s.held[dd].clear()
+                self.held_streams[dd].pop(sid, None)
+            s.push_body = None
+            self._close_stream(s)
+
+    def goaway(self, code: int, last_stream_id: Optional[int], debug: bytes, towards: str) -> None:
+        for side in _sides(towards):
+            d = 1 - side
+            last = last_stream_id
+            if last is None:
+                last = self.last_stream[CLIENT] if side == CLIENT else self.last_stream[SERVER]
+            self._send_goaway(d, last, code, debug)
+
+    def push(self, parent: Optional[Stream], path: str, headers, body: bytes, status: int):
+        """Push a resource to the client on ``parent``'s stream, as the server would."""
+        if parent is None or parent.id % 2 == 0:
+            return PushRefused("pushes need a client-initiated stream to be promised on")
+        if parent.state not in (st.OPEN, st.HALF_CLOSED_LOCAL):
+            return PushRefused(f"stream {parent.id} is {parent.state}; a push must be promised on an open stream")
+        if self.settings[CLIENT][Setting.ENABLE_PUSH] == 0:
+            return PushRefused("the client disabled push (SETTINGS_ENABLE_PUSH = 0)")
+        active_pushes = sum(1 for s in self.streams.values() if s.id % 2 == 0 and s.state != st.CLOSED)
+        limit = self.settings[CLIENT][Setting.MAX_CONCURRENT_STREAMS]
+        if active_pushes >= limit:
+            return PushRefused(f"the client allows {limit} concurrent pushed streams "
+                               f"(SETTINGS_MAX_CONCURRENT_STREAMS) and {active_pushes} are open")
+        if self.goaway_from[CLIENT] is not None:
+            return PushRefused("the client sent GOAWAY")
+        promised = max(self.last_client_push_id, self.last_stream[SERVER]) + 2
+        self.last_client_push_id = promised
+        self.renumber_pushes = True
+        req = parent.request_headers or []
+        authority = _header(req, ":authority") or "localhost"
+        scheme = _header(req, ":scheme") or "https"
+        request = [(":method", "GET"), (":scheme", scheme), (":authority", authority), (":path", path)]
+        s = Stream(promised, st.RESERVED_LOCAL, self.settings[CLIENT][Setting.INITIAL_WINDOW_SIZE],
+                   self.settings[SERVER][Setting.INITIAL_WINDOW_SIZE])
+        s.proxy_owned = True
+        s.request_headers = request
+        self.streams[promised] = s
+        self.counters["pushes"] += 1
+        note = "push"
+        self._send_item(S2C, Headers(parent.id, request, promised_stream_id=promised), None,
+                        [{"hook": note, "action": "injected"}], None)
+        response = [(":status", str(status))] + [(str(k).lower(), str(v)) for k, v in headers]
+        if not any(k == "content-length" for k, _ in response[1:]):
+            response.append(("content-length", str(len(body))))
+        self._send_item(S2C, Headers(promised, response, end_stream=not body), None,
+                        [{"hook": note, "action": "injected"}], None)
+        s.state = st.HALF_CLOSED_LOCAL if body else st.CLOSED
+        if body:
+            s.push_body = memoryview(bytes(body))
+            self._continue_push(s)
+        else:
+            self._close_stream(s)
+        return PushStarted(promised)
+
+    def _continue_push(self, s: Stream) -> None:
+        """Send as much of a proxy-pushed body as the client's windows allow."""
+        body = s.push_body
+        max_size = self.settings[CLIENT][Setting.MAX_FRAME_SIZE]
+        while body is not None and len(body):
+            room = min(self.window[S2C], s.window[S2C], max_size)
+            if room <= 0:
+                s.held[S2C].append((b"", 0, None, None)) if False else None
+                self.held_streams[S2C][s.id] = s
+                return
+            chunk = body[:room]
+            body = body[room:]
+            frame = fc.DataFrame(s.id, data=bytes(chunk))
+            if not len(body):
+                frame.flags.add("END_STREAM")
+            self.window[S2C] -= len(chunk)
+            s.window[S2C] -= len(chunk)
+            self.owed[S2C] += len(chunk)
+            self._out(S2C, frame.serialize(), None, [{"hook": "push", "action": "injected"}])
+        s.push_body = None
+        self.held_streams[S2C].pop(s.id, None)
+        s.state = st.CLOSED
+        self._close_stream(s)
+
+    # ------------------------------------------------------------- output
+
+    def _out(self, d: int, wire, origin, actions) -> None:
+        self.out[d].append(wire)
+        self.counters["frames_out"][d] += 1
+        self.counters["bytes_out"][d] += len(wire)
+        if self.sink is not None:
+            self.sink.frame(self.id, SEND_LEG[d], "send", self.now, wire, None, origin, actions)
+
+    def _out_raw(self, d: int, data: bytes, note: str) -> None:
+        self.out[d].append(data)
+        self.counters["bytes_out"][d] += len(data)
+        log.info("c%d: raw bytes towards the %s (%d bytes, repairs off): %s", self.id, SIDE_NAME[1 - d],
+                 len(data), note)
+        if self.sink is not None:
+            self.sink.raw(self.id, SEND_LEG[d], "send", self.now, data, note)
+
+    def _record_in(self, d: int, f: RawFrame, actions=None, headers=None) -> Optional[int]:
+        if self.sink is None:
+            return None
+        return self.sink.frame(self.id, RECV_LEG[d], "recv", self.now, f.wire, headers, None, actions)
+
+    def _record_block_in(self, d: int, unit: _Unit, actions) -> List[Optional[int]]:
+        if self.sink is None:
+            return [None] * len(unit.frames)
+        last = len(unit.frames) - 1
+        return [self.sink.frame(self.id, RECV_LEG[d], "recv", self.now, f.wire,
+                                unit.headers if i == last else None, None, actions if i == 0 else None)
+                for i, f in enumerate(unit.frames)]
+
+    def _map_ids(self, d: int, wire):
+        """Rewrite stream ids of frames on renumbered pushed streams."""
+        if d == S2C:
+            table = self.push_map
+        else:
+            table = self.push_unmap
+        if not table:
+            return wire
+        sid = _u32.unpack_from(wire, 5)[0] & 0x7FFFFFFF
+        new = table.get(sid)
+        if new is None:
+            return wire
+        buf = bytearray(wire)
+        _u32.pack_into(buf, 5, (_u32.unpack_from(wire, 5)[0] & 0x80000000) | new)
+        return bytes(buf)
+
+    def _forward_preface(self) -> None:
+        self.preface_forwarded = True
+        if self.sink is not None:
+            self.sink.preface(self.id, "client", "recv", self.now, PREFACE)
+        self.out[C2S].append(PREFACE)
+        self.counters["bytes_out"][C2S] += len(PREFACE)
+        if self.sink is not None:
+            self.sink.preface(self.id, "upstream", "send", self.now, PREFACE)
+
+    def _send_goaway(self, d: int, last: int, code: int, debug) -> None:
+        if isinstance(debug, str):
+            debug = debug.encode("utf-8", "replace")
+        frame = fc.GoAwayFrame(0, last_stream_id=last, error_code=int(code), additional_data=debug[:1024])
+        self._out(d, frame.serialize(), None, [{"hook": "h2proxy", "action": "injected"}])
+
+    # ------------------------------------------------------------- errors
+
+    def _violation(self, d: int, section: str, code: int, connection: bool, message: str,
+                   sid: Optional[int] = None, forwarded: Optional[bool] = None) -> bool:
+        """Record a rule broken by side d. Returns True when the offending frame must be dropped."""
+        self.counters["violations"] += 1
+        kind = "connection error" if connection else f"stream error on stream {sid}"
+        fate = "not forwarded" if self.strict else "forwarded"
+        if forwarded is not None:
+            fate = "forwarded" if forwarded else "not forwarded"
+        text = (f"c{self.id}: violation by the {SIDE_NAME[d]}: {message} (RFC 9113 section {section}); "
+                f"a conformant endpoint answers {error_name(code)} ({kind}); {fate}")
+        log.warning("%s", text)
+        record = {"side": SIDE_NAME[d], "section": section, "code": error_name(code), "message": message,
+                  "connection": connection, "stream": sid}
+        if len(self.violations) < 100:
+            self.violations.append(record)
+        if self.sink is not None:
+            self.sink.violation(self.id, self.now, SIDE_NAME[d], section, error_name(code), message)
+        if not self.strict or forwarded:
+            return False
+        if connection or sid is None:
+            self._connection_error(d, section, code, message, forced=False, logged=True)
+        else:
+            self._stream_error(d, sid, code, message)
+        return True
+
+    def _stream_error(self, d: int, sid: int, code: int, message: str) -> None:
+        """Strict mode: reset the stream towards the offender, cancel it towards the other side."""
+        s = self.streams.get(sid)
+        offender = d
+        self._out(1 - offender, fc.RstStreamFrame(sid if offender == CLIENT or s is None else s.server_id,
+                                                  error_code=int(code)).serialize(),
+                  None, [{"hook": "h2proxy", "action": "strict"}])
+        if s is not None:
+            other_sid = s.server_id if offender == CLIENT else s.id
+            if not (s.proxy_owned and offender == CLIENT):
+                self._out(offender, fc.RstStreamFrame(other_sid, error_code=ErrorCode.CANCEL).serialize(),
+                          None, [{"hook": "h2proxy", "action": "strict"}])
+            s.state = st.CLOSED
+            s.reset_by = 1 - d
+            self._close_stream(s)
+
+    def _connection_error(self, d: int, section: str, code: int, message: str, forced: bool,
+                          logged: bool = False) -> None:
+        """Answer side d with GOAWAY(code), the other side with a clean GOAWAY, and close both."""
+        if not logged:
+            log.warning("c%d: %s: %s (RFC 9113 section %s) -> GOAWAY %s", self.id, SIDE_NAME[d], message,
+                        section, error_name(code))
+            if self.sink is not None:
+                self.sink.violation(self.id, self.now, SIDE_NAME[d], section, error_name(code), message)
+        towards_offender = 1 - d
+        last_offender = self.last_stream[CLIENT] if d == CLIENT else self.last_stream[SERVER]
+        if d == CLIENT or self.preface_forwarded or True:
+            self._send_goaway(towards_offender, last_offender, code, f"h2proxy: {message}")
+        if self.preface_forwarded or d == CLIENT:
+            if d == CLIENT and self.preface_forwarded:
+                self._send_goaway(d, 0, ErrorCode.NO_ERROR,
+                                  f"h2proxy: the client's connection failed ({error_name(code)})")
+            elif d == SERVER:
+                self._send_goaway(d, self.last_stream[SERVER], ErrorCode.NO_ERROR,
+                                  f"h2proxy: the upstream's connection failed ({error_name(code)})")
+        self._finish(f"{SIDE_NAME[d]} {error_name(code)}: {message}", close_sides=(CLIENT, SERVER))
+
+    def _limit(self, d: int, name: str, detail: str) -> None:
+        """A resource limit was hit by side d: ENHANCE_YOUR_CALM to it, a clean GOAWAY to the other."""
+        value = getattr(self.limits, name, None)
+        message = f"limit {name} = {value} exceeded: {detail}"
+        log.warning("c%d: the %s hit a limit: %s", self.id, SIDE_NAME[d], message)
+        if self.sink is not None:
+            self.sink.error(self.id, self.now, f"{SIDE_NAME[d]}: {message}")
+        self._connection_error(d, "10.5", ErrorCode.ENHANCE_YOUR_CALM, message, forced=True, logged=True)
+
+    def _bad_preface(self, exc: PrefaceError) -> None:
+        text = (b"HTTP/1.1 505 HTTP Version Not Supported\r\nContent-Type: text/plain\r\nConnection: close\r\n"
+                b"Content-Length: 56\r\n\r\nh2proxy speaks HTTP/2 only (prior knowledge or TLS+ALPN)\n")
+        log.warning("c%d: the client did not send the HTTP/2 connection preface: %s", self.id, exc)
+        if self.sink is not None:
+            self.sink.error(self.id, self.now, str(exc))
+        self._out_raw(S2C, text, "plain-text error for a client that does not speak HTTP/2")
+        self._finish(str(exc), close_sides=(CLIENT, SERVER))
+
+    def _log_error(self, message: str) -> None:
+        log.error("c%d: %s", self.id, message)
+        if self.sink is not None:
+            self.sink.error(self.id, self.now, message)
+
+    def _finish(self, reason: str, close_sides=(CLIENT, SERVER)) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        for side in (CLIENT, SERVER):
+            self.commands.append(Close(side, reason))
+        if self.sink is not None:
+            self.sink.connection_closed(self.id, self.now, reason)
+        if self.hooks is not None:
+            self.hooks.connection_closed(self)
+
+    def close(self, reason: str) -> None:
+        """The shell is done with this connection (both sockets gone)."""
+        self._finish(reason)
+
+
+class HookCtx(HookContext):
+    """The context a hook method gets: this frame's connection, stream and direction."""
+
+    __slots__ = ("relay", "d", "hook", "stream", "frame")
+
+    def __init__(self, relay: Relay, d: int, hook: str, stream: Optional[Stream], frame) -> None:
+        self.relay = relay
+        self.d = d
+        self.hook = hook
+        self.stream = stream
+        self.frame = frame
+
+    @property
+    def direction(self) -> str:
+        return DIRECTION_NAME[self.d]
+
+    @property
+    def conn(self) -> Relay:
+        return self.relay
+
+    @property
+    def request_headers(self):
+        return self.stream.request_headers if self.stream is not None else None
+
+    def inject(self, frame, direction: Optional[str] = None) -> None:
+        d = self.d if direction is None else _direction(direction)
+        self.relay.inject(d, frame, note=self.hook)
+
+    def reset_stream(self, stream_id=None, code="CANCEL", towards="both") -> None:
+        sid = stream_id if stream_id is not None else (self.stream.id if self.stream else self.frame.stream_id)
+        self.relay.reset_stream(sid, parse_error_code(code), towards)
+
+    def goaway(self, code="NO_ERROR", last_stream_id=None, debug=b"", towards="both") -> None:
+        self.relay.goaway(parse_error_code(code), last_stream_id, debug, towards)
+
+    def push(self, path, headers=(), body=b"", status=200):
+        result = self.relay.push(self.stream, path, headers, body, status)
+        if not result:
+            log.info("c%d: push of %s refused: %s", self.relay.id, path, result.reason)
+        return result
+
+    def close(self, towards="both", reset=False) -> None:
+        for side in _sides(towards):
+            self.relay.commands.append(Close(side, f"hook {self.hook} closed the connection", abort=reset))
+
+
+def _sides(towards: str):
+    towards = towards.lower()
+    if towards == "both":
+        return (CLIENT, SERVER)
+    if towards in ("client", "downstream"):
+        return (CLIENT,)
+    if towards in ("server", "upstream"):
+        return (SERVER,)
+    raise ValueError(f"towards must be 'client', 'server' or 'both', not {towards!r}")
+
+
+def _direction(direction) -> int:
+    if direction in (C2S, CLIENT_TO_SERVER, "c2s", "to_server", "server", "upstream"):
+        return C2S
+    if direction in (S2C, SERVER_TO_CLIENT, "s2c", "to_client", "client", "downstream"):
+        return S2C
+    raise ValueError(f"direction must be {CLIENT_TO_SERVER!r} or {SERVER_TO_CLIENT!r}, not {direction!r}")
+
+
+def _fragment(f: RawFrame) -> bytes:
+    """The header block fragment of a HEADERS, PUSH_PROMISE or CONTINUATION frame."""
+    p = f.payload
+    if f.type == CONTINUATION:
+        return bytes(p)
+    start = 0
+    end = len(p)
+    if f.flags & PADDED:
+        if not end:
+            raise ValueError("PADDED frame without a pad length")
+        end -= p[0]
+        start = 1
+    if f.type == HEADERS and f.flags & PRIORITY_FLAG:
+        start += 5
+    elif f.type == PUSH_PROMISE:
+        start += 4
+    if end < start:
+        raise ValueError(f"padding of {p[0]} bytes longer than the frame body")
+    return bytes(p[start:end])
+
+
+def _split_block(frame, max_size: int) -> List[bytes]:
+    """Split a HEADERS or PUSH_PROMISE frame whose block is too large into the frame + CONTINUATIONs."""
+    data = frame.data
+    first_room = max_size - 20
+    frame.data = data[:first_room]
+    rest = data[first_room:]
+    frame.flags.discard("END_HEADERS")
+    wires = [frame.serialize()]
+    while rest:
+        chunk, rest = rest[:max_size], rest[max_size:]
+        cont = fc.ContinuationFrame(frame.stream_id, data=chunk)
+        if not rest:
+            cont.flags.add("END_HEADERS")
+        wires.append(cont.serialize())
+    return wires
+
+
+def _header(headers, name: str) -> Optional[str]:
+    for k, v in headers:
+        if k == name:
+            return v
+    return None
+
+
+def _is_informational(headers) -> bool:
+    status = _header(headers, ":status")
+    return bool(status) and status.startswith("1")

@@ -1,0 +1,500 @@
+"""The asyncio shell around the sans-I/O relay: sockets, TLS, backpressure, shutdown.
+
+Everything protocol-related happens in :class:`proxy.core.relay.Relay`; this
+module only moves bytes between transports and the relay, carries out the
+relay's commands (close a side, await a hook), and pauses reading a side
+whenever the other side's socket, or the relay itself, holds more than the
+high-water mark.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import ssl
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, List, Optional, Set
+from urllib.parse import urlsplit
+
+from .core.limits import Limits
+from .core.relay import CLIENT, SERVER, AwaitHook, Close, Relay, RelayOptions
+
+log = logging.getLogger("h2proxy")
+
+
+class ConfigError(Exception):
+    """A configuration value is wrong; the message names the key and the value."""
+
+
+@dataclass
+class Endpoint:
+    """A parsed ``h2c://host:port`` or ``https://host:port`` URL."""
+
+    scheme: str
+    host: str
+    port: int
+
+    @property
+    def tls(self) -> bool:
+        return self.scheme == "https"
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.scheme}://{host}:{self.port}"
+
+
+def parse_endpoint(text: str, key: str = "listen", default_port: Optional[int] = None) -> Endpoint:
+    """Parse a listen or upstream URL; raise ConfigError naming ``key`` when it is wrong."""
+    if "://" not in text:
+        raise ConfigError(f"{key}: {text!r} is not a URL; write h2c://HOST:PORT or https://HOST:PORT")
+    parts = urlsplit(text)
+    scheme = parts.scheme.lower()
+    if scheme == "http":
+        scheme = "h2c"
+    if scheme not in ("h2c", "https"):
+        raise ConfigError(f"{key}: scheme {parts.scheme!r} in {text!r} is not supported; use h2c:// or https://")
+    host = parts.hostname
+    if not host:
+        raise ConfigError(f"{key}: {text!r} has no host")
+    try:
+        port = parts.port
+    except ValueError:
+        raise ConfigError(f"{key}: {text!r} has an invalid port") from None
+    if port is None:
+        port = default_port if default_port is not None else (443 if scheme == "https" else 80)
+    return Endpoint(scheme, host, port)
+
+
+@dataclass
+class ProxySettings:
+    """What the shell needs to run (built from the config file and command line)."""
+
+    listen: Endpoint = field(default_factory=lambda: Endpoint("h2c", "127.0.0.1", 8080))
+    upstream: Optional[Endpoint] = None
+    strict: bool = False
+    limits: Limits = field(default_factory=Limits)
+    cert: Optional[str] = None
+    key: Optional[str] = None
+    ca_dir: Optional[str] = None
+    upstream_ca: Optional[str] = None
+    insecure: bool = False
+    connect_timeout: float = 10.0
+    decode_headers: bool = False
+
+
+class Bridge:
+    """Joins one client transport, one upstream transport and their relay."""
+
+    __slots__ = ("server", "relay", "transports", "paused_reading", "closing", "upstream_task", "client_info",
+                 "tasks", "write_paused", "conn_id", "_closed_sides", "last_activity")
+
+    def __init__(self, server: "ProxyServer", conn_id: int) -> None:
+        self.server = server
+        self.conn_id = conn_id
+        self.relay: Optional[Relay] = None
+        self.transports: List[Optional[asyncio.Transport]] = [None, None]
+        self.paused_reading = [False, False]
+        self.write_paused = [False, False]
+        self.closing = False
+        self.upstream_task: Optional[asyncio.Task] = None
+        self.client_info: dict = {}
+        self.tasks: Set[asyncio.Task] = set()
+        self._closed_sides = [False, False]
+        self.last_activity = time.monotonic()
+
+    # -- data path --------------------------------------------------------
+
+    def data(self, side: int, data: bytes) -> None:
+        relay = self.relay
+        relay.receive(side, data, time.time())
+        self.flush()
+        if relay.inbox[side] and relay.buffered > self.server.settings.limits.high_water:
+            self._pause(side)
+
+    def flush(self) -> None:
+        relay = self.relay
+        out = relay.out
+        t_client, t_server = self.transports
+        if out[0] and t_server is not None:
+            bufs = relay.take_output(0)
+            if len(bufs) == 1:
+                t_server.write(bufs[0])
+            else:
+                t_server.writelines(bufs)
+        if out[1] and t_client is not None:
+            bufs = relay.take_output(1)
+            if len(bufs) == 1:
+                t_client.write(bufs[0])
+            else:
+                t_client.writelines(bufs)
+        if relay.commands:
+            commands, relay.commands = relay.commands, []
+            for cmd in commands:
+                if isinstance(cmd, AwaitHook):
+                    task = asyncio.ensure_future(self._await_hook(cmd))
+                    self.tasks.add(task)
+                    task.add_done_callback(self.tasks.discard)
+                elif isinstance(cmd, Close):
+                    self._close_side(cmd.side, cmd.abort)
+
+    async def _await_hook(self, cmd: AwaitHook) -> None:
+        d = cmd.direction
+        # Stop reading the side whose frames are held while the hook waits, once too much is queued.
+        try:
+            result = await cmd.awaitable
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self.relay.resume(d, None, exc)
+        else:
+            self.relay.resume(d, result)
+        self.flush()
+        if self.paused_reading[d] and not self.relay.inbox[d]:
+            self._resume(d)
+
+    # -- backpressure -----------------------------------------------------
+
+    def _pause(self, side: int) -> None:
+        t = self.transports[side]
+        if t is not None and not self.paused_reading[side]:
+            self.paused_reading[side] = True
+            try:
+                t.pause_reading()
+            except (RuntimeError, AttributeError):
+                pass
+
+    def _resume(self, side: int) -> None:
+        t = self.transports[side]
+        if t is not None and self.paused_reading[side] and not self.write_paused[1 - side]:
+            self.paused_reading[side] = False
+            try:
+                t.resume_reading()
+            except (RuntimeError, AttributeError):
+                pass
+
+    def pause_writing(self, side: int) -> None:
+        """The socket towards ``side`` is full: stop reading from the other side."""
+        self.write_paused[side] = True
+        self._pause(1 - side)
+
+    def resume_writing(self, side: int) -> None:
+        self.write_paused[side] = False
+        self._resume(1 - side)
+
+    # -- lifecycle --------------------------------------------------------
+
+    def _close_side(self, side: int, abort: bool = False) -> None:
+        t = self.transports[side]
+        if t is None or self._closed_sides[side]:
+            if t is None and side == SERVER and self.upstream_task is not None:
+                self.upstream_task.cancel()
+            return
+        self._closed_sides[side] = True
+        if abort:
+            t.abort()
+        else:
+            t.close()
+
+    def lost(self, side: int, exc: Optional[BaseException]) -> None:
+        self._closed_sides[side] = True
+        self.transports[side] = None
+        relay = self.relay
+        if relay is not None and not relay.closed:
+            reason = str(exc) if exc else ""
+            relay.eof(side, reason)
+            self.flush()
+        other = self.transports[1 - side]
+        if other is not None:
+            self._close_side(1 - side)
+        if side == SERVER or self.transports[SERVER] is None:
+            if self.transports[CLIENT] is None and self.transports[SERVER] is None:
+                self.server.connection_done(self)
+        if side == CLIENT and self.upstream_task is not None and not self.upstream_task.done():
+            self.upstream_task.cancel()
+            self.server.connection_done(self)
+        for task in list(self.tasks):
+            if self.transports[CLIENT] is None and self.transports[SERVER] is None:
+                task.cancel()
+
+
+class _SideProtocol(asyncio.Protocol):
+    """The asyncio protocol of one socket; forwards everything to the bridge."""
+
+    __slots__ = ("bridge", "side")
+
+    def __init__(self, bridge: Bridge, side: int) -> None:
+        self.bridge = bridge
+        self.side = side
+
+    def data_received(self, data: bytes) -> None:
+        self.bridge.data(self.side, data)
+
+    def eof_received(self):
+        return False
+
+    def pause_writing(self) -> None:
+        self.bridge.pause_writing(self.side)
+
+    def resume_writing(self) -> None:
+        self.bridge.resume_writing(self.side)
+
+    def connection_lost(self, exc) -> None:
+        self.bridge.lost(self.side, exc)
+
+
+class ClientProtocol(_SideProtocol):
+    """Accepted client connection: starts the upstream connection and the relay."""
+
+    def __init__(self, server: "ProxyServer") -> None:
+        self.server = server
+        super().__init__(Bridge(server, server.next_id()), CLIENT)
+
+    def connection_made(self, transport: asyncio.Transport) -> None:
+        self.server.accepted(self.bridge, transport)
+
+
+class ProxyServer:
+    """Listens for clients and relays each to the upstream through a :class:`Relay`."""
+
+    def __init__(self, settings: ProxySettings, hooks=None, sink=None,
+                 upstream_factory: Optional[Callable] = None) -> None:
+        self.settings = settings
+        self.hooks = hooks
+        self.sink = sink
+        self.server: Optional[asyncio.AbstractServer] = None
+        self.bridges: Set[Bridge] = set()
+        self._next = 0
+        self.total_connections = 0
+        self.ssl_listen: Optional[ssl.SSLContext] = None
+        self.ssl_upstream: Optional[ssl.SSLContext] = None
+        self._idle = asyncio.Event()
+        self.port: Optional[int] = None
+
+    def next_id(self) -> int:
+        self._next += 1
+        return self._next
+
+    # -- start / stop -----------------------------------------------------
+
+    async def start(self) -> None:
+        s = self.settings
+        if s.upstream is None:
+            raise ConfigError("upstream: no upstream given")
+        if s.listen.tls:
+            self.ssl_listen = self._listen_context()
+        if s.upstream.tls:
+            from .tlsutil import client_context, keylog
+            self.ssl_upstream = client_context(verify=not s.insecure, cafile=s.upstream_ca)
+            keylog(self.ssl_upstream)
+        loop = asyncio.get_running_loop()
+        try:
+            self.server = await loop.create_server(
+                lambda: ClientProtocol(self), s.listen.host, s.listen.port, ssl=self.ssl_listen,
+                ssl_handshake_timeout=s.limits.handshake_timeout if self.ssl_listen else None,
+                reuse_address=True, backlog=1024)
+        except OSError as exc:
+            raise ConfigError(f"listen: cannot listen on {s.listen}: {exc.strerror or exc}") from None
+        sock = self.server.sockets[0]
+        self.port = sock.getsockname()[1]
+        self.settings.listen = Endpoint(s.listen.scheme, s.listen.host, self.port)
+
+    def _listen_context(self) -> ssl.SSLContext:
+        from .tlsutil import keylog, server_context
+        s = self.settings
+        if s.cert and s.key:
+            ctx = server_context(s.cert, s.key)
+        else:
+            from .certs import CertificateAuthority
+            ca = CertificateAuthority(s.ca_dir)
+            certfile, keyfile = ca.leaf(s.listen.host)
+            ctx = server_context(str(certfile), str(keyfile))
+
+            def sni(sslobj, name, _ctx):
+                if name and name != s.listen.host:
+                    try:
+                        sslobj.context = ca.ssl_context_for(name)
+                    except Exception as exc:  # a bad SNI must not kill the listener
+                        log.warning("no certificate for SNI %r: %s", name, exc)
+                return None
+            ctx.sni_callback = sni
+        keylog(ctx)
+        return ctx
+
+    @property
+    def url(self) -> str:
+        return str(self.settings.listen)
+
+    async def stop(self, grace: Optional[float] = None) -> None:
+        """Stop accepting, send GOAWAY to every client, wait for streams in flight, close."""
+        grace = self.settings.limits.grace_period if grace is None else grace
+        if self.server is not None:
+            self.server.close()
+        for b in list(self.bridges):
+            if b.relay is not None:
+                b.relay.shutdown()
+                b.flush()
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline and any(
+                b.relay is not None and b.relay.active_streams for b in self.bridges):
+            await asyncio.sleep(0.05)
+        for b in list(self.bridges):
+            for side in (CLIENT, SERVER):
+                b._close_side(side)
+            if b.upstream_task is not None:
+                b.upstream_task.cancel()
+        if self.bridges:
+            try:
+                await asyncio.wait_for(self._idle.wait(), 2.0)
+            except asyncio.TimeoutError:
+                for b in list(self.bridges):
+                    for t in b.transports:
+                        if t is not None:
+                            t.abort()
+        if self.server is not None:
+            try:
+                await asyncio.wait_for(self.server.wait_closed(), 1.0)
+            except asyncio.TimeoutError:
+                pass
+
+    # -- connections ------------------------------------------------------
+
+    def accepted(self, bridge: Bridge, transport: asyncio.Transport) -> None:
+        s = self.settings
+        peer = transport.get_extra_info("peername")
+        sock_name = transport.get_extra_info("sockname")
+        info = {"client_addr": _addr(peer), "listen_addr": _addr(sock_name),
+                "upstream_addr": f"{s.upstream.host}:{s.upstream.port}", "mode": "reverse",
+                "client_tls": None, "upstream_tls": None}
+        sslobj = transport.get_extra_info("ssl_object")
+        if sslobj is not None:
+            info["client_tls"] = _tls_info(sslobj)
+            if sslobj.selected_alpn_protocol() != "h2":
+                log.warning("c%d: TLS client %s did not offer ALPN h2 (offered protocols are not h2); refused",
+                            bridge.conn_id, info["client_addr"])
+                transport.abort()
+                return
+        if len(self.bridges) >= s.limits.max_connections:
+            log.warning("limit max_connections = %d reached; refusing %s", s.limits.max_connections,
+                        info["client_addr"])
+            transport.abort()
+            return
+        bridge.transports[CLIENT] = transport
+        try:
+            transport.set_write_buffer_limits(high=s.limits.high_water)
+        except (AttributeError, NotImplementedError):
+            pass
+        _nodelay(transport)
+        self.bridges.add(bridge)
+        self._idle.clear()
+        self.total_connections += 1
+        bridge.client_info = info
+        bridge.relay = Relay(bridge.conn_id, RelayOptions(strict=s.strict, decode_headers=s.decode_headers,
+                                                          limits=s.limits),
+                             hooks=self.hooks, sink=self.sink, now=time.time(), info=info)
+        # Read nothing more from the client until the upstream is there.
+        bridge._pause(CLIENT)
+        bridge.upstream_task = asyncio.ensure_future(self._connect_upstream(bridge))
+        loop = asyncio.get_running_loop()
+        loop.call_later(s.limits.preface_timeout, self._preface_deadline, bridge)
+
+    def _preface_deadline(self, bridge: Bridge) -> None:
+        relay = bridge.relay
+        if relay is not None and not relay.closed and not relay.preface_forwarded \
+                and bridge.transports[CLIENT] is not None:
+            log.warning("c%d: no connection preface within %.1f s (limit preface_timeout); closed",
+                        bridge.conn_id, self.settings.limits.preface_timeout)
+            relay._finish("preface timeout")
+            bridge.flush()
+
+    async def _connect_upstream(self, bridge: Bridge) -> None:
+        s = self.settings
+        up = s.upstream
+        loop = asyncio.get_running_loop()
+        try:
+            transport, _ = await asyncio.wait_for(
+                loop.create_connection(lambda: _SideProtocol(bridge, SERVER), up.host, up.port,
+                                       ssl=self.ssl_upstream,
+                                       server_hostname=up.host if self.ssl_upstream else None),
+                s.connect_timeout)
+        except asyncio.CancelledError:
+            return
+        except (OSError, asyncio.TimeoutError, ssl.SSLError) as exc:
+            why = _describe_connect_error(exc, up, s.connect_timeout)
+            self._upstream_failed(bridge, why)
+            return
+        if self.ssl_upstream is not None:
+            sslobj = transport.get_extra_info("ssl_object")
+            if sslobj is None or sslobj.selected_alpn_protocol() != "h2":
+                transport.close()
+                self._upstream_failed(bridge, f"upstream {up} did not negotiate HTTP/2 (ALPN h2)")
+                return
+            bridge.client_info["upstream_tls"] = _tls_info(sslobj)
+        if bridge.transports[CLIENT] is None:
+            transport.close()
+            return
+        bridge.transports[SERVER] = transport
+        try:
+            transport.set_write_buffer_limits(high=s.limits.high_water)
+        except (AttributeError, NotImplementedError):
+            pass
+        _nodelay(transport)
+        bridge.flush()
+        bridge._resume(CLIENT)
+
+    def _upstream_failed(self, bridge: Bridge, why: str) -> None:
+        log.warning("c%d: %s", bridge.conn_id, why)
+        relay = bridge.relay
+        t = bridge.transports[CLIENT]
+        if relay is None or t is None:
+            return
+        from framecodec import frame as fc
+        from .core.protocol import ErrorCode
+        # A server's first frame must be SETTINGS (RFC 9113 3.4), then GOAWAY saying why.
+        relay._out(1, fc.SettingsFrame(0).serialize(), None, [{"hook": "h2proxy", "action": "injected"}])
+        relay._send_goaway(1, 0, ErrorCode.INTERNAL_ERROR, f"h2proxy: {why}")
+        if relay.sink is not None:
+            relay.sink.error(relay.id, time.time(), why)
+        relay._finish(why)
+        bridge._resume(CLIENT)
+        bridge.flush()
+
+    def connection_done(self, bridge: Bridge) -> None:
+        if bridge in self.bridges:
+            self.bridges.discard(bridge)
+            if bridge.relay is not None and not bridge.relay.closed:
+                bridge.relay.close("connection closed")
+        if not self.bridges:
+            self._idle.set()
+
+
+def _nodelay(transport) -> None:
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except (OSError, AttributeError):
+            pass
+
+
+def _addr(name) -> Optional[str]:
+    if not name:
+        return None
+    host, port = name[0], name[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _tls_info(sslobj) -> dict:
+    cipher = sslobj.cipher()
+    return {"alpn": sslobj.selected_alpn_protocol(), "version": sslobj.version(),
+            "sni": getattr(sslobj, "server_hostname", None), "cipher": cipher[0] if cipher else None}
+
+
+def _describe_connect_error(exc: BaseException, up: Endpoint, timeout: float) -> str:
+    if isinstance(exc, asyncio.TimeoutError):
+        return f"upstream {up} did not answer within {timeout:.0f} s"
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"upstream {up} TLS certificate rejected: {exc.verify_message or exc}"
+    if isinstance(exc, ssl.SSLError):
+        return f"upstream {up} TLS handshake failed: {exc.reason or exc}"
+    return f"upstream {up} unreachable: {exc.strerror or exc}"
