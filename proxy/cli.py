@@ -31,6 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                    "(default h2c://127.0.0.1:8080)")
     p.add_argument("--upstream", metavar="URL", help="the origin; without it an embedded demo origin is started")
     p.add_argument("--mode", choices=["reverse", "forward"], help="reverse (default) or forward (CONNECT)")
+    p.add_argument("--altsvc", choices=["drop", "forward"],
+                   help="ALTSVC frames: drop (default; RFC 7838 section 4) or forward unchanged")
     p.add_argument("--strict", action="store_true", default=None,
                    help="act as a conformant intermediary: answer violations instead of forwarding them")
     p.add_argument("-v", "--verbose", action="count", default=None, help="print frames live (-vv: with hex dumps)")
@@ -60,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
-    for name in ("listen", "upstream", "mode", "strict", "cert", "key", "ca_dir", "upstream_ca", "insecure",
+    for name in ("listen", "upstream", "mode", "strict", "altsvc", "cert", "key", "ca_dir", "upstream_ca", "insecure",
                  "record", "record_conn", "record_stream", "record_max_bytes", "workers", "admin_token"):
         value = getattr(args, name, None)
         if value is not None:
@@ -104,6 +106,9 @@ def build_hooks(cfg: Config):
     """Load the hooks (config order, then -s, then faults) into a HookChain, or None when there are none."""
     from .hooks.chain import HookChain, load_hook
     hooks = []
+    if cfg.altsvc == "drop" and not any(spec == "altsvc" for spec, _ in cfg.hooks):
+        # RFC 7838 section 4: an intermediary must not forward ALTSVC frames.
+        hooks.extend(load_hook("altsvc", {"mode": "drop"}))
     for spec, options in cfg.hooks:
         hooks.extend(load_hook(spec, options))
     if cfg.faults or cfg.fault_lines or cfg.admin_listen:

@@ -23,6 +23,7 @@ class Config:
     verbose: int = 0
     workers: int = 1
     decode_headers: bool = False
+    altsvc: str = "drop"
     # tls
     cert: Optional[str] = None
     key: Optional[str] = None
@@ -49,7 +50,7 @@ class Config:
 
 
 _TOP = {"listen": str, "upstream": str, "mode": str, "strict": bool, "verbose": int, "workers": int,
-        "decode_headers": bool}
+        "decode_headers": bool, "altsvc": str}
 _TLS = {"cert": str, "key": str, "ca_dir": str, "upstream_ca": str, "insecure": bool,
         "ignore_hosts": list, "allow_hosts": list}
 _RECORD = {"file": str, "conn": list, "stream": list, "types": list, "max_bytes": int}
@@ -96,6 +97,11 @@ def load_config(path: Optional[str]) -> Config:
     except OSError as exc:
         raise ConfigError(f"{p}: cannot read: {exc.strerror}") from None
     apply_table(cfg, data, str(p))
+    if cfg.altsvc not in ("drop", "forward"):
+        raise ConfigError(f"{p}: altsvc: {cfg.altsvc!r} is not 'drop' or 'forward' "
+                          "(use a [[hooks]] table with use = \"altsvc\" to rewrite)")
+    if cfg.mode not in ("reverse", "forward"):
+        raise ConfigError(f"{p}: mode: {cfg.mode!r} is not 'reverse' or 'forward'")
     return cfg
 
 

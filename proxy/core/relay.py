@@ -146,6 +146,7 @@ class Relay:
         self.push_map: Dict[int, int] = {}   # server-leg pushed id -> client-leg id (once renumbering started)
         self.push_unmap: Dict[int, int] = {}
         self.renumber_pushes = False
+        self.proxy_ids: set = set()          # client-leg ids of streams the proxy created (pushes)
         self.held_streams: List["OrderedDict[int, Stream]"] = [OrderedDict(), OrderedDict()]
         self.block: List[Optional[List[RawFrame]]] = [None, None]
         self.block_size = [0, 0]
@@ -200,6 +201,10 @@ class Relay:
         if not frames:
             return
         self.counters["frames_in"][d] += len(frames)
+        if d == S2C and not self.preface_forwarded:
+            # Nothing of the server reaches a client that has not proven it speaks HTTP/2.
+            self.inbox[d].extend(frames)
+            return
         if self.paused[d] is not None or self.inbox[d]:
             self.inbox[d].extend(frames)
             return
@@ -341,6 +346,8 @@ class Relay:
 
     def _send_data(self, d: int, s: Optional[Stream], wire, fcl: int, sid: int, origin, actions) -> None:
         """Send one DATA frame towards the receiver of ``d``, inside its flow-control windows."""
+        if d == S2C and self.push_map:
+            wire = self._map_ids(d, wire)
         if s is not None:
             if s.held[d] or ((fcl > self.window[d] or fcl > s.window[d]) and (self.owed[d] or s.owed[d])):
                 s.held[d].append((wire, fcl, origin, actions))
@@ -497,25 +504,29 @@ class Relay:
     def _forward_block(self, d: int, unit: _Unit, result, actions=None) -> None:
         """Send a header block on: unchanged (byte for byte, unless re-encoding), or as changed."""
         frames = unit.frames
-        if result is UNCHANGED and self.encoders[d] is None and not (d == S2C and self.push_map):
+        if result is UNCHANGED and (self.encoders[d] is None or unit.headers is None):
+            if self.encoders[d] is not None:
+                self._log_error(f"cannot re-encode the header block on stream {frames[0].stream_id}: "
+                                "its headers could not be decoded; forwarded as received")
             seqs = self._record_block_in(d, unit, actions)
-            for f, seq in zip(frames, seqs):
-                self._out(d, f.wire, seq, None)
+            mapping = d == S2C and self.push_map
+            for i, f in enumerate(frames):
+                w = f.wire
+                if mapping:
+                    w = self._map_ids(d, w)
+                    if i == 0 and f.type == PUSH_PROMISE:
+                        w = self._map_promised(w, f.flags)
+                self._out(d, w, seqs[i], None)
             self._after_block(unit)
             return
         seqs = self._record_block_in(d, unit, actions)
         origin = seqs[0]
         if result is UNCHANGED:
-            if unit.headers is None:
-                if self.encoders[d] is not None:
-                    self._log_error(f"cannot re-encode the header block on stream {frames[0].stream_id}: "
-                                    "its headers could not be decoded; forwarded as received")
-                for f, seq in zip(frames, seqs):
-                    self._out(d, self._map_ids(d, f.wire), seq, None)
-                self._after_block(unit)
-                return
-            result = [Headers(frames[0].stream_id, unit.headers, bool(frames[0].flags & END_STREAM),
-                              self._promised_id(frames[0]) if frames[0].type == PUSH_PROMISE else None)]
+            promised = None
+            if frames[0].type == PUSH_PROMISE:
+                promised = self._promised_id(frames[0])
+                promised = self.push_map.get(promised, promised)
+            result = [Headers(frames[0].stream_id, unit.headers, bool(frames[0].flags & END_STREAM), promised)]
             acts = [{"hook": "h2proxy", "action": "reencoded"}]
         else:
             acts = actions
@@ -527,6 +538,17 @@ class Relay:
         s = unit.stream
         if s is not None and s.state == st.CLOSED and unit.frames[0].type == HEADERS:
             self._close_stream(s)
+
+    def _map_promised(self, wire, flags: int):
+        """Rewrite the promised stream id of a raw PUSH_PROMISE frame when the push was renumbered."""
+        off = 10 if flags & PADDED else 9
+        promised = _u32.unpack_from(wire, off)[0]
+        new = self.push_map.get(promised & 0x7FFFFFFF)
+        if new is None:
+            return wire
+        buf = bytearray(wire)
+        _u32.pack_into(buf, off, (promised & 0x80000000) | new)
+        return bytes(buf)
 
     def _promised_id(self, f: RawFrame) -> int:
         off = 1 if f.flags & PADDED else 0
@@ -588,6 +610,9 @@ class Relay:
     def _control(self, d: int, f: RawFrame) -> None:
         t = f.type
         sid = f.stream_id
+        if d == C2S and sid in self.proxy_ids and t in (WINDOW_UPDATE, RST_STREAM, PRIORITY):
+            self._proxy_stream_frame(f)
+            return
         if t == WINDOW_UPDATE:
             if self._window_update(d, f):
                 return
@@ -647,6 +672,23 @@ class Relay:
             self._out(d, wire, self._record_in(d, f), None)
             return
         self._hooked(d, _Unit(d, [f], self.streams.get(sid)), hooks)
+
+    def _proxy_stream_frame(self, f: RawFrame) -> None:
+        """The client's WINDOW_UPDATE, RST_STREAM or PRIORITY on a stream the proxy pushed: handled here."""
+        s = self.streams.get(f.stream_id)
+        if s is not None:
+            if f.type == WINDOW_UPDATE and f.length == 4:
+                s.window[S2C] += _u32.unpack_from(f.payload)[0] & 0x7FFFFFFF
+                if self.held_streams[S2C]:
+                    self._flush_held(S2C)
+            elif f.type == RST_STREAM:
+                s.state = st.CLOSED
+                s.reset_by = C2S
+                s.push_body = None
+                s.held[S2C].clear()
+                self.held_streams[S2C].pop(s.id, None)
+                self._close_stream(s)
+        self._record_in(C2S, f, [{"hook": "h2proxy", "action": "consumed"}])
 
     def _settings(self, d: int, f: RawFrame) -> bool:
         sid = f.stream_id
@@ -1078,6 +1120,7 @@ class Relay:
         s = Stream(promised, st.RESERVED_LOCAL, self.settings[CLIENT][Setting.INITIAL_WINDOW_SIZE],
                    self.settings[SERVER][Setting.INITIAL_WINDOW_SIZE])
         s.proxy_owned = True
+        self.proxy_ids.add(promised)
         s.request_headers = request
         self.streams[promised] = s
         self.counters["pushes"] += 1
@@ -1175,6 +1218,9 @@ class Relay:
         self.counters["bytes_out"][C2S] += len(PREFACE)
         if self.sink is not None:
             self.sink.preface(self.id, "upstream", "send", self.now, PREFACE)
+        if self.inbox[S2C] and self.paused[S2C] is None:
+            held, self.inbox[S2C] = self.inbox[S2C], []
+            self._run(S2C, held)
 
     def _send_goaway(self, d: int, last: int, code: int, debug) -> None:
         if isinstance(debug, str):

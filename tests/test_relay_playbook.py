@@ -1,0 +1,349 @@
+"""The sans-I/O relay as playbooks: frames in from one side, the exact frames expected out.
+
+No sockets: each test feeds bytes to :class:`Relay` and reads what it would write.
+"""
+from __future__ import annotations
+
+import asyncio
+
+import hpack
+import pytest
+
+from framecodec import frame as fc
+from framecodec.reader import PREFACE, FrameReader
+from proxy.core.limits import Limits
+from proxy.core.relay import C2S, S2C, AwaitHook, Close, Relay, RelayOptions
+from proxy.hooks.api import Headers, RawBytes
+from proxy.hooks.chain import HookChain
+
+REQ = [(":method", "GET"), (":scheme", "http"), (":authority", "example"), (":path", "/")]
+RESP = [(":status", "200"), ("server", "origin")]
+
+
+class Peer:
+    """One endpoint's HPACK encoder, to build header blocks as a real peer would."""
+
+    def __init__(self) -> None:
+        self.enc = hpack.Encoder()
+
+    def headers(self, sid, headers, end=False, **kw):
+        f = fc.HeadersFrame(sid, data=self.enc.encode(headers), **kw)
+        f.flags.add("END_HEADERS")
+        if end:
+            f.flags.add("END_STREAM")
+        return f
+
+
+def wire(*frames) -> bytes:
+    return b"".join(f if isinstance(f, (bytes, bytearray)) else f.serialize() for f in frames)
+
+
+def out(relay: Relay, d: int) -> bytes:
+    return b"".join(bytes(b) for b in relay.take_output(d))
+
+
+def parsed(data: bytes):
+    return [f.parse() for f in FrameReader().feed(data)]
+
+
+def start(hooks=None, **options) -> Relay:
+    r = Relay(1, RelayOptions(**options), hooks=HookChain(hooks) if hooks else None)
+    r.receive(C2S, PREFACE + wire(fc.SettingsFrame(0)), 0.0)
+    assert out(r, C2S) == PREFACE + wire(fc.SettingsFrame(0))
+    r.receive(S2C, wire(fc.SettingsFrame(0)), 0.0)
+    assert out(r, S2C) == wire(fc.SettingsFrame(0))
+    return r
+
+
+def test_untouched_frames_leave_as_they_came_in_any_chunking():
+    client = Peer()
+    stream = PREFACE + wire(fc.SettingsFrame(0, settings={4: 1 << 20, 4: 70000}),
+                            client.headers(1, REQ), fc.DataFrame(1, data=b"x" * 100, pad_length=5,
+                                                                 flags=["PADDED", "END_STREAM"]),
+                            fc.ExtensionFrame(type=0xBE, stream_id=0, flag_byte=0xFF, body=b"ext"))
+    stream += bytes.fromhex("000008" "06" "f2" "80000000") + b"abcdefgh"   # PING, undefined flags, R bit
+    for size in (1, 7, 9, 1000):
+        r = Relay(1)
+        got = b""
+        for i in range(0, len(stream), size):
+            r.receive(C2S, stream[i:i + size], 0.0)
+            got += out(r, C2S)
+        assert got == stream
+
+
+def test_stream_states_and_windows_follow_the_frames():
+    r = start()
+    c, s = Peer(), Peer()
+    r.receive(C2S, wire(c.headers(1, REQ)), 0.0)
+    assert r.streams[1].state == "open"
+    r.receive(C2S, wire(fc.DataFrame(1, data=b"a" * 1000, flags=["END_STREAM"])), 0.0)
+    assert r.streams[1].state == "half-closed (local)"
+    assert r.window[C2S] == 65535 - 1000 and r.streams[1].window[C2S] == 65535 - 1000
+    r.receive(S2C, wire(fc.WindowUpdateFrame(0, window_increment=1000)), 0.0)
+    assert r.window[C2S] == 65535
+    r.receive(S2C, wire(s.headers(1, RESP), fc.DataFrame(1, data=b"b", flags=["END_STREAM"])), 0.0)
+    assert 1 not in r.streams
+    assert r.counters["violations"] == 0
+
+
+def test_initial_window_size_change_applies_to_open_streams():
+    r = start()
+    r.receive(C2S, wire(Peer().headers(1, REQ)), 0.0)
+    r.receive(S2C, wire(fc.SettingsFrame(0, settings={4: 100000})), 0.0)
+    assert r.streams[1].window[C2S] == 100000
+
+
+@pytest.mark.parametrize("frame, section, code", [
+    (fc.DataFrame(1, data=b"x"), "5.1", "PROTOCOL_ERROR"),
+    (bytes.fromhex("000003" "00" "00" "00000000") + b"abc", "6.1", "PROTOCOL_ERROR"),
+    (bytes.fromhex("000007" "06" "00" "00000000") + b"1234567", "6.7", "FRAME_SIZE_ERROR"),
+    (bytes.fromhex("000004" "08" "00" "00000000") + b"\x00\x00\x00\x00", "6.9", "PROTOCOL_ERROR"),
+    (bytes.fromhex("000006" "04" "00" "00000000") + b"\x00\x02\x00\x00\x00\x05", "6.5.2", "PROTOCOL_ERROR"),
+    (fc.ContinuationFrame(1, data=b"", flags=["END_HEADERS"]), "6.10", "PROTOCOL_ERROR"),
+])
+def test_violations_are_named_and_still_forwarded(frame, section, code):
+    r = start()
+    r.receive(C2S, wire(frame), 0.0)
+    assert out(r, C2S) == wire(frame)
+    assert r.violations[-1]["section"] == section and r.violations[-1]["code"] == code
+    assert r.violations[-1]["side"] == "client"
+
+
+def test_strict_mode_answers_connection_error_and_closes():
+    r = start(strict=True)
+    r.receive(C2S, bytes.fromhex("000003" "00" "00" "00000000") + b"abc", 0.0)
+    assert out(r, C2S) == wire(fc.GoAwayFrame(0, last_stream_id=0, error_code=0,
+                                              additional_data=b"h2proxy: the client's connection failed "
+                                                              b"(PROTOCOL_ERROR)"))
+    to_client = parsed(out(r, S2C))
+    assert isinstance(to_client[0], fc.GoAwayFrame) and to_client[0].error_code == 1
+    assert {c.side for c in r.commands if isinstance(c, Close)} == {0, 1}
+
+
+def test_even_client_stream_and_decreasing_ids_are_violations():
+    r = start()
+    c = Peer()
+    r.receive(C2S, wire(c.headers(3, REQ)), 0.0)
+    r.receive(C2S, wire(c.headers(1, REQ)), 0.0)
+    assert r.violations[-1]["section"] == "5.1.1"
+    r.receive(C2S, wire(c.headers(6, REQ)), 0.0)
+    assert "even" in r.violations[-1]["message"]
+
+
+class DropData:
+    def on_data(self, ctx, frame):
+        if ctx.direction == "server->client":
+            return []
+
+
+def test_dropped_data_is_credited_back_to_the_sender():
+    r = start(hooks=[DropData()])
+    c, s = Peer(), Peer()
+    r.receive(C2S, wire(c.headers(1, REQ, end=True)), 0.0)
+    out(r, C2S)
+    r.receive(S2C, wire(s.headers(1, RESP), fc.DataFrame(1, data=b"z" * 5000)), 0.0)
+    to_server = parsed(out(r, C2S))
+    credits = {(f.stream_id, f.window_increment) for f in to_server if isinstance(f, fc.WindowUpdateFrame)}
+    assert credits == {(0, 5000), (1, 5000)}
+    to_client = parsed(out(r, S2C))
+    assert not any(isinstance(f, fc.DataFrame) for f in to_client)
+
+
+class AddHeader:
+    def on_headers(self, ctx, frame, headers):
+        if ctx.direction == "server->client":
+            return headers + [("x-proxied", "1")]
+
+
+def test_changed_header_blocks_are_reencoded_and_stay_decodable():
+    r = start(hooks=[AddHeader()])
+    c, s = Peer(), Peer()
+    client_decoder = hpack.Decoder()
+    for sid in (1, 3, 5):
+        r.receive(C2S, wire(c.headers(sid, REQ, end=True)), 0.0)
+        r.receive(S2C, wire(s.headers(sid, RESP + [("x-n", str(sid))], end=True)), 0.0)
+        frames = parsed(out(r, S2C))
+        assert len(frames) == 1 and isinstance(frames[0], fc.HeadersFrame)
+        headers = client_decoder.decode(frames[0].data)
+        assert headers == RESP + [("x-n", str(sid)), ("x-proxied", "1")]
+        assert "END_STREAM" in frames[0].flags
+    # Requests were not touched: they still pass byte for byte.
+    assert r.encoders[C2S] is None
+
+
+def test_big_header_block_is_resplit_to_the_receivers_frame_size():
+    class Huge:
+        def on_headers(self, ctx, frame, headers):
+            if ctx.direction == "client->server":
+                return headers + [("x-big", "v" * 40000)]
+    r = start(hooks=[Huge()])
+    r.receive(C2S, wire(Peer().headers(1, REQ, end=True)), 0.0)
+    frames = parsed(out(r, C2S))
+    assert [type(f).__name__ for f in frames] == ["HeadersFrame", "ContinuationFrame", "ContinuationFrame"]
+    assert all(len(f.serialize()) - 9 <= 16384 for f in frames)
+    assert "END_HEADERS" in frames[-1].flags and "END_HEADERS" not in frames[0].flags
+
+
+def test_header_block_with_continuations_passes_whole():
+    c = Peer()
+    block = c.enc.encode(REQ + [("x-long", "y" * 100)])
+    r = start(hooks=[AddHeader()])
+    head = fc.HeadersFrame(1, data=block[:10])
+    cont = fc.ContinuationFrame(1, data=block[10:], flags=["END_HEADERS"])
+    r.receive(C2S, wire(head), 0.0)
+    assert out(r, C2S) == b""          # nothing leaves until the block is complete
+    r.receive(C2S, wire(cont), 0.0)
+    assert out(r, C2S) == wire(head, cont)
+
+
+def test_oversized_data_from_a_hook_is_split():
+    class Grow:
+        def on_data(self, ctx, frame):
+            if ctx.direction == "client->server":
+                return fc.DataFrame(frame.stream_id, data=b"q" * 40000, flags=["END_STREAM"])
+    r = start(hooks=[Grow()])
+    r.receive(S2C, wire(fc.SettingsFrame(0, settings={4: 1 << 20})), 0.0)
+    r.receive(C2S, wire(fc.WindowUpdateFrame(0, window_increment=0)), 0.0) if False else None
+    r.receive(C2S, wire(Peer().headers(1, REQ), fc.DataFrame(1, data=b"x", flags=["END_STREAM"])), 0.0)
+    frames = [f for f in parsed(out(r, C2S)) if isinstance(f, fc.DataFrame)]
+    assert [len(f.data) for f in frames] == [16384, 16384, 40000 - 32768]
+    assert "END_STREAM" in frames[-1].flags and "END_STREAM" not in frames[0].flags
+    # The proxy sent 39999 more bytes than the client: it owes them to the server's window.
+    assert r.owed[C2S] == 39999
+
+
+def test_growing_data_beyond_the_window_holds_it_until_window_update():
+    class Grow:
+        def on_data(self, ctx, frame):
+            if ctx.direction == "server->client":
+                return fc.DataFrame(frame.stream_id, data=frame.data * 2)
+    r = start(hooks=[Grow()])
+    c, s = Peer(), Peer()
+    r.receive(C2S, wire(c.headers(1, REQ, end=True)), 0.0)
+    r.receive(S2C, wire(s.headers(1, RESP)), 0.0)
+    out(r, S2C)
+    r.receive(S2C, wire(fc.DataFrame(1, data=b"a" * 16000)), 0.0)     # becomes 32000
+    r.receive(S2C, wire(fc.DataFrame(1, data=b"b" * 16000)), 0.0)     # 32000 more: 64000 of 65535
+    r.receive(S2C, wire(fc.DataFrame(1, data=b"c" * 16000)), 0.0)     # does not fit: held
+    sent = [f for f in parsed(out(r, S2C)) if isinstance(f, fc.DataFrame)]
+    assert [len(f.data) for f in sent] == [16384, 15616, 16384, 15616]   # split to the frame size
+    # The client's WINDOW_UPDATE pays the proxy's debt first; the server sees only what it is owed.
+    r.receive(C2S, wire(fc.WindowUpdateFrame(0, window_increment=64000),
+                        fc.WindowUpdateFrame(1, window_increment=64000)), 0.0)
+    sent = [f for f in parsed(out(r, S2C)) if isinstance(f, fc.DataFrame)]
+    assert [len(f.data) for f in sent] == [16384, 15616]
+    to_server = [f for f in parsed(out(r, C2S)) if isinstance(f, fc.WindowUpdateFrame)]
+    assert sum(f.window_increment for f in to_server if f.stream_id == 0) == 64000 - 48000
+
+
+def test_async_hook_holds_the_frame_and_those_behind_it():
+    class Slow:
+        def on_ping(self, ctx, frame):
+            async def later():
+                return None
+            return later()
+    r = start(hooks=[Slow()])
+    ping = fc.PingFrame(0, opaque_data=b"12345678")
+    after = fc.WindowUpdateFrame(0, window_increment=10)
+    r.receive(C2S, wire(ping, after), 0.0)
+    assert out(r, C2S) == b""
+    cmd = [c for c in r.commands if isinstance(c, AwaitHook)][0]
+    cmd.awaitable.close()
+    r.resume(C2S, None)
+    assert out(r, C2S) == wire(ping, after)
+
+
+def test_hook_that_raises_is_contained(caplog):
+    class Boom:
+        def on_frame(self, ctx, frame):
+            raise RuntimeError("boom")
+    r = start(hooks=[Boom()])
+    errors_before = r.counters["hook_errors"]
+    ping = fc.PingFrame(0, opaque_data=b"12345678")
+    r.receive(C2S, wire(ping, ping), 0.0)
+    assert out(r, C2S) == wire(ping, ping)
+    assert sum("hook Boom raised" in rec.getMessage() for rec in caplog.records) == 1
+    assert r.counters["hook_errors"] == errors_before + 2
+
+
+def test_proxy_push_gets_a_fresh_even_id_and_server_pushes_are_renumbered():
+    class Pusher:
+        def on_headers(self, ctx, frame, headers):
+            if ctx.direction == "client->server":
+                assert ctx.push("/style.css", [("content-type", "text/css")], b"body{}")
+    r = start(hooks=[Pusher()])
+    c, s = Peer(), Peer()
+    r.receive(C2S, wire(c.headers(1, REQ, end=True)), 0.0)
+    to_client = parsed(out(r, S2C))
+    pp = [f for f in to_client if isinstance(f, fc.PushPromiseFrame)][0]
+    assert pp.stream_id == 1 and pp.promised_stream_id == 2
+    assert [f.stream_id for f in to_client if isinstance(f, fc.DataFrame)] == [2]
+    # The server now pushes its own stream 2: the client must see it as 4.
+    promise = fc.PushPromiseFrame(1, promised_stream_id=2, data=s.enc.encode(REQ), flags=["END_HEADERS"])
+    r.receive(S2C, wire(promise, s.headers(2, RESP), fc.DataFrame(2, data=b"pushed", flags=["END_STREAM"])), 0.0)
+    frames = parsed(out(r, S2C))
+    assert [f.promised_stream_id for f in frames if isinstance(f, fc.PushPromiseFrame)] == [4]
+    assert {f.stream_id for f in frames if not isinstance(f, fc.PushPromiseFrame)} == {4}
+    # The client's WINDOW_UPDATE for the proxy's stream never reaches the server.
+    out(r, C2S)
+    r.receive(C2S, wire(fc.WindowUpdateFrame(2, window_increment=100)), 0.0)
+    assert out(r, C2S) == b""
+    assert r.counters["violations"] == 0
+
+
+def test_push_refused_when_client_disabled_it():
+    refusals = []
+
+    class Pusher:
+        def on_headers(self, ctx, frame, headers):
+            if ctx.direction == "client->server":
+                refusals.append(ctx.push("/a.css", [], b"x"))
+    r = Relay(1, hooks=HookChain([Pusher()]))
+    r.receive(C2S, PREFACE + wire(fc.SettingsFrame(0, settings={2: 0})), 0.0)
+    r.receive(C2S, wire(Peer().headers(1, REQ, end=True)), 0.0)
+    assert not refusals[0] and "ENABLE_PUSH" in refusals[0].reason
+    assert not any(isinstance(f, fc.PushPromiseFrame) for f in parsed(out(r, S2C)))
+
+
+def test_raw_bytes_bypass_repairs():
+    class Corrupt:
+        def on_ping(self, ctx, frame):
+            return [RawBytes(b"\x00\x00\x08\x06\x00\x00\x00\x00\x00garbage!", "corrupt ping")]
+    r = start(hooks=[Corrupt()])
+    r.receive(C2S, wire(fc.PingFrame(0, opaque_data=b"12345678")), 0.0)
+    assert out(r, C2S) == b"\x00\x00\x08\x06\x00\x00\x00\x00\x00garbage!"
+
+
+def test_rapid_reset_limit_sends_enhance_your_calm():
+    r = start(limits=Limits(max_resets_per_second=10))
+    c = Peer()
+    for i in range(12):
+        sid = 1 + 2 * i
+        r.receive(C2S, wire(c.headers(sid, REQ), fc.RstStreamFrame(sid, error_code=8)), 0.0)
+    frames = parsed(out(r, S2C))
+    assert isinstance(frames[-1], fc.GoAwayFrame) and frames[-1].error_code == 0xB
+    assert b"max_resets_per_second" in frames[-1].additional_data
+
+
+def test_continuation_flood_is_stopped():
+    r = start(limits=Limits(max_continuations=4))
+    r.receive(C2S, wire(fc.HeadersFrame(1, data=b"")), 0.0)
+    for _ in range(6):
+        r.receive(C2S, wire(fc.ContinuationFrame(1, data=b"")), 0.0)
+    frames = parsed(out(r, S2C))
+    assert frames and isinstance(frames[-1], fc.GoAwayFrame) and frames[-1].error_code == 0xB
+    assert r.closed
+
+
+def test_bad_preface_answers_plain_text():
+    r = Relay(1)
+    r.receive(C2S, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", 0.0)
+    assert b"HTTP/2 only" in out(r, S2C)
+    assert r.closed and out(r, C2S) == b""
+
+
+def test_frame_larger_than_limit_is_a_frame_size_error():
+    r = start(limits=Limits(max_frame_size=16384))
+    r.receive(C2S, bytes.fromhex("004001" "00" "00" "00000001"), 0.0)
+    frames = parsed(out(r, S2C))
+    assert isinstance(frames[-1], fc.GoAwayFrame) and frames[-1].error_code == 6
