@@ -297,7 +297,20 @@ class ProxyServer:
             raise ConfigError(f"listen: cannot listen on {s.listen}: {exc.strerror or exc}") from None
         sock = self.server.sockets[0]
         self.port = sock.getsockname()[1]
+        self._ticker = loop.call_later(1.0, self._tick)
         self.settings.listen = Endpoint(s.listen.scheme, s.listen.host, self.port)
+
+    def _tick(self) -> None:
+        """Once a second: let every relay enforce its timeouts."""
+        now = time.time()
+        for b in list(self.bridges):
+            relay = b.relay
+            if relay is not None and not relay.closed:
+                relay.tick(now)
+                if relay.commands or relay.out[0] or relay.out[1]:
+                    b.flush()
+        if self.server is not None and self.server.is_serving():
+            self._ticker = asyncio.get_running_loop().call_later(1.0, self._tick)
 
     def _listen_context(self) -> ssl.SSLContext:
         from .tlsutil import keylog, server_context
@@ -330,6 +343,8 @@ class ProxyServer:
         grace = self.settings.limits.grace_period if grace is None else grace
         if self.server is not None:
             self.server.close()
+        if getattr(self, "_ticker", None) is not None:
+            self._ticker.cancel()
         for b in list(self.bridges):
             if b.relay is not None:
                 b.relay.shutdown()

@@ -347,3 +347,29 @@ def test_frame_larger_than_limit_is_a_frame_size_error():
     r.receive(C2S, bytes.fromhex("004001" "00" "00" "00000001"), 0.0)
     frames = parsed(out(r, S2C))
     assert isinstance(frames[-1], fc.GoAwayFrame) and frames[-1].error_code == 6
+
+
+def test_idle_timeout_closes_with_goaway():
+    r = start(limits=Limits(idle_timeout=30))
+    r.tick(10.0)
+    assert not r.closed
+    r.tick(31.0)
+    assert r.closed
+    frames = parsed(out(r, S2C))
+    assert isinstance(frames[-1], fc.GoAwayFrame) and b"idle" in frames[-1].additional_data
+
+
+def test_settings_not_acknowledged_is_a_settings_timeout():
+    r = start(limits=Limits(settings_ack_timeout=5))
+    r.tick(6.0)
+    frames = parsed(out(r, C2S))
+    # The server never acknowledged the client's SETTINGS: it gets GOAWAY SETTINGS_TIMEOUT.
+    assert isinstance(frames[0], fc.GoAwayFrame) and frames[0].error_code == 4
+
+
+def test_acknowledged_settings_do_not_time_out():
+    r = start(limits=Limits(settings_ack_timeout=5))
+    r.receive(S2C, wire(fc.SettingsFrame(0, flags=["ACK"])), 1.0)
+    r.receive(C2S, wire(fc.SettingsFrame(0, flags=["ACK"])), 1.0)
+    r.tick(6.0)
+    assert not r.closed

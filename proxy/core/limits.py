@@ -41,6 +41,8 @@ class Limits:
     settings_ack_timeout: float = 0.0
     #: Seconds a connection may be idle (no bytes either way; 0: no limit).
     idle_timeout: float = 0.0
+    #: Seconds a receiver's flow-control window may stay closed while data waits (0: no limit).
+    zero_window_timeout: float = 300.0
     #: Seconds to wait for streams in flight after GOAWAY on shutdown.
     grace_period: float = 5.0
 

@@ -168,6 +168,9 @@ class Relay:
         self.control_rate = [RateCounter(self.limits.max_control_frames_per_second, 1.0),
                              RateCounter(self.limits.max_control_frames_per_second, 1.0)]
         self.violations: List[dict] = []
+        self.last_activity = now
+        self.settings_sent_at: List[list] = [[], []]     # times of each side's SETTINGS not yet ACKed
+        self.stalled_since: List[Optional[float]] = [None, None]
         if sink is not None:
             sink.connection_opened(conn_id, now, self.info)
         if hooks is not None:
@@ -180,6 +183,7 @@ class Relay:
         if self.closed:
             return
         self.now = now
+        self.last_activity = now
         reader = self.readers[d]
         self.counters["bytes_in"][d] += len(data)
         try:
@@ -252,6 +256,43 @@ class Relay:
         if self.closed or not self.preface_forwarded:
             return
         self._send_goaway(S2C, self.last_stream[CLIENT], ErrorCode.NO_ERROR, "h2proxy is shutting down")
+
+    def tick(self, now: float) -> None:
+        """Time passes: enforce the idle, SETTINGS-ACK and zero-window timeouts."""
+        if self.closed:
+            return
+        self.now = now
+        lim = self.limits
+        if lim.idle_timeout and now - self.last_activity > lim.idle_timeout and not self.active_streams:
+            log.info("c%d: idle for %.0f s (limit idle_timeout); closing with GOAWAY", self.id, lim.idle_timeout)
+            if self.preface_forwarded:
+                self._send_goaway(S2C, self.last_stream[CLIENT], ErrorCode.NO_ERROR, "h2proxy: idle timeout")
+                self._send_goaway(C2S, self.last_stream[SERVER], ErrorCode.NO_ERROR, "h2proxy: idle timeout")
+            self._finish("idle timeout")
+            return
+        if lim.settings_ack_timeout:
+            for side in (CLIENT, SERVER):
+                sent = self.settings_sent_at[side]
+                if sent and now - sent[0] > lim.settings_ack_timeout:
+                    # The side that did not acknowledge is the other one.
+                    self._connection_error(1 - side, "6.5.3", ErrorCode.SETTINGS_TIMEOUT,
+                                           f"SETTINGS of the {SIDE_NAME[side]} not acknowledged within "
+                                           f"{lim.settings_ack_timeout:.0f} s (limit settings_ack_timeout)",
+                                           forced=True)
+                    return
+        if lim.zero_window_timeout:
+            for d in (C2S, S2C):
+                if self.held_streams[d]:
+                    since = self.stalled_since[d]
+                    if since is None:
+                        self.stalled_since[d] = now
+                    elif now - since > lim.zero_window_timeout:
+                        self._limit(1 - d, "zero_window_timeout",
+                                    f"the {SIDE_NAME[1 - d]} kept its flow-control window closed for "
+                                    f"{now - since:.0f} s")
+                        return
+                else:
+                    self.stalled_since[d] = None
 
     @property
     def active_streams(self) -> int:
@@ -701,6 +742,8 @@ class Relay:
             other = 1 - d
             if self.unacked_settings[other]:
                 self.unacked_settings[other] -= 1
+            if self.settings_sent_at[other]:
+                self.settings_sent_at[other].pop(0)
             if self.control_rate[d].hit(self.now):
                 self._limit(d, "max_control_frames_per_second", "SETTINGS flood")
                 return True
@@ -744,6 +787,8 @@ class Relay:
                                                          mine[Setting.MAX_FRAME_SIZE])
         self.settings_seen[d] = True
         self.unacked_settings[d] += 1
+        if len(self.settings_sent_at[d]) < 64:
+            self.settings_sent_at[d].append(self.now)
         if self.held_streams[receiving]:
             self._flush_held(receiving)
         return False
