@@ -146,7 +146,8 @@ class Relay:
         self.push_map: Dict[int, int] = {}   # server-leg pushed id -> client-leg id (once renumbering started)
         self.push_unmap: Dict[int, int] = {}
         self.renumber_pushes = False
-        self.proxy_ids: set = set()          # client-leg ids of streams the proxy created (pushes)
+        self.proxy_ids: set = set()
+        self.client_streams_open = 0         # client-initiated streams not yet closed (for MAX_CONCURRENT_STREAMS)          # client-leg ids of streams the proxy created (pushes)
         self.held_streams: List["OrderedDict[int, Stream]"] = [OrderedDict(), OrderedDict()]
         self.block: List[Optional[List[RawFrame]]] = [None, None]
         self.block_size = [0, 0]
@@ -296,7 +297,8 @@ class Relay:
 
     @property
     def active_streams(self) -> int:
-        return sum(1 for s in self.streams.values() if s.state != st.CLOSED)
+        """Streams not closed yet (closed streams leave ``streams`` at once)."""
+        return len(self.streams)
 
     @property
     def buffered(self) -> int:
@@ -460,7 +462,7 @@ class Relay:
                 if sid in self.recently_closed:
                     pass
                 limit = self.settings[SERVER][Setting.MAX_CONCURRENT_STREAMS]
-                if self.active_streams >= limit:
+                if self.client_streams_open >= limit:
                     if self._violation(d, "5.1.2", ErrorCode.REFUSED_STREAM, False,
                                        f"stream {sid} exceeds the server's SETTINGS_MAX_CONCURRENT_STREAMS "
                                        f"{limit}", sid):
@@ -472,6 +474,7 @@ class Relay:
                 s = Stream(sid, st.IDLE, self.settings[CLIENT][Setting.INITIAL_WINDOW_SIZE],
                            self.settings[SERVER][Setting.INITIAL_WINDOW_SIZE])
                 self.streams[sid] = s
+                self.client_streams_open += 1
                 self.counters["streams"] += 1
                 s.state = st.HALF_CLOSED_LOCAL if end else st.OPEN
                 s.request_headers = unit.headers
@@ -904,6 +907,8 @@ class Relay:
     def _close_stream(self, s: Stream) -> None:
         if self.streams.pop(s.id, None) is None:
             return
+        if s.id & 1:
+            self.client_streams_open -= 1
         closer = s.reset_by
         if closer is None:
             closer = -1
@@ -1283,9 +1288,14 @@ class Relay:
         fate = "not forwarded" if self.strict else "forwarded"
         if forwarded is not None:
             fate = "forwarded" if forwarded else "not forwarded"
-        text = (f"c{self.id}: violation by the {SIDE_NAME[d]}: {message} (RFC 9113 section {section}); "
-                f"a conformant endpoint answers {error_name(code)} ({kind}); {fate}")
-        log.warning("%s", text)
+        n = self.counters["violations"]
+        if n <= 20 or n % 1000 == 0:
+            # Bounded logging: a peer repeating a violation must not flood the log.
+            text = (f"c{self.id}: violation by the {SIDE_NAME[d]}: {message} (RFC 9113 section {section}); "
+                    f"a conformant endpoint answers {error_name(code)} ({kind}); {fate}")
+            if n == 20:
+                text += "; further violations on this connection are logged every 1000th"
+            log.warning("%s", text)
         record = {"side": SIDE_NAME[d], "section": section, "code": error_name(code), "message": message,
                   "connection": connection, "stream": sid}
         if len(self.violations) < 100:
