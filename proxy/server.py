@@ -81,6 +81,7 @@ class ProxySettings:
     insecure: bool = False
     connect_timeout: float = 10.0
     decode_headers: bool = False
+    reuse_port: bool = False
 
 
 class Bridge:
@@ -289,10 +290,13 @@ class ProxyServer:
             keylog(self.ssl_upstream)
         loop = asyncio.get_running_loop()
         try:
-            self.server = await loop.create_server(
-                lambda: ClientProtocol(self), s.listen.host, s.listen.port, ssl=self.ssl_listen,
-                ssl_handshake_timeout=s.limits.handshake_timeout if self.ssl_listen else None,
-                reuse_address=True, backlog=1024)
+            if self.ssl_listen is not None:
+                self.server = PeekingTLSListener(self, self.ssl_listen)
+                self.server.listen(s.listen.host, s.listen.port)
+            else:
+                self.server = await loop.create_server(
+                    lambda: ClientProtocol(self), s.listen.host, s.listen.port,
+                    reuse_address=True, reuse_port=s.reuse_port or None, backlog=1024)
         except OSError as exc:
             raise ConfigError(f"listen: cannot listen on {s.listen}: {exc.strerror or exc}") from None
         sock = self.server.sockets[0]
@@ -481,6 +485,145 @@ class ProxyServer:
                 bridge.relay.close("connection closed")
         if not self.bridges:
             self._idle.set()
+
+
+class PeekingTLSListener:
+    """A TLS listener that reads the ClientHello first (without consuming it).
+
+    A client whose ALPN offer lacks ``h2`` gets a fatal ``no_application_protocol``
+    alert (RFC 7301 3.2) and a log line; any other socket is handed, untouched,
+    to the event loop's TLS layer. Quacks like ``asyncio.Server`` for the parts
+    ProxyServer uses.
+    """
+
+    def __init__(self, server: "ProxyServer", ctx: ssl.SSLContext) -> None:
+        self.proxy = server
+        self.ctx = ctx
+        self.loop = asyncio.get_running_loop()
+        self.sockets: List[socket.socket] = []
+        self.pending: dict = {}
+        self._serving = False
+        self._tasks: Set[asyncio.Task] = set()
+
+    def listen(self, host: str, port: int) -> None:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if getattr(self.proxy.settings, "reuse_port", False):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+        sock.listen(1024)
+        sock.setblocking(False)
+        self.sockets = [sock]
+        self.loop.add_reader(sock.fileno(), self._accept, sock)
+        self._serving = True
+
+    def is_serving(self) -> bool:
+        return self._serving
+
+    def close(self) -> None:
+        if not self._serving:
+            return
+        self._serving = False
+        for sock in self.sockets:
+            self.loop.remove_reader(sock.fileno())
+            sock.close()
+        for conn in list(self.pending):
+            self._drop(conn)
+
+    async def wait_closed(self) -> None:
+        return None
+
+    def _accept(self, lsock: socket.socket) -> None:
+        for _ in range(64):
+            try:
+                conn, _addr = lsock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                log.warning("accept failed: %s", exc)
+                return
+            conn.setblocking(False)
+            deadline = self.loop.call_later(self.proxy.settings.limits.handshake_timeout, self._timeout, conn)
+            self.pending[conn] = deadline
+            self.loop.add_reader(conn.fileno(), self._peek, conn)
+
+    def _timeout(self, conn: socket.socket) -> None:
+        if conn in self.pending:
+            log.warning("TLS client %s sent no ClientHello within %.0f s (limit handshake_timeout); closed",
+                        _peer(conn), self.proxy.settings.limits.handshake_timeout)
+            self._drop(conn)
+
+    def _drop(self, conn: socket.socket) -> None:
+        handle = self.pending.pop(conn, None)
+        if handle is not None:
+            handle.cancel()
+        try:
+            self.loop.remove_reader(conn.fileno())
+        except (ValueError, OSError):
+            pass
+        conn.close()
+
+    def _peek(self, conn: socket.socket) -> None:
+        from .tlspeek import INCOMPLETE, MAX_HELLO, NO_APPLICATION_PROTOCOL_ALERT, NOT_TLS, client_hello_alpn
+        try:
+            data = conn.recv(MAX_HELLO, socket.MSG_PEEK)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            self._drop(conn)
+            return
+        if not data:
+            self._drop(conn)
+            return
+        offer = client_hello_alpn(data)
+        if offer == INCOMPLETE:
+            # Peeking leaves the socket readable: poll again shortly instead of spinning.
+            self.loop.remove_reader(conn.fileno())
+            self.loop.call_later(0.01, self._repeek, conn)
+            return
+        handle = self.pending.pop(conn)
+        handle.cancel()
+        self.loop.remove_reader(conn.fileno())
+        peer = _peer(conn)
+        if offer == NOT_TLS:
+            log.warning("client %s did not start a TLS handshake on a TLS listener; closed", peer)
+            conn.close()
+            return
+        if b"h2" not in offer:
+            log.warning("TLS client %s offered ALPN %s without h2; refused with the no_application_protocol "
+                        "alert", peer, [p.decode("ascii", "replace") for p in offer] or "(none)")
+            try:
+                conn.recv(len(data))
+                conn.send(NO_APPLICATION_PROTOCOL_ALERT)
+                conn.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass
+            conn.close()
+            return
+        task = asyncio.ensure_future(self._handshake(conn, peer))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _repeek(self, conn: socket.socket) -> None:
+        if conn in self.pending:
+            self.loop.add_reader(conn.fileno(), self._peek, conn)
+
+    async def _handshake(self, conn: socket.socket, peer: str) -> None:
+        try:
+            await self.loop.connect_accepted_socket(
+                lambda: ClientProtocol(self.proxy), conn, ssl=self.ctx,
+                ssl_handshake_timeout=self.proxy.settings.limits.handshake_timeout)
+        except (OSError, ssl.SSLError, asyncio.TimeoutError, ConnectionError) as exc:
+            log.warning("TLS handshake with %s failed: %s", peer, exc)
+            conn.close()
+
+
+def _peer(conn: socket.socket) -> str:
+    try:
+        return _addr(conn.getpeername()) or "?"
+    except OSError:
+        return "?"
 
 
 def _nodelay(transport) -> None:
