@@ -313,9 +313,13 @@ class Relay:
         return total
 
     def take_output(self, d: int) -> list:
+        """The buffers to write towards the receiver of direction d, in order (and forget them)."""
         out = self.out[d]
         if out:
             self.out[d] = []
+            counters = self.counters
+            counters["frames_out"][d] += len(out)
+            counters["bytes_out"][d] += sum(map(len, out))
         return out
 
     # ------------------------------------------------------------ dispatching
@@ -381,7 +385,8 @@ class Relay:
                 return
         hooks = self.hook_table[d].get(DATA)
         if hooks is None:
-            self._send_data(d, s, f.wire, f.length, sid, self._record_in(d, f), None)
+            self._send_data(d, s, f.wire, f.length, sid, self._record_in(d, f) if self.sink is not None else None,
+                            None)
             if s is not None and s.state == st.CLOSED:
                 self._close_stream(s)
             return
@@ -441,6 +446,15 @@ class Relay:
                 return
         hooks = self.hook_table[d].get(t)
         if hooks is None:
+            if self.sink is None and self.encoders[d] is None and not (d == S2C and self.push_map):
+                # Fast path: nothing looks at or changes this block.
+                out = self.out[d]
+                for f in frames:
+                    out.append(f.wire)
+                s = unit.stream
+                if s is not None and t == HEADERS and s.state == st.CLOSED:
+                    self._close_stream(s)
+                return
             self._forward_block(d, unit, UNCHANGED)
             return
         self._hooked(d, unit, hooks)
@@ -1218,14 +1232,11 @@ class Relay:
 
     def _out(self, d: int, wire, origin, actions) -> None:
         self.out[d].append(wire)
-        self.counters["frames_out"][d] += 1
-        self.counters["bytes_out"][d] += len(wire)
         if self.sink is not None:
             self.sink.frame(self.id, SEND_LEG[d], "send", self.now, wire, None, origin, actions)
 
     def _out_raw(self, d: int, data: bytes, note: str) -> None:
         self.out[d].append(data)
-        self.counters["bytes_out"][d] += len(data)
         log.info("c%d: raw bytes towards the %s (%d bytes, repairs off): %s", self.id, SIDE_NAME[1 - d],
                  len(data), note)
         if self.sink is not None:
@@ -1265,7 +1276,6 @@ class Relay:
         if self.sink is not None:
             self.sink.preface(self.id, "client", "recv", self.now, PREFACE)
         self.out[C2S].append(PREFACE)
-        self.counters["bytes_out"][C2S] += len(PREFACE)
         if self.sink is not None:
             self.sink.preface(self.id, "upstream", "send", self.now, PREFACE)
         if self.inbox[S2C] and self.paused[S2C] is None:
