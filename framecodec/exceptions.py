@@ -18,11 +18,14 @@ HyperframeError = FrameCodecError
 class UnknownFrameError(FrameCodecError):
     """A frame of a type this codec does not know was parsed in strict mode."""
 
-    def __init__(self, frame_type: int, length: int) -> None:
+    def __init__(self, frame_type: int, length: int, stream_id: "int | None" = None) -> None:
         self.frame_type = frame_type
         self.length = length
+        #: The stream the frame was on, when the caller knows it.
+        self.stream_id = stream_id
+        where = f" on stream {stream_id}" if stream_id is not None else ""
         super().__init__(
-            f"UnknownFrameError: unknown frame type 0x{frame_type:02X} received, length {length} bytes"
+            f"UnknownFrameError: unknown frame type 0x{frame_type:02X} received{where}, length {length} bytes"
         )
 
 
