@@ -60,8 +60,9 @@ class PrefaceError(FrameCodecError):
 
     def __init__(self, received: bytes) -> None:
         self.received = bytes(received)
-        looks_http1 = self.received[:8].split(b" ")[0] in (
-            b"GET", b"POST", b"PUT", b"HEAD", b"DELETE", b"OPTIONS", b"PATCH", b"CONNECT", b"TRACE")
+        methods = (b"GET ", b"POST ", b"PUT ", b"HEAD ", b"DELETE ", b"OPTIONS ", b"PATCH ", b"CONNECT ", b"TRACE ")
+        head = self.received[:8]
+        looks_http1 = bool(head) and any(m.startswith(head) or head.startswith(m) for m in methods)
         hint = " (this looks like an HTTP/1.1 request)" if looks_http1 else ""
         super().__init__(
             f"connection preface: expected b'PRI * HTTP/2.0\\r\\n\\r\\nSM\\r\\n\\r\\n', received {self.received[:24]!r}{hint}"

@@ -26,6 +26,10 @@ _unpack_header = _HEADER.unpack_from
 DEFAULT_MAX_FRAME_SIZE = 16384
 
 
+def _view(view: memoryview) -> memoryview:
+    return view
+
+
 class RawFrame:
     """One complete frame as it was on the wire.
 
@@ -97,14 +101,27 @@ class FrameReader:
         return self._pending_len + len(self._preface_seen)
 
     def feed(self, data) -> List[RawFrame]:
-        """Take the next chunk; return the frames it completes, in order."""
+        """Take the next chunk; return the frames it completes, in order.
+
+        When a frame is too large, :class:`FrameTooLargeError` is raised and its
+        ``frames`` attribute holds the complete frames that came before it.
+        """
+        frames: List[RawFrame] = []
+        try:
+            return self._feed(data, frames)
+        except FrameTooLargeError as exc:
+            exc.frames = frames
+            raise
+
+    def _feed(self, data, frames: List[RawFrame]) -> List[RawFrame]:
         self.bytes_in += len(data)
         if self.preface_pending:
             data = self._read_preface(data)
             if not data:
-                return []
-        frames: List[RawFrame] = []
+                return frames
         view = memoryview(data)
+        # Immutable chunks can be held as views; anything else is copied before it is kept.
+        keep = _view if isinstance(data, (bytes, memoryview)) else bytes
         size = len(view)
         pos = 0
         while self._pending_len:
@@ -113,7 +130,7 @@ class FrameReader:
             avail = size - pos
             if have + avail < self._need:
                 if avail:
-                    self._pending.append(bytes(view[pos:]))
+                    self._pending.append(keep(view[pos:]))
                     self._pending_len = have + avail
                 return frames
             take = self._need - have
@@ -140,11 +157,11 @@ class FrameReader:
                 self._header = None
                 frames.append(RawFrame(header[0], header[1], header[2], header[3], joined))
         if pos < size:
-            self._split(view, pos, frames)
+            self._split(view, pos, frames, keep)
         self.frames_in += len(frames)
         return frames
 
-    def _split(self, view: memoryview, pos: int, frames: List[RawFrame]) -> None:
+    def _split(self, view: memoryview, pos: int, frames: List[RawFrame], keep=bytes) -> None:
         """Split ``view[pos:]``, which starts on a frame boundary, into ``frames``."""
         append = frames.append
         size = len(view)
@@ -159,7 +176,7 @@ class FrameReader:
                 # A frame whose body has not fully arrived: keep what is here.
                 self._header = (lt & 0xFF, flags, sid & 0x7FFFFFFF, length)
                 self._need = 9 + length
-                self._pending = [bytes(view[pos:])]
+                self._pending = [keep(view[pos:])]
                 self._pending_len = size - pos
                 return
             append(RawFrame(lt & 0xFF, flags, sid & 0x7FFFFFFF, length, view[pos:end]))
@@ -167,7 +184,7 @@ class FrameReader:
         if pos < size:
             self._header = None
             self._need = 9
-            self._pending = [bytes(view[pos:])]
+            self._pending = [keep(view[pos:])]
             self._pending_len = size - pos
 
     def _read_preface(self, data):

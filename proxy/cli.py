@@ -238,6 +238,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     except ConfigError as exc:
         print(f"h2proxy: error: {exc}", file=sys.stderr)
         return 2
+    except Exception as exc:
+        from .hooks.chain import HookLoadError
+        if isinstance(exc, HookLoadError):
+            print(f"h2proxy: error: {exc}", file=sys.stderr)
+            return 2
+        raise
     except KeyboardInterrupt:
         return 0
 

@@ -229,3 +229,26 @@ def test_buffered_is_bounded_by_the_largest_frame():
     for i in range(len(small) - 1):
         r.feed(small[i:i + 1])
         assert r.buffered <= 109
+
+
+def test_frames_before_an_oversized_one_are_handed_back_with_the_error():
+    from framecodec.exceptions import FrameTooLargeError
+    from framecodec.reader import FrameReader
+    ok = bytes.fromhex("000004" "08" "00" "00000000") + (1).to_bytes(4, "big")
+    big = bytes.fromhex("004001" "00" "00" "00000001")
+    reader = FrameReader(max_frame_size=16384)
+    try:
+        reader.feed(ok + ok + big)
+    except FrameTooLargeError as exc:
+        assert [bytes(f.wire) for f in exc.frames] == [ok, ok]
+    else:
+        raise AssertionError("the oversized frame was accepted")
+
+
+def test_a_frame_spanning_chunks_is_rebuilt_from_views_of_immutable_chunks():
+    from framecodec.reader import FrameReader
+    frame = bytes.fromhex("000010" "00" "00" "00000001") + bytes(range(16))
+    reader = FrameReader()
+    assert reader.feed(frame[:5]) == [] and reader.feed(frame[5:12]) == []
+    [got] = reader.feed(frame[12:] + frame[:3])
+    assert bytes(got.wire) == frame and reader.buffered == 3

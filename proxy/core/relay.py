@@ -198,6 +198,9 @@ class Relay:
             self._bad_preface(exc)
             return
         except FrameTooLargeError as exc:
+            # The frames before the oversized one still go through.
+            if exc.frames and self.paused[d] is None and not self.inbox[d]:
+                self._run(d, exc.frames)
             self._connection_error(d, "4.2", ErrorCode.FRAME_SIZE_ERROR, str(exc), forced=True)
             return
         except FrameCodecError as exc:
