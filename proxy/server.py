@@ -88,7 +88,7 @@ class Bridge:
     """Joins one client transport, one upstream transport and their relay."""
 
     __slots__ = ("server", "relay", "transports", "paused_reading", "closing", "upstream_task", "client_info",
-                 "tasks", "write_paused", "conn_id", "_closed_sides", "last_activity")
+                 "tasks", "write_paused", "conn_id", "_closed_sides", "last_activity", "preface_timer")
 
     def __init__(self, server: "ProxyServer", conn_id: int) -> None:
         self.server = server
@@ -103,6 +103,7 @@ class Bridge:
         self.tasks: Set[asyncio.Task] = set()
         self._closed_sides = [False, False]
         self.last_activity = time.monotonic()
+        self.preface_timer: Optional[asyncio.TimerHandle] = None
 
     # -- data path --------------------------------------------------------
 
@@ -415,9 +416,10 @@ class ProxyServer:
         bridge._pause(CLIENT)
         bridge.upstream_task = asyncio.ensure_future(self._connect_upstream(bridge))
         loop = asyncio.get_running_loop()
-        loop.call_later(s.limits.preface_timeout, self._preface_deadline, bridge)
+        bridge.preface_timer = loop.call_later(s.limits.preface_timeout, self._preface_deadline, bridge)
 
     def _preface_deadline(self, bridge: Bridge) -> None:
+        bridge.preface_timer = None
         relay = bridge.relay
         if relay is not None and not relay.closed and not relay.preface_forwarded \
                 and bridge.transports[CLIENT] is not None:
@@ -479,6 +481,10 @@ class ProxyServer:
         bridge.flush()
 
     def connection_done(self, bridge: Bridge) -> None:
+        if bridge.preface_timer is not None:
+            # A pending timer would keep the whole closed connection alive until it fires.
+            bridge.preface_timer.cancel()
+            bridge.preface_timer = None
         if bridge in self.bridges:
             self.bridges.discard(bridge)
             if bridge.relay is not None and not bridge.relay.closed:

@@ -140,7 +140,7 @@ class Relay:
         self.window = [DEFAULT_WINDOW, DEFAULT_WINDOW]                     # per direction, receiver's view
         self.owed = [0, 0]                   # connection-level window the proxy used up on a sender's behalf
         self.streams: Dict[int, Stream] = {}
-        self.recently_closed: "OrderedDict[int, Optional[int]]" = OrderedDict()
+        self.recently_closed: Dict[int, int] = {}   # stream id -> side that reset it (-1: ended normally)
         self.last_stream = [0, 0]            # highest id opened by the client / promised by the server
         self.last_client_push_id = 0         # highest even id used towards the client
         self.push_map: Dict[int, int] = {}   # server-leg pushed id -> client-leg id (once renumbering started)
@@ -929,9 +929,10 @@ class Relay:
         closer = s.reset_by
         if closer is None:
             closer = -1
-        self.recently_closed[s.id] = closer
-        if len(self.recently_closed) > 1024:
-            self.recently_closed.popitem(last=False)
+        closed = self.recently_closed
+        closed[s.id] = closer
+        if len(closed) > 256:
+            del closed[next(iter(closed))]   # dicts keep insertion order: drop the oldest
         if self.hooks is not None:
             self.hooks.stream_closed(self, s)
 
@@ -1387,6 +1388,11 @@ class Relay:
         if self.closed:
             return
         self.closed = True
+        # Nothing more will be relayed: let go of what the connection held.
+        self.recently_closed = {}
+        self.inbox = [[], []]
+        for held in self.held_streams:
+            held.clear()
         for side in (CLIENT, SERVER):
             self.commands.append(Close(side, reason))
         if self.sink is not None:

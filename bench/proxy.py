@@ -1,0 +1,344 @@
+"""h2proxy against its references, in one run: nghttpd direct, nghttpx, a bare uvloop relay, mitmproxy.
+
+    .venv/bin/python bench/proxy.py            # full run (~4 minutes)
+    .venv/bin/python bench/proxy.py --quick    # short run (~1-2 minutes)
+    .venv/bin/python bench/proxy.py --json out.json
+
+Every figure is the median of several rounds; in each round every target is
+measured once, one after the other, so the machine's noise falls on all of
+them alike. The ratios compare targets measured in the same run, never against
+numbers from another machine or another day. See bench/README.md.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, List, Optional
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import (ROOT, Service, _spawn, fmt, free_port, h2load, make_cert, make_docroot, median,  # noqa: E402
+                    raise_nofile, require, start_h2proxy, start_nghttpd, start_nghttpx, start_relay_floor,
+                    wait_port)
+
+MITM_VENV = ROOT / ".venv-bench-mitm"
+
+
+@dataclass
+class Target:
+    key: str
+    label: str
+    service: Service
+    cpu: bool = False                       # sample its CPU per request
+    samples: Dict[str, List[dict]] = field(default_factory=dict)   # case -> per-round results
+
+    def values(self, case: str, metric: str) -> List[float]:
+        return [r[metric] for r in self.samples.get(case, []) if r.get(metric) is not None]
+
+    def med(self, case: str, metric: str) -> Optional[float]:
+        v = self.values(case, metric)
+        return median(v) if v else None
+
+
+# -- mitmproxy in its own venv -------------------------------------------------------
+
+def ensure_mitm(log: Callable[[str], None]) -> Optional[str]:
+    exe = MITM_VENV / "bin" / "mitmdump"
+    if exe.exists():
+        return str(exe)
+    log(f"bench: installing mitmproxy into {MITM_VENV.relative_to(ROOT)} (once) ...")
+    try:
+        if not (MITM_VENV / "bin" / "python").exists():
+            subprocess.run([sys.executable, "-m", "venv", str(MITM_VENV)], check=True, timeout=120,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        r = subprocess.run([str(MITM_VENV / "bin" / "pip"), "install", "-q", "mitmproxy"], timeout=600,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        if r.returncode != 0 or not exe.exists():
+            tail = "\n".join(r.stdout.splitlines()[-3:])
+            log(f"bench: note: pip install mitmproxy failed; mitmproxy is skipped\n{tail}")
+            return None
+    except (subprocess.SubprocessError, OSError) as exc:
+        log(f"bench: note: cannot set up {MITM_VENV.name}: {exc}; mitmproxy is skipped")
+        return None
+    return str(exe)
+
+
+def start_mitm(exe: str, origin_port: int, workdir: Path) -> Service:
+    port = free_port()
+    cmd = [exe, "--mode", f"reverse:https://127.0.0.1:{origin_port}", "--ssl-insecure", "-q",
+           "--listen-host", "127.0.0.1", "--listen-port", str(port),
+           "--set", f"confdir={workdir / 'mitm-conf'}"]
+    proc, logs = _spawn(cmd, workdir, "mitmdump")
+    wait_port(port, timeout=60, proc=proc, what="mitmdump")
+    return Service("mitmproxy", proc, port, f"https://127.0.0.1:{port}", logs)
+
+
+# -- the run ---------------------------------------------------------------------------
+
+CASES = {
+    # name: (path, clients, streams, description)
+    "small": ("/1k", 10, 10, "1 KiB responses, -c 10 -m 10"),
+    "small_tls": ("/1k", 10, 10, "1 KiB responses over TLS, -c 10 -m 10"),
+    "large": ("/1m", 4, 4, "1 MiB responses, -c 4 -m 4"),
+    "latency": ("/1k", 1, 1, "1 KiB, one request at a time (-c 1 -m 1)"),
+}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description="h2proxy against nghttpx, a bare relay and mitmproxy")
+    ap.add_argument("--quick", action="store_true", help="3 short rounds (~1-2 minutes)")
+    ap.add_argument("--rounds", type=int, help="rounds per figure (default 5, --quick 3)")
+    ap.add_argument("--duration", type=float, help="seconds measured per h2load run (default 2, --quick 1)")
+    ap.add_argument("--json", metavar="OUT", help="write every sample and the summary as JSON")
+    ap.add_argument("--no-mitm", action="store_true", help="skip mitmproxy (and the TLS comparison)")
+    ap.add_argument("--proxy-arg", action="append", default=[], metavar="ARG",
+                    help="extra argument for every h2proxy started (repeatable), e.g. --proxy-arg=--altsvc=forward")
+    ap.add_argument("--keep", action="store_true", help="keep the work directory (logs) and print its path")
+    args = ap.parse_args(argv)
+    rounds = args.rounds or (3 if args.quick else 5)
+    duration = args.duration or (1.0 if args.quick else 2.0)
+    warmup = 0.3 if args.quick else 0.5
+    require("nghttpd", "nghttpx", "h2load")
+    raise_nofile(4096)
+
+    def log(msg: str) -> None:
+        print(msg, file=sys.stderr, flush=True)
+
+    t_start = time.monotonic()
+    work = Path(tempfile.mkdtemp(prefix="h2proxy-bench-"))
+    services: List[Service] = []
+    targets: Dict[str, Target] = {}
+    notes: List[str] = []
+
+    def add(key: str, label: str, starter: Callable[[], Service], cpu: bool = False) -> None:
+        try:
+            svc = starter()
+        except Exception as exc:  # a target that cannot start is reported, not fatal
+            lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
+            notes.append(f"{label}: not measured: {lines[-1] if lines else repr(exc)}")
+            log(f"bench: {label} did not start: {exc}")
+            return
+        services.append(svc)
+        targets[key] = Target(key, label, svc, cpu=cpu)
+
+    try:
+        docroot = make_docroot(work / "docroot")
+        pki = make_cert(work / "pki")
+        pargs = list(args.proxy_arg)
+        origin = start_nghttpd(docroot, work)
+        services.append(origin)
+        targets["origin"] = Target("origin", "nghttpd (origin, direct)", origin, cpu=True)
+        add("h2proxy", "h2proxy", lambda: start_h2proxy(f"h2c://127.0.0.1:{origin.port}", work, extra=pargs),
+            cpu=True)
+        add("nghttpx", "nghttpx (1 worker)", lambda: start_nghttpx(origin.port, work), cpu=True)
+        add("relay", "bare uvloop relay", lambda: start_relay_floor(origin.port, work), cpu=True)
+        (work / "rec").mkdir(exist_ok=True)
+        add("record", "h2proxy --record", lambda: start_h2proxy(
+            f"h2c://127.0.0.1:{origin.port}", work, name="h2proxy-record",
+            extra=["--record", str(work / "rec" / "frames.jsonl"), *pargs]), cpu=True)
+        add("hook", "h2proxy -s hooks_rewrite.py", lambda: start_h2proxy(
+            f"h2c://127.0.0.1:{origin.port}", work, name="h2proxy-hook",
+            extra=["-s", str(ROOT / "bench" / "hooks_rewrite.py"), *pargs]), cpu=True)
+        add("workers", "h2proxy --workers 2", lambda: start_h2proxy(
+            f"h2c://127.0.0.1:{origin.port}", work, name="h2proxy-workers", extra=["--workers", "2", *pargs]),
+            cpu=True)
+        tls_origin = None
+        if not args.no_mitm:
+            tls_origin = start_nghttpd(docroot, work, tls=pki, name="nghttpd-tls")
+            services.append(tls_origin)
+            targets["origin_tls"] = Target("origin_tls", "nghttpd TLS (origin, direct)", tls_origin)
+            add("h2proxy_tls", "h2proxy TLS", lambda: start_h2proxy(
+                f"https://127.0.0.1:{tls_origin.port}", work, tls=True, name="h2proxy-tls",
+                extra=["--insecure", "--ca-dir", str(work / "ca"), *pargs]), cpu=True)
+            exe = ensure_mitm(log)
+            if exe:
+                add("mitm", "mitmproxy (mitmdump)", lambda: start_mitm(exe, tls_origin.port, work), cpu=True)
+            else:
+                notes.append("mitmproxy: not measured (could not install it into .venv-bench-mitm)")
+        else:
+            notes.append("mitmproxy and TLS: skipped (--no-mitm)")
+
+        plan = [
+            ("small", ["origin", "h2proxy", "nghttpx", "relay", "record", "hook", "workers"]),
+            ("small_tls", ["origin_tls", "h2proxy_tls", "mitm"]),
+            ("large", ["origin", "h2proxy", "nghttpx", "relay"]),
+            ("latency", ["origin", "h2proxy", "nghttpx", "relay"]),
+        ]
+        runs = sum(len([k for k in keys if k in targets]) for _, keys in plan) * rounds
+        log(f"bench: {len(targets)} targets up after {time.monotonic() - t_start:.1f} s; {rounds} rounds, "
+            f"{runs} h2load runs of {warmup:g}+{duration:g} s")
+        for rnd in range(rounds):
+            t_round = time.monotonic()
+            for case, keys in plan:
+                path, c, m, _ = CASES[case]
+                keys = [k for k in keys if k in targets]
+                if not keys:
+                    continue
+                shift = rnd % len(keys)
+                for key in keys[shift:] + keys[:shift]:  # rotate the order each round
+                    t = targets[key]
+                    if not t.service.alive():
+                        continue
+                    want_lat = case in ("small", "small_tls", "latency")
+                    try:
+                        res = h2load(t.service.url + path, clients=c, streams=m, duration=duration, warmup=warmup,
+                                     log_file=work / "h2load.log" if want_lat else None,
+                                     measure=[t.service] if (t.cpu and case in ("small", "small_tls")) else [],
+                                     timeout=warmup + duration + 60)
+                    except RuntimeError as exc:
+                        notes.append(f"{t.label} {case} round {rnd + 1}: {exc}")
+                        continue
+                    if res.ok == 0:
+                        notes.append(f"{t.label} {case} round {rnd + 1}: no request completed "
+                                     f"({res.failed + res.errored} failed); round left out")
+                        continue
+                    sample = {"rps": res.rps, "mib_s": res.mib_s, "ok": res.ok, "failed": res.failed + res.errored,
+                              "mean_ms": res.mean_s * 1e3}
+                    if res.latencies:
+                        sample["median_ms"] = res.pct(50) * 1e3
+                        sample["p99_ms"] = res.pct(99) * 1e3
+                    if t.service.name in res.cpu and res.ok:
+                        sample["cpu_us"] = res.cpu[t.service.name] / res.ok * 1e6
+                    if sample["failed"]:
+                        notes.append(f"{t.label} {case} round {rnd + 1}: {sample['failed']} requests failed")
+                    t.samples.setdefault(case, []).append(sample)
+                if "record" in targets:
+                    _truncate(work / "rec" / "frames.jsonl")
+            log(f"bench: round {rnd + 1}/{rounds} done in {time.monotonic() - t_round:.1f} s")
+        for t in targets.values():
+            if not t.service.alive():
+                notes.append(f"{t.label}: exited during the run (code {t.service.proc.returncode}); "
+                             f"log tail:\n{t.service.log_tail(8)}")
+    finally:
+        codes = {}
+        for svc in reversed(services):
+            codes[svc.name] = svc.stop()
+        if args.keep:
+            log(f"bench: work directory kept: {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+
+    summary = report(targets, notes, rounds, duration, warmup, time.monotonic() - t_start)
+    for name, code in codes.items():
+        if name.startswith("h2proxy") and code not in (0, None):
+            print(f"note: {name} exited with code {code} on SIGTERM (expected 0)")
+    if args.json:
+        out = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                           "platform": platform.platform()},
+               "rounds": rounds, "duration_s": duration, "warmup_s": warmup,
+               "targets": {k: {"label": t.label, "samples": t.samples} for k, t in targets.items()},
+               "summary": summary, "notes": notes}
+        Path(args.json).write_text(json.dumps(out, indent=2))
+        print(f"wrote {args.json}")
+    return 0
+
+
+def _truncate(path: Path) -> None:
+    try:
+        os.truncate(path, 0)
+    except OSError:
+        pass
+
+
+def report(targets: Dict[str, Target], notes: List[str], rounds: int, duration: float, warmup: float,
+           elapsed: float) -> dict:
+    def g(key: str, case: str, metric: str) -> Optional[float]:
+        t = targets.get(key)
+        return t.med(case, metric) if t else None
+
+    print()
+    print(f"h2proxy benchmark: {rounds} rounds x {duration:g} s (+{warmup:g} s warm-up) per figure, medians; "
+          f"{os.cpu_count()} CPUs; {elapsed:.0f} s in all")
+    for case, cols in (("small", ["rps", "mib_s", "mean_ms", "p99_ms", "cpu_us"]),
+                       ("small_tls", ["rps", "mib_s", "mean_ms", "p99_ms", "cpu_us"]),
+                       ("large", ["mib_s", "rps", "mean_ms"]),
+                       ("latency", ["median_ms", "p99_ms", "rps"])):
+        rows = [t for t in targets.values() if t.samples.get(case)]
+        if not rows:
+            continue
+        names = {"rps": "req/s", "mib_s": "MiB/s", "mean_ms": "mean ms", "p99_ms": "p99 ms",
+                 "cpu_us": "CPU us/req", "median_ms": "median ms"}
+        print()
+        print(f"{CASES[case][3]}")
+        print(f"  {'target':32}" + "".join(f"{names[c]:>13}" for c in cols))
+        for t in rows:
+            cells = []
+            for c in cols:
+                v = t.med(case, c)
+                digits = 0 if c in ("rps",) else (3 if c.endswith("_ms") else 1)
+                cells.append(f"{fmt(v, digits) if v is not None else '-':>13}")
+            print(f"  {t.label:32}" + "".join(cells))
+
+    checks = []
+
+    def ratio(a, b):
+        return a / b if a is not None and b else None
+
+    def check(name: str, value: Optional[float], op: str, target: float, unit: str = "") -> None:
+        if value is None:
+            checks.append({"name": name, "value": None, "target": f"{op} {target:g}{unit}", "result": "n/a"})
+            return
+        ok = value >= target if op == ">=" else value <= target
+        checks.append({"name": name, "value": value, "target": f"{op} {target:g}{unit}",
+                       "result": "PASS" if ok else "MISS"})
+
+    check("h2proxy / nghttpx req/s (1 KiB)", ratio(g("h2proxy", "small", "rps"), g("nghttpx", "small", "rps")),
+          ">=", 0.5)
+    check("h2proxy / mitmproxy req/s (1 KiB, TLS)",
+          ratio(g("h2proxy_tls", "small_tls", "rps"), g("mitm", "small_tls", "rps")), ">=", 100)
+    check("h2proxy / nghttpx MiB/s (1 MiB)", ratio(g("h2proxy", "large", "mib_s"), g("nghttpx", "large", "mib_s")),
+          ">=", 0.8)
+    check("CPU per request h2proxy / bare relay",
+          ratio(g("h2proxy", "small", "cpu_us"), g("relay", "small", "cpu_us")), "<=", 3)
+    added = None
+    if g("h2proxy", "latency", "median_ms") is not None and g("origin", "latency", "median_ms") is not None:
+        added = g("h2proxy", "latency", "median_ms") - g("origin", "latency", "median_ms")
+    check("added median latency at low load (ms)", added, "<=", 0.2, " ms")
+    slow = ratio(g("record", "small", "rps"), g("h2proxy", "small", "rps"))
+    check("recording on: slowdown vs off", None if slow is None else 1 - slow, "<=", 0.25)
+
+    info = {
+        "nghttpx / origin req/s": ratio(g("nghttpx", "small", "rps"), g("origin", "small", "rps")),
+        "h2proxy / origin req/s": ratio(g("h2proxy", "small", "rps"), g("origin", "small", "rps")),
+        "h2proxy / bare relay req/s": ratio(g("h2proxy", "small", "rps"), g("relay", "small", "rps")),
+        "hook on: slowdown vs off": None if ratio(g("hook", "small", "rps"), g("h2proxy", "small", "rps")) is None
+        else 1 - ratio(g("hook", "small", "rps"), g("h2proxy", "small", "rps")),
+        "--workers 2 / 1 worker req/s": ratio(g("workers", "small", "rps"), g("h2proxy", "small", "rps")),
+        "h2proxy TLS / h2c req/s": ratio(g("h2proxy_tls", "small_tls", "rps"), g("h2proxy", "small", "rps")),
+        "CPU per request h2proxy / nghttpx": ratio(g("h2proxy", "small", "cpu_us"), g("nghttpx", "small", "cpu_us")),
+        "added median latency nghttpx (ms)": None if g("nghttpx", "latency", "median_ms") is None
+        or g("origin", "latency", "median_ms") is None
+        else g("nghttpx", "latency", "median_ms") - g("origin", "latency", "median_ms"),
+    }
+    print()
+    print("targets")
+    for c in checks:
+        v = c["value"]
+        shown = "n/a" if v is None else (f"{v:.3f}" if abs(v) < 10 else f"{v:,.0f}")
+        if v is not None and "slowdown" in c["name"]:
+            shown = f"{v * 100:.1f}%"
+        print(f"  {c['name']:44} {shown:>10}   target {c['target']:10} {c['result']}")
+    print("other ratios (no target)")
+    for name, v in info.items():
+        shown = "n/a" if v is None else (f"{v * 100:.1f}%" if "slowdown" in name else f"{v:.3f}")
+        print(f"  {name:44} {shown:>10}")
+    if notes:
+        print("notes")
+        for n in notes:
+            print("  - " + n.replace("\n", "\n    "))
+    return {"checks": checks, "info": info,
+            "figures": {k: {case: {m: t.med(case, m) for m in ("rps", "mib_s", "mean_ms", "median_ms", "p99_ms",
+                                                                 "cpu_us")}
+                            for case in t.samples} for k, t in targets.items()}}
+
+
+if __name__ == "__main__":
+    sys.exit(main())
