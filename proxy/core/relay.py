@@ -46,6 +46,11 @@ SEND_LEG = ("upstream", "client")    # the socket they leave on
 SENDER = (st.CLIENT, st.SERVER)
 
 _u32 = struct.Struct(">L")
+_MAX_CONCURRENT = int(Setting.MAX_CONCURRENT_STREAMS)
+_INITIAL_WINDOW = int(Setting.INITIAL_WINDOW_SIZE)
+_TRANSITIONS = st.TRANSITIONS
+_CLOSED = st.CLOSED
+_HEADERS_EVENT = (st.HEADERS, st.HEADERS_END)
 _settings_entry = struct.Struct(">HL")
 _goaway_head = struct.Struct(">LL")
 
@@ -83,8 +88,9 @@ class Stream:
         self.state = state
         # window[d]: what the receiver of direction d still accepts on this stream.
         self.window = [server_window, client_window]
-        self.owed = [0, 0]
-        self.held: List[list] = [[], []]
+        # Both only matter once the proxy changed DATA on this stream: made on first use.
+        self.owed: Optional[List[int]] = None
+        self.held: Optional[List[list]] = None
         self.request_headers: Optional[list] = None
         self.response_headers: Optional[list] = None
         self.trailers: Optional[list] = None
@@ -169,6 +175,8 @@ class Relay:
         self.control_rate = [RateCounter(self.limits.max_control_frames_per_second, 1.0),
                              RateCounter(self.limits.max_control_frames_per_second, 1.0)]
         self.violations: List[dict] = []
+        self.fast_headers = [False, False]
+        self._update_fast_path()
         self.last_activity = now
         self.settings_sent_at: List[list] = [[], []]     # times of each side's SETTINGS not yet ACKed
         self.stalled_since: List[Optional[float]] = [None, None]
@@ -327,6 +335,44 @@ class Relay:
 
     # ------------------------------------------------------------ dispatching
 
+    def _update_fast_path(self) -> None:
+        """Whether complete HEADERS frames of each direction may skip the general block path."""
+        for d in (C2S, S2C):
+            self.fast_headers[d] = (self.sink is None and not self.decode and self.encoders[d] is None
+                                    and HEADERS not in self.hook_table[d]
+                                    and not (d == S2C and self.push_map))
+
+    def _fast_header_frame(self, d: int, f: RawFrame) -> None:
+        """A one-frame HEADERS block on a connection where nothing reads or changes headers.
+
+        Handles the two common cases (a new client stream, a response on a known
+        stream) inline; anything unusual takes the general path.
+        """
+        sid = f.stream_id
+        s = self.streams.get(sid)
+        if s is not None:
+            new = _TRANSITIONS.get((s.state, SENDER[d], _HEADERS_EVENT[f.flags & END_STREAM]))
+            if new is not None:
+                s.state = new
+                self.out[d].append(f.wire)
+                if new is _CLOSED:
+                    self._close_stream(s)
+                return
+        elif (d == C2S and sid & 1 and sid > self.last_stream[CLIENT]
+              and self.client_streams_open < self.settings[SERVER][_MAX_CONCURRENT]
+              and len(self.streams) < self.limits.max_streams):
+            self.last_stream[CLIENT] = sid
+            s = Stream(sid, st.HALF_CLOSED_LOCAL if f.flags & END_STREAM else st.OPEN,
+                       self.settings[CLIENT][_INITIAL_WINDOW], self.settings[SERVER][_INITIAL_WINDOW])
+            self.streams[sid] = s
+            self.client_streams_open += 1
+            self.counters["streams"] += 1
+            self.out[d].append(f.wire)
+            if self.hooks is not None:
+                self.hooks.stream_opened(self, s)
+            return
+        self._header_block(d, [f])
+
     def _process(self, d: int, f: RawFrame) -> None:
         t = f.type
         blk = self.block[d]
@@ -353,6 +399,8 @@ class Relay:
             self._header_block(d, blk)   # forward what there was, then this frame
         if t == DATA:
             self._data(d, f)
+        elif t == HEADERS and f.flags & END_HEADERS and self.fast_headers[d]:
+            self._fast_header_frame(d, f)
         elif t == HEADERS or t == PUSH_PROMISE:
             if f.flags & END_HEADERS:
                 self._header_block(d, [f])
@@ -400,8 +448,12 @@ class Relay:
         if d == S2C and self.push_map:
             wire = self._map_ids(d, wire)
         if s is not None:
-            if s.held[d] or ((fcl > self.window[d] or fcl > s.window[d]) and (self.owed[d] or s.owed[d])):
-                s.held[d].append((wire, fcl, origin, actions))
+            held = s.held
+            if (held is not None and held[d]) or ((fcl > self.window[d] or fcl > s.window[d])
+                                                 and (self.owed[d] or (s.owed is not None and s.owed[d]))):
+                if held is None:
+                    held = s.held = [[], []]
+                held[d].append((wire, fcl, origin, actions))
                 self.held_streams[d][s.id] = s
                 return
             s.window[d] -= fcl
@@ -551,6 +603,7 @@ class Relay:
             client_id = self.last_client_push_id + 2
             self.push_map[promised] = client_id
             self.push_unmap[client_id] = promised
+            self._update_fast_path()
         self.last_client_push_id = max(self.last_client_push_id, client_id)
         parent = self.streams.get(sid)
         unit.stream = parent
@@ -638,6 +691,7 @@ class Relay:
             size = min(4096, self.settings[1 - d][Setting.HEADER_TABLE_SIZE])
             enc.header_table_size = 0
             enc.header_table_size = size
+            self._update_fast_path()
             log.info("c%d: %s header blocks are re-encoded by the proxy from now on", self.id,
                      DIRECTION_NAME[d])
         block = enc.encode([(str(n), str(v)) for n, v in item.headers])
@@ -746,7 +800,8 @@ class Relay:
                 s.state = st.CLOSED
                 s.reset_by = C2S
                 s.push_body = None
-                s.held[S2C].clear()
+                if s.held is not None:
+                    s.held[S2C].clear()
                 self.held_streams[S2C].pop(s.id, None)
                 self._close_stream(s)
         self._record_in(C2S, f, [{"hook": "h2proxy", "action": "consumed"}])
@@ -853,9 +908,10 @@ class Relay:
                     if self._violation(d, "6.9.1", ErrorCode.FLOW_CONTROL_ERROR, False,
                                        f"stream {sid} window raised to {s.window[other]}, above 2^31-1", sid):
                         return True
-                if s.proxy_owned or s.owed[other]:
+                if s.proxy_owned or (s.owed is not None and s.owed[other]):
                     take = inc if s.proxy_owned else min(s.owed[other], inc)
-                    s.owed[other] -= 0 if s.proxy_owned else take
+                    if not s.proxy_owned:
+                        s.owed[other] -= take
                     if self.held_streams[other]:
                         self._flush_held(other)
                     if take == inc:
@@ -892,14 +948,15 @@ class Relay:
         s.reset_by = d
         if s.proxy_owned and d == C2S:
             s.push_body = None
-            s.held[S2C].clear()
+            if s.held is not None:
+                s.held[S2C].clear()
             self.held_streams[S2C].pop(sid, None)
             self._close_stream(s)
             self._record_in(d, f, [{"hook": "h2proxy", "action": "consumed"}])
             return True
         # DATA held for a reset stream will never be wanted.
         for dd in (0, 1):
-            if s.held[dd]:
+            if s.held is not None and s.held[dd]:
                 s.held[dd].clear()
                 self.held_streams[dd].pop(sid, None)
         self._close_stream(s)
@@ -1050,7 +1107,7 @@ class Relay:
                 self._credit_sender(d, s, diff, first.flags & END_STREAM)
             elif diff < 0:
                 self.owed[d] += -diff
-                s.owed[d] += -diff
+                _owe(s, d, -diff)
             if s.state == st.CLOSED:
                 self._close_stream(s)
 
@@ -1134,7 +1191,7 @@ class Relay:
             n = self._send_item(d, item, origin, acts, None)
             self.owed[d] += n
             if s is not None:
-                s.owed[d] += n
+                _owe(s, d, n)
             return
         self._send_item(d, item, origin, acts, None)
 
@@ -1150,7 +1207,8 @@ class Relay:
         if s is not None:
             s.state = st.CLOSED
             for dd in (0, 1):
-                s.held[dd].clear()
+                if s.held is not None:
+                    s.held[dd].clear()
                 self.held_streams[dd].pop(sid, None)
             s.push_body = None
             self._close_stream(s)
@@ -1215,7 +1273,6 @@ class Relay:
         while body is not None and len(body):
             room = min(self.window[S2C], s.window[S2C], max_size)
             if room <= 0:
-                s.held[S2C].append((b"", 0, None, None)) if False else None
                 self.held_streams[S2C][s.id] = s
                 return
             chunk = body[:room]
@@ -1506,6 +1563,13 @@ def _split_block(frame, max_size: int) -> List[bytes]:
             cont.flags.add("END_HEADERS")
         wires.append(cont.serialize())
     return wires
+
+
+def _owe(s: Stream, d: int, amount: int) -> None:
+    """The proxy sent ``amount`` more DATA on this stream than the sender did."""
+    if s.owed is None:
+        s.owed = [0, 0]
+    s.owed[d] += amount
 
 
 def _header(headers, name: str) -> Optional[str]:
