@@ -51,6 +51,7 @@ _INITIAL_WINDOW = int(Setting.INITIAL_WINDOW_SIZE)
 _TRANSITIONS = st.TRANSITIONS
 _CLOSED = st.CLOSED
 _HEADERS_EVENT = (st.HEADERS, st.HEADERS_END)
+_DATA_EVENT = (st.DATA, st.DATA_END)
 _settings_entry = struct.Struct(">HL")
 _goaway_head = struct.Struct(">LL")
 
@@ -176,6 +177,7 @@ class Relay:
                              RateCounter(self.limits.max_control_frames_per_second, 1.0)]
         self.violations: List[dict] = []
         self.fast_headers = [False, False]
+        self.fast_data = [False, False]
         self._update_fast_path()
         self.last_activity = now
         self.settings_sent_at: List[list] = [[], []]     # times of each side's SETTINGS not yet ACKed
@@ -338,9 +340,10 @@ class Relay:
     def _update_fast_path(self) -> None:
         """Whether complete HEADERS frames of each direction may skip the general block path."""
         for d in (C2S, S2C):
-            self.fast_headers[d] = (self.sink is None and not self.decode and self.encoders[d] is None
-                                    and HEADERS not in self.hook_table[d]
-                                    and not (d == S2C and self.push_map))
+            plain = self.sink is None and not (d == S2C and self.push_map)
+            self.fast_headers[d] = (plain and not self.decode and self.encoders[d] is None
+                                    and HEADERS not in self.hook_table[d])
+            self.fast_data[d] = plain and DATA not in self.hook_table[d]
 
     def _fast_header_frame(self, d: int, f: RawFrame) -> None:
         """A one-frame HEADERS block on a connection where nothing reads or changes headers.
@@ -398,6 +401,21 @@ class Relay:
                 return
             self._header_block(d, blk)   # forward what there was, then this frame
         if t == DATA:
+            if self.fast_data[d]:
+                # Fast path: a DATA frame on a known stream that fits both windows.
+                s = self.streams.get(f.stream_id)
+                if s is not None and s.held is None:
+                    fcl = f.length
+                    new = _TRANSITIONS.get((s.state, SENDER[d], _DATA_EVENT[f.flags & END_STREAM]))
+                    if new is not None and fcl <= self.window[d] and fcl <= s.window[d] and (
+                            fcl or f.flags & END_STREAM):
+                        s.state = new
+                        self.window[d] -= fcl
+                        s.window[d] -= fcl
+                        self.out[d].append(f.wire)
+                        if new is _CLOSED:
+                            self._close_stream(s)
+                        return
             self._data(d, f)
         elif t == HEADERS and f.flags & END_HEADERS and self.fast_headers[d]:
             self._fast_header_frame(d, f)
