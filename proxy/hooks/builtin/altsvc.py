@@ -1,0 +1,99 @@
+"""The ``altsvc`` hook: what happens to ALTSVC frames (RFC 7838).
+
+RFC 7838 section 4 says an intermediary must not forward ALTSVC frames, since
+the alternative it names is the origin's, not the proxy's: ``drop`` (the
+default) follows that; ``forward`` passes them on; ``rewrite`` replaces the
+field or the origin, sets ``ma``, or adds and removes alternatives.
+"""
+from __future__ import annotations
+
+import fnmatch
+import logging
+import re
+from typing import List, Optional, Sequence
+
+from ..api import Hook
+
+log = logging.getLogger("h2proxy")
+
+MODES = ("drop", "forward", "rewrite")
+
+
+class AltSvcHook(Hook):
+    """Options: ``mode`` (drop, forward, rewrite); for rewrite: ``field`` (replaces the whole
+    Alt-Svc value), ``origin`` (replaces the origin of connection-level frames), ``ma`` (sets the
+    max-age of every alternative), ``add`` (alternatives appended, e.g. ``'h2="alt:443"'``) and
+    ``remove`` (globs matched against each alternative's protocol id or whole text, e.g. ``"h3*"``).
+    """
+
+    name = "altsvc"
+
+    def __init__(self, mode: str = "drop", field: Optional[str] = None, origin: Optional[str] = None,
+                 ma: Optional[int] = None, add: Sequence[str] = (), remove: Sequence[str] = ()) -> None:
+        if mode not in MODES:
+            raise ValueError(f"altsvc: mode {mode!r} is not one of {', '.join(MODES)}")
+        super().__init__(mode=mode, field=field, origin=origin, ma=ma, add=list(add), remove=list(remove))
+        self.mode = mode
+        self.field = field
+        self.origin = origin
+        self.ma = ma
+        self.add = list(add)
+        self.remove = list(remove)
+        self.dropped = 0
+        self.rewritten = 0
+
+    def on_altsvc(self, ctx, frame):
+        if self.mode == "forward":
+            return None
+        if self.mode == "drop":
+            self.dropped += 1
+            log.info("c%s: ALTSVC on stream %d dropped (RFC 7838 section 4): %r", ctx.conn.id, frame.stream_id,
+                     bytes(frame.field))
+            return []
+        new_field = self.rewrite_field(bytes(frame.field).decode("latin-1"))
+        frame.field = new_field.encode("latin-1")
+        if self.origin is not None and frame.stream_id == 0:
+            frame.origin = self.origin.encode("latin-1")
+        self.rewritten += 1
+        return frame
+
+    def rewrite_field(self, value: str) -> str:
+        """Apply the rewrite rules to an Alt-Svc field value."""
+        if self.field is not None:
+            value = self.field
+        if value.strip() == "clear":
+            alternatives: List[str] = []
+        else:
+            alternatives = [a.strip() for a in _split_alternatives(value) if a.strip()]
+        if self.remove:
+            alternatives = [a for a in alternatives if not any(
+                fnmatch.fnmatch(_protocol_id(a), pat) or fnmatch.fnmatch(a, pat) for pat in self.remove)]
+        alternatives += list(self.add)
+        if self.ma is not None:
+            alternatives = [_set_param(a, "ma", str(self.ma)) for a in alternatives]
+        return ", ".join(alternatives) if alternatives else "clear"
+
+
+def _split_alternatives(value: str) -> List[str]:
+    """Split on commas outside quoted strings."""
+    out, cur, quoted = [], [], False
+    for ch in value:
+        if ch == '"':
+            quoted = not quoted
+        if ch == "," and not quoted:
+            out.append("".join(cur))
+            cur = []
+        else:
+            cur.append(ch)
+    out.append("".join(cur))
+    return out
+
+
+def _protocol_id(alternative: str) -> str:
+    return alternative.split("=", 1)[0].strip()
+
+
+def _set_param(alternative: str, name: str, value: str) -> str:
+    parts = [p.strip() for p in alternative.split(";")]
+    kept = [parts[0]] + [p for p in parts[1:] if not re.match(rf"{name}\s*=", p)]
+    return "; ".join(kept + [f"{name}={value}"])
