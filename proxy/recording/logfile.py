@@ -1,0 +1,134 @@
+"""Reading frame logs back: records, connections, streams."""
+from __future__ import annotations
+
+import json
+import sys
+from typing import Dict, Iterator, List, Optional
+
+from .decode import unb64
+from .recorder import FORMAT_NAME
+
+__all__ = ["LogError", "read_records", "Connection", "connections", "BYTE_RECORDS"]
+
+#: Records that carry bytes that went over a socket.
+BYTE_RECORDS = ("preface", "frame", "raw")
+
+
+class LogError(Exception):
+    """The file is not a frame log this version can read."""
+
+
+def read_records(path: str, warn=None) -> List[dict]:
+    """All records of a log file (``-``: standard input).
+
+    A line that is not JSON (a log cut short by a crash) is skipped with a warning.
+    """
+    if warn is None:
+        def warn(msg):
+            print(f"h2proxy log: {msg}", file=sys.stderr)
+    if path == "-":
+        lines = sys.stdin.read().splitlines()
+    else:
+        try:
+            with open(path, encoding="utf-8") as fh:
+                lines = fh.read().splitlines()
+        except OSError as exc:
+            raise LogError(f"{path}: {exc.strerror or exc}") from None
+    records: List[dict] = []
+    bad = 0
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            bad += 1
+            if bad <= 3:
+                warn(f"{path}:{n}: not a JSON record, skipped")
+            continue
+        if not isinstance(rec, dict):
+            continue
+        records.append(rec)
+    if bad > 3:
+        warn(f"{path}: {bad} lines in all were skipped")
+    if records and records[0].get("record") == "header":
+        head = records[0]
+        if head.get("format") != FORMAT_NAME:
+            raise LogError(f"{path}: not an h2proxy frame log (format {head.get('format')!r})")
+        if isinstance(head.get("version"), int) and head["version"] > 1:
+            warn(f"{path}: format version {head['version']} is newer than this reader (1); reading anyway")
+    elif records:
+        warn(f"{path}: no header record; reading anyway")
+    else:
+        raise LogError(f"{path}: no records")
+    return records
+
+
+class Connection:
+    """The records of one proxied connection."""
+
+    def __init__(self, conn: int) -> None:
+        self.conn = conn
+        self.opened: Optional[dict] = None
+        self.closed: Optional[dict] = None
+        self.records: List[dict] = []
+
+    @property
+    def info(self) -> dict:
+        info = dict((self.opened or {}).get("info") or {})
+        if self.closed and isinstance(self.closed.get("info"), dict):
+            info.update(self.closed["info"])
+        return info
+
+    @property
+    def start(self) -> Optional[float]:
+        if self.opened is not None:
+            return self.opened.get("ts")
+        for r in self.records:
+            if r.get("ts") is not None:
+                return r["ts"]
+        return None
+
+    @property
+    def end(self) -> Optional[float]:
+        if self.closed is not None:
+            return self.closed.get("ts")
+        ts = [r["ts"] for r in self.records if r.get("ts") is not None]
+        return max(ts) if ts else None
+
+    def byte_records(self, leg: Optional[str] = None, direction: Optional[str] = None) -> List[dict]:
+        return [r for r in self.records if r.get("record") in BYTE_RECORDS
+                and (leg is None or r.get("leg") == leg) and (direction is None or r.get("dir") == direction)]
+
+    def frames(self, leg: Optional[str] = None, direction: Optional[str] = None) -> List[dict]:
+        return [r for r in self.records if r.get("record") == "frame"
+                and (leg is None or r.get("leg") == leg) and (direction is None or r.get("dir") == direction)]
+
+    def wire_bytes(self, leg: str, direction: str) -> bytes:
+        """What went over the leg's socket in that direction (as far as the log holds it)."""
+        return b"".join(unb64(r.get("wire")) for r in self.byte_records(leg, direction))
+
+
+def connections(records: List[dict]) -> Dict[int, Connection]:
+    """Records grouped by connection id, in order of first appearance."""
+    conns: Dict[int, Connection] = {}
+    for rec in records:
+        conn = rec.get("conn")
+        if conn is None or rec.get("record") in ("header", "truncated"):
+            continue
+        c = conns.get(conn)
+        if c is None:
+            c = conns[conn] = Connection(conn)
+        kind = rec.get("record")
+        if kind == "connection_opened":
+            c.opened = rec
+        elif kind == "connection_closed":
+            c.closed = rec
+        c.records.append(rec)
+    return conns
+
+
+def iter_frames(records) -> Iterator[dict]:
+    for rec in records:
+        if rec.get("record") == "frame":
+            yield rec
