@@ -194,6 +194,13 @@ class Bridge:
             return
         self._closed_sides[side] = True
         if abort:
+            # A TCP reset: with SO_LINGER 0 the close sends RST (abort alone sends FIN).
+            sock = t.get_extra_info("socket")
+            if sock is not None:
+                try:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+                except (OSError, AttributeError):
+                    pass
             t.abort()
         else:
             t.close()
@@ -412,6 +419,7 @@ class ProxyServer:
         bridge.relay = Relay(bridge.conn_id, RelayOptions(strict=s.strict, decode_headers=s.decode_headers,
                                                           limits=s.limits),
                              hooks=self.hooks, sink=self.sink, now=time.time(), info=info)
+        bridge.relay.wake = bridge.flush
         # Read nothing more from the client until the upstream is there.
         bridge._pause(CLIENT)
         bridge.upstream_task = asyncio.ensure_future(self._connect_upstream(bridge))

@@ -182,6 +182,8 @@ class Relay:
         self.last_activity = now
         self.settings_sent_at: List[list] = [[], []]     # times of each side's SETTINGS not yet ACKed
         self.stalled_since: List[Optional[float]] = [None, None]
+        # Set by the shell: call after producing output outside receive()/resume() (a hook's timer).
+        self.wake: Optional[Callable[[], None]] = None
         if sink is not None:
             sink.connection_opened(conn_id, now, self.info)
         if hooks is not None:
@@ -664,6 +666,10 @@ class Relay:
             acts = actions
         for item in result:
             self._send_item(d, item, origin, acts, unit)
+        if self.encoders[d] is None and unit.headers is not None and not _block_intact(frames, result):
+            # The receiver did not get the sender's block as it was (dropped, duplicated, replaced):
+            # its HPACK table no longer follows the sender's, so later blocks are re-encoded.
+            self._start_reencoding(d)
         self._after_block(unit)
 
     def _after_block(self, unit: _Unit) -> None:
@@ -700,18 +706,22 @@ class Relay:
                             forwarded=not self.strict)
             return None
 
+    def _start_reencoding(self, d: int) -> hpack.Encoder:
+        enc = self.encoders[d] = hpack.Encoder()
+        # Empty the receiver's dynamic table so that it matches the new encoder's.
+        size = min(4096, self.settings[1 - d][Setting.HEADER_TABLE_SIZE])
+        enc.header_table_size = 0
+        enc.header_table_size = size
+        self._update_fast_path()
+        log.info("c%d: %s header blocks are re-encoded by the proxy from now on", self.id,
+                 DIRECTION_NAME[d])
+        return enc
+
     def _encode_block(self, d: int, item: Headers) -> List[bytes]:
         """HPACK-encode with the proxy's own encoder for direction d and split to the receiver's frame size."""
         enc = self.encoders[d]
         if enc is None:
-            enc = self.encoders[d] = hpack.Encoder()
-            # Empty the receiver's dynamic table so that it matches the new encoder's.
-            size = min(4096, self.settings[1 - d][Setting.HEADER_TABLE_SIZE])
-            enc.header_table_size = 0
-            enc.header_table_size = size
-            self._update_fast_path()
-            log.info("c%d: %s header blocks are re-encoded by the proxy from now on", self.id,
-                     DIRECTION_NAME[d])
+            enc = self._start_reencoding(d)
         block = enc.encode([(str(n), str(v)) for n, v in item.headers])
         sid = item.stream_id
         max_size = self.settings[1 - d][Setting.MAX_FRAME_SIZE]
@@ -1121,7 +1131,8 @@ class Relay:
             sent_fcl += self._send_item(d, item, origin, [a for a in actions if a["action"] != "passed"], unit)
         if t == DATA and s is not None:
             diff = first.length - sent_fcl
-            if diff > 0:
+            if diff > 0 and not any(isinstance(item, RawBytes) for item in result):
+                # (RawBytes in the result: repairs are off for this frame, no credit.)
                 self._credit_sender(d, s, diff, first.flags & END_STREAM)
             elif diff < 0:
                 self.owed[d] += -diff
@@ -1213,7 +1224,7 @@ class Relay:
             return
         self._send_item(d, item, origin, acts, None)
 
-    def reset_stream(self, sid: int, code: int, towards: str) -> None:
+    def reset_stream(self, sid: int, code: int, towards: str, note: str = "h2proxy") -> None:
         s = self.streams.get(sid)
         for side in _sides(towards):
             d = 1 - side    # towards the client = direction S2C
@@ -1221,7 +1232,7 @@ class Relay:
             if side == SERVER and s is not None and s.proxy_owned:
                 continue
             self._out(d, fc.RstStreamFrame(wire_sid, error_code=code).serialize(), None,
-                      [{"hook": "h2proxy", "action": "injected"}])
+                      [{"hook": note, "action": "injected"}])
         if s is not None:
             s.state = st.CLOSED
             for dd in (0, 1):
@@ -1231,13 +1242,14 @@ class Relay:
             s.push_body = None
             self._close_stream(s)
 
-    def goaway(self, code: int, last_stream_id: Optional[int], debug: bytes, towards: str) -> None:
+    def goaway(self, code: int, last_stream_id: Optional[int], debug: bytes, towards: str,
+               note: str = "h2proxy") -> None:
         for side in _sides(towards):
             d = 1 - side
             last = last_stream_id
             if last is None:
                 last = self.last_stream[CLIENT] if side == CLIENT else self.last_stream[SERVER]
-            self._send_goaway(d, last, code, debug)
+            self._send_goaway(d, last, code, debug, note)
 
     def push(self, parent: Optional[Stream], path: str, headers, body: bytes, status: int):
         """Push a resource to the client on ``parent``'s stream, as the server would."""
@@ -1361,11 +1373,11 @@ class Relay:
             held, self.inbox[S2C] = self.inbox[S2C], []
             self._run(S2C, held)
 
-    def _send_goaway(self, d: int, last: int, code: int, debug) -> None:
+    def _send_goaway(self, d: int, last: int, code: int, debug, note: str = "h2proxy") -> None:
         if isinstance(debug, str):
             debug = debug.encode("utf-8", "replace")
         frame = fc.GoAwayFrame(0, last_stream_id=last, error_code=int(code), additional_data=debug[:1024])
-        self._out(d, frame.serialize(), None, [{"hook": "h2proxy", "action": "injected"}])
+        self._out(d, frame.serialize(), None, [{"hook": note, "action": "injected"}])
 
     # ------------------------------------------------------------- errors
 
@@ -1510,10 +1522,10 @@ class HookCtx(HookContext):
 
     def reset_stream(self, stream_id=None, code="CANCEL", towards="both") -> None:
         sid = stream_id if stream_id is not None else (self.stream.id if self.stream else self.frame.stream_id)
-        self.relay.reset_stream(sid, parse_error_code(code), towards)
+        self.relay.reset_stream(sid, parse_error_code(code), towards, note=self.hook)
 
     def goaway(self, code="NO_ERROR", last_stream_id=None, debug=b"", towards="both") -> None:
-        self.relay.goaway(parse_error_code(code), last_stream_id, debug, towards)
+        self.relay.goaway(parse_error_code(code), last_stream_id, debug, towards, note=self.hook)
 
     def push(self, path, headers=(), body=b"", status=200):
         result = self.relay.push(self.stream, path, headers, body, status)
@@ -1564,6 +1576,20 @@ def _fragment(f: RawFrame) -> bytes:
     if end < start:
         raise ValueError(f"padding of {p[0]} bytes longer than the frame body")
     return bytes(p[start:end])
+
+
+def _block_intact(frames: List[RawFrame], result) -> bool:
+    """Whether a hook's result carries the received header block's bytes exactly once, in order."""
+    sent = []
+    for item in result:
+        if isinstance(item, Headers):
+            return True      # encoded by the proxy's own encoder, which resets the receiver's table
+        if isinstance(item, (fc.HeadersFrame, fc.PushPromiseFrame, fc.ContinuationFrame)):
+            sent.append(bytes(item.data))
+    try:
+        return b"".join(sent) == b"".join(_fragment(f) for f in frames)
+    except ValueError:
+        return False
 
 
 def _split_block(frame, max_size: int) -> List[bytes]:

@@ -1,1 +1,41 @@
-"""The pytest plugin h2proxy registers (entry point ``pytest11``)."""
+"""The pytest plugin h2proxy registers (entry point ``pytest11``): the ``h2proxy`` fixture.
+
+``h2proxy`` is a factory: each call starts a proxy with fault rules in front
+of an upstream and gives a :class:`~proxy.testing.RunningProxy`; all of them
+stop when the test ends::
+
+    async def test_client_retries_refused_streams(h2proxy):
+        proxy = await h2proxy("h2c://127.0.0.1:8443",
+                              faults=["rst_stream code=REFUSED_STREAM type=headers "
+                                      "direction=server->client first=1 towards=client"])
+        ...   # run the client under test against proxy.url
+        assert proxy.hits("rst_stream-1") == 1
+
+The fixture needs pytest-asyncio (any mode: it is declared with
+``pytest_asyncio.fixture``).
+"""
+from __future__ import annotations
+
+import contextlib
+
+import pytest
+
+try:
+    import pytest_asyncio
+except ImportError:  # pragma: no cover - the plugin loads, the fixture explains
+    pytest_asyncio = None
+
+
+if pytest_asyncio is not None:
+    @pytest_asyncio.fixture
+    async def h2proxy():
+        """Start proxies with fault rules: ``proxy = await h2proxy(upstream, faults=[...], **options)``."""
+        from . import h2proxy_running
+        async with contextlib.AsyncExitStack() as stack:
+            async def start(upstream: str, faults=(), **options):
+                return await stack.enter_async_context(h2proxy_running(upstream, faults, **options))
+            yield start
+else:  # pragma: no cover
+    @pytest.fixture
+    def h2proxy():
+        pytest.skip("the h2proxy fixture needs pytest-asyncio (pip install pytest-asyncio)")

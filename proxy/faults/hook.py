@@ -1,0 +1,893 @@
+"""FaultHook: fault rules acting on frames in flight.
+
+One :class:`FaultHook` holds the rules of a proxy. It is an ordinary hook in
+the :class:`~proxy.hooks.chain.HookChain`, and once it sees the chain (on the
+first connection, or :meth:`FaultHook.attach`) it puts *one entry per rule*
+into the chain's dispatch table, in place of its own:
+
+* first ``faults``: book-keeping (frame counts per stream, the repairs below);
+* then ``fault:NAME`` for each rule, only for the frame types and directions
+  the rule can match.
+
+The relay records hook actions by entry name, so the frame log shows
+``fault:NAME`` with ``passed``/``dropped``/``changed``/``split``/``delayed``,
+and frames a rule injects carry ``fault:NAME`` too. Adding, changing or
+removing a rule rebuilds the entries at once: the next frame of every
+connection, open or new, sees the new rules.
+
+Repairs (what keeps the rest of a connection valid; none of them for rules
+with ``raw = true``): frames on a stream a rule reset are not forwarded to a
+side that got the RST_STREAM, nor the rest of a stream whose first header
+block a rule dropped (DATA among them is credited back to its sender); PING
+and SETTINGS acknowledgements answering frames a rule injected are not passed
+on to a side that never sent them; after a close, nothing more goes through.
+The relay itself credits dropped DATA back and re-encodes header blocks once a
+block was dropped or duplicated.
+"""
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+import weakref
+from typing import Any, Dict, Iterable, List, Optional, Tuple, Union
+
+from framecodec import frame as fc
+
+from ..core.protocol import ErrorCode, Setting, error_name, frame_name, setting_name
+from ..hooks.api import CLIENT_TO_SERVER, SERVER_TO_CLIENT, Headers, RawBytes
+from .parse import parse_line, to_line
+from .rules import (ALTSVC, CONTINUATION, DATA, GOAWAY, HEADERS, PING, PRIORITY, PUSH_PROMISE, RST_STREAM,
+                    SETTINGS, UNKNOWN, WINDOW_UPDATE, FaultError, FrameInfo, Rule)
+
+log = logging.getLogger("h2proxy")
+
+C2S, S2C = 0, 1
+CLIENT, SERVER = 0, 1
+_DIRECTIONS = {CLIENT_TO_SERVER: C2S, SERVER_TO_CLIENT: S2C}
+_MAX_WINDOW = 2 ** 31 - 1
+_STREAM_TYPES = frozenset({DATA, HEADERS, PRIORITY, RST_STREAM, PUSH_PROMISE, CONTINUATION, WINDOW_UPDATE})
+_MAX_EVENTS = 10000
+_LOGGED_PER_RULE = 20
+
+RuleLike = Union[Rule, dict, str]
+
+
+async def _hold(seconds: float, result: Any = None) -> Any:
+    await asyncio.sleep(seconds)
+    return result
+
+
+def _now() -> float:
+    try:
+        return asyncio.get_running_loop().time()
+    except RuntimeError:
+        return time.monotonic()
+
+
+def flag_byte(frame) -> int:
+    """The flags byte of a frame object, undefined bits included."""
+    if isinstance(frame, fc.ExtensionFrame):
+        return frame.flag_byte
+    bits = 0
+    names = frame.flags
+    for name, bit in type(frame).defined_flags:
+        if name in names:
+            bits |= bit
+    return bits | frame.undefined_flags
+
+
+def _set_flag_byte(frame, byte: int):
+    if isinstance(frame, fc.ExtensionFrame):
+        frame.flag_byte = byte
+        return frame
+    mask = 0
+    for name, bit in type(frame).defined_flags:
+        mask |= bit
+        if byte & bit:
+            frame.flags.add(name)
+    frame.undefined_flags = byte & ~mask & 0xFF
+    return frame
+
+
+def _clone(frame):
+    """An independent copy of a frame object (parsed back from its bytes)."""
+    wire = frame.serialize()
+    new, length = fc.Frame.parse_frame_header(memoryview(wire)[:9])
+    new.parse_body(memoryview(wire)[9:9 + length])
+    return new
+
+
+def _flow_length(frame) -> int:
+    if isinstance(frame, fc.DataFrame):
+        return frame.flow_controlled_length
+    return 0
+
+
+def _frame_type(frame) -> int:
+    return frame.type
+
+
+class _Stall:
+    __slots__ = ("rule", "d", "scope", "sid", "pending", "timer", "since")
+
+    def __init__(self, rule: Rule, d: int, scope: str, sid: int) -> None:
+        self.rule = rule
+        self.d = d                  # the direction whose WINDOW_UPDATEs are withheld
+        self.scope = scope
+        self.sid = sid
+        self.pending: Dict[int, int] = {}
+        self.timer = None
+        self.since = _now()
+
+
+class _Conn:
+    """What the fault hook remembers about one connection."""
+
+    def __init__(self, relay) -> None:
+        self.relay = relay
+        self.counts: Dict[int, Dict[Tuple[int, int], int]] = {}     # stream -> (direction, type) -> frames
+        self.bytes: Dict[Tuple[int, int], int] = {}                   # (direction, stream) -> DATA bytes
+        self.conn_bytes = [0, 0]
+        self.ordinals: Dict[int, int] = {}
+        self.opened = 0
+        self.info: List[Optional[FrameInfo]] = [None, None]
+        self.reset: "collections.OrderedDict[int, Tuple[frozenset, frozenset]]" = collections.OrderedDict()
+        self.stalls: List[_Stall] = []
+        self.stalled_by: set = set()
+        self.settings_marks = [collections.deque(), collections.deque()]
+        self.pings: List[set] = [set(), set()]
+        self.throttle: Dict[Tuple[str, int], float] = {}
+        self.closing = False          # a close rule fired: nothing more goes through
+
+    def count(self, d: int, sid: int, t: int) -> int:
+        per = self.counts.get(sid)
+        if per is None:
+            per = self.counts[sid] = {}
+            if len(self.counts) > 4096:
+                del self.counts[next(iter(self.counts))]
+        n = per.get((d, t), 0) + 1
+        per[(d, t)] = n
+        return n
+
+
+class RuleHook:
+    """The hook entry of one rule (``fault:NAME`` in the frame log)."""
+
+    __slots__ = ("owner", "rule")
+
+    def __init__(self, owner: "FaultHook", rule: Rule) -> None:
+        self.owner = owner
+        self.rule = rule
+
+    @property
+    def name(self) -> str:
+        return f"fault:{self.rule.name}"
+
+    def on_frame(self, ctx, frame):
+        return self.owner._apply(self.rule, ctx, frame, None)
+
+    def on_headers(self, ctx, frame, headers):
+        return self.owner._apply(self.rule, ctx, frame, headers)
+
+    on_push_promise = on_headers
+
+
+class FaultHook:
+    """The fault rules of a proxy, as a hook (see the module docstring)."""
+
+    name = "faults"
+    needs_headers = True
+
+    def __init__(self, rules: Iterable[RuleLike] = (), file: Optional[str] = None, **options: Any) -> None:
+        if options:
+            raise FaultError(f"faults hook: unknown options {sorted(options)} (known: rules, file)")
+        self.rules: List[Rule] = []
+        self._hooks: Dict[str, RuleHook] = {}
+        self.events: "collections.deque[dict]" = collections.deque(maxlen=_MAX_EVENTS)
+        self._chains: "weakref.WeakSet" = weakref.WeakSet()
+        self._conns: Dict[Any, _Conn] = {}
+        self._serial = 0
+        if file is not None:
+            for spec in load_fault_file(file):
+                self.add(spec, source=f"{file}: faults")
+        for i, r in enumerate(rules or ()):
+            self.add(r, source=f"faults[{i}]")
+
+    # ------------------------------------------------------------ managing rules
+
+    def _default_name(self, action: str) -> str:
+        while True:
+            self._serial += 1
+            name = f"{action}-{self._serial}"
+            if name not in self._hooks:
+                return name
+
+    def make_rule(self, rule: RuleLike, source: Optional[str] = None) -> Rule:
+        """Check a rule given as a Rule, a spec dict or a one-line string (not added)."""
+        if isinstance(rule, Rule):
+            return rule
+        if isinstance(rule, str):
+            where = source or f"fault {rule!r}"
+            spec = parse_line(rule, where)
+        elif isinstance(rule, dict):
+            where = source or "fault"
+            spec = rule
+        else:
+            raise FaultError(f"{source or 'fault'}: expected a one-line rule, a table or a Rule, "
+                             f"got {type(rule).__name__}")
+        default = None
+        if not spec.get("name") and "action" in spec:
+            from .rules import canonical_action
+            default = self._default_name(canonical_action(spec["action"], where))
+        return Rule(spec, where, default_name=default)
+
+    def add(self, rule: RuleLike, source: Optional[str] = None, position: Optional[int] = None) -> Rule:
+        """Add a rule (it applies to the next frame of every connection); returns the checked Rule."""
+        r = self.make_rule(rule, source)
+        if r.name in self._hooks:
+            raise FaultError(f"{r.source}: name = {r.name!r}: a rule of that name exists already")
+        if position is None:
+            self.rules.append(r)
+        else:
+            self.rules.insert(position, r)
+        self._hooks[r.name] = RuleHook(self, r)
+        self._rebuild_all()
+        log.info("fault rule %s added: %s", r.name, to_line(r))
+        return r
+
+    def get(self, name: str) -> Rule:
+        for r in self.rules:
+            if r.name == name:
+                return r
+        raise KeyError(name)
+
+    def remove(self, name: str) -> Rule:
+        r = self.get(name)
+        self.rules.remove(r)
+        del self._hooks[name]
+        for st in self._conns.values():
+            for stall in [s for s in st.stalls if s.rule is r]:
+                self._release(st, stall)
+        self._rebuild_all()
+        log.info("fault rule %s removed", name)
+        return r
+
+    def change(self, name: str, changes: Dict[str, Any], replace: bool = False) -> Rule:
+        """Change keys of a rule (a key set to None is removed); ``replace``: the spec is ``changes``.
+
+        The counters and the random numbers carry over (unless the seed changes).
+        """
+        old = self.get(name)
+        spec = dict(changes) if replace else {**old.spec, **changes}
+        if replace and "action" not in spec:
+            spec["action"] = old.action
+        spec = {k: v for k, v in spec.items() if v is not None}
+        spec.setdefault("name", name)
+        new = Rule(spec, f"fault {name}", default_seed=old.seed)
+        if new.name != name and new.name in self._hooks:
+            raise FaultError(f"fault {name}: name = {new.name!r}: a rule of that name exists already")
+        new.carry_over(old)
+        i = self.rules.index(old)
+        self.rules[i] = new
+        del self._hooks[name]
+        self._hooks[new.name] = RuleHook(self, new)
+        for st in self._conns.values():
+            for stall in st.stalls:
+                if stall.rule is old:
+                    stall.rule = new
+            if name in st.stalled_by:
+                st.stalled_by.discard(name)
+                st.stalled_by.add(new.name)
+        self._rebuild_all()
+        log.info("fault rule %s changed: %s", new.name, to_line(new))
+        return new
+
+    def clear(self) -> None:
+        for r in list(self.rules):
+            self.remove(r.name)
+
+    def reset_counters(self) -> None:
+        """Counters to zero, random numbers back to their seeds, the event list emptied."""
+        for r in self.rules:
+            r.reset_counters()
+        self.events.clear()
+
+    def hits(self, name: str) -> int:
+        return self.get(name).hits
+
+    def matches(self, name: str) -> int:
+        return self.get(name).matches
+
+    def counters(self) -> Dict[str, Any]:
+        return {"rules": {r.name: {"matches": r.matches, "hits": r.hits} for r in self.rules},
+                "events": len(self.events), "connections": len(self._conns)}
+
+    @property
+    def injected(self) -> List[dict]:
+        """What the rules did, oldest first (the last 10000 events)."""
+        return list(self.events)
+
+    # ------------------------------------------------------------ the dispatch table
+
+    def attach(self, chain) -> None:
+        """Put this hook's per-rule entries into ``chain``'s dispatch table (done on the first connection)."""
+        if chain is None or chain in self._chains:
+            return
+        self._chains.add(chain)
+        self._rebuild(chain)
+
+    def _rebuild_all(self) -> None:
+        for chain in list(self._chains):
+            self._rebuild(chain)
+
+    def _mine(self, method) -> bool:
+        owner = getattr(method, "__self__", None)
+        return owner is self or (isinstance(owner, RuleHook) and owner.owner is self)
+
+    def _entries(self, d: int, t: int) -> list:
+        wants = t in (HEADERS, PUSH_PROMISE)
+        if t == HEADERS:
+            own = self.on_headers
+        elif t == PUSH_PROMISE:
+            own = self.on_push_promise
+        else:
+            own = self.on_frame
+        entries = [(self.name, own, wants)]
+        for r in self.rules:
+            if r.wants(d, t):
+                h = self._hooks[r.name]
+                entries.append((h.name, h.on_headers if wants else h.on_frame, wants))
+        return entries
+
+    def _rebuild(self, chain) -> None:
+        tables = chain.table()
+        for d in (C2S, S2C):
+            table = tables[d]
+            for t, entries in list(table.items()):
+                idx = [i for i, e in enumerate(entries) if self._mine(e[1])]
+                if not idx:
+                    continue
+                others = [e for e in entries if not self._mine(e[1])]
+                pos = idx[0]
+                # A new list: a hook chain suspended on the old one (an async hook) finishes with it.
+                table[t] = others[:pos] + self._entries(d, UNKNOWN if t < 0 else t) + others[pos:]
+
+    # ------------------------------------------------------------ lifecycle
+
+    def _state(self, relay) -> _Conn:
+        st = self._conns.get(relay)
+        if st is None:
+            st = self._conns[relay] = _Conn(relay)
+            self.attach(getattr(relay, "hooks", None))
+        return st
+
+    def connection_opened(self, ctx) -> None:
+        self._state(ctx.conn)
+
+    def connection_closed(self, ctx) -> None:
+        st = self._conns.pop(ctx.conn, None)
+        if st is not None:
+            for stall in st.stalls:
+                if stall.timer is not None:
+                    stall.timer.cancel()
+            st.stalls.clear()
+
+    def stream_opened(self, ctx, stream) -> None:
+        st = self._state(ctx.conn)
+        st.opened += 1
+        st.ordinals[stream.id] = st.opened
+        if len(st.ordinals) > 10000:
+            del st.ordinals[next(iter(st.ordinals))]
+
+    def stream_closed(self, ctx, stream) -> None:
+        st = self._conns.get(ctx.conn)
+        if st is not None:
+            st.counts.pop(stream.id, None)
+
+    # ------------------------------------------------------------ book-keeping (entry "faults")
+
+    def on_frame(self, ctx, frame):
+        return self._book(ctx, frame, None)
+
+    def on_headers(self, ctx, frame, headers):
+        return self._book(ctx, frame, headers)
+
+    on_push_promise = on_headers
+
+    def _book(self, ctx, frame, headers):
+        relay = ctx.conn
+        st = self._state(relay)
+        d = _DIRECTIONS[ctx.direction]
+        t = _frame_type(frame)
+        stream = ctx.stream
+        sid = stream.id if stream is not None else frame.stream_id
+        fb = flag_byte(frame)
+        # Repairs.
+        if st.closing:
+            return []
+        if sid and sid in st.reset:
+            drop_dirs, rst_sides = st.reset[sid]
+            if d in drop_dirs:
+                if t == DATA and stream is None:
+                    n = _flow_length(frame)
+                    if n:
+                        back = 1 - d
+                        relay.inject(back, fc.WindowUpdateFrame(0, window_increment=n), note="faults")
+                        sender = "client" if d == C2S else "server"
+                        if sender not in rst_sides and not fb & 0x01:
+                            relay.inject(back, fc.WindowUpdateFrame(frame.stream_id, window_increment=n),
+                                         note="faults")
+                return []
+        if t == PING and fb & 0x01 and st.pings[1 - d]:
+            opaque = bytes(frame.opaque_data).ljust(8, b"\0")
+            if opaque in st.pings[1 - d]:
+                st.pings[1 - d].discard(opaque)
+                return []
+        if t == SETTINGS:
+            if fb & 0x01:
+                marks = st.settings_marks[1 - d]
+                if marks and marks.popleft() == "fault":
+                    return []
+            elif st.settings_marks[d]:
+                st.settings_marks[d].append("peer")
+        if t == WINDOW_UPDATE and st.stalls:
+            for stall in st.stalls:
+                if stall.d == d and (stall.scope == "connection" or frame.stream_id == stall.sid):
+                    stall.pending[frame.stream_id] = stall.pending.get(frame.stream_id, 0) + frame.window_increment
+                    return []
+        # What the rules look at.
+        n = st.count(d, sid, t)
+        if t == DATA:
+            flow = _flow_length(frame)
+            key = (d, sid)
+            before = st.bytes.get(key, 0)
+            st.bytes[key] = before + flow
+            st.conn_bytes[d] += flow
+            if len(st.bytes) > 8192:
+                del st.bytes[next(iter(st.bytes))]
+        elif sid:
+            before = st.bytes.get((d, sid), 0)
+        else:
+            before = st.conn_bytes[d]
+        request = stream.request_headers if stream is not None else None
+        response = stream.response_headers if stream is not None else None
+        if t == HEADERS and d == S2C and headers is not None:
+            status = _header(headers, ":status")
+        else:
+            status = _header(response, ":status")
+        st.info[d] = FrameInfo(d=d, type=t, flag_byte=fb, stream_id=sid, conn=relay.id, nth=n,
+                               stream_ordinal=st.ordinals.get(sid), bytes_before=before, request=request,
+                               response=response, status=status)
+        return None
+
+    # ------------------------------------------------------------ rules (entries "fault:NAME")
+
+    def _apply(self, rule: Rule, ctx, frame, headers):
+        st = self._conns.get(ctx.conn)
+        if st is None:
+            return None
+        d = _DIRECTIONS[ctx.direction]
+        info = st.info[d]
+        if info is None or _frame_type(frame) != info.type:
+            return None      # something an earlier rule injected: rules act on frames that came in
+        fb = flag_byte(frame)
+        if fb != info.flag_byte:
+            info = FrameInfo(**{**info.__dict__, "flag_byte": fb})
+        if rule.action == "stall" and rule.name in st.stalled_by:
+            return None
+        if not rule.matches_frame(info):
+            return None
+        if not rule.fires():
+            return None
+        result, detail = self._act(rule, ctx, frame, headers, st, info, d)
+        self._record(rule, ctx.conn, info, detail)
+        return result
+
+    def _record(self, rule: Rule, relay, info: FrameInfo, detail: str) -> None:
+        event = {"time": time.time(), "rule": rule.name, "action": rule.action, "conn": relay.id,
+                 "stream": info.stream_id, "direction": CLIENT_TO_SERVER if info.d == C2S else SERVER_TO_CLIENT,
+                 "frame": frame_name(info.type) if info.type >= 0 else "unknown", "detail": detail}
+        self.events.append(event)
+        sink = getattr(relay, "sink", None)
+        if sink is not None:
+            try:
+                sink.hook_action(relay.id, time.time(), f"fault:{rule.name}", rule.action,
+                                 {k: event[k] for k in ("stream", "direction", "frame", "detail")})
+            except Exception as exc:  # a sink's trouble is not the fault's
+                log.debug("sink.hook_action failed: %r", exc)
+        level = logging.INFO if rule.hits <= _LOGGED_PER_RULE else logging.DEBUG
+        log.log(level, "c%d: fault %s: %s on %s stream %d (%s)%s", relay.id, rule.name, rule.action,
+                event["frame"], info.stream_id, event["direction"], f": {detail}" if detail else "")
+
+    def _act(self, rule: Rule, ctx, frame, headers, st: _Conn, info: FrameInfo, d: int):
+        p = rule.params
+        a = rule.action
+        note = f"fault:{rule.name}"
+        t = info.type
+        if a == "delay":
+            ms = p["ms"]
+            jitter = p.get("jitter")
+            if jitter:
+                ms = max(0.0, ms + rule.rng.uniform(-jitter, jitter))
+            return _hold(ms / 1000.0), f"held {ms:.0f} ms"
+        if a == "drop":
+            if rule.raw and t == DATA:
+                # Bytes of nothing: the relay sees no DATA dropped and credits nothing back.
+                return [RawBytes(b"", f"{note}: dropped, no window credit (raw)")], "dropped (raw)"
+            if t == HEADERS and info.nth == 1 and not rule.raw:
+                # The receiver never learns of this request (or response): nothing more of it goes there.
+                self._mark_reset(st, info.stream_id, frozenset({d}), frozenset())
+            return [], "dropped"
+        if a == "duplicate":
+            copies = p.get("copies", 1)
+            if rule.raw:
+                wire = frame.serialize()
+                return [frame] + [RawBytes(wire, f"{note}: copy (raw)") for _ in range(copies)], \
+                    f"{copies} cop{'y' if copies == 1 else 'ies'} (raw)"
+            return [frame] + [_clone(frame) for _ in range(copies)], f"{copies} cop{'y' if copies == 1 else 'ies'}"
+        if a == "corrupt":
+            return self._corrupt(rule, frame, p, note)
+        if a == "split":
+            return self._split(rule, ctx, frame, p, note, d)
+        if a == "rst_stream":
+            return self._rst(rule, ctx, frame, p, st, info, d, note)
+        if a == "goaway":
+            code = p.get("code", int(ErrorCode.NO_ERROR))
+            towards = p.get("towards", "client")
+            last = p.get("last_stream_id")
+            debug = p.get("debug", "").encode("utf-8")
+            keep = p.get("keep", True)
+            after = p.get("position", "before") == "after" and keep
+            result = None if keep else []
+            if rule.raw or after:
+                for side in _sides(towards):
+                    last_id = last if last is not None else ctx.conn.last_stream[side]
+                    goaway = fc.GoAwayFrame(0, last_stream_id=last_id, error_code=code, additional_data=debug)
+                    item = RawBytes(goaway.serialize(), f"{note}: GOAWAY (raw)") if rule.raw else goaway
+                    target = _towards_direction(side)
+                    if after and target == d:
+                        result = [frame, item]
+                    else:
+                        ctx.inject(item, direction=target)
+            else:
+                ctx.goaway(code, last, debug, towards)
+            where = " after the frame" if after else ""
+            return result, f"GOAWAY {error_name(code)} towards {towards}{where}"
+        if a == "close":
+            reset = p.get("reset", False)
+            towards = p.get("towards", "both")
+            ctx.close(towards, reset)
+            if not rule.raw:
+                st.closing = True     # frames behind this one in the same read do not follow it out
+            return (None if p.get("keep", False) else []), f"{'TCP reset' if reset else 'FIN'} towards {towards}"
+        if a == "stall":
+            return self._stall(rule, ctx, p, st, info, d)
+        if a == "throttle":
+            rate = p["rate"]
+            size = _flow_length(frame) if t == DATA else max(0, len(frame.serialize()) - 9)
+            key = (rule.name, d)
+            now = _now()
+            start = max(now, st.throttle.get(key, now))
+            st.throttle[key] = start + size / rate
+            wait = start - now
+            if wait > 0.0005:
+                return _hold(wait), f"{size} bytes held {wait * 1000:.0f} ms"
+            return None, f"{size} bytes"
+        if a == "inject":
+            return self._inject(rule, ctx, frame, p, st, info, d, note)
+        if a == "settings":
+            return self._settings(rule, frame, p, note)
+        raise AssertionError(a)
+
+    # -- the actions with more to them
+
+    def _corrupt(self, rule: Rule, frame, p, note):
+        lie = "length" in p or "length_delta" in p
+        count = p.get("count", 0 if (lie or "offsets" in p) else 1)
+        xor = p.get("xor", 0xFF)
+        if isinstance(frame, fc.DataFrame) and not lie and not rule.raw:
+            # Payload flips only: still a valid DATA frame, flow control stays exact.
+            data = bytearray(frame.data)
+            flipped = self._flip(rule, data, p.get("offsets", ()), count, xor)
+            new = _clone(frame)
+            new.data = bytes(data)
+            return new, f"flipped DATA bytes at {flipped}"
+        wire = bytearray(frame.serialize())
+        payload = memoryview(wire)[9:]
+        flipped = self._flip(rule, payload, p.get("offsets", ()), count, xor)
+        del payload
+        detail = f"flipped payload bytes at {flipped}" if flipped else "payload intact"
+        if lie:
+            real = len(wire) - 9
+            claim = p["length"] if "length" in p else real + p["length_delta"]
+            claim = max(0, min(claim, 2 ** 24 - 1))
+            wire[0:3] = claim.to_bytes(3, "big")
+            detail += f"; length field says {claim}, the payload has {real}"
+        return [RawBytes(bytes(wire), f"{note}: corrupted")], detail + " (raw bytes)"
+
+    @staticmethod
+    def _flip(rule: Rule, buf, offsets, count: int, xor: int) -> List[int]:
+        n = len(buf)
+        chosen = []
+        for o in offsets:
+            i = o + n if o < 0 else o
+            if 0 <= i < n:
+                chosen.append(i)
+        if n:
+            for _ in range(count):
+                chosen.append(rule.rng.randrange(n))
+        for i in chosen:
+            buf[i] ^= xor
+        return chosen
+
+    def _split(self, rule: Rule, ctx, frame, p, note, d: int):
+        parts = p.get("parts", 2)
+        if isinstance(frame, fc.DataFrame):
+            data = frame.data
+            n = min(parts, len(data))
+            if n < 2:
+                return None, "too short to split"
+            pieces = _chunks(data, n)
+            out = []
+            for i, chunk in enumerate(pieces):
+                f = fc.DataFrame(frame.stream_id, data=chunk)
+                if i == len(pieces) - 1 and "END_STREAM" in frame.flags:
+                    f.flags.add("END_STREAM")
+                out.append(f)
+        elif isinstance(frame, (fc.HeadersFrame, fc.PushPromiseFrame)):
+            block = frame.data
+            max_size = ctx.conn.settings[1 - d][Setting.MAX_FRAME_SIZE] - 64
+            n = min(max(parts, -(-len(block) // max_size)), len(block))
+            if n < 2:
+                return None, "too short to split"
+            pieces = _chunks(block, n)
+            head = _clone(frame)
+            head.data = pieces[0]
+            head.flags.discard("END_HEADERS")
+            out = [head]
+            for i, chunk in enumerate(pieces[1:]):
+                c = fc.ContinuationFrame(frame.stream_id, data=chunk)
+                if i == len(pieces) - 2:
+                    c.flags.add("END_HEADERS")
+                out.append(c)
+        else:
+            return None, "not DATA, HEADERS or PUSH_PROMISE"
+        detail = f"into {len(out)} frames"
+        if rule.raw:
+            return [RawBytes(b"".join(f.serialize() for f in out), f"{note}: split (raw)")], detail + " (raw)"
+        return out, detail
+
+    def _mark_reset(self, st: _Conn, sid: int, drop_dirs: frozenset, rst_sides: frozenset) -> None:
+        st.reset[sid] = (drop_dirs, rst_sides)
+        if len(st.reset) > 1024:
+            st.reset.popitem(last=False)
+
+    def _rst(self, rule: Rule, ctx, frame, p, st: _Conn, info: FrameInfo, d: int, note):
+        code = p.get("code", int(ErrorCode.CANCEL))
+        towards = p.get("towards", "both")
+        sid = info.stream_id
+        stream = ctx.stream
+        unseen = d == C2S and info.type == HEADERS and info.nth == 1
+        if unseen:
+            # The request has not reached the server: only the client can be told.
+            towards = "client"
+        if rule.raw:
+            for side in _sides(towards):
+                wire_sid = stream.server_id if (stream is not None and side == SERVER) else sid
+                ctx.inject(RawBytes(fc.RstStreamFrame(wire_sid, error_code=code).serialize(),
+                                    f"{note}: RST_STREAM (raw)"), direction=_towards_direction(side))
+            return [], f"RST_STREAM {error_name(code)} towards {towards} (raw)"
+        ctx.reset_stream(sid, code, towards)
+        sides = frozenset(_side_names(towards))
+        drop = frozenset(_towards_direction(s) for s in _sides(towards))
+        if unseen:
+            drop = frozenset({C2S, S2C})     # nor does the rest of that stream (the server never saw it)
+        self._mark_reset(st, sid, drop, sides)
+        return [], f"RST_STREAM {error_name(code)} towards {towards}"
+
+    def _stall(self, rule: Rule, ctx, p, st: _Conn, info: FrameInfo, d: int):
+        towards = p.get("towards")
+        if towards is None:
+            towards = ("client" if d == C2S else "server") if info.type == DATA else "server"
+        stall = _Stall(rule, C2S if towards == "server" else S2C, p.get("scope", "connection"), info.stream_id)
+        st.stalls.append(stall)
+        st.stalled_by.add(rule.name)
+        ms = p.get("ms")
+        if ms:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                loop = None
+            if loop is not None:
+                stall.timer = loop.call_later(ms / 1000.0, self._release, st, stall)
+        how = f"for {ms:.0f} ms" if ms else "for good"
+        scope = "connection" if stall.scope == "connection" else f"stream {stall.sid}"
+        return None, f"WINDOW_UPDATEs towards the {towards} withheld ({scope}) {how}"
+
+    def _release(self, st: _Conn, stall: _Stall) -> None:
+        """A timed stall ends: the withheld credit goes out, one WINDOW_UPDATE per stream."""
+        if stall in st.stalls:
+            st.stalls.remove(stall)
+        if stall.timer is not None:
+            stall.timer.cancel()
+            stall.timer = None
+        relay = st.relay
+        if relay.closed or self._conns.get(relay) is not st:
+            return
+        note = f"fault:{stall.rule.name}"
+        total = 0
+        for sid, inc in stall.pending.items():
+            if sid and sid not in relay.streams:
+                continue
+            total += inc
+            while inc > 0:
+                step = min(inc, _MAX_WINDOW)
+                relay.inject(stall.d, fc.WindowUpdateFrame(sid, window_increment=step), note=note)
+                inc -= step
+        stall.pending.clear()
+        info = FrameInfo(d=stall.d, type=WINDOW_UPDATE, flag_byte=0, stream_id=stall.sid, conn=relay.id)
+        self._record(stall.rule, relay, info, f"stall over: {total} bytes of window released")
+        wake = getattr(relay, "wake", None)
+        if wake is not None:
+            wake()
+
+    def _inject(self, rule: Rule, ctx, frame, p, st: _Conn, info: FrameInfo, d: int, note):
+        towards = p.get("towards")
+        target = d if towards is None else _towards_direction(towards)
+        if "hex" in p:
+            item = RawBytes(p["hex"], f"{note}: injected bytes")
+            what = f"{len(p['hex'])} raw bytes"
+        else:
+            item = self._build(rule, ctx, p, info)
+            kind = p["frame"]
+            what = frame_name(kind) if kind <= ALTSVC else f"frame type 0x{kind:02X}"
+            if rule.raw and not isinstance(item, Headers):
+                item = RawBytes(item.serialize(), f"{note}: injected {what} (raw)")
+            elif isinstance(item, (fc.PingFrame, fc.SettingsFrame)) and not "ACK" in item.flags \
+                    and item.stream_id == 0:
+                self._expect_ack(st, item, target, ctx, info, p.get("position", "before"), d)
+        where = "towards the client" if target == S2C else "towards the server"
+        if p.get("position", "before") == "after" and target == d:
+            return [frame, item], f"{what} after the frame, {where}"
+        ctx.inject(item, direction=target)
+        return None, f"{what} {where}"
+
+    def _expect_ack(self, st: _Conn, item, target: int, ctx, info: FrameInfo, position: str, d: int) -> None:
+        if isinstance(item, fc.PingFrame):
+            st.pings[target].add(bytes(item.opaque_data).ljust(8, b"\0"))
+            return
+        marks = st.settings_marks[target]
+        if not marks:
+            marks.extend(["peer"] * ctx.conn.unacked_settings[target])
+            if info.type == SETTINGS and not info.flag_byte & 0x01 and d == target and marks:
+                marks.pop()       # the matched SETTINGS itself: placed below
+                if position == "after":
+                    marks.append("peer")
+                    marks.append("fault")
+                else:
+                    marks.append("fault")
+                    marks.append("peer")
+                return
+            marks.append("fault")
+            return
+        if info.type == SETTINGS and not info.flag_byte & 0x01 and d == target and position == "before":
+            marks.insert(len(marks) - 1, "fault")
+        else:
+            marks.append("fault")
+
+    def _build(self, rule: Rule, ctx, p, info: FrameInfo):
+        kind = p["frame"]
+        stream = ctx.stream
+        trigger_sid = stream.id if stream is not None else info.stream_id
+        sid = p.get("stream_id", trigger_sid if kind in _STREAM_TYPES else 0)
+        flags = p.get("frame_flags", 0)
+        code = p.get("code", int(ErrorCode.CANCEL if kind == RST_STREAM else ErrorCode.NO_ERROR))
+        if "payload" in p:
+            return fc.ExtensionFrame(type=kind, stream_id=sid, flag_byte=flags, body=p["payload"])
+        if kind == HEADERS:
+            if "headers" not in p:
+                raise FaultError(f"fault {rule.name}: inject frame=headers needs headers.NAME=VALUE or payload")
+            return Headers(sid, p["headers"], end_stream=bool(flags & 0x01))
+        if kind in (PUSH_PROMISE, CONTINUATION):
+            raise FaultError(f"fault {rule.name}: inject {frame_name(kind)} needs payload = HEX")
+        if kind > ALTSVC:
+            return fc.ExtensionFrame(type=kind, stream_id=sid, flag_byte=flags, body=p.get("data", "").encode())
+        # A valid frame on stream 0 first; a stream id the type does not allow goes on the raw form.
+        if kind == DATA:
+            f = fc.DataFrame(sid or 1, data=p.get("data", "").encode())
+        elif kind == PRIORITY:
+            f = fc.PriorityFrame(sid or 1, depends_on=0, stream_weight=15)
+        elif kind == RST_STREAM:
+            f = fc.RstStreamFrame(sid or 1, error_code=code)
+        elif kind == SETTINGS:
+            f = fc.SettingsFrame(0, settings=dict(p.get("set", {})) if not flags & 0x01 else None)
+        elif kind == PING:
+            opaque = p.get("opaque") or rule.rng.randbytes(8)
+            f = fc.PingFrame(0, opaque_data=opaque)
+        elif kind == GOAWAY:
+            last = p.get("last_stream_id")
+            if last is None:
+                last = ctx.conn.last_stream[CLIENT]
+            f = fc.GoAwayFrame(0, last_stream_id=last, error_code=code,
+                               additional_data=p.get("debug", "").encode("utf-8"))
+        elif kind == WINDOW_UPDATE:
+            f = fc.WindowUpdateFrame(sid, window_increment=p.get("increment", 1))
+        elif kind == ALTSVC:
+            f = fc.AltSvcFrame(sid, origin=b"", field=p.get("data", "").encode())
+        else:  # pragma: no cover - every type is handled above
+            raise AssertionError(kind)
+        _set_flag_byte(f, flags)
+        if f.stream_id != sid:
+            wire = f.serialize()
+            return fc.ExtensionFrame(type=kind, stream_id=sid, flag_byte=flags, body=wire[9:])
+        return f
+
+    def _settings(self, rule: Rule, frame, p, note):
+        if not isinstance(frame, fc.SettingsFrame) or "ACK" in frame.flags:
+            return None, "not a SETTINGS frame with parameters"
+        values = dict(frame.settings)
+        for ident in p.get("remove", ()):
+            values.pop(ident, None)
+        values.update(p.get("set", {}))
+        new = fc.SettingsFrame(0, settings=values)
+        changes = ", ".join(f"{setting_name(k)}={v}" for k, v in p.get("set", {}).items())
+        if p.get("remove"):
+            changes += (", " if changes else "") + "removed " + ", ".join(setting_name(k) for k in p["remove"])
+        if rule.raw:
+            return [RawBytes(new.serialize(), f"{note}: SETTINGS changed (raw)")], changes + " (raw)"
+        return new, changes
+
+
+# ---------------------------------------------------------------- helpers
+
+def _chunks(data: bytes, n: int) -> List[bytes]:
+    size, extra = divmod(len(data), n)
+    out = []
+    pos = 0
+    for i in range(n):
+        step = size + (1 if i < extra else 0)
+        out.append(bytes(data[pos:pos + step]))
+        pos += step
+    return out
+
+
+def _sides(towards: str) -> Tuple[int, ...]:
+    return {"client": (CLIENT,), "server": (SERVER,), "both": (CLIENT, SERVER)}[towards]
+
+
+def _side_names(towards: str) -> Tuple[str, ...]:
+    return {"client": ("client",), "server": ("server",), "both": ("client", "server")}[towards]
+
+
+def _towards_direction(side) -> int:
+    """The direction in which frames reach ``side`` (0/"client": server->client)."""
+    if side in (CLIENT, "client"):
+        return S2C
+    return C2S
+
+
+def _header(headers, name: str) -> Optional[str]:
+    if not headers:
+        return None
+    for k, v in headers:
+        if k == name:
+            return v
+    return None
+
+
+def load_fault_file(path: str) -> List[dict]:
+    """The ``[[faults]]`` tables of a TOML file."""
+    import tomllib
+    try:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        raise FaultError(f"{path}: no such fault file") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise FaultError(f"{path}: not valid TOML: {exc}") from None
+    faults = data.get("faults", [])
+    if not isinstance(faults, list) or not all(isinstance(t, dict) for t in faults):
+        raise FaultError(f"{path}: faults: expected [[faults]] tables")
+    return faults
