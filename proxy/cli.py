@@ -120,9 +120,12 @@ def build_hooks(cfg: Config):
 def build_sink(cfg: Config):
     sinks = []
     if cfg.record:
-        from .recording.recorder import JsonlRecorder
-        sinks.append(JsonlRecorder(cfg.record, filter_conn=cfg.record_conn, filter_stream=cfg.record_stream,
-                                   filter_types=cfg.record_types, max_bytes=cfg.record_max_bytes))
+        from .recording.offload import ProcessRecorder
+        try:
+            sinks.append(ProcessRecorder(cfg.record, filter_conn=cfg.record_conn, filter_stream=cfg.record_stream,
+                                         filter_types=cfg.record_types, max_bytes=cfg.record_max_bytes))
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"--record {cfg.record}: {exc}") from None
     if cfg.verbose:
         from .recording.text import LivePrinter
         sinks.append(LivePrinter(sys.stderr, verbosity=cfg.verbose))

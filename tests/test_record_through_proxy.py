@@ -11,6 +11,9 @@ import h2.config
 import h2.connection
 import h2.events
 
+import pytest
+
+from proxy.recording.offload import ProcessRecorder
 from proxy.recording.recorder import JsonlRecorder
 from tests.conftest import free_port, http_url, need, run
 from tests.test_proxy_peers import RecordingH2Server
@@ -27,10 +30,11 @@ def _streams(path):
     return out, records
 
 
-async def test_log_concatenation_equals_socket_bytes(proxy_factory, tmp_path):
+@pytest.mark.parametrize("kind", ["thread", "process"])
+async def test_log_concatenation_equals_socket_bytes(proxy_factory, tmp_path, kind):
     server = await RecordingH2Server().start()
     log_path = tmp_path / "frames.jsonl"
-    recorder = JsonlRecorder(str(log_path))
+    recorder = JsonlRecorder(str(log_path)) if kind == "thread" else ProcessRecorder(str(log_path))
     px = await proxy_factory(f"h2c://127.0.0.1:{server.port}", sink=recorder)
     reader, writer = await asyncio.open_connection("127.0.0.1", px.port)
     conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))

@@ -178,6 +178,8 @@ class Relay:
         self.violations: List[dict] = []
         self.fast_headers = [False, False]
         self.fast_data = [False, False]
+        # With a sink that takes batches, fast-path frames are recorded per read, not per frame.
+        self.rec: Optional[List[list]] = [[], []] if sink is not None and hasattr(sink, "forwarded") else None
         self._update_fast_path()
         self.last_activity = now
         self.settings_sent_at: List[list] = [[], []]     # times of each side's SETTINGS not yet ACKed
@@ -229,6 +231,9 @@ class Relay:
             self.inbox[d].extend(frames)
             return
         self._run(d, frames)
+        rec = self.rec
+        if rec is not None and (rec[0] or rec[1]):
+            self._rec_flush()
 
     def _run(self, d: int, frames) -> None:
         process = self._process
@@ -253,6 +258,8 @@ class Relay:
         while self.paused[d] is None and self.inbox[d] and not self.closed:
             frames, self.inbox[d] = self.inbox[d], []
             self._run(d, frames)
+        if self.rec is not None:
+            self._rec_flush()
 
     def eof(self, d: int, reason: str = "") -> None:
         """Side ``d`` closed its socket (or it failed)."""
@@ -339,10 +346,18 @@ class Relay:
 
     # ------------------------------------------------------------ dispatching
 
+    def _rec_flush(self) -> None:
+        """Hand frames recorded on the fast path to the sink, before any other record."""
+        rec = self.rec
+        for d in (C2S, S2C):
+            if rec[d]:
+                wires, rec[d] = rec[d], []
+                self.sink.forwarded(self.id, RECV_LEG[d], SEND_LEG[d], self.now, wires)
+
     def _update_fast_path(self) -> None:
         """Whether complete HEADERS frames of each direction may skip the general block path."""
         for d in (C2S, S2C):
-            plain = self.sink is None and not (d == S2C and self.push_map)
+            plain = (self.sink is None or self.rec is not None) and not (d == S2C and self.push_map)
             self.fast_headers[d] = (plain and not self.decode and self.encoders[d] is None
                                     and HEADERS not in self.hook_table[d])
             self.fast_data[d] = plain and DATA not in self.hook_table[d]
@@ -360,6 +375,8 @@ class Relay:
             if new is not None:
                 s.state = new
                 self.out[d].append(f.wire)
+                if self.rec is not None:
+                    self.rec[d].append(f.wire)
                 if new is _CLOSED:
                     self._close_stream(s)
                 return
@@ -373,6 +390,8 @@ class Relay:
             self.client_streams_open += 1
             self.counters["streams"] += 1
             self.out[d].append(f.wire)
+            if self.rec is not None:
+                self.rec[d].append(f.wire)
             if self.hooks is not None:
                 self.hooks.stream_opened(self, s)
             return
@@ -415,6 +434,8 @@ class Relay:
                         self.window[d] -= fcl
                         s.window[d] -= fcl
                         self.out[d].append(f.wire)
+                        if self.rec is not None:
+                            self.rec[d].append(f.wire)
                         if new is _CLOSED:
                             self._close_stream(s)
                         return
@@ -1324,6 +1345,8 @@ class Relay:
     def _out(self, d: int, wire, origin, actions) -> None:
         self.out[d].append(wire)
         if self.sink is not None:
+            if self.rec is not None and (self.rec[0] or self.rec[1]):
+                self._rec_flush()
             self.sink.frame(self.id, SEND_LEG[d], "send", self.now, wire, None, origin, actions)
 
     def _out_raw(self, d: int, data: bytes, note: str) -> None:
@@ -1331,16 +1354,22 @@ class Relay:
         log.info("c%d: raw bytes towards the %s (%d bytes, repairs off): %s", self.id, SIDE_NAME[1 - d],
                  len(data), note)
         if self.sink is not None:
+            if self.rec is not None:
+                self._rec_flush()
             self.sink.raw(self.id, SEND_LEG[d], "send", self.now, data, note)
 
     def _record_in(self, d: int, f: RawFrame, actions=None, headers=None) -> Optional[int]:
         if self.sink is None:
             return None
+        if self.rec is not None and (self.rec[0] or self.rec[1]):
+            self._rec_flush()
         return self.sink.frame(self.id, RECV_LEG[d], "recv", self.now, f.wire, headers, None, actions)
 
     def _record_block_in(self, d: int, unit: _Unit, actions) -> List[Optional[int]]:
         if self.sink is None:
             return [None] * len(unit.frames)
+        if self.rec is not None and (self.rec[0] or self.rec[1]):
+            self._rec_flush()
         last = len(unit.frames) - 1
         return [self.sink.frame(self.id, RECV_LEG[d], "recv", self.now, f.wire,
                                 unit.headers if i == last else None, None, actions if i == 0 else None)
@@ -1402,6 +1431,8 @@ class Relay:
         if len(self.violations) < 100:
             self.violations.append(record)
         if self.sink is not None:
+            if self.rec is not None:
+                self._rec_flush()
             self.sink.violation(self.id, self.now, SIDE_NAME[d], section, error_name(code), message)
         if not self.strict or forwarded:
             return False
@@ -1474,6 +1505,8 @@ class Relay:
     def _finish(self, reason: str, close_sides=(CLIENT, SERVER)) -> None:
         if self.closed:
             return
+        if self.rec is not None:
+            self._rec_flush()
         self.closed = True
         # Nothing more will be relayed: let go of what the connection held.
         self.recently_closed = {}

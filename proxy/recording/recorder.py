@@ -21,7 +21,7 @@ from typing import Iterable, Optional
 
 from .. import __version__
 from .decode import HpackState, b64, frame_record, frame_type_byte
-from .sink import FrameSink
+from .sink import skip_seqs, FrameSink
 
 __all__ = ["ThreadedSink", "JsonlRecorder", "FORMAT_NAME", "FORMAT_VERSION"]
 
@@ -64,6 +64,20 @@ def _close_all() -> None:  # pragma: no cover - runs at interpreter exit
             sink.close()
         except Exception:
             pass
+
+
+def expand_forwarded(item):
+    """The frame events a ``forwarded`` event stands for: each frame received, then sent."""
+    _, seq, conn, recv_leg, send_leg, t, blob = item
+    view = memoryview(blob)
+    pos, end = 0, len(blob)
+    while pos + 9 <= end:
+        stop = pos + 9 + int.from_bytes(view[pos:pos + 3], "big")
+        wire = bytes(view[pos:stop])
+        yield ("frame", seq, conn, recv_leg, "recv", t, wire, None, None, None, True)
+        yield ("frame", seq + 1, conn, send_leg, "send", t, wire, None, seq, None, True)
+        seq += 2
+        pos = stop
 
 
 class ThreadedSink(FrameSink):
@@ -191,6 +205,19 @@ class ThreadedSink(FrameSink):
         self._put(("frame", seq, conn_id, leg, direction, t, bytes(wire), headers, origin, actions, keep), len(wire))
         return seq
 
+    def forwarded(self, conn_id, recv_leg, send_leg, t, wires, *, seq=None):
+        n = len(wires)
+        if seq is None:
+            seq = next(self._counter)
+            skip_seqs(self._counter, 2 * n - 1)
+        if self._halted or (self._fconn is not None and conn_id not in self._fconn) or not n:
+            return seq
+        if self._filtering:
+            return FrameSink.forwarded(self, conn_id, recv_leg, send_leg, t, wires, seq=seq)
+        blob = b"".join(wires)
+        self._put(("forwarded", seq, conn_id, recv_leg, send_leg, t, blob), len(blob))
+        return seq
+
     def raw(self, conn_id, leg, direction, t, data, note, *, seq=None):
         if seq is None:
             seq = next(self._counter)
@@ -235,17 +262,9 @@ class ThreadedSink(FrameSink):
                 while q and n < self.batch:
                     item = q.popleft()
                     n += 1
-                    if item[0] in ("frame", "preface", "raw"):
+                    if item[0] in ("frame", "preface", "raw", "forwarded"):
                         size += len(item[6])
-                    try:
-                        rec = self._build(item)
-                    except Exception as exc:  # a bug must not lose the bytes: write what is known
-                        rec = self._fallback(item, exc)
-                    if rec is not None:
-                        try:
-                            self.emit(rec)
-                        except Exception as exc:
-                            self._emit_failed(exc)
+                    self._handle(item)
                 self._bytes_out += size
                 dropped = self._dropped
                 if dropped > self._dropped_reported:
@@ -267,6 +286,19 @@ class ThreadedSink(FrameSink):
                     self._done.notify_all()
             if stop and not q:
                 return
+
+    def _handle(self, item) -> None:
+        """Build and emit the record(s) of one queued event."""
+        for one in (expand_forwarded(item) if item[0] == "forwarded" else (item,)):
+            try:
+                rec = self._build(one)
+            except Exception as exc:  # a bug must not lose the bytes: write what is known
+                rec = self._fallback(one, exc)
+            if rec is not None:
+                try:
+                    self.emit(rec)
+                except Exception as exc:
+                    self._emit_failed(exc)
 
     def _build(self, item) -> Optional[dict]:
         kind = item[0]
