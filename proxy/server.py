@@ -119,17 +119,9 @@ class Bridge:
         out = relay.out
         t_client, t_server = self.transports
         if out[0] and t_server is not None:
-            bufs = relay.take_output(0)
-            if len(bufs) == 1:
-                t_server.write(bufs[0])
-            else:
-                t_server.writelines(bufs)
+            _write(t_server, relay.take_output(0))
         if out[1] and t_client is not None:
-            bufs = relay.take_output(1)
-            if len(bufs) == 1:
-                t_client.write(bufs[0])
-            else:
-                t_client.writelines(bufs)
+            _write(t_client, relay.take_output(1))
         if relay.commands:
             commands, relay.commands = relay.commands, []
             for cmd in commands:
@@ -638,6 +630,25 @@ def _peer(conn: socket.socket) -> str:
         return _addr(conn.getpeername()) or "?"
     except OSError:
         return "?"
+
+
+#: Up to this many bytes, a batch of frames is joined into one buffer before it is written.
+_JOIN_LIMIT = 65536
+
+
+def _write(transport, bufs: list) -> None:
+    """Write one read batch's output: one buffer is cheapest for many small frames, while big DATA
+    frames go as they are (a joined copy of megabytes would cost page faults, not save them)."""
+    if len(bufs) == 1:
+        transport.write(bufs[0])
+        return
+    total = 0
+    for b in bufs:
+        total += len(b)
+    if total <= _JOIN_LIMIT:
+        transport.write(b"".join(bufs))
+    else:
+        transport.writelines(bufs)
 
 
 def _nodelay(transport) -> None:
