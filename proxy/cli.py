@@ -157,7 +157,8 @@ def install_loop() -> str:
 
 async def run_proxy(cfg: Config, loop_name: str = "asyncio") -> int:
     settings = settings_from(cfg)
-    if settings.listen.host not in ("127.0.0.1", "localhost", "::1") and not settings.listen.host.startswith("127."):
+    if cfg.mode != "forward" and settings.listen.host not in ("127.0.0.1", "localhost", "::1") \
+            and not settings.listen.host.startswith("127."):   # forward mode warns itself (proxy/forward.py)
         log.warning("listening on %s, which is not a loopback address: anyone who can reach it can use the proxy",
                     settings.listen.host)
     origin = None
@@ -215,18 +216,23 @@ def main(argv: Optional[List[str]] = None) -> int:
         return log_main(argv[1:])
     if argv and argv[0] == "ca":
         from .certs import CertificateAuthority, describe_ca
-        ca_dir = None
-        rest = argv[1:]
-        if "--ca-dir" in rest:
-            i = rest.index("--ca-dir")
-            ca_dir = rest[i + 1]
-            rest = rest[:i] + rest[i + 2:]
-        ca = CertificateAuthority(ca_dir)
-        if rest and rest[0] == "export":
-            out = rest[1] if len(rest) > 1 else "."
-            for path in ca.export(out):
-                print(path)
-            return 0
+        cp = argparse.ArgumentParser(prog="h2proxy ca", description="Show the proxy's CA certificate and how to "
+                                                                    "trust it, or export it (never the key).")
+        cp.add_argument("--ca-dir", metavar="DIR", help="the CA directory (default ~/.h2proxy)")
+        cp.add_argument("action", nargs="?", choices=["export"], help="export: write the certificate as PEM and DER")
+        cp.add_argument("out", nargs="?", default=".", metavar="DIR", help="where to export (default .)")
+        ca_args = cp.parse_intermixed_args(argv[1:])
+        if ca_args.action is None and ca_args.out != ".":
+            cp.error(f"unexpected argument {ca_args.out!r}")
+        try:
+            ca = CertificateAuthority(ca_args.ca_dir)
+            if ca_args.action == "export":
+                for path in ca.export(ca_args.out):
+                    print(path)
+                return 0
+        except OSError as exc:
+            print(f"h2proxy: error: {exc.strerror or exc}: {exc.filename or ''}", file=sys.stderr)
+            return 2
         print(describe_ca(ca))
         return 0
     args = build_parser().parse_args(argv)
