@@ -14,7 +14,7 @@ import socket
 import ssl
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, List, Optional, Set
+from typing import Callable, List, Optional, Set
 from urllib.parse import urlsplit
 
 from .core.limits import Limits

@@ -10,7 +10,7 @@ offered, and otherwise hands the untouched socket to the TLS layer.
 from __future__ import annotations
 
 import struct
-from typing import List, Optional, Union
+from typing import List, Union
 
 #: A plaintext TLS alert record: fatal (2), no_application_protocol (120).
 NO_APPLICATION_PROTOCOL_ALERT = bytes([21, 3, 3, 0, 2, 2, 120])

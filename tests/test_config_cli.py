@@ -7,7 +7,6 @@ import sys
 import pytest
 
 from proxy.config import load_config
-from proxy.server import ConfigError
 
 ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
 

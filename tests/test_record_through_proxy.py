@@ -15,7 +15,7 @@ import pytest
 
 from proxy.recording.offload import ProcessRecorder
 from proxy.recording.recorder import JsonlRecorder
-from tests.conftest import free_port, http_url, need, run
+from tests.conftest import free_port, need, run
 from tests.test_proxy_peers import RecordingH2Server
 
 

@@ -28,10 +28,11 @@ from framecodec.reader import FrameReader, RawFrame
 
 from ..hooks.api import (CLIENT_TO_SERVER, SERVER_TO_CLIENT, Headers, HookContext, PushRefused,
                          PushStarted, RawBytes)
+from . import messages
 from . import streams as st
 from .limits import Limits, RateCounter
 from .protocol import (ACK, ALTSVC, CONTINUATION, DATA, DEFAULT_WINDOW, END_HEADERS, END_STREAM,
-                       GOAWAY, HEADERS, HOOK_SUFFIX, INITIAL_SETTINGS, MAX_WINDOW, PADDED, PING,
+                       GOAWAY, HEADERS, INITIAL_SETTINGS, MAX_WINDOW, PADDED, PING,
                        PREFACE, PRIORITY, PRIORITY_FLAG, PUSH_PROMISE, RST_STREAM, SETTINGS,
                        WINDOW_UPDATE, ErrorCode, Setting, error_name, frame_name, parse_error_code)
 
@@ -82,7 +83,7 @@ class Stream:
     """What the proxy knows of one stream (ids are those of the client leg)."""
 
     __slots__ = ("id", "state", "window", "owed", "held", "request_headers", "response_headers",
-                 "trailers", "proxy_owned", "push_body", "reset_by", "server_id")
+                 "trailers", "proxy_owned", "push_body", "reset_by", "server_id", "body")
 
     def __init__(self, sid: int, state: str, client_window: int, server_window: int) -> None:
         self.id = sid
@@ -99,6 +100,7 @@ class Stream:
         self.push_body: Optional[memoryview] = None
         self.reset_by: Optional[int] = None
         self.server_id = sid
+        self.body: Optional[List[Optional[int]]] = None   # strict mode: content-length still due per direction
 
     def __repr__(self) -> str:
         return f"Stream(id={self.id}, state={self.state!r})"
@@ -135,7 +137,8 @@ class Relay:
         self.started = now
         self.hooks = hooks
         self.hook_table = hooks.table() if hooks is not None else [{}, {}]
-        self.decode = bool(self.options.decode_headers or (sink is not None and sink.needs_headers)
+        self.decode = bool(self.options.decode_headers or self.options.strict
+                           or (sink is not None and sink.needs_headers)
                            or (hooks is not None and hooks.needs_headers))
         max_read = self.limits.max_frame_size
         self.readers = [FrameReader(max_read, expect_preface=True), FrameReader(max_read)]
@@ -221,6 +224,10 @@ class Relay:
             self._connection_error(d, "4.1", ErrorCode.PROTOCOL_ERROR, str(exc), forced=True)
             return
         if not frames:
+            return
+        if not self.counters["frames_in"][d] and frames[0].type != SETTINGS and self._violation(
+                d, "3.4", ErrorCode.PROTOCOL_ERROR, True,
+                f"the {SIDE_NAME[d]}'s first frame is {frame_name(frames[0].type)}, not SETTINGS"):
             return
         self.counters["frames_in"][d] += len(frames)
         if d == S2C and not self.preface_forwarded:
@@ -360,7 +367,7 @@ class Relay:
             plain = (self.sink is None or self.rec is not None) and not (d == S2C and self.push_map)
             self.fast_headers[d] = (plain and not self.decode and self.encoders[d] is None
                                     and HEADERS not in self.hook_table[d])
-            self.fast_data[d] = plain and DATA not in self.hook_table[d]
+            self.fast_data[d] = plain and DATA not in self.hook_table[d] and not self.strict
 
     def _fast_header_frame(self, d: int, f: RawFrame) -> None:
         """A one-frame HEADERS block on a connection where nothing reads or changes headers.
@@ -475,6 +482,10 @@ class Relay:
             if f.length == 0 and not f.flags & END_STREAM and self.empty_rate[d].hit(self.now):
                 self._limit(d, "max_empty_frames_per_second", "DATA frames with empty payloads")
                 return
+        if self.strict:
+            bad = messages.data_check(self, d, s, f, sid)
+            if bad is not None and self._violation(d, *bad, sid=sid):
+                return
         hooks = self.hook_table[d].get(DATA)
         if hooks is None:
             self._send_data(d, s, f.wire, f.length, sid, self._record_in(d, f) if self.sink is not None else None,
@@ -532,13 +543,25 @@ class Relay:
         t = first.type
         sid = first.stream_id
         unit = _Unit(d, frames, None)
+        bad = messages.frame_problem(first)
+        if bad is not None and bad[2]:
+            if self._violation(d, *bad, sid=sid):
+                return
+            bad = None
         if self.decode and not self.decoding_broken[d]:
             unit.headers = self._decode(d, frames)
+            if self.closed:
+                return
+        if bad is not None and self._violation(d, *bad, sid=sid):
+            messages.block_dropped(self, d, unit)
+            return
         if t == HEADERS:
             if self._check_headers(d, unit, sid):
+                messages.block_dropped(self, d, unit)
                 return
         else:
             if self._check_push_promise(d, unit, sid):
+                messages.block_dropped(self, d, unit)
                 return
         hooks = self.hook_table[d].get(t)
         if hooks is None:
@@ -580,6 +603,12 @@ class Relay:
                 if len(self.streams) >= self.limits.max_streams:
                     self._limit(d, "max_streams", f"{len(self.streams)} streams tracked")
                     return True
+                if unit.headers is not None:
+                    bad = messages.check_block(None, d, unit.headers, bool(end), "request", self.strict)
+                    if bad is not None and self._violation(d, *bad, sid=sid):
+                        self.last_stream[CLIENT] = sid
+                        messages.refused(self, sid)
+                        return True
                 self.last_stream[CLIENT] = sid
                 s = Stream(sid, st.IDLE, self.settings[CLIENT][Setting.INITIAL_WINDOW_SIZE],
                            self.settings[SERVER][Setting.INITIAL_WINDOW_SIZE])
@@ -593,6 +622,8 @@ class Relay:
                     self.hooks.stream_opened(self, s)
                 return False
             if d == C2S:
+                if sid in self.recently_closed:
+                    return self._closed_stream_frame(d, unit.frames[0], sid)
                 return self._violation(d, "5.1.1", ErrorCode.PROTOCOL_ERROR, True,
                                        f"client sent HEADERS on stream {sid}, not above its last stream "
                                        f"{self.last_stream[CLIENT]}")
@@ -605,6 +636,10 @@ class Relay:
             code, conn, why = st.violation_code(s.state, SENDER[d], "HEADERS")
             return self._violation(d, "5.1", code, conn, f"stream {sid}: {why}", sid)
         s.state = new
+        if unit.headers is not None:
+            bad = messages.check_block(s, d, unit.headers, bool(end), "next", self.strict)
+            if bad is not None and self._violation(d, *bad, sid=sid):
+                return True
         if unit.headers is not None:
             if d == C2S:
                 s.trailers = unit.headers
@@ -639,6 +674,11 @@ class Relay:
                                f"{self.last_stream[SERVER]}"):
                 return True
         self.last_stream[SERVER] = max(self.last_stream[SERVER], promised)
+        if unit.headers is not None:
+            bad = messages.push_problem(unit.headers)
+            if bad is not None and self._violation(d, *bad, sid=promised):
+                messages.refused(self, promised)
+                return True
         client_id = promised
         if self.renumber_pushes:
             client_id = self.last_client_push_id + 2
@@ -884,9 +924,10 @@ class Relay:
         mine = self.settings[d]
         receiving = 1 - d        # the direction in which this side receives
         for ident, value in _settings_entry.iter_unpack(f.payload):
-            if ident == Setting.ENABLE_PUSH and value > 1:
+            if ident == Setting.ENABLE_PUSH and (value > 1 or (value and d == SERVER)):
                 if self._violation(d, "6.5.2", ErrorCode.PROTOCOL_ERROR, True,
-                                   f"SETTINGS_ENABLE_PUSH = {value}, must be 0 or 1"):
+                                   f"SETTINGS_ENABLE_PUSH = {value}, must be 0 or 1"
+                                   f"{' (and 0 from a server)' if value == 1 else ''}"):
                     return True
             elif ident == Setting.INITIAL_WINDOW_SIZE:
                 if value > MAX_WINDOW:
@@ -951,6 +992,13 @@ class Relay:
                 return True
         else:
             s = self.streams.get(sid)
+            if s is None:
+                gone = messages.unknown_stream(self, sid)
+                if gone == "idle":
+                    return self._violation(d, "5.1", ErrorCode.PROTOCOL_ERROR, True,
+                                           f"WINDOW_UPDATE on idle stream {sid}")
+                if gone == "refused":
+                    return True
             if s is not None:
                 s.window[other] += inc
                 if s.window[other] > MAX_WINDOW:
@@ -990,9 +1038,10 @@ class Relay:
             return True
         s = self.streams.get(sid)
         if s is None:
-            if sid > self.last_stream[d if sid & 1 else SERVER] and (sid & 1 or sid > self.last_client_push_id):
+            gone = messages.unknown_stream(self, sid)
+            if gone == "idle":
                 return self._violation(d, "5.1", ErrorCode.PROTOCOL_ERROR, True, f"RST_STREAM on idle stream {sid}")
-            return False
+            return gone == "refused"
         s.state = st.CLOSED
         s.reset_by = d
         if s.proxy_owned and d == C2S:
@@ -1020,7 +1069,9 @@ class Relay:
             return self._violation(d, "5.1", ErrorCode.PROTOCOL_ERROR, True,
                                    f"{frame_name(f.type)} on idle stream {sid}")
         closer = self.recently_closed.get(sid, "unknown")
-        if closer == d:
+        if closer == "refused":
+            return True      # strict mode refused the stream: the other side never heard of it
+        if closer == d or closer == -1:   # -1: both sides had ended it with END_STREAM
             # The sender itself closed the stream with END_STREAM or RST_STREAM and sends again.
             return self._violation(d, "5.1", ErrorCode.STREAM_CLOSED, False,
                                    f"{frame_name(f.type)} on stream {sid}, which the {SIDE_NAME[d]} had closed",
@@ -1076,13 +1127,19 @@ class Relay:
         for name, method, wants_headers in hooks:
             new_items = []
             for item in items:
-                if not isinstance(item, fc.Frame):
+                hdrs = unit.headers
+                if isinstance(item, Headers) and wants_headers and item.stream_id == first.stream_id:
+                    # An earlier hook's header list: later header hooks see it (hooks run in order).
+                    call_item, hdrs = frame, item.headers
+                elif not isinstance(item, fc.Frame):
                     new_items.append(item)
                     continue
-                ctx = HookCtx(self, d, name, unit.stream, item)
+                else:
+                    call_item = item
+                ctx = HookCtx(self, d, name, unit.stream, call_item)
                 try:
                     if wants_headers:
-                        result = method(ctx, item, list(unit.headers) if unit.headers is not None else None)
+                        result = method(ctx, call_item, list(hdrs) if hdrs is not None else None)
                     else:
                         result = method(ctx, item)
                     if inspect.isawaitable(result):
@@ -1099,9 +1156,12 @@ class Relay:
                 changed = True
                 if isinstance(result, (list, tuple)):
                     if result and isinstance(result[0], tuple):
-                        hdrs = Headers(item.stream_id, result, "END_STREAM" in item.flags,
-                                       getattr(item, "promised_stream_id", None)
-                                       if isinstance(item, fc.PushPromiseFrame) else None)
+                        if isinstance(item, Headers):
+                            hdrs = Headers(item.stream_id, result, item.end_stream, item.promised_stream_id)
+                        else:
+                            hdrs = Headers(item.stream_id, result, "END_STREAM" in item.flags,
+                                           getattr(item, "promised_stream_id", None)
+                                           if isinstance(item, fc.PushPromiseFrame) else None)
                         new_items.append(hdrs)
                         actions.append({"hook": name, "action": "changed"})
                     else:

@@ -25,7 +25,6 @@ The relay itself credits dropped DATA back and re-encodes header blocks once a
 block was dropped or duplicated.
 """
 from __future__ import annotations
-
 import asyncio
 import collections
 import logging
@@ -36,7 +35,7 @@ from typing import Any, Dict, Iterable, List, Optional, Tuple, Union
 from framecodec import frame as fc
 
 from ..core.protocol import ErrorCode, Setting, error_name, frame_name, setting_name
-from ..hooks.api import CLIENT_TO_SERVER, SERVER_TO_CLIENT, Headers, RawBytes
+from ..hooks.api import CLIENT_TO_SERVER, SERVER_TO_CLIENT, Headers, RawBytes, header_value
 from .parse import parse_line, to_line
 from .rules import (ALTSVC, CONTINUATION, DATA, GOAWAY, HEADERS, PING, PRIORITY, PUSH_PROMISE, RST_STREAM,
                     SETTINGS, UNKNOWN, WINDOW_UPDATE, FaultError, FrameInfo, Rule)
@@ -454,9 +453,9 @@ class FaultHook:
         request = stream.request_headers if stream is not None else None
         response = stream.response_headers if stream is not None else None
         if t == HEADERS and d == S2C and headers is not None:
-            status = _header(headers, ":status")
+            status = header_value(headers, ":status")
         else:
-            status = _header(response, ":status")
+            status = header_value(response, ":status")
         st.info[d] = FrameInfo(d=d, type=t, flag_byte=fb, stream_id=sid, conn=relay.id, nth=n,
                                stream_ordinal=st.ordinals.get(sid), bytes_before=before, request=request,
                                response=response, status=status)
@@ -867,14 +866,6 @@ def _towards_direction(side) -> int:
         return S2C
     return C2S
 
-
-def _header(headers, name: str) -> Optional[str]:
-    if not headers:
-        return None
-    for k, v in headers:
-        if k == name:
-            return v
-    return None
 
 
 def load_fault_file(path: str) -> List[dict]:

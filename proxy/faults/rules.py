@@ -7,7 +7,6 @@ names the key and the value. :data:`KEYS` is the single list of keys (docs and
 tests are checked against it).
 """
 from __future__ import annotations
-
 import difflib
 import fnmatch
 import random
@@ -17,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, FrozenSet, List, Optional, Tuple
 
 from ..core.protocol import FRAME_NAMES, ErrorCode, Setting, error_name, parse_error_code
-from ..hooks.api import CLIENT_TO_SERVER, SERVER_TO_CLIENT
+from ..hooks.api import CLIENT_TO_SERVER, SERVER_TO_CLIENT, header_value
 from ..server import ConfigError
 
 C2S, S2C = 0, 1
@@ -693,22 +692,22 @@ class Rule:
         if self.after_bytes is not None and m.bytes_before < self.after_bytes:
             return False
         req = m.request
-        if self.method is not None and not _glob_match(_header(req, ":method"), self.method):
+        if self.method is not None and not _glob_match(header_value(req, ":method"), self.method):
             return False
-        if self.authority is not None and not _glob_match(_header(req, ":authority") or _header(req, "host"),
+        if self.authority is not None and not _glob_match(header_value(req, ":authority") or header_value(req, "host"),
                                                           self.authority):
             return False
-        if self.path is not None and not _glob_match(_header(req, ":path"), self.path):
+        if self.path is not None and not _glob_match(header_value(req, ":path"), self.path):
             return False
         if self.status is not None and not _glob_match(m.status, self.status):
             return False
         if self.request_header:
             for name, pattern in self.request_header.items():
-                if not _glob_match(_header(req, name), pattern):
+                if not _glob_match(header_value(req, name), pattern):
                     return False
         if self.response_header:
             for name, pattern in self.response_header.items():
-                if not _glob_match(_header(m.response, name), pattern):
+                if not _glob_match(header_value(m.response, name), pattern):
                     return False
         return True
 
@@ -746,14 +745,6 @@ class FrameInfo:
     response: Optional[list] = None
     status: Optional[str] = None
 
-
-def _header(headers, name: str) -> Optional[str]:
-    if not headers:
-        return None
-    for k, v in headers:
-        if k == name:
-            return v
-    return None
 
 
 def _glob_match(value: Optional[str], pattern: str) -> bool:

@@ -26,7 +26,7 @@ in the same direction, back. Lifecycle methods: ``connection_opened(ctx)``,
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Iterable, List, Optional, Sequence, Tuple
 
 CLIENT_TO_SERVER = "client->server"
@@ -34,6 +34,15 @@ SERVER_TO_CLIENT = "server->client"
 DIRECTIONS = (CLIENT_TO_SERVER, SERVER_TO_CLIENT)
 
 HeaderList = List[Tuple[str, str]]
+
+
+def header_value(headers: Optional[Sequence[Tuple[str, str]]], name: str) -> Optional[str]:
+    """The first value of header ``name`` (lower case) in a decoded header list, or None."""
+    if headers:
+        for k, v in headers:
+            if k == name:
+                return v
+    return None
 
 
 class Hook:

@@ -4,6 +4,11 @@ RFC 7838 section 4 says an intermediary must not forward ALTSVC frames, since
 the alternative it names is the origin's, not the proxy's: ``drop`` (the
 default) follows that; ``forward`` passes them on; ``rewrite`` replaces the
 field or the origin, sets ``ma``, or adds and removes alternatives.
+
+The ``Alt-Svc`` response *header* (RFC 7838 section 3) is end-to-end and is
+left alone unless ``header`` asks otherwise (``drop`` or ``rewrite``, with the
+same rules as the frame). Reading headers costs the proxy its fast path for
+header blocks, so the hook only asks for them when ``header`` is not ``keep``.
 """
 from __future__ import annotations
 
@@ -12,38 +17,66 @@ import logging
 import re
 from typing import List, Optional, Sequence
 
-from ..api import Hook
+from ..api import SERVER_TO_CLIENT, Hook
+from ..chain import HookLoadError
 
 log = logging.getLogger("h2proxy")
 
 MODES = ("drop", "forward", "rewrite")
+HEADER_MODES = ("keep", "drop", "rewrite")
+
+
+class HookOptionError(HookLoadError, ValueError):
+    """A built-in hook was given an option it cannot use (raised by the constructor).
+
+    It is a :class:`~proxy.hooks.chain.HookLoadError`, so the command line reports
+    it as a clean error, and a :class:`ValueError` for code that builds hooks itself.
+    """
 
 
 class AltSvcHook(Hook):
     """Options: ``mode`` (drop, forward, rewrite); for rewrite: ``field`` (replaces the whole
     Alt-Svc value), ``origin`` (replaces the origin of connection-level frames), ``ma`` (sets the
     max-age of every alternative), ``add`` (alternatives appended, e.g. ``'h2="alt:443"'``) and
-    ``remove`` (globs matched against each alternative's protocol id or whole text, e.g. ``"h3*"``).
+    ``remove`` (globs matched against each alternative's protocol id or whole text, e.g. ``"h3*"``);
+    ``header`` (keep, drop, rewrite): what happens to ``alt-svc`` response headers.
+
+    Counters: ``dropped``, ``rewritten``, ``forwarded`` (frames), ``headers_changed``.
     """
 
     name = "altsvc"
 
     def __init__(self, mode: str = "drop", field: Optional[str] = None, origin: Optional[str] = None,
-                 ma: Optional[int] = None, add: Sequence[str] = (), remove: Sequence[str] = ()) -> None:
+                 ma: Optional[int] = None, add: Sequence[str] = (), remove: Sequence[str] = (),
+                 header: str = "keep") -> None:
         if mode not in MODES:
-            raise ValueError(f"altsvc: mode {mode!r} is not one of {', '.join(MODES)}")
-        super().__init__(mode=mode, field=field, origin=origin, ma=ma, add=list(add), remove=list(remove))
+            raise HookOptionError(f"altsvc: mode {mode!r} is not one of {', '.join(MODES)}")
+        if header not in HEADER_MODES:
+            raise HookOptionError(f"altsvc: header {header!r} is not one of {', '.join(HEADER_MODES)}")
+        if ma is not None and (isinstance(ma, bool) or not isinstance(ma, int) or ma < 0):
+            raise HookOptionError(f"altsvc: ma must be a number of seconds (an integer >= 0), not {ma!r}")
+        if isinstance(add, str) or isinstance(remove, str):
+            raise HookOptionError("altsvc: add and remove are lists of strings")
+        super().__init__(mode=mode, field=field, origin=origin, ma=ma, add=list(add), remove=list(remove),
+                         header=header)
         self.mode = mode
         self.field = field
         self.origin = origin
         self.ma = ma
         self.add = list(add)
         self.remove = list(remove)
+        self.header = header
         self.dropped = 0
         self.rewritten = 0
+        self.forwarded = 0
+        self.headers_changed = 0
+        if header != "keep":
+            # Only now does the hook read header blocks (see the module docstring).
+            self.on_headers = self._on_headers
 
     def on_altsvc(self, ctx, frame):
         if self.mode == "forward":
+            self.forwarded += 1
             return None
         if self.mode == "drop":
             self.dropped += 1
@@ -56,6 +89,20 @@ class AltSvcHook(Hook):
             frame.origin = self.origin.encode("latin-1")
         self.rewritten += 1
         return frame
+
+    def _on_headers(self, ctx, frame, headers):
+        if ctx.direction != SERVER_TO_CLIENT or not headers:
+            return None
+        if not any(n == "alt-svc" for n, _ in headers):
+            return None
+        if self.header == "drop":
+            out = [(n, v) for n, v in headers if n != "alt-svc"]
+        else:
+            out = [(n, self.rewrite_field(v) if n == "alt-svc" else v) for n, v in headers]
+        if out == headers:
+            return None
+        self.headers_changed += 1
+        return out
 
     def rewrite_field(self, value: str) -> str:
         """Apply the rewrite rules to an Alt-Svc field value."""

@@ -1,0 +1,1 @@
+console.log("pushed by h2proxy");

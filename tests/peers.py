@@ -1,0 +1,228 @@
+"""Helpers for tests with real peers on loopback: ports, nghttpd, nghttp, curl, h2load.
+
+Import what you need (``from tests.peers import free_port, Nghttpd, h2load``).
+Everything binds or connects to 127.0.0.1 only; readiness is waited for by
+connecting to the port, never by sleeping; every external command runs with a
+timeout and is killed when it overruns (the test then fails with the command's
+output).
+
+* :func:`free_port`, :func:`wait_port` (blocking), :func:`await_port` (async);
+* :func:`need` (a tool's path, or skip the test when it is not installed);
+* :func:`run` (async: run a command, return ``(returncode, output)``);
+* :class:`Nghttpd` (nghttp2's server on a directory, h2c or TLS; a context
+  manager too) and :func:`make_docroot`;
+* :func:`nghttp`, :func:`curl`, :func:`h2load` (async wrappers), and
+  :func:`parse_h2load` (h2load's summary as a dict);
+* :func:`http_url` (``h2c://`` -> ``http://``, the form nghttp, curl and h2load want).
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+from typing import Dict, Optional, Sequence, Tuple, Union
+
+__all__ = ["free_port", "wait_port", "await_port", "need", "run", "Nghttpd", "make_docroot", "nghttp", "curl",
+           "h2load", "parse_h2load", "H2loadResult", "http_url"]
+
+LOOPBACK = "127.0.0.1"
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago (bind to port 0 yourself when you can)."""
+    with socket.socket() as s:
+        s.bind((LOOPBACK, 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port: int, timeout: float = 10.0, host: str = LOOPBACK, proc: Optional[subprocess.Popen] = None) -> None:
+    """Block until something accepts connections on host:port; fail fast if ``proc`` exits first."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection((host, port), timeout=0.5).close()
+            return
+        except OSError:
+            if proc is not None and proc.poll() is not None:
+                raise RuntimeError(f"the process meant to listen on {host}:{port} exited with {proc.returncode}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"nothing listens on {host}:{port} after {timeout} s")
+            time.sleep(0.02)
+
+
+async def await_port(port: int, timeout: float = 10.0, host: str = LOOPBACK) -> None:
+    """The async form of :func:`wait_port`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            _, w = await asyncio.open_connection(host, port)
+            w.close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"nothing listens on {host}:{port} after {timeout} s")
+            await asyncio.sleep(0.02)
+
+
+def need(tool: str) -> str:
+    """The path of ``tool`` (also looked for in /usr/sbin); skips the calling test when it is missing."""
+    path = shutil.which(tool) or (f"/usr/sbin/{tool}" if os.path.exists(f"/usr/sbin/{tool}") else None)
+    if path is None:
+        import pytest
+        pytest.skip(f"{tool} is not installed")
+    return path
+
+
+async def run(*cmd: str, timeout: float = 60.0, input: Optional[bytes] = None) -> Tuple[int, str]:
+    """Run a command; return ``(returncode, stdout and stderr as text)``.
+
+    A command still running after ``timeout`` seconds is killed and the test
+    fails with an AssertionError that shows the end of its output.
+    """
+    proc = await asyncio.create_subprocess_exec(*cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                                stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL)
+    try:
+        out, _ = await asyncio.wait_for(proc.communicate(input), timeout)
+    except asyncio.TimeoutError:
+        proc.kill()
+        out, _ = await proc.communicate()
+        raise AssertionError(f"{' '.join(cmd)} did not finish within {timeout} s; output:\n"
+                             f"{out.decode(errors='replace')[-3000:]}") from None
+    return proc.returncode, out.decode(errors="replace")
+
+
+def http_url(url) -> str:
+    """``h2c://host:port/...`` -> ``http://host:port/...`` (nghttp, curl and h2load speak h2c to http URLs).
+
+    ``url`` is a string or anything with a ``url`` attribute (an in-process proxy).
+    """
+    url = getattr(url, "url", url)
+    return url.replace("h2c://", "http://", 1) if url.startswith("h2c://") else url
+
+
+def make_docroot(path: Union[str, Path], files: Dict[str, Union[bytes, str, int]]) -> Path:
+    """Create a document root: name -> bytes, text, or an int (that many bytes of a fixed pattern)."""
+    root = Path(path)
+    root.mkdir(parents=True, exist_ok=True)
+    for name, content in files.items():
+        target = root / name.lstrip("/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, int):
+            pattern = bytes(range(256))
+            content = (pattern * (content // 256 + 1))[:content]
+        elif isinstance(content, str):
+            content = content.encode()
+        target.write_bytes(content)
+    return root
+
+
+class Nghttpd:
+    """nghttp2's ``nghttpd`` serving ``docroot`` on 127.0.0.1, h2c or (with ``tls``) TLS.
+
+    ``tls`` is a dict with ``key`` and ``cert`` paths (e.g. from
+    ``proxy.certs.make_test_pki``). ``extra`` are more nghttpd options
+    (``["-p/index.html=/style.css"]`` pushes, ``["--echo-upload"]``, ...).
+    ``start()`` returns once the port accepts connections; ``stop()`` ends the
+    process. Use as ``with Nghttpd(root) as server:`` to get both.
+    """
+
+    def __init__(self, docroot: Union[str, Path], tls: Optional[dict] = None,
+                 extra: Optional[Sequence[str]] = None, port: Optional[int] = None) -> None:
+        self.docroot = Path(docroot)
+        self.tls = tls
+        self.extra = list(extra or [])
+        self.port = port or free_port()
+        self.proc: Optional[subprocess.Popen] = None
+
+    def start(self, timeout: float = 10.0) -> "Nghttpd":
+        cmd = [need("nghttpd"), "-a", LOOPBACK, "-d", str(self.docroot), *self.extra]
+        if self.tls:
+            cmd += [str(self.port), str(self.tls["key"]), str(self.tls["cert"])]
+        else:
+            cmd += ["--no-tls", str(self.port)]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            wait_port(self.port, timeout, proc=self.proc)
+        except Exception:
+            self.stop()
+            raise
+        return self
+
+    @property
+    def url(self) -> str:
+        """``h2c://127.0.0.1:PORT`` or ``https://127.0.0.1:PORT`` (an upstream for the proxy)."""
+        return f"{'https' if self.tls else 'h2c'}://{LOOPBACK}:{self.port}"
+
+    @property
+    def http_url(self) -> str:
+        """The URL for nghttp, curl and h2load."""
+        return http_url(self.url)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+    def __enter__(self) -> "Nghttpd":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+async def nghttp(*args: str, timeout: float = 30.0) -> Tuple[int, str]:
+    """Run ``nghttp ARGS`` (e.g. ``"-nv", url``); ``(returncode, output)``."""
+    return await run(need("nghttp"), *args, timeout=timeout)
+
+
+async def curl(*args: str, timeout: float = 30.0) -> Tuple[int, str]:
+    """Run ``curl -sS ARGS`` (add ``--http2-prior-knowledge`` for h2c); ``(returncode, output)``."""
+    return await run(need("curl"), "-sS", *args, timeout=timeout)
+
+
+class H2loadResult(dict):
+    """h2load's summary: ``total``, ``started``, ``done``, ``succeeded``, ``failed``, ``errored``,
+    ``timeout`` (the "requests:" line) and ``2xx`` .. ``5xx`` (the "status codes:" line); ``output``
+    is the whole text and ``returncode`` h2load's exit status."""
+
+    output: str = ""
+    returncode: int = 0
+
+
+_REQUESTS = re.compile(r"requests:\s*(\d+) total,\s*(\d+) started,\s*(\d+) done,\s*(\d+) succeeded,\s*"
+                       r"(\d+) failed,\s*(\d+) errored,\s*(\d+) timeout")
+_STATUS = re.compile(r"status codes:\s*(\d+) 2xx,\s*(\d+) 3xx,\s*(\d+) 4xx,\s*(\d+) 5xx")
+
+
+def parse_h2load(output: str) -> H2loadResult:
+    """Parse h2load's "requests: N total, N started, N done, N succeeded, N failed, N errored,
+    N timeout" and "status codes: ..." lines; raises ValueError when there is no requests line."""
+    m = _REQUESTS.search(output)
+    if m is None:
+        raise ValueError(f"no 'requests:' line in h2load's output:\n{output[-2000:]}")
+    result = H2loadResult(zip(("total", "started", "done", "succeeded", "failed", "errored", "timeout"),
+                              map(int, m.groups())))
+    s = _STATUS.search(output)
+    if s is not None:
+        result.update(zip(("2xx", "3xx", "4xx", "5xx"), map(int, s.groups())))
+    result.output = output
+    return result
+
+
+async def h2load(url: str, n: int = 1000, c: int = 1, m: int = 1, *extra: str,
+                 timeout: float = 60.0) -> H2loadResult:
+    """Run ``h2load -n N -c C -m M [extra] URL`` and parse its summary (see :func:`parse_h2load`)."""
+    rc, out = await run(need("h2load"), "-n", str(n), "-c", str(c), "-m", str(m), *extra, http_url(url),
+                        timeout=timeout)
+    result = parse_h2load(out)
+    result.returncode = rc
+    return result
