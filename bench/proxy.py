@@ -102,6 +102,8 @@ def main(argv=None) -> int:
     ap.add_argument("--proxy-arg", action="append", default=[], metavar="ARG",
                     help="extra argument for every h2proxy started (repeatable), e.g. --proxy-arg=--altsvc=forward")
     ap.add_argument("--keep", action="store_true", help="keep the work directory (logs) and print its path")
+    ap.add_argument("--only", metavar="KEYS", help="measure only these targets (comma-separated: h2proxy, nghttpx, "
+                    "relay, record, hook, workers, h2proxy_tls, mitm); the origin is always measured")
     args = ap.parse_args(argv)
     rounds = args.rounds or (3 if args.quick else 5)
     duration = args.duration or (1.0 if args.quick else 2.0)
@@ -118,7 +120,11 @@ def main(argv=None) -> int:
     targets: Dict[str, Target] = {}
     notes: List[str] = []
 
+    only = set(args.only.split(",")) if args.only else None
+
     def add(key: str, label: str, starter: Callable[[], Service], cpu: bool = False) -> None:
+        if only is not None and key not in only:
+            return
         try:
             svc = starter()
         except Exception as exc:  # a target that cannot start is reported, not fatal
@@ -151,7 +157,7 @@ def main(argv=None) -> int:
             f"h2c://127.0.0.1:{origin.port}", work, name="h2proxy-workers", extra=["--workers", "2", *pargs]),
             cpu=True)
         tls_origin = None
-        if not args.no_mitm:
+        if not args.no_mitm and (only is None or only & {"h2proxy_tls", "mitm"}):
             tls_origin = start_nghttpd(docroot, work, tls=pki, name="nghttpd-tls")
             services.append(tls_origin)
             targets["origin_tls"] = Target("origin_tls", "nghttpd TLS (origin, direct)", tls_origin)

@@ -642,10 +642,7 @@ def _write(transport, bufs: list) -> None:
     if len(bufs) == 1:
         transport.write(bufs[0])
         return
-    total = 0
-    for b in bufs:
-        total += len(b)
-    if total <= _JOIN_LIMIT:
+    if sum(map(len, bufs)) <= _JOIN_LIMIT:
         transport.write(b"".join(bufs))
     else:
         transport.writelines(bufs)

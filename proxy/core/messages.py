@@ -325,18 +325,10 @@ def window_problem(window: int, owed: int, stream_window: Optional[int], stream_
     return None
 
 
-#: Streams refused in strict mode are remembered among the recently closed ones, this many at most.
-MAX_REMEMBERED = 256
-
-
 def refused(relay, sid: int) -> None:
     """Strict mode refused stream ``sid`` (a malformed request or push) before the other side saw it:
     later frames on it are dropped instead of reaching a peer that never heard of the stream."""
-    closed = relay.recently_closed
-    closed.pop(sid, None)
-    closed[sid] = "refused"
-    while len(closed) > MAX_REMEMBERED:
-        del closed[next(iter(closed))]
+    relay.recently_closed[sid] = "refused"     # (remembers a bounded number of streams itself)
 
 
 def unknown_stream(relay, sid: int) -> str:

@@ -51,8 +51,15 @@ _MAX_CONCURRENT = int(Setting.MAX_CONCURRENT_STREAMS)
 _INITIAL_WINDOW = int(Setting.INITIAL_WINDOW_SIZE)
 _TRANSITIONS = st.TRANSITIONS
 _CLOSED = st.CLOSED
+_OPEN = st.OPEN
+_HALF_CLOSED_LOCAL = st.HALF_CLOSED_LOCAL
 _HEADERS_EVENT = (st.HEADERS, st.HEADERS_END)
 _DATA_EVENT = (st.DATA, st.DATA_END)
+# The same transitions for the fast path, indexed [direction][END_STREAM flag] -> {state: new state}.
+_DATA_NEXT = tuple((st.by_state(sender, st.DATA), st.by_state(sender, st.DATA_END)) for sender in SENDER)
+_HEADERS_NEXT = tuple((st.by_state(sender, st.HEADERS), st.by_state(sender, st.HEADERS_END)) for sender in SENDER)
+#: Closed streams remembered (between this many and twice as many) to tell late frames from bad ones.
+_REMEMBER_CLOSED = 256
 _settings_entry = struct.Struct(">HL")
 _goaway_head = struct.Struct(">LL")
 
@@ -82,28 +89,73 @@ class RelayOptions:
 class Stream:
     """What the proxy knows of one stream (ids are those of the client leg)."""
 
-    __slots__ = ("id", "state", "window", "owed", "held", "request_headers", "response_headers",
-                 "trailers", "proxy_owned", "push_body", "reset_by", "server_id", "body")
+    # A stream is made per request, so only what every stream needs is set here; the rest keep
+    # these class-level defaults until first assigned (then they live in the instance dict).
+    __slots__ = ("id", "state", "window", "server_id", "__dict__")
+
+    #: owed/held only matter once the proxy changed DATA on this stream: made on first use.
+    owed: Optional[List[int]] = None
+    held: Optional[List[list]] = None
+    request_headers: Optional[list] = None
+    response_headers: Optional[list] = None
+    trailers: Optional[list] = None
+    proxy_owned = False
+    push_body: Optional[memoryview] = None
+    reset_by: Optional[int] = None
+    #: Strict mode: content-length still due per direction.
+    body: Optional[List[Optional[int]]] = None
 
     def __init__(self, sid: int, state: str, client_window: int, server_window: int) -> None:
         self.id = sid
         self.state = state
         # window[d]: what the receiver of direction d still accepts on this stream.
         self.window = [server_window, client_window]
-        # Both only matter once the proxy changed DATA on this stream: made on first use.
-        self.owed: Optional[List[int]] = None
-        self.held: Optional[List[list]] = None
-        self.request_headers: Optional[list] = None
-        self.response_headers: Optional[list] = None
-        self.trailers: Optional[list] = None
-        self.proxy_owned = False
-        self.push_body: Optional[memoryview] = None
-        self.reset_by: Optional[int] = None
         self.server_id = sid
-        self.body: Optional[List[Optional[int]]] = None   # strict mode: content-length still due per direction
 
     def __repr__(self) -> str:
         return f"Stream(id={self.id}, state={self.state!r})"
+
+
+class RecentlyClosed:
+    """Who closed the streams closed last (a dict-like map: stream id -> side, -1 or a mark).
+
+    Two generations of at most ``_REMEMBER_CLOSED`` entries each: when the newer
+    one is full it replaces the older, so between that many and twice as many
+    streams are remembered at O(1) cost per closed stream.
+    """
+
+    __slots__ = ("new", "old")
+
+    def __init__(self) -> None:
+        self.new: Dict[int, Any] = {}
+        self.old: Dict[int, Any] = {}
+
+    def get(self, sid: int, default: Any = None) -> Any:
+        value = self.new.get(sid, _MISSING)
+        return self.old.get(sid, default) if value is _MISSING else value
+
+    def __contains__(self, sid: int) -> bool:
+        return sid in self.new or sid in self.old
+
+    def __setitem__(self, sid: int, value: Any) -> None:
+        self.old.pop(sid, None)
+        new = self.new
+        new[sid] = value
+        if len(new) >= _REMEMBER_CLOSED:
+            self.old, self.new = new, {}
+
+    def pop(self, sid: int, default: Any = None) -> Any:
+        value = self.new.pop(sid, _MISSING)
+        old = self.old.pop(sid, _MISSING)
+        if value is _MISSING:
+            value = default if old is _MISSING else old
+        return value
+
+    def __len__(self) -> int:
+        return len(self.new) + len(self.old)
+
+
+_MISSING = object()
 
 
 class _Unit:
@@ -137,6 +189,8 @@ class Relay:
         self.started = now
         self.hooks = hooks
         self.hook_table = hooks.table() if hooks is not None else [{}, {}]
+        # Stream lifecycle calls cost two calls per stream: made only when some hook has those methods.
+        self.stream_hooks = hooks if hooks is not None and getattr(hooks, "wants_stream_events", True) else None
         self.decode = bool(self.options.decode_headers or self.options.strict
                            or (sink is not None and sink.needs_headers)
                            or (hooks is not None and hooks.needs_headers))
@@ -150,14 +204,14 @@ class Relay:
         self.window = [DEFAULT_WINDOW, DEFAULT_WINDOW]                     # per direction, receiver's view
         self.owed = [0, 0]                   # connection-level window the proxy used up on a sender's behalf
         self.streams: Dict[int, Stream] = {}
-        self.recently_closed: Dict[int, int] = {}   # stream id -> side that reset it (-1: ended normally)
+        self.recently_closed = RecentlyClosed()   # stream id -> side that reset it (-1: ended normally)
         self.last_stream = [0, 0]            # highest id opened by the client / promised by the server
         self.last_client_push_id = 0         # highest even id used towards the client
         self.push_map: Dict[int, int] = {}   # server-leg pushed id -> client-leg id (once renumbering started)
         self.push_unmap: Dict[int, int] = {}
         self.renumber_pushes = False
-        self.proxy_ids: set = set()
-        self.client_streams_open = 0         # client-initiated streams not yet closed (for MAX_CONCURRENT_STREAMS)          # client-leg ids of streams the proxy created (pushes)
+        self.proxy_ids: set = set()          # client-leg ids of streams the proxy created (pushes)
+        self.client_streams_open = 0         # client-initiated streams not yet closed (for MAX_CONCURRENT_STREAMS)
         self.held_streams: List["OrderedDict[int, Stream]"] = [OrderedDict(), OrderedDict()]
         self.block: List[Optional[List[RawFrame]]] = [None, None]
         self.block_size = [0, 0]
@@ -206,11 +260,11 @@ class Relay:
         self.counters["bytes_in"][d] += len(data)
         try:
             if reader.preface_pending:
-                frames = reader.feed(data)
+                frames = reader.feed_fields(data)
                 if not reader.preface_pending and not self.preface_forwarded:
                     self._forward_preface()
             else:
-                frames = reader.feed(data)
+                frames = reader.feed_fields(data)
         except PrefaceError as exc:
             self._bad_preface(exc)
             return
@@ -225,9 +279,9 @@ class Relay:
             return
         if not frames:
             return
-        if not self.counters["frames_in"][d] and frames[0].type != SETTINGS and self._violation(
+        if not self.counters["frames_in"][d] and frames[0][0] != SETTINGS and self._violation(
                 d, "3.4", ErrorCode.PROTOCOL_ERROR, True,
-                f"the {SIDE_NAME[d]}'s first frame is {frame_name(frames[0].type)}, not SETTINGS"):
+                f"the {SIDE_NAME[d]}'s first frame is {frame_name(frames[0][0])}, not SETTINGS"):
             return
         self.counters["frames_in"][d] += len(frames)
         if d == S2C and not self.preface_forwarded:
@@ -243,12 +297,73 @@ class Relay:
             self._rec_flush()
 
     def _run(self, d: int, frames) -> None:
+        """Process one read batch's frames, ``(type, flags, stream id, length, wire)`` tuples, in order.
+
+        Most traffic is DATA and one-frame HEADERS on streams the proxy already
+        tracks, and the HEADERS that open client streams; where nothing reads or
+        changes them (see :meth:`_update_fast_path`) they are forwarded right here,
+        with no object and no call per frame. Anything else, and anything unusual
+        about these (a window too small, a state that does not allow the frame),
+        becomes a :class:`RawFrame` and goes through :meth:`_process`.
+        """
         process = self._process
-        for i, f in enumerate(frames):
+        streams = self.streams
+        data_next = _DATA_NEXT[d]
+        headers_next = _HEADERS_NEXT[d]
+        block = self.block
+        paused = self.paused
+        fast_data = self.fast_data
+        fast_headers = self.fast_headers
+        window = self.window
+        for i, (t, flags, sid, length, wire) in enumerate(frames):
             if self.closed:
                 return
-            process(d, f)
-            if self.paused[d] is not None:
+            if t <= HEADERS and block[d] is None:
+                s = streams.get(sid)
+                if s is not None:
+                    if t == DATA:
+                        if fast_data[d] and s.held is None:
+                            new = data_next[flags & END_STREAM].get(s.state)
+                            if (new is not None and length <= window[d] and length <= s.window[d]
+                                    and (length or flags & END_STREAM)):
+                                s.state = new
+                                window[d] -= length
+                                s.window[d] -= length
+                                self.out[d].append(wire)
+                                if self.rec is not None:
+                                    self.rec[d].append(wire)
+                                if new is _CLOSED:
+                                    self._close_stream(s)
+                                continue
+                    elif flags & END_HEADERS and fast_headers[d]:
+                        new = headers_next[flags & END_STREAM].get(s.state)
+                        if new is not None:
+                            s.state = new
+                            self.out[d].append(wire)
+                            if self.rec is not None:
+                                self.rec[d].append(wire)
+                            if new is _CLOSED:
+                                self._close_stream(s)
+                            continue
+                elif t == HEADERS and d == C2S and fast_headers[0] and flags & END_HEADERS:
+                    # A new client stream (the request of a new exchange).
+                    settings = self.settings
+                    if (sid & 1 and sid > self.last_stream[CLIENT]
+                            and self.client_streams_open < settings[SERVER][_MAX_CONCURRENT]
+                            and len(streams) < self.limits.max_streams):
+                        self.last_stream[CLIENT] = sid
+                        s = streams[sid] = Stream(sid, _HALF_CLOSED_LOCAL if flags & END_STREAM else _OPEN,
+                                                  settings[CLIENT][_INITIAL_WINDOW], settings[SERVER][_INITIAL_WINDOW])
+                        self.client_streams_open += 1
+                        self.counters["streams"] += 1
+                        self.out[0].append(wire)
+                        if self.rec is not None:
+                            self.rec[0].append(wire)
+                        if self.stream_hooks is not None:
+                            self.stream_hooks.stream_opened(self, s)
+                        continue
+            process(d, RawFrame(t, flags, sid, length, wire))
+            if paused[d] is not None:
                 rest = frames[i + 1:]
                 if rest:
                     self.inbox[d][:0] = rest
@@ -335,7 +450,7 @@ class Relay:
         total = self.readers[0].buffered + self.readers[1].buffered
         for d in (0, 1):
             for f in self.inbox[d]:
-                total += f.length + 9
+                total += f[3] + 9      # (type, flags, stream id, length, wire)
             for s in self.held_streams[d].values():
                 for item in s.held[d]:
                     total += len(item[0])
@@ -369,41 +484,6 @@ class Relay:
                                     and HEADERS not in self.hook_table[d])
             self.fast_data[d] = plain and DATA not in self.hook_table[d] and not self.strict
 
-    def _fast_header_frame(self, d: int, f: RawFrame) -> None:
-        """A one-frame HEADERS block on a connection where nothing reads or changes headers.
-
-        Handles the two common cases (a new client stream, a response on a known
-        stream) inline; anything unusual takes the general path.
-        """
-        sid = f.stream_id
-        s = self.streams.get(sid)
-        if s is not None:
-            new = _TRANSITIONS.get((s.state, SENDER[d], _HEADERS_EVENT[f.flags & END_STREAM]))
-            if new is not None:
-                s.state = new
-                self.out[d].append(f.wire)
-                if self.rec is not None:
-                    self.rec[d].append(f.wire)
-                if new is _CLOSED:
-                    self._close_stream(s)
-                return
-        elif (d == C2S and sid & 1 and sid > self.last_stream[CLIENT]
-              and self.client_streams_open < self.settings[SERVER][_MAX_CONCURRENT]
-              and len(self.streams) < self.limits.max_streams):
-            self.last_stream[CLIENT] = sid
-            s = Stream(sid, st.HALF_CLOSED_LOCAL if f.flags & END_STREAM else st.OPEN,
-                       self.settings[CLIENT][_INITIAL_WINDOW], self.settings[SERVER][_INITIAL_WINDOW])
-            self.streams[sid] = s
-            self.client_streams_open += 1
-            self.counters["streams"] += 1
-            self.out[d].append(f.wire)
-            if self.rec is not None:
-                self.rec[d].append(f.wire)
-            if self.hooks is not None:
-                self.hooks.stream_opened(self, s)
-            return
-        self._header_block(d, [f])
-
     def _process(self, d: int, f: RawFrame) -> None:
         t = f.type
         blk = self.block[d]
@@ -429,26 +509,7 @@ class Relay:
                 return
             self._header_block(d, blk)   # forward what there was, then this frame
         if t == DATA:
-            if self.fast_data[d]:
-                # Fast path: a DATA frame on a known stream that fits both windows.
-                s = self.streams.get(f.stream_id)
-                if s is not None and s.held is None:
-                    fcl = f.length
-                    new = _TRANSITIONS.get((s.state, SENDER[d], _DATA_EVENT[f.flags & END_STREAM]))
-                    if new is not None and fcl <= self.window[d] and fcl <= s.window[d] and (
-                            fcl or f.flags & END_STREAM):
-                        s.state = new
-                        self.window[d] -= fcl
-                        s.window[d] -= fcl
-                        self.out[d].append(f.wire)
-                        if self.rec is not None:
-                            self.rec[d].append(f.wire)
-                        if new is _CLOSED:
-                            self._close_stream(s)
-                        return
             self._data(d, f)
-        elif t == HEADERS and f.flags & END_HEADERS and self.fast_headers[d]:
-            self._fast_header_frame(d, f)
         elif t == HEADERS or t == PUSH_PROMISE:
             if f.flags & END_HEADERS:
                 self._header_block(d, [f])
@@ -618,8 +679,8 @@ class Relay:
                 s.state = st.HALF_CLOSED_LOCAL if end else st.OPEN
                 s.request_headers = unit.headers
                 unit.stream = s
-                if self.hooks is not None:
-                    self.hooks.stream_opened(self, s)
+                if self.stream_hooks is not None:
+                    self.stream_hooks.stream_opened(self, s)
                 return False
             if d == C2S:
                 if sid in self.recently_closed:
@@ -1087,11 +1148,12 @@ class Relay:
         if closer is None:
             closer = -1
         closed = self.recently_closed
-        closed[s.id] = closer
-        if len(closed) > 256:
-            del closed[next(iter(closed))]   # dicts keep insertion order: drop the oldest
-        if self.hooks is not None:
-            self.hooks.stream_closed(self, s)
+        new = closed.new
+        new[s.id] = closer
+        if len(new) >= _REMEMBER_CLOSED:
+            closed.old, closed.new = new, {}
+        if self.stream_hooks is not None:
+            self.stream_hooks.stream_closed(self, s)
 
     # ---------------------------------------------------------------- hooks
 
@@ -1569,7 +1631,7 @@ class Relay:
             self._rec_flush()
         self.closed = True
         # Nothing more will be relayed: let go of what the connection held.
-        self.recently_closed = {}
+        self.recently_closed = RecentlyClosed()
         self.inbox = [[], []]
         for held in self.held_streams:
             held.clear()

@@ -70,6 +70,11 @@ _add([RESERVED_LOCAL], SERVER, [HEADERS], HALF_CLOSED_LOCAL)
 _add([RESERVED_LOCAL], SERVER, [HEADERS_END], CLOSED)
 
 
+def by_state(sender: str, event: str) -> Dict[str, str]:
+    """The table's rows for one (sender, event), keyed by state alone: a lookup with no tuple to build."""
+    return {state: new for (state, snd, ev), new in TRANSITIONS.items() if snd == sender and ev == event}
+
+
 def violation_code(state: str, sender: str, event: str) -> Tuple[ErrorCode, bool, str]:
     """The error a conformant receiver would raise for an event with no transition.
 

@@ -44,6 +44,8 @@ class HookChain:
         self._table = self._build()
         self._lifecycle = {name: [(self._name(h), getattr(h, name)) for h in self.hooks if hasattr(h, name)]
                            for name in ("connection_opened", "connection_closed", "stream_opened", "stream_closed")}
+        #: False when no hook has stream lifecycle methods: the relay then skips those calls per stream.
+        self.wants_stream_events = bool(self._lifecycle["stream_opened"] or self._lifecycle["stream_closed"])
 
     @staticmethod
     def _name(hook) -> str:

@@ -1,0 +1,113 @@
+"""CPU per request of the sans-I/O core alone: no sockets, no event loop.
+
+Feeds a ``Relay`` the bytes of many small request/response exchanges, in read
+batches like those h2load ``-c 10 -m 10`` produces (ten requests, then ten
+responses of HEADERS + 1 KiB DATA), and prints the CPU time per exchange. The
+socket side of the proxy costs about as much as a bare byte relay; this is the
+part on top of it, and the figure to watch while changing the core's hot path.
+
+    .venv/bin/python bench/relay_core.py [--requests N] [--rounds R] [--record] [--hook]
+
+``--record`` adds a recording sink (built in a child process, as with
+``--record FILE``) and ``--hook`` a header-rewriting hook, to see what each costs.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import hpack
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from framecodec import frame as fc  # noqa: E402
+from proxy.core.relay import Relay  # noqa: E402
+
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+BATCH = 10
+
+
+def _wire(*frames) -> bytes:
+    return b"".join(f.serialize() for f in frames)
+
+
+def exchanges(n: int):
+    """Yield (client bytes, server bytes) per batch of BATCH exchanges, stream ids rising."""
+    enc_c, enc_s = hpack.Encoder(), hpack.Encoder()
+    req = enc_c.encode([(":method", "GET"), (":scheme", "http"), (":authority", "127.0.0.1:8080"),
+                        (":path", "/1k"), ("user-agent", "h2load nghttp2/1.52.0")])
+    resp = enc_s.encode([(":status", "200"), ("server", "nghttpd nghttp2/1.52.0"),
+                         ("content-length", "1024"), ("date", "Wed, 25 Nov 2026 07:00:00 GMT")])
+    # Later blocks reference the dynamic table: encode once more to get the indexed form.
+    req = enc_c.encode([(":method", "GET"), (":scheme", "http"), (":authority", "127.0.0.1:8080"),
+                        (":path", "/1k"), ("user-agent", "h2load nghttp2/1.52.0")])
+    resp = enc_s.encode([(":status", "200"), ("server", "nghttpd nghttp2/1.52.0"),
+                         ("content-length", "1024"), ("date", "Wed, 25 Nov 2026 07:00:00 GMT")])
+    body = b"x" * 1024
+    sid = 1
+    for _ in range(n // BATCH):
+        ids = range(sid, sid + 2 * BATCH, 2)
+        sid += 2 * BATCH
+        c = _wire(*(fc.HeadersFrame(i, data=req, flags=["END_HEADERS", "END_STREAM"]) for i in ids))
+        s = b"".join(_wire(fc.HeadersFrame(i, data=resp, flags=["END_HEADERS"]),
+                           fc.DataFrame(i, data=body, flags=["END_STREAM"])) for i in ids)
+        yield c, s
+
+
+def run_once(n: int, sink=None, hooks=None) -> float:
+    relay = Relay(1, hooks=hooks, sink=sink)
+    settings = _wire(fc.SettingsFrame(0, settings={3: 100, 4: 1 << 30}))
+    relay.receive(0, PREFACE + settings + _wire(fc.WindowUpdateFrame(0, window_increment=(1 << 31) - 1 - 65535)), 0.0)
+    relay.receive(1, settings + _wire(fc.SettingsFrame(0, flags=["ACK"]),
+                                      fc.WindowUpdateFrame(0, window_increment=(1 << 31) - 1 - 65535)), 0.0)
+    relay.receive(0, _wire(fc.SettingsFrame(0, flags=["ACK"])), 0.0)
+    relay.take_output(0)
+    relay.take_output(1)
+    batches = list(exchanges(n))
+    receive, take = relay.receive, relay.take_output
+    t0 = time.process_time()
+    now = 1.0
+    for c, s in batches:
+        receive(0, c, now)
+        take(0)
+        receive(1, s, now)
+        take(1)
+        now += 0.0001
+    spent = time.process_time() - t0
+    if relay.closed or relay.streams:
+        raise SystemExit(f"relay_core: the relay closed or kept streams: {relay.violations[:3]}")
+    return spent / (len(batches) * BATCH)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--requests", type=int, default=100_000)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--record", action="store_true", help="with a recording sink (child process)")
+    ap.add_argument("--hook", action="store_true", help="with bench/hooks_rewrite.py's header hook")
+    a = ap.parse_args(argv)
+    sink = hooks = None
+    tmp = None
+    if a.record:
+        from proxy.recording.offload import ProcessRecorder
+        tmp = tempfile.TemporaryDirectory()
+        sink = ProcessRecorder(os.path.join(tmp.name, "frames.jsonl"))
+    if a.hook:
+        from proxy.hooks.chain import HookChain, load_hook
+        hooks = HookChain([load_hook(str(ROOT / "bench" / "hooks_rewrite.py"))])
+    samples = [run_once(a.requests, sink, hooks) * 1e6 for _ in range(a.rounds)]
+    print(f"relay core: {statistics.median(samples):.2f} us CPU per request/response exchange "
+          f"(median of {a.rounds}; min {min(samples):.2f}, max {max(samples):.2f})")
+    if sink is not None:
+        sink.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
