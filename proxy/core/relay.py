@@ -321,30 +321,24 @@ class Relay:
             if t <= HEADERS and block[d] is None:
                 s = streams.get(sid)
                 if s is not None:
+                    new = None
                     if t == DATA:
-                        if fast_data[d] and s.held is None:
+                        if fast_data[d] and s.held is None and length <= window[d] and length <= s.window[d] and (
+                                length or flags & END_STREAM):
                             new = data_next[flags & END_STREAM].get(s.state)
-                            if (new is not None and length <= window[d] and length <= s.window[d]
-                                    and (length or flags & END_STREAM)):
-                                s.state = new
+                            if new is not None:
                                 window[d] -= length
                                 s.window[d] -= length
-                                self.out[d].append(wire)
-                                if self.rec is not None:
-                                    self.rec[d].append(wire)
-                                if new is _CLOSED:
-                                    self._close_stream(s)
-                                continue
                     elif flags & END_HEADERS and fast_headers[d]:
                         new = headers_next[flags & END_STREAM].get(s.state)
-                        if new is not None:
-                            s.state = new
-                            self.out[d].append(wire)
-                            if self.rec is not None:
-                                self.rec[d].append(wire)
-                            if new is _CLOSED:
-                                self._close_stream(s)
-                            continue
+                    if new is not None:
+                        s.state = new
+                        self.out[d].append(wire)
+                        if self.rec is not None:
+                            self.rec[d].append(wire)
+                        if new is _CLOSED:
+                            self._close_stream(s)
+                        continue
                 elif t == HEADERS and d == C2S and fast_headers[0] and flags & END_HEADERS:
                     # A new client stream (the request of a new exchange).
                     settings = self.settings
