@@ -14,6 +14,7 @@ from typing import List, Optional
 
 from . import __version__
 from .config import Config, load_config
+from .memtune import tune_malloc
 from .server import ConfigError, ProxyServer, ProxySettings, parse_endpoint
 
 log = logging.getLogger("h2proxy")
@@ -239,6 +240,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         cfg = merge_args(load_config(args.config), args)
         loop_name = install_loop()
+        tune_malloc()
         if cfg.workers and cfg.workers > 1:
             from .workers import run_workers
             return run_workers(cfg, loop_name)

@@ -372,3 +372,18 @@ def test_hot_path_is_cheap(tmp_path):
     rec.close()
     assert per_call < 50e-6, f"{per_call * 1e6:.1f} us per frame() call"
     assert sum(1 for _ in open(tmp_path / "fast.jsonl")) == n + 1
+
+
+@pytest.mark.parametrize("count", [1, 3])
+def test_forwarded_batches_take_two_numbers_per_frame(tmp_path, count):
+    """A batch of n forwarded frames is numbered recv/send per frame; the next event follows them all."""
+    path = tmp_path / "f.jsonl"
+    rec = JsonlRecorder(path)
+    multi = MultiSink([rec, FrameSink()])
+    wires = [PingFrame(0, opaque_data=bytes([i]) * 8).serialize() for i in range(count)]
+    first = multi.forwarded(1, "client", "upstream", 1.0, wires)
+    after = multi.frame(1, "client", "recv", 2.0, PingFrame(0, opaque_data=b"z" * 8).serialize())
+    assert after == first + 2 * count
+    multi.close()
+    seqs = [r["seq"] for r in _lines(path) if r["record"] == "frame"]
+    assert seqs == list(range(first, first + 2 * count + 1))

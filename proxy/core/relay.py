@@ -315,6 +315,10 @@ class Relay:
         fast_data = self.fast_data
         fast_headers = self.fast_headers
         window = self.window
+        # The lists forwarded (and, when recording, recorded) frames go to. Anything that may run a
+        # hook or the slow path can hand them on and start new ones: they are fetched again after it.
+        out_d = self.out[d]
+        rec_d = self.rec[d] if self.rec is not None else None
         for i, (t, flags, sid, length, wire) in enumerate(frames):
             if self.closed:
                 return
@@ -333,11 +337,14 @@ class Relay:
                         new = headers_next[flags & END_STREAM].get(s.state)
                     if new is not None:
                         s.state = new
-                        self.out[d].append(wire)
-                        if self.rec is not None:
-                            self.rec[d].append(wire)
+                        out_d.append(wire)
+                        if rec_d is not None:
+                            rec_d.append(wire)
                         if new is _CLOSED:
                             self._close_stream(s)
+                            if self.stream_hooks is not None:
+                                out_d = self.out[d]
+                                rec_d = self.rec[d] if self.rec is not None else None
                         continue
                 elif t == HEADERS and d == C2S and fast_headers[0] and flags & END_HEADERS:
                     # A new client stream (the request of a new exchange).
@@ -350,13 +357,17 @@ class Relay:
                                                   settings[CLIENT][_INITIAL_WINDOW], settings[SERVER][_INITIAL_WINDOW])
                         self.client_streams_open += 1
                         self.counters["streams"] += 1
-                        self.out[0].append(wire)
-                        if self.rec is not None:
-                            self.rec[0].append(wire)
+                        out_d.append(wire)
+                        if rec_d is not None:
+                            rec_d.append(wire)
                         if self.stream_hooks is not None:
                             self.stream_hooks.stream_opened(self, s)
+                            out_d = self.out[d]
+                            rec_d = self.rec[d] if self.rec is not None else None
                         continue
             process(d, RawFrame(t, flags, sid, length, wire))
+            out_d = self.out[d]
+            rec_d = self.rec[d] if self.rec is not None else None
             if paused[d] is not None:
                 rest = frames[i + 1:]
                 if rest:

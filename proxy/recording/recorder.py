@@ -21,7 +21,7 @@ from typing import Iterable, Optional
 
 from .. import __version__
 from .decode import HpackState, b64, frame_record, frame_type_byte
-from .sink import skip_seqs, FrameSink
+from .sink import FrameSink
 
 __all__ = ["ThreadedSink", "JsonlRecorder", "FORMAT_NAME", "FORMAT_VERSION"]
 
@@ -105,6 +105,8 @@ class ThreadedSink(FrameSink):
     batch = 4096
     #: Whether frame records carry the base64 wire bytes (the printer only needs them for hex dumps).
     record_wire = True
+    #: False in subclasses that hand events on without a background thread of this process.
+    use_thread = True
 
     def __init__(self, *, filter_conn: Optional[Iterable[int]] = None, filter_stream: Optional[Iterable[int]] = None,
                  filter_types: Optional[Iterable] = None, max_queue: int = 1_000_000,
@@ -149,8 +151,10 @@ class ThreadedSink(FrameSink):
         self._halted = False
         self._hpack = HpackState()
         self._infos: dict = {}
-        self._thread = threading.Thread(target=self._run, name=thread_name, daemon=True)
-        self._thread.start()
+        self._thread: Optional[threading.Thread] = None
+        if self.use_thread:
+            self._thread = threading.Thread(target=self._run, name=thread_name, daemon=True)
+            self._thread.start()
         _live_sinks.add(self)
 
     # ------------------------------------------------------------ hot path (event loop thread)
@@ -209,7 +213,9 @@ class ThreadedSink(FrameSink):
         n = len(wires)
         if seq is None:
             seq = next(self._counter)
-            skip_seqs(self._counter, 2 * n - 1)
+            if n:
+                # A fresh counter past the numbers these frames take: cheaper than consuming them.
+                self._counter = itertools.count(seq + 2 * n)
         if self._halted or (self._fconn is not None and conn_id not in self._fconn) or not n:
             return seq
         if self._filtering:

@@ -175,8 +175,9 @@ class MultiSink(FrameSink):
 
     def forwarded(self, conn_id, recv_leg, send_leg, t, wires, *, seq=None):
         start = self.next_seq(seq)
-        if seq is None and len(wires) > 1:
-            skip_seqs(self._counter, 2 * len(wires) - 1)
+        if seq is None and wires:
+            # Each frame takes two numbers (received, then sent): the next event comes after them all.
+            self._counter = itertools.count(start + 2 * len(wires))
         for s in self.sinks:
             s.forwarded(conn_id, recv_leg, send_leg, t, wires, seq=start)
         return start
