@@ -224,7 +224,7 @@ class Relay:
         self.inbox: List[list] = [[], []]
         self.closed = False
         self.preface_forwarded = False
-        self.counters = {"frames_in": [0, 0], "frames_out": [0, 0], "bytes_in": [0, 0], "bytes_out": [0, 0],
+        self.counters = {"frames_in": [0, 0], "frames_out": [0, 0], "bytes_in": [0, 0],
                          "violations": 0, "streams": 0, "resets": [0, 0], "hook_errors": 0,
                          "pushes": 0}
         self.reset_rate = RateCounter(self.limits.max_resets_per_second, 1.0)
@@ -466,9 +466,7 @@ class Relay:
         out = self.out[d]
         if out:
             self.out[d] = []
-            counters = self.counters
-            counters["frames_out"][d] += len(out)
-            counters["bytes_out"][d] += sum(map(len, out))
+            self.counters["frames_out"][d] += len(out)
         return out
 
     # ------------------------------------------------------------ dispatching
