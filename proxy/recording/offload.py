@@ -279,6 +279,9 @@ class ProcessRecorder(ThreadedSink):
         self._closed = True
         self._ship()
         self._halted = True          # events after close() are ignored
+        if self._unsent_bytes > (4 << 20):
+            print(f"h2proxy: finishing the frame log {self.path}: {self._unsent_bytes >> 20} MiB of frames "
+                  f"still to write", file=sys.stderr, flush=True)
         if not self._broken:
             self._send(_LENGTH.pack(0))
             self._write_all(self.close_timeout)
