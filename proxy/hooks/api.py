@@ -109,7 +109,7 @@ class HookContext:
 
     Attributes: ``direction`` (:data:`CLIENT_TO_SERVER` or
     :data:`SERVER_TO_CLIENT`), ``conn`` (the connection: ``id``,
-    ``settings`` of each side, ``windows``, ``counters``, ``info``), ``stream``
+    ``settings`` of each side, ``window`` (per direction), ``counters``, ``info``), ``stream``
     (the frame's stream with ``id``, ``state``, ``request_headers``,
     ``response_headers``, or None on stream 0), ``hook`` (the hook's name).
     """
