@@ -88,7 +88,8 @@ class Bridge:
     """Joins one client transport, one upstream transport and their relay."""
 
     __slots__ = ("server", "relay", "transports", "paused_reading", "closing", "upstream_task", "client_info",
-                 "tasks", "write_paused", "conn_id", "_closed_sides", "last_activity", "preface_timer")
+                 "tasks", "write_paused", "conn_id", "_closed_sides", "last_activity", "preface_timer",
+                 "unread", "stall", "abort_timers")
 
     def __init__(self, server: "ProxyServer", conn_id: int) -> None:
         self.server = server
@@ -104,15 +105,36 @@ class Bridge:
         self._closed_sides = [False, False]
         self.last_activity = time.monotonic()
         self.preface_timer: Optional[asyncio.TimerHandle] = None
+        # Per side: frames the proxy made in answer to it, queued while its socket is backed up.
+        self.unread = [0, 0]
+        # Per side, while its socket is backed up: (since when, write buffer size then) for zero_window_timeout.
+        self.stall: List[Optional[tuple]] = [None, None]
+        # Per side: the timer that aborts a closing socket its peer neither reads nor closes.
+        self.abort_timers: List[Optional[asyncio.TimerHandle]] = [None, None]
 
     # -- data path --------------------------------------------------------
 
     def data(self, side: int, data: bytes) -> None:
         relay = self.relay
         relay.receive(side, data, time.time())
+        if self.write_paused[side] and relay.out[1 - side]:
+            self._count_answers(side)
         self.flush()
         if relay.inbox[side] and relay.buffered > self.server.settings.limits.high_water:
             self._pause(side)
+
+    def _count_answers(self, side: int) -> None:
+        """Frames the relay made in answer to ``side`` go towards it while it reads nothing: count them."""
+        n = 0
+        for buf in self.relay.out[1 - side]:
+            if len(buf) < 9 or buf[3] != 0:      # (DATA, held for it until it opened a window, is not counted)
+                n += 1
+        self.unread[side] += n
+        limit = self.server.settings.limits.max_queued_control_frames
+        if self.unread[side] > limit and not self.relay.closed:
+            self.relay._limit(side, "max_queued_control_frames",
+                              f"{self.unread[side]} frames made by the proxy queued towards the "
+                              f"{_SIDE[side]}, which does not read them")
 
     def flush(self) -> None:
         relay = self.relay
@@ -122,6 +144,8 @@ class Bridge:
             _write(t_server, relay.take_output(0))
         if out[1] and t_client is not None:
             _write(t_client, relay.take_output(1))
+        if (self.write_paused[0] or self.write_paused[1]) and not relay.closed:
+            self._check_queued()
         if relay.commands:
             commands, relay.commands = relay.commands, []
             for cmd in commands:
@@ -131,6 +155,24 @@ class Bridge:
                     task.add_done_callback(self.tasks.discard)
                 elif isinstance(cmd, Close):
                     self._close_side(cmd.side, cmd.abort)
+
+    def _check_queued(self) -> None:
+        """A side's socket is backed up: past max_queued_bytes it gets ENHANCE_YOUR_CALM."""
+        relay = self.relay
+        limit = self.server.settings.limits.max_queued_bytes
+        for side in (CLIENT, SERVER):
+            t = self.transports[side]
+            if self.write_paused[side] and t is not None:
+                size = t.get_write_buffer_size()
+                if size > limit:
+                    relay._limit(side, "max_queued_bytes",
+                                 f"{size} bytes queued towards the {_SIDE[side]}, which does not read them")
+                    t_client, t_server = self.transports
+                    if relay.out[0] and t_server is not None:
+                        _write(t_server, relay.take_output(0))
+                    if relay.out[1] and t_client is not None:
+                        _write(t_client, relay.take_output(1))
+                    return
 
     async def _await_hook(self, cmd: AwaitHook) -> None:
         d = cmd.direction
@@ -174,7 +216,28 @@ class Bridge:
 
     def resume_writing(self, side: int) -> None:
         self.write_paused[side] = False
+        self.unread[side] = 0
+        self.stall[side] = None
         self._resume(1 - side)
+
+    def check_stall(self, now: float, timeout: float) -> None:
+        """Once a second: a side whose socket stays backed up without reading a byte for ``timeout``
+        seconds gets ENHANCE_YOUR_CALM (limit zero_window_timeout, the TCP window's share)."""
+        for side in (CLIENT, SERVER):
+            t = self.transports[side]
+            if not self.write_paused[side] or t is None:
+                self.stall[side] = None
+                continue
+            size = t.get_write_buffer_size()
+            seen = self.stall[side]
+            if seen is None or size < seen[1]:
+                self.stall[side] = (now, size)         # (it read something since: start again)
+            elif now - seen[0] > timeout and not self.relay.closed:
+                self.relay._limit(side, "zero_window_timeout",
+                                  f"the {_SIDE[side]} read nothing of the {size} bytes queued for it "
+                                  f"for {now - seen[0]:.0f} s")
+                self.flush()
+                return
 
     # -- lifecycle --------------------------------------------------------
 
@@ -195,10 +258,43 @@ class Bridge:
                     pass
             t.abort()
         else:
-            t.close()
+            grace = self.server.settings.limits.grace_period
+            loop = asyncio.get_running_loop()
+            try:
+                # (Only once the relay is done: nothing more will be written.)
+                linger = self.relay is not None and self.relay.closed and t.can_write_eof()
+            except (AttributeError, NotImplementedError, RuntimeError):
+                linger = False
+            if linger:
+                try:
+                    t.write_eof()
+                except (OSError, RuntimeError):
+                    linger = False
+            if linger:
+                # A lingering close: FIN once what is queued (a GOAWAY) is written, and what the peer
+                # still sends is read and dropped, so that closing with its bytes unread does not send
+                # a TCP reset that would discard the GOAWAY before the peer reads it. The peer's own
+                # close ends it (eof_received); one that neither reads nor closes has grace_period seconds.
+                if self.paused_reading[side]:
+                    self.paused_reading[side] = False
+                    try:
+                        t.resume_reading()
+                    except (RuntimeError, AttributeError):
+                        pass
+                self.abort_timers[side] = loop.call_later(grace, t.abort)
+            else:
+                t.close()
+                if t.get_write_buffer_size():
+                    # What is left is written first; a peer that reads nothing would keep the socket, and
+                    # its buffer, forever: it has grace_period seconds.
+                    self.abort_timers[side] = loop.call_later(grace, t.abort)
 
     def lost(self, side: int, exc: Optional[BaseException]) -> None:
         self._closed_sides[side] = True
+        timer = self.abort_timers[side]
+        if timer is not None:
+            timer.cancel()        # (it would keep the whole connection alive until it fires)
+            self.abort_timers[side] = None
         self.transports[side] = None
         relay = self.relay
         if relay is not None and not relay.closed:
@@ -307,12 +403,15 @@ class ProxyServer:
     def _tick(self) -> None:
         """Once a second: let every relay enforce its timeouts."""
         now = time.time()
+        zero_window = self.settings.limits.zero_window_timeout
         for b in list(self.bridges):
             relay = b.relay
             if relay is not None and not relay.closed:
                 relay.tick(now)
                 if relay.commands or relay.out[0] or relay.out[1]:
                     b.flush()
+                if (b.write_paused[0] or b.write_paused[1]) and zero_window and not relay.closed:
+                    b.check_stall(now, zero_window)
         if self.server is not None and self.server.is_serving():
             self._ticker = asyncio.get_running_loop().call_later(1.0, self._tick)
 
@@ -394,9 +493,16 @@ class ProxyServer:
                 transport.abort()
                 return
         if len(self.bridges) >= s.limits.max_connections:
-            log.warning("limit max_connections = %d reached; refusing %s", s.limits.max_connections,
-                        info["client_addr"])
-            transport.abort()
+            log.warning("limit max_connections = %d reached; refusing %s with GOAWAY ENHANCE_YOUR_CALM",
+                        s.limits.max_connections, info["client_addr"])
+            from framecodec import frame as fc
+            from .core.protocol import ErrorCode
+            # The server's preface (SETTINGS), then GOAWAY saying why, then close.
+            transport.write(fc.SettingsFrame(0).serialize() + fc.GoAwayFrame(
+                0, last_stream_id=0, error_code=int(ErrorCode.ENHANCE_YOUR_CALM),
+                additional_data=f"h2proxy: limit max_connections = {s.limits.max_connections} "
+                                f"reached".encode()).serialize())
+            transport.close()
             return
         bridge.transports[CLIENT] = transport
         try:
@@ -423,9 +529,11 @@ class ProxyServer:
         relay = bridge.relay
         if relay is not None and not relay.closed and not relay.preface_forwarded \
                 and bridge.transports[CLIENT] is not None:
-            log.warning("c%d: no connection preface within %.1f s (limit preface_timeout); closed",
-                        bridge.conn_id, self.settings.limits.preface_timeout)
-            relay._finish("preface timeout")
+            from framecodec import frame as fc
+            # The server's preface (SETTINGS), then GOAWAY ENHANCE_YOUR_CALM naming the limit.
+            relay._out(1, fc.SettingsFrame(0).serialize(), None, [{"hook": "h2proxy", "action": "injected"}])
+            relay._limit(CLIENT, "preface_timeout", "no connection preface within "
+                         f"{self.settings.limits.preface_timeout:.1f} s")
             bridge.flush()
 
     async def _connect_upstream(self, bridge: Bridge) -> None:
@@ -556,8 +664,9 @@ class PeekingTLSListener:
 
     def _timeout(self, conn: socket.socket) -> None:
         if conn in self.pending:
-            log.warning("TLS client %s sent no ClientHello within %.0f s (limit handshake_timeout); closed",
-                        _peer(conn), self.proxy.settings.limits.handshake_timeout)
+            limit = self.proxy.settings.limits.handshake_timeout
+            log.warning("TLS client %s sent no ClientHello within %.1f s (limit handshake_timeout = %s); closed",
+                        _peer(conn), limit, limit)
             self._drop(conn)
 
     def _drop(self, conn: socket.socket) -> None:
@@ -621,8 +730,16 @@ class PeekingTLSListener:
                 lambda: ClientProtocol(self.proxy), conn, ssl=self.ctx,
                 ssl_handshake_timeout=self.proxy.settings.limits.handshake_timeout)
         except (OSError, ssl.SSLError, asyncio.TimeoutError, ConnectionError) as exc:
-            log.warning("TLS handshake with %s failed: %s", peer, exc)
+            limit = self.proxy.settings.limits.handshake_timeout
+            if isinstance(exc, asyncio.TimeoutError) or "longer than" in str(exc):
+                log.warning("TLS handshake with %s not done within %.1f s (limit handshake_timeout = %s); closed",
+                            peer, limit, limit)
+            else:
+                log.warning("TLS handshake with %s failed: %s", peer, exc)
             conn.close()
+
+
+_SIDE = ("client", "server")
 
 
 def _peer(conn: socket.socket) -> str:

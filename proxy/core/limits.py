@@ -33,15 +33,24 @@ class Limits:
     max_connections: int = 10000
     #: Bytes buffered per connection and direction before the proxy stops reading the sender.
     high_water: int = 262144
+    #: Frames other than DATA the proxy itself queued towards a side whose socket is backed up
+    #: (RST_STREAM, WINDOW_UPDATE, ... made in answer to that side's own frames), counted until
+    #: its socket drains again (nghttp2 caps its outbound queue at 10000 frames the same way).
+    max_queued_control_frames: int = 10000
+    #: Bytes queued in the socket buffer towards one side that does not read: a hard cap behind
+    #: high_water (which stops reading the sender), so it must stay well above high_water.
+    max_queued_bytes: int = 4194304
     #: Seconds a client has to send the connection preface.
     preface_timeout: float = 10.0
     #: Seconds for a TLS handshake.
     handshake_timeout: float = 10.0
-    #: Seconds a peer has to acknowledge SETTINGS (0: no limit).
-    settings_ack_timeout: float = 0.0
-    #: Seconds a connection may be idle (no bytes either way; 0: no limit).
-    idle_timeout: float = 0.0
-    #: Seconds a receiver's flow-control window may stay closed while data waits (0: no limit).
+    #: Seconds a peer has to acknowledge SETTINGS (nghttpx: 10 s; 0: no limit).
+    settings_ack_timeout: float = 10.0
+    #: Seconds a connection may be idle: no stream open, no bytes either way (nghttpx: 3 min; 0: no limit).
+    idle_timeout: float = 180.0
+    #: Seconds a receiver may keep a window closed while the sender waits, with no progress: its
+    #: HTTP/2 flow-control window (connection or an open stream's) or its socket (it reads nothing
+    #: of what the proxy queued for it) (0: no limit).
     zero_window_timeout: float = 300.0
     #: Seconds to wait for streams in flight after GOAWAY on shutdown.
     grace_period: float = 5.0

@@ -60,6 +60,8 @@ _DATA_NEXT = tuple((st.by_state(sender, st.DATA), st.by_state(sender, st.DATA_EN
 _HEADERS_NEXT = tuple((st.by_state(sender, st.HEADERS), st.by_state(sender, st.HEADERS_END)) for sender in SENDER)
 #: Closed streams remembered (between this many and twice as many) to tell late frames from bad ones.
 _REMEMBER_CLOSED = 256
+#: Per direction, the stream states in which its sender may still send DATA.
+_SENDING = ((st.OPEN, st.HALF_CLOSED_REMOTE), (st.OPEN, st.HALF_CLOSED_LOCAL))
 _settings_entry = struct.Struct(">HL")
 _goaway_head = struct.Struct(">LL")
 
@@ -96,6 +98,8 @@ class Stream:
     #: owed/held only matter once the proxy changed DATA on this stream: made on first use.
     owed: Optional[List[int]] = None
     held: Optional[List[list]] = None
+    #: Flow-controlled bytes in ``held`` per direction (may overstate after a queue was cleared).
+    held_fcl: Optional[List[int]] = None
     request_headers: Optional[list] = None
     response_headers: Optional[list] = None
     trailers: Optional[list] = None
@@ -213,6 +217,9 @@ class Relay:
         self.proxy_ids: set = set()          # client-leg ids of streams the proxy created (pushes)
         self.client_streams_open = 0         # client-initiated streams not yet closed (for MAX_CONCURRENT_STREAMS)
         self.held_streams: List["OrderedDict[int, Stream]"] = [OrderedDict(), OrderedDict()]
+        # Flow-controlled bytes of the DATA held per direction: added when held, taken off when sent.
+        # Clearing a queue does not take them off, so this may overstate (see _held_past_window).
+        self.held_fcl = [0, 0]
         self.block: List[Optional[List[RawFrame]]] = [None, None]
         self.block_size = [0, 0]
         self.decoders = [hpack.Decoder(self.limits.max_header_list_size),
@@ -272,7 +279,10 @@ class Relay:
             # The frames before the oversized one still go through.
             if exc.frames and self.paused[d] is None and not self.inbox[d]:
                 self._run(d, exc.frames)
-            self._connection_error(d, "4.2", ErrorCode.FRAME_SIZE_ERROR, str(exc), forced=True)
+            why = str(exc)
+            if exc.max_frame_size == self.limits.max_frame_size:
+                why += f" (limit max_frame_size = {self.limits.max_frame_size})"
+            self._connection_error(d, "4.2", ErrorCode.FRAME_SIZE_ERROR, why, forced=True)
             return
         except FrameCodecError as exc:
             self._connection_error(d, "4.1", ErrorCode.PROTOCOL_ERROR, str(exc), forced=True)
@@ -315,6 +325,7 @@ class Relay:
         fast_data = self.fast_data
         fast_headers = self.fast_headers
         window = self.window
+        max_hb = self.limits.max_header_block_size   # (a bigger one-frame block takes the slow path)
         # The lists forwarded (and, when recording, recorded) frames go to. Anything that may run a
         # hook or the slow path can hand them on and start new ones: they are fetched again after it.
         out_d = self.out[d]
@@ -333,7 +344,7 @@ class Relay:
                             if new is not None:
                                 window[d] -= length
                                 s.window[d] -= length
-                    elif flags & END_HEADERS and fast_headers[d]:
+                    elif flags & END_HEADERS and fast_headers[d] and length <= max_hb:
                         new = headers_next[flags & END_STREAM].get(s.state)
                     if new is not None:
                         s.state = new
@@ -346,7 +357,7 @@ class Relay:
                                 out_d = self.out[d]
                                 rec_d = self.rec[d] if self.rec is not None else None
                         continue
-                elif t == HEADERS and d == C2S and fast_headers[0] and flags & END_HEADERS:
+                elif t == HEADERS and d == C2S and fast_headers[0] and flags & END_HEADERS and length <= max_hb:
                     # A new client stream (the request of a new exchange).
                     settings = self.settings
                     if (sid & 1 and sid > self.last_stream[CLIENT]
@@ -393,10 +404,28 @@ class Relay:
         if self.closed:
             return
         other = 1 - d
+        cut = self.preface_forwarded and bool(self.streams)
+        if cut:
+            # The streams still open die with this socket: say so to the other side, stream by
+            # stream (the upstream's are cancelled; the client's end with INTERNAL_ERROR).
+            code = ErrorCode.CANCEL if d == CLIENT else ErrorCode.INTERNAL_ERROR
+            for s in list(self.streams.values()):
+                if d == CLIENT and s.proxy_owned:
+                    continue          # (a push the proxy made: the upstream never heard of it)
+                wire_sid = s.server_id if d == CLIENT else s.id
+                if wire_sid:
+                    # (Direction d: from the side that left towards the other.)
+                    self._out(d, fc.RstStreamFrame(wire_sid, error_code=code).serialize(), None,
+                              [{"hook": "h2proxy", "action": "injected"}])
+        if d == CLIENT and cut and self.goaway_from[CLIENT] is None:
+            self._send_goaway(C2S, self.last_stream[SERVER], ErrorCode.NO_ERROR,
+                              f"h2proxy: the client closed the connection{': ' + reason if reason else ''}")
         if d == SERVER:
             if self.goaway_from[SERVER] is None and self.preface_forwarded:
                 last = self.last_stream[CLIENT]
-                self._send_goaway(S2C, last, ErrorCode.INTERNAL_ERROR,
+                # After the client's own GOAWAY, with no stream left, this is the expected end: no error.
+                done = self.goaway_from[CLIENT] is not None and not self.streams
+                self._send_goaway(S2C, last, ErrorCode.NO_ERROR if done else ErrorCode.INTERNAL_ERROR,
                                   f"h2proxy: upstream closed the connection{': ' + reason if reason else ''}")
         self._finish(f"{SIDE_NAME[d]} closed the connection{': ' + reason if reason else ''}",
                      close_sides=(other,))
@@ -414,7 +443,8 @@ class Relay:
         self.now = now
         lim = self.limits
         if lim.idle_timeout and now - self.last_activity > lim.idle_timeout and not self.active_streams:
-            log.info("c%d: idle for %.0f s (limit idle_timeout); closing with GOAWAY", self.id, lim.idle_timeout)
+            log.info("c%d: idle for %.0f s (limit idle_timeout = %s); closing with GOAWAY", self.id,
+                     now - self.last_activity, lim.idle_timeout)
             if self.preface_forwarded:
                 self._send_goaway(S2C, self.last_stream[CLIENT], ErrorCode.NO_ERROR, "h2proxy: idle timeout")
                 self._send_goaway(C2S, self.last_stream[SERVER], ErrorCode.NO_ERROR, "h2proxy: idle timeout")
@@ -427,12 +457,13 @@ class Relay:
                     # The side that did not acknowledge is the other one.
                     self._connection_error(1 - side, "6.5.3", ErrorCode.SETTINGS_TIMEOUT,
                                            f"SETTINGS of the {SIDE_NAME[side]} not acknowledged within "
-                                           f"{lim.settings_ack_timeout:.0f} s (limit settings_ack_timeout)",
+                                           f"{lim.settings_ack_timeout:g} s (limit settings_ack_timeout = "
+                                           f"{lim.settings_ack_timeout})",
                                            forced=True)
                     return
         if lim.zero_window_timeout:
             for d in (C2S, S2C):
-                if self.held_streams[d]:
+                if self.held_streams[d] or self._window_closed(d):
                     since = self.stalled_since[d]
                     if since is None:
                         self.stalled_since[d] = now
@@ -443,6 +474,13 @@ class Relay:
                         return
                 else:
                     self.stalled_since[d] = None
+
+    def _window_closed(self, d: int) -> bool:
+        """Whether the receiver of d keeps a window at zero that a stream still sending in d waits on."""
+        sending = _SENDING[d]
+        if self.window[d] <= 0:
+            return any(s.state in sending for s in self.streams.values())
+        return any(s.window[d] <= 0 and s.state in sending for s in self.streams.values())
 
     @property
     def active_streams(self) -> int:
@@ -457,8 +495,9 @@ class Relay:
             for f in self.inbox[d]:
                 total += f[3] + 9      # (type, flags, stream id, length, wire)
             for s in self.held_streams[d].values():
-                for item in s.held[d]:
-                    total += len(item[0])
+                if s.held is not None:     # (a proxy push waiting for window holds no frames)
+                    for item in s.held[d]:
+                        total += len(item[0])
         return total
 
     def take_output(self, d: int) -> list:
@@ -514,6 +553,10 @@ class Relay:
         if t == DATA:
             self._data(d, f)
         elif t == HEADERS or t == PUSH_PROMISE:
+            if f.length > self.limits.max_header_block_size:
+                self._limit(d, "max_header_block_size",
+                            f"{frame_name(t)} frame on stream {f.stream_id} of {f.length} bytes")
+                return
             if f.flags & END_HEADERS:
                 self._header_block(d, [f])
             else:
@@ -543,13 +586,16 @@ class Relay:
                     return
             else:
                 s.state = new
-            if f.length == 0 and not f.flags & END_STREAM and self.empty_rate[d].hit(self.now):
-                self._limit(d, "max_empty_frames_per_second", "DATA frames with empty payloads")
-                return
+        if f.length == 0 and not f.flags & END_STREAM and self.empty_rate[d].hit(self.now):
+            # (On any stream, tracked or not: a flood on closed streams costs as much.)
+            self._limit(d, "max_empty_frames_per_second", "DATA frames with empty payloads")
+            return
         if self.strict:
             bad = messages.data_check(self, d, s, f, sid)
             if bad is not None and self._violation(d, *bad, sid=sid):
                 return
+        if self.held_streams[d] and f.length and self._held_past_window(d, s, f.length, sid):
+            return
         hooks = self.hook_table[d].get(DATA)
         if hooks is None:
             self._send_data(d, s, f.wire, f.length, sid, self._record_in(d, f) if self.sink is not None else None,
@@ -569,7 +615,10 @@ class Relay:
                                                  and (self.owed[d] or (s.owed is not None and s.owed[d]))):
                 if held is None:
                     held = s.held = [[], []]
+                    s.held_fcl = [0, 0]
                 held[d].append((wire, fcl, origin, actions))
+                self.held_fcl[d] += fcl
+                s.held_fcl[d] += fcl
                 self.held_streams[d][s.id] = s
                 return
             s.window[d] -= fcl
@@ -586,12 +635,15 @@ class Relay:
         held = self.held_streams[d]
         for sid in list(held):
             s = held[sid]
-            queue = s.held[d]
+            # (A proxy push waiting for window is in held_streams with no frames held.)
+            queue = s.held[d] if s.held is not None else ()
             while queue:
                 wire, fcl, origin, actions = queue[0]
                 if fcl and (fcl > self.window[d] or fcl > s.window[d]):
                     break
                 queue.pop(0)
+                self.held_fcl[d] -= fcl
+                s.held_fcl[d] -= fcl
                 s.window[d] -= fcl
                 self.window[d] -= fcl
                 self._out(d, wire, origin, actions)
@@ -599,6 +651,44 @@ class Relay:
                 del held[sid]
                 if s.push_body is not None:
                     self._continue_push(s)
+
+    def _held_past_window(self, d: int, s: Optional[Stream], n: int, sid: int) -> bool:
+        """DATA of n bytes arrived while the proxy holds DATA for the receiver of d.
+
+        The sender may have in flight no more than its own view of the window: the receiver's
+        window, plus what the proxy owes it, less what the proxy still holds. A sender that
+        ignores flow control would otherwise make the proxy hold without bound: it gets
+        FLOW_CONTROL_ERROR (in both modes: such DATA cannot be forwarded in order). True when
+        the connection was closed.
+        """
+        if n <= self.window[d] + self.owed[d] - self.held_fcl[d]:
+            if s is None or s.held is None or not s.held[d] or self.unacked_settings[1 - d]:
+                return False
+            if n <= s.window[d] + (s.owed[d] if s.owed is not None else 0) - s.held_fcl[d]:
+                return False
+        # Exact sums (the running totals may overstate after a reset cleared a queue).
+        total = 0
+        for hs in self.held_streams[d].values():
+            if hs.held is not None:
+                for item in hs.held[d]:
+                    total += item[1]
+        self.held_fcl[d] = total
+        room = self.window[d] + self.owed[d] - total
+        which = "connection"
+        if n <= room:
+            # The stream's window too, once the receiver's SETTINGS (its initial window) are acknowledged.
+            if s is None or s.held is None or not s.held[d] or self.unacked_settings[1 - d]:
+                return False
+            s.held_fcl[d] = sum(item[1] for item in s.held[d])
+            room = s.window[d] + (s.owed[d] if s.owed is not None else 0) - s.held_fcl[d]
+            if n <= room:
+                return False
+            which = f"stream {sid}"
+        self._connection_error(d, "6.9.1", ErrorCode.FLOW_CONTROL_ERROR,
+                               f"DATA of {n} bytes on stream {sid} exceeds the {which} flow-control window "
+                               f"({room}) while the proxy holds {total} bytes of DATA for the "
+                               f"{SIDE_NAME[1 - d]}", forced=True)
+        return True
 
     # ----------------------------------------------------------- header blocks
 
@@ -717,6 +807,17 @@ class Relay:
         first = unit.frames[0]
         if d == C2S:
             return self._violation(d, "8.4", ErrorCode.PROTOCOL_ERROR, True, "the client sent PUSH_PROMISE")
+        if sid == 0 and self._violation(d, "6.6", ErrorCode.PROTOCOL_ERROR, True, "PUSH_PROMISE on stream 0"):
+            return True
+        parent = self.streams.get(sid)
+        if sid and (not sid & 1 or (parent.state not in (st.OPEN, st.HALF_CLOSED_LOCAL) if parent is not None
+                                    else self.recently_closed.get(sid) != CLIENT)):
+            # Only on a client stream that is open or half-closed (local) from the client's view; one the
+            # client reset may still get promises sent before the reset arrived (RFC 9113 6.6).
+            if self._violation(d, "6.6", ErrorCode.PROTOCOL_ERROR, True,
+                               f"PUSH_PROMISE on stream {sid}, which is "
+                               f"{parent.state if parent is not None else 'idle or closed'}"):
+                return True
         if self.settings[CLIENT][Setting.ENABLE_PUSH] == 0:
             if self._violation(d, "8.4", ErrorCode.PROTOCOL_ERROR, True,
                                "PUSH_PROMISE although the client set SETTINGS_ENABLE_PUSH to 0"):
@@ -743,6 +844,9 @@ class Relay:
             if bad is not None and self._violation(d, *bad, sid=promised):
                 messages.refused(self, promised)
                 return True
+        if len(self.streams) >= self.limits.max_streams:
+            self._limit(d, "max_streams", f"{len(self.streams)} streams tracked, PUSH_PROMISE for one more")
+            return True
         client_id = promised
         if self.renumber_pushes:
             client_id = self.last_client_push_id + 2
@@ -850,16 +954,19 @@ class Relay:
         block = enc.encode([(str(n), str(v)) for n, v in item.headers])
         sid = item.stream_id
         max_size = self.settings[1 - d][Setting.MAX_FRAME_SIZE]
+        # (Built on stream 1, then given the real id: in transparent mode a block on stream 0, or
+        # promising an odd stream, is forwarded too, and the constructors refuse those ids.)
         if item.promised_stream_id is not None:
             first_room = max_size - 4
-            head = fc.PushPromiseFrame(sid, promised_stream_id=item.promised_stream_id,
-                                       data=block[:first_room])
+            head = fc.PushPromiseFrame(sid or 1, data=block[:first_room])
+            head.promised_stream_id = item.promised_stream_id
             rest = block[first_room:]
         else:
-            head = fc.HeadersFrame(sid, data=block[:max_size])
+            head = fc.HeadersFrame(sid or 1, data=block[:max_size])
             rest = block[max_size:]
             if item.end_stream:
                 head.flags.add("END_STREAM")
+        head.stream_id = sid
         wires = []
         if not rest:
             head.flags.add("END_HEADERS")
@@ -867,7 +974,8 @@ class Relay:
         wires.append(head.serialize())
         while rest:
             chunk, rest = rest[:max_size], rest[max_size:]
-            cont = fc.ContinuationFrame(sid, data=chunk)
+            cont = fc.ContinuationFrame(sid or 1, data=chunk)
+            cont.stream_id = sid
             if not rest:
                 cont.flags.add("END_HEADERS")
             wires.append(cont.serialize())
@@ -1031,10 +1139,12 @@ class Relay:
         if inc == 0:
             return self._violation(d, "6.9", ErrorCode.PROTOCOL_ERROR, sid == 0,
                                    f"WINDOW_UPDATE on stream {sid} with an increment of 0", sid)
-        if self.control_rate[d].hit(self.now) and inc < 1024:
+        if inc < 1024 and self.control_rate[d].hit(self.now):
+            # (Only small increments count: big ones are what a receiver reading DATA sends.)
             self._limit(d, "max_control_frames_per_second", "WINDOW_UPDATE churn")
             return True
         other = 1 - d            # the direction whose receiver this side is
+        self.stalled_since[other] = None       # (progress: zero_window_timeout starts again)
         if sid == 0:
             self.window[other] += inc
             if self.window[other] > MAX_WINDOW:
@@ -1449,6 +1559,7 @@ class Relay:
         while body is not None and len(body):
             room = min(self.window[S2C], s.window[S2C], max_size)
             if room <= 0:
+                s.push_body = body        # the rest, sent when the client's window opens
                 self.held_streams[S2C][s.id] = s
                 return
             chunk = body[:room]
@@ -1561,7 +1672,7 @@ class Relay:
             self.sink.violation(self.id, self.now, SIDE_NAME[d], section, error_name(code), message)
         if not self.strict or forwarded:
             return False
-        if connection or sid is None:
+        if connection or not sid:     # (a "stream error" on stream 0 can only be a connection error)
             self._connection_error(d, section, code, message, forced=False, logged=True)
         else:
             self._stream_error(d, sid, code, message)
@@ -1593,14 +1704,16 @@ class Relay:
                 self.sink.violation(self.id, self.now, SIDE_NAME[d], section, error_name(code), message)
         towards_offender = 1 - d
         last_offender = self.last_stream[CLIENT] if d == CLIENT else self.last_stream[SERVER]
-        if d == CLIENT or self.preface_forwarded or True:
+        if d == CLIENT or self.preface_forwarded:
+            # (Not towards a server that has not had the connection preface: it would read garbage.)
             self._send_goaway(towards_offender, last_offender, code, f"h2proxy: {message}")
         if self.preface_forwarded or d == CLIENT:
             if d == CLIENT and self.preface_forwarded:
                 self._send_goaway(d, 0, ErrorCode.NO_ERROR,
                                   f"h2proxy: the client's connection failed ({error_name(code)})")
             elif d == SERVER:
-                self._send_goaway(d, self.last_stream[SERVER], ErrorCode.NO_ERROR,
+                # Towards the client the last stream id counts its streams: they did reach the upstream.
+                self._send_goaway(d, self.last_stream[CLIENT], ErrorCode.NO_ERROR,
                                   f"h2proxy: the upstream's connection failed ({error_name(code)})")
         self._finish(f"{SIDE_NAME[d]} {error_name(code)}: {message}", close_sides=(CLIENT, SERVER))
 
