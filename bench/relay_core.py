@@ -41,11 +41,11 @@ def _wire(*frames) -> bytes:
 def exchanges(n: int):
     """Yield (client bytes, server bytes) per batch of BATCH exchanges, stream ids rising."""
     enc_c, enc_s = hpack.Encoder(), hpack.Encoder()
-    req = enc_c.encode([(":method", "GET"), (":scheme", "http"), (":authority", "127.0.0.1:8080"),
-                        (":path", "/1k"), ("user-agent", "h2load nghttp2/1.52.0")])
-    resp = enc_s.encode([(":status", "200"), ("server", "nghttpd nghttp2/1.52.0"),
-                         ("content-length", "1024"), ("date", "Wed, 25 Nov 2026 07:00:00 GMT")])
-    # Later blocks reference the dynamic table: encode once more to get the indexed form.
+    first_req = enc_c.encode([(":method", "GET"), (":scheme", "http"), (":authority", "127.0.0.1:8080"),
+                              (":path", "/1k"), ("user-agent", "h2load nghttp2/1.52.0")])
+    first_resp = enc_s.encode([(":status", "200"), ("server", "nghttpd nghttp2/1.52.0"),
+                               ("content-length", "1024"), ("date", "Wed, 25 Nov 2026 07:00:00 GMT")])
+    # Later blocks reference the dynamic table the first ones filled: encode once more for that form.
     req = enc_c.encode([(":method", "GET"), (":scheme", "http"), (":authority", "127.0.0.1:8080"),
                         (":path", "/1k"), ("user-agent", "h2load nghttp2/1.52.0")])
     resp = enc_s.encode([(":status", "200"), ("server", "nghttpd nghttp2/1.52.0"),
@@ -55,8 +55,9 @@ def exchanges(n: int):
     for _ in range(n // BATCH):
         ids = range(sid, sid + 2 * BATCH, 2)
         sid += 2 * BATCH
-        c = _wire(*(fc.HeadersFrame(i, data=req, flags=["END_HEADERS", "END_STREAM"]) for i in ids))
-        s = b"".join(_wire(fc.HeadersFrame(i, data=resp, flags=["END_HEADERS"]),
+        c = _wire(*(fc.HeadersFrame(i, data=first_req if i == 1 else req, flags=["END_HEADERS", "END_STREAM"])
+                    for i in ids))
+        s = b"".join(_wire(fc.HeadersFrame(i, data=first_resp if i == 1 else resp, flags=["END_HEADERS"]),
                            fc.DataFrame(i, data=body, flags=["END_STREAM"])) for i in ids)
         yield c, s
 
@@ -106,7 +107,7 @@ def main(argv=None) -> int:
         sink = ProcessRecorder(os.path.join(tmp.name, "frames.jsonl"))
     if a.hook:
         from proxy.hooks.chain import HookChain, load_hook
-        hooks = HookChain([load_hook(str(ROOT / "bench" / "hooks_rewrite.py"))])
+        hooks = HookChain(load_hook(str(ROOT / "bench" / "hooks_rewrite.py")))
     runs = [run_once(a.requests, sink, hooks) for _ in range(a.rounds)]
     samples = [r[0] * 1e6 for r in runs]
     print(f"relay core: {statistics.median(samples):.2f} us CPU per request/response exchange "
