@@ -49,13 +49,10 @@ SENDER = (st.CLIENT, st.SERVER)
 _u32 = struct.Struct(">L")
 _MAX_CONCURRENT = int(Setting.MAX_CONCURRENT_STREAMS)
 _INITIAL_WINDOW = int(Setting.INITIAL_WINDOW_SIZE)
-_TRANSITIONS = st.TRANSITIONS
 _CLOSED = st.CLOSED
 _OPEN = st.OPEN
 _HALF_CLOSED_LOCAL = st.HALF_CLOSED_LOCAL
-_HEADERS_EVENT = (st.HEADERS, st.HEADERS_END)
-_DATA_EVENT = (st.DATA, st.DATA_END)
-# The same transitions for the fast path, indexed [direction][END_STREAM flag] -> {state: new state}.
+# The stream-state transitions for the fast path, indexed [direction][END_STREAM flag] -> {state: new state}.
 _DATA_NEXT = tuple((st.by_state(sender, st.DATA), st.by_state(sender, st.DATA_END)) for sender in SENDER)
 _HEADERS_NEXT = tuple((st.by_state(sender, st.HEADERS), st.by_state(sender, st.HEADERS_END)) for sender in SENDER)
 #: Closed streams remembered (between this many and twice as many) to tell late frames from bad ones.

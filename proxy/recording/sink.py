@@ -17,7 +17,6 @@ Methods are called on the event loop thread and must return quickly.
 from __future__ import annotations
 
 import inspect
-import collections
 import itertools
 from typing import Iterable, List, Optional
 
@@ -117,12 +116,6 @@ class FrameSink:
 
     def close(self) -> None:
         """Flush and release everything; called once when the proxy stops."""
-
-
-def skip_seqs(counter, n: int) -> None:
-    """Advance an ``itertools.count`` by n without a Python loop."""
-    if n > 0:
-        collections.deque(itertools.islice(counter, n), maxlen=0)
 
 
 def _takes_seq(method) -> bool:
