@@ -110,7 +110,37 @@ def listen_warning(host: str) -> Optional[str]:
             f"make the proxy open connections and intercept TLS for them")
 
 
-class _ConnectProtocol(asyncio.Protocol):
+class _HandOver(asyncio.Protocol):
+    """A protocol that owns a socket until the hand-over to ``successor``.
+
+    asyncio and uvloop schedule ``eof_received``/``connection_lost`` with
+    call_soon, so they may arrive after the hand-over: they go to the successor
+    then. Before it, a lost connection is noted (``lost``, ``exc``) and
+    :meth:`lost_before_hand_over` runs.
+    """
+
+    successor: Optional[asyncio.Protocol] = None
+    lost = False
+    exc: Optional[BaseException] = None
+
+    def eof_received(self):
+        if self.successor is not None:
+            return self.successor.eof_received()
+        return False
+
+    def connection_lost(self, exc) -> None:
+        if self.successor is not None:
+            self.successor.connection_lost(exc)
+            return
+        self.lost = True
+        self.exc = exc
+        self.lost_before_hand_over()
+
+    def lost_before_hand_over(self) -> None:
+        """The socket closed while this protocol still owned it."""
+
+
+class _ConnectProtocol(_HandOver):
     """A client socket until its CONNECT request head has been read and answered."""
 
     def __init__(self, server: "ForwardProxyServer") -> None:
@@ -187,17 +217,7 @@ class _ConnectProtocol(asyncio.Protocol):
         self.transport.pause_reading()
         self.server.request(self, head)
 
-    def eof_received(self):
-        if self.successor is not None:
-            return self.successor.eof_received()
-        return False
-
-    def connection_lost(self, exc) -> None:
-        if self.successor is not None:
-            self.successor.connection_lost(exc)
-            return
-        self.lost = True
-        self.exc = exc
+    def lost_before_hand_over(self) -> None:
         self.server.pending.discard(self)
         if self.timer is not None:
             self.timer.cancel()
@@ -223,7 +243,7 @@ class _ConnectProtocol(asyncio.Protocol):
             self.transport.abort()
 
 
-class _Holder(asyncio.Protocol):
+class _Holder(_HandOver):
     """Keeps what one socket sends while the connection is being set up, to hand it over later."""
 
     def __init__(self) -> None:
@@ -248,19 +268,6 @@ class _Holder(asyncio.Protocol):
         if self.size > SETUP_BUFFER and self.transport is not None and not self.paused:
             self.paused = True
             self.transport.pause_reading()
-
-    def eof_received(self):
-        if self.successor is not None:
-            return self.successor.eof_received()
-        return False
-
-    def connection_lost(self, exc) -> None:
-        # asyncio and uvloop schedule connection_lost with call_soon: it may arrive after the hand-over.
-        if self.successor is not None:
-            self.successor.connection_lost(exc)
-            return
-        self.lost = True
-        self.exc = exc
 
 
 class PipeBridge(Bridge):

@@ -500,6 +500,15 @@ def _compare(recorded: _Answer, live: _Answer, ignore: frozenset) -> List[str]:
 # --------------------------------------------------------------------------- sending a unit
 
 
+async def _await_expected(peer, unit, needed, live, wait: float, notes: List[str], who: str) -> None:
+    """Wait until the peer has sent what the recording shows before ``unit``; note it if it does not."""
+    if await peer.wait_for(lambda: all(live[k] >= v for k, v in needed.items()), wait):
+        return
+    missing = [f"{k[0]} on stream {k[1]}" for k, v in needed.items() if live[k] < v]
+    notes.append(f"before record {unit.seq}: waited {wait:g} s for the {who}'s "
+                 f"{', '.join(missing[:3])}; went on")
+
+
 async def _send_unit(peer: _Peer, unit: _Unit, sid_map, wait: float, notes: List[str]) -> Optional[int]:
     """Send one unit; returns the live stream id of a HEADERS that opens a stream (else None)."""
     rec = unit.first
@@ -654,11 +663,7 @@ async def replay_client(records: List[dict], url: str, *, conn: Optional[int] = 
             if _answered_live(unit):
                 continue
             if needed:
-                ok = await peer.wait_for(lambda: all(live[k] >= v for k, v in needed.items()), wait)
-                if not ok:
-                    missing = [f"{k[0]} on stream {k[1]}" for k, v in needed.items() if live[k] < v]
-                    notes.append(f"before record {unit.seq}: waited {wait:g} s for the server's "
-                                 f"{', '.join(missing[:3])}; went on")
+                await _await_expected(peer, unit, needed, live, wait, notes, "server")
             sid = await _send_unit(peer, unit, sid_map, wait, notes)
             if sid and sid not in opened:
                 opened.append(sid)
@@ -824,11 +829,7 @@ async def _serve_one(reader, writer, c: Connection, units: List[_Unit], expect: 
             if _answered_live(unit):
                 continue
             if needed:
-                ok = await peer.wait_for(lambda: all(live[k] >= v for k, v in needed.items()), wait)
-                if not ok:
-                    missing = [f"{k[0]} on stream {k[1]}" for k, v in needed.items() if live[k] < v]
-                    notes.append(f"before record {unit.seq}: waited {wait:g} s for the client's "
-                                 f"{', '.join(missing[:3])}; went on")
+                await _await_expected(peer, unit, needed, live, wait, notes, "client")
             await _send_unit(peer, unit, smap, wait, notes)
             await peer.drain()
         peer.release_answers()
