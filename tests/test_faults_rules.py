@@ -11,13 +11,14 @@ import hpack
 import pytest
 
 from framecodec import frame as fc
-from framecodec.reader import PREFACE, FrameReader
+from framecodec.reader import PREFACE
 from proxy.config import load_config
 from proxy.core.relay import C2S, S2C, AwaitHook, Relay, RelayOptions
 from proxy.faults import ACTIONS, KEYS, FaultError, FaultHook, build_fault_hook, parse_line
 from proxy.faults.rules import Rule
 from proxy.hooks.chain import HookChain
 from proxy.server import ConfigError
+from tests.test_relay_playbook import Peer, out, parsed, wire  # shared relay playbook helpers
 
 ROOT = Path(__file__).resolve().parents[1]
 REQ = [(":method", "GET"), (":scheme", "http"), (":authority", "example.org"), (":path", "/api/items?x=1")]
@@ -26,28 +27,6 @@ RESP = [(":status", "200"), ("server", "origin")]
 
 # ---------------------------------------------------------------- helpers (a relay with peers' encoders)
 
-class Peer:
-    def __init__(self) -> None:
-        self.enc = hpack.Encoder()
-
-    def headers(self, sid, headers, end=False):
-        f = fc.HeadersFrame(sid, data=self.enc.encode(headers))
-        f.flags.add("END_HEADERS")
-        if end:
-            f.flags.add("END_STREAM")
-        return f
-
-
-def wire(*frames) -> bytes:
-    return b"".join(f if isinstance(f, (bytes, bytearray)) else f.serialize() for f in frames)
-
-
-def out(relay: Relay, d: int) -> bytes:
-    return b"".join(bytes(b) for b in relay.take_output(d))
-
-
-def parsed(data: bytes):
-    return [f.parse() for f in FrameReader().feed(data)]
 
 
 class ActionSink:
