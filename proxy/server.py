@@ -116,6 +116,9 @@ class Bridge:
 
     def data(self, side: int, data: bytes) -> None:
         relay = self.relay
+        other = self.transports[1 - side]
+        if other is not None and not self._closed_sides[1 - side] and other.is_closing():
+            self._notice_closing(1 - side)
         relay.receive(side, data, time.time())
         if self.write_paused[side] and relay.out[1 - side]:
             self._count_answers(side)
@@ -136,14 +139,43 @@ class Bridge:
                               f"{self.unread[side]} frames made by the proxy queued towards the "
                               f"{_SIDE[side]}, which does not read them")
 
+    def _notice_closing(self, side: int) -> None:
+        """Asyncio has started closing ``side``'s socket (its peer's EOF or reset, seen in this loop
+        iteration) but has not called connection_lost yet: tell the relay now, so that it makes no
+        frames for a socket that writes nothing more (the frame log records only bytes written)."""
+        relay = self.relay
+        self._closed_sides[side] = True
+        if relay is not None and not relay.closed:
+            relay.eof(side)
+            self.flush()
+
+    def _unwritten(self, side: int, bufs: list) -> None:
+        """Output for a socket already closing is dropped by the transport: say so in the frame log,
+        right after the records of those frames (they were recorded when the relay made them)."""
+        relay = self.relay
+        what = _describe_frames(bufs)
+        log.debug("c%d: not written to the %s, whose socket was already closed: %s", self.conn_id,
+                  _SIDE[side], what)
+        if relay is not None and relay.sink is not None:
+            relay.sink.error(self.conn_id, time.time(),
+                             f"not written: the {_SIDE[side]}'s socket was already closed; the "
+                             f"{sum(map(len, bufs))} bytes last recorded as sent on the "
+                             f"{'client' if side == CLIENT else 'upstream'} leg never reached it: {what}")
+
     def flush(self) -> None:
         relay = self.relay
         out = relay.out
         t_client, t_server = self.transports
         if out[0] and t_server is not None:
-            _write(t_server, relay.take_output(0))
+            if t_server.is_closing() and not self._closed_sides[SERVER]:
+                self._unwritten(SERVER, relay.take_output(0))
+            else:
+                _write(t_server, relay.take_output(0))
         if out[1] and t_client is not None:
-            _write(t_client, relay.take_output(1))
+            if t_client.is_closing() and not self._closed_sides[CLIENT]:
+                self._unwritten(CLIENT, relay.take_output(1))
+            else:
+                _write(t_client, relay.take_output(1))
         if (self.write_paused[0] or self.write_paused[1]) and not relay.closed:
             self._check_queued()
         if relay.commands:
@@ -289,7 +321,16 @@ class Bridge:
                     # its buffer, forever: it has grace_period seconds.
                     self.abort_timers[side] = loop.call_later(grace, t.abort)
 
+    def eof(self, side: int) -> None:
+        """The peer of ``side`` closed its end: the relay learns now, before any other event of this
+        loop iteration can make frames for a socket that will write nothing more."""
+        if not self._closed_sides[side] and self.transports[side] is not None:
+            self._notice_closing(side)
+
     def lost(self, side: int, exc: Optional[BaseException]) -> None:
+        other = self.transports[1 - side]
+        if other is not None and not self._closed_sides[1 - side] and other.is_closing():
+            self._notice_closing(1 - side)
         self._closed_sides[side] = True
         timer = self.abort_timers[side]
         if timer is not None:
@@ -328,6 +369,7 @@ class _SideProtocol(asyncio.Protocol):
         self.bridge.data(self.side, data)
 
     def eof_received(self):
+        self.bridge.eof(self.side)
         return False
 
     def pause_writing(self) -> None:
@@ -763,6 +805,21 @@ def _write(transport, bufs: list) -> None:
         transport.write(b"".join(bufs))
     else:
         transport.writelines(bufs)
+
+
+def _describe_frames(bufs: list) -> str:
+    """``GOAWAY on stream 0, ...`` for buffers of whole frames (a log line about them)."""
+    from .core.protocol import frame_name
+    names = []
+    for buf in bufs:
+        pos, end = 0, len(buf)
+        while pos + 9 <= end:
+            sid = int.from_bytes(buf[pos + 5:pos + 9], "big") & 0x7FFFFFFF
+            names.append(f"{frame_name(buf[pos + 3])} on stream {sid}")
+            pos += 9 + int.from_bytes(buf[pos:pos + 3], "big")
+        if pos != end:
+            names.append(f"{end - pos} other bytes")
+    return ", ".join(names) or "no frames"
 
 
 def _nodelay(transport) -> None:
