@@ -67,6 +67,10 @@ def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
         value = getattr(args, name, None)
         if value is not None:
             setattr(cfg, name, value)
+    if args.listen is not None:
+        cfg.listen_from = "--listen"
+    if args.workers is not None and args.workers < 1:
+        raise ConfigError(f"--workers {args.workers}: the number of processes must be 1 or more")
     if args.verbose is not None:
         cfg.verbose = args.verbose
     if args.record_types:
@@ -138,7 +142,23 @@ def build_sink(cfg: Config):
 
 
 def settings_from(cfg: Config) -> ProxySettings:
-    listen = parse_endpoint(cfg.listen, f"{cfg.source}: listen" if cfg.source != "<defaults>" else "--listen")
+    key = cfg.listen_from or "--listen"
+    text = cfg.listen
+    scheme = text.partition("://")[0].lower() if "://" in text else ""
+    if cfg.mode == "forward":
+        if cfg.listen_from is None:
+            text = "http://127.0.0.1:8080"        # (the default: forward mode takes HTTP/1.1 CONNECT requests)
+        elif scheme == "h2c":
+            raise ConfigError(f"{key}: {text!r}: forward mode takes HTTP/1.1 CONNECT requests; "
+                              f"use http://HOST:PORT")
+    elif scheme == "http":
+        raise ConfigError(f"{key}: {text!r}: reverse mode takes HTTP/2; use h2c://HOST:PORT (cleartext, prior "
+                          f"knowledge) or https://HOST:PORT (http:// is for --mode forward)")
+    listen = parse_endpoint(text, key, need_port=True)
+    if bool(cfg.cert) != bool(cfg.key):
+        given, missing = ("cert", "key") if cfg.cert else ("key", "cert")
+        raise ConfigError(f"--{given} (tls.{given}) needs --{missing} (tls.{missing}): the TLS listener "
+                          f"presents a certificate with its private key")
     upstream = parse_endpoint(cfg.upstream, "upstream") if cfg.upstream else None
     return ProxySettings(listen=listen, upstream=upstream, strict=cfg.strict, limits=cfg.limits, cert=cfg.cert,
                          key=cfg.key, ca_dir=cfg.ca_dir, upstream_ca=cfg.upstream_ca, insecure=cfg.insecure,

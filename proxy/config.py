@@ -47,6 +47,8 @@ class Config:
     admin_token: Optional[str] = None
     limits: Limits = field(default_factory=Limits)
     source: str = "<defaults>"
+    #: Where ``listen`` was given (the flag or the file's key), None for the default: checks name it.
+    listen_from: Optional[str] = None
 
 
 _TOP = {"listen": str, "upstream": str, "mode": str, "strict": bool, "verbose": int, "workers": int,
@@ -102,6 +104,8 @@ def load_config(path: Optional[str]) -> Config:
                           "(use a [[hooks]] table with use = \"altsvc\" to rewrite)")
     if cfg.mode not in ("reverse", "forward"):
         raise ConfigError(f"{p}: mode: {cfg.mode!r} is not 'reverse' or 'forward'")
+    if cfg.workers < 1:
+        raise ConfigError(f"{p}: workers: {cfg.workers} is not a number of processes; use 1 or more")
     return cfg
 
 
@@ -110,6 +114,8 @@ def apply_table(cfg: Config, data: Dict[str, Any], source: str) -> None:
         where = f"{source}: {key}"
         if key in _TOP:
             setattr(cfg, key, _check(value, _TOP[key], where))
+            if key == "listen":
+                cfg.listen_from = where
         elif key == "tls":
             for k, v in _table(value, where).items():
                 if k not in _TLS:

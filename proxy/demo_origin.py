@@ -421,7 +421,7 @@ class DemoOrigin:
         self.server = await loop.create_server(lambda: OriginProtocol(self), self.host, self.port,
                                                ssl=self.ssl_context, reuse_address=True, backlog=1024)
         self.port = self.server.sockets[0].getsockname()[1]
-        log.info("demo origin listening on %s", self.url)
+        log.debug("demo origin listening on %s", self.url)
 
     def _lost(self, proto: OriginProtocol) -> None:
         if not self.connections and self._all_gone is not None:

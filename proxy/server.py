@@ -44,8 +44,12 @@ class Endpoint:
         return f"{self.scheme}://{host}:{self.port}"
 
 
-def parse_endpoint(text: str, key: str = "listen", default_port: Optional[int] = None) -> Endpoint:
-    """Parse a listen or upstream URL; raise ConfigError naming ``key`` when it is wrong."""
+def parse_endpoint(text: str, key: str = "listen", default_port: Optional[int] = None,
+                   need_port: bool = False) -> Endpoint:
+    """Parse a listen or upstream URL; raise ConfigError naming ``key`` when it is wrong.
+
+    ``need_port``: a URL without a port is an error (a listener binding port 80 or 443 by
+    surprise helps no one)."""
     if "://" not in text:
         raise ConfigError(f"{key}: {text!r} is not a URL; write h2c://HOST:PORT or https://HOST:PORT")
     parts = urlsplit(text)
@@ -61,6 +65,9 @@ def parse_endpoint(text: str, key: str = "listen", default_port: Optional[int] =
         port = parts.port
     except ValueError:
         raise ConfigError(f"{key}: {text!r} has an invalid port") from None
+    if port is None and need_port:
+        raise ConfigError(f"{key}: {text!r} has no port; write {scheme if scheme != 'h2c' else parts.scheme}://"
+                          f"{parts.netloc}:PORT (0 picks a free one)")
     if port is None:
         port = default_port if default_port is not None else (443 if scheme == "https" else 80)
     return Endpoint(scheme, host, port)
@@ -424,7 +431,11 @@ class ProxyServer:
             self.ssl_listen = self._listen_context()
         if s.upstream.tls:
             from .tlsutil import client_context, keylog
-            self.ssl_upstream = client_context(verify=not s.insecure, cafile=s.upstream_ca)
+            try:
+                self.ssl_upstream = client_context(verify=not s.insecure, cafile=s.upstream_ca)
+            except (OSError, ssl.SSLError) as exc:
+                raise ConfigError(f"--upstream-ca (tls.upstream_ca): cannot load {s.upstream_ca}: "
+                                  f"{_tls_file_error(exc)}") from None
             keylog(self.ssl_upstream)
         loop = asyncio.get_running_loop()
         try:
@@ -460,12 +471,25 @@ class ProxyServer:
     def _listen_context(self) -> ssl.SSLContext:
         from .tlsutil import keylog, server_context
         s = self.settings
+        if bool(s.cert) != bool(s.key):
+            raise ConfigError("--cert and --key (tls.cert, tls.key) go together: one of them is missing")
         if s.cert and s.key:
-            ctx = server_context(s.cert, s.key)
+            try:
+                ctx = server_context(s.cert, s.key)
+            except (OSError, ssl.SSLError) as exc:
+                hint = ""
+                if isinstance(exc, ssl.SSLError):
+                    hint = " (both must be PEM, the key the certificate's own: are --cert and --key swapped?)"
+                raise ConfigError(f"--cert/--key (tls.cert, tls.key): cannot load the certificate {s.cert} with "
+                                  f"the key {s.key}: {_tls_file_error(exc)}{hint}") from None
         else:
             from .certs import CertificateAuthority
-            ca = CertificateAuthority(s.ca_dir)
-            certfile, keyfile = ca.leaf(s.listen.host)
+            try:
+                ca = CertificateAuthority(s.ca_dir)
+                certfile, keyfile = ca.leaf(s.listen.host)
+            except OSError as exc:
+                raise ConfigError(f"--ca-dir (tls.ca_dir): cannot use {s.ca_dir or '~/.h2proxy'}: "
+                                  f"{_tls_file_error(exc)}") from None
             ctx = server_context(str(certfile), str(keyfile))
 
             def sni(sslobj, name, _ctx):
@@ -805,6 +829,15 @@ def _write(transport, bufs: list) -> None:
         transport.write(b"".join(bufs))
     else:
         transport.writelines(bufs)
+
+
+def _tls_file_error(exc: BaseException) -> str:
+    """The reason a certificate, key or CA file did not load, in one line."""
+    if isinstance(exc, ssl.SSLError):
+        return str(exc.reason or exc)
+    if isinstance(exc, OSError):
+        return f"{exc.strerror or exc}{': ' + str(exc.filename) if exc.filename else ''}"
+    return str(exc)
 
 
 def _describe_frames(bufs: list) -> str:
