@@ -272,3 +272,28 @@ async def test_cli_errors_name_the_key_and_value_and_exit_2(args, words):
             assert w in text, text
     finally:
         await origin.stop()
+
+
+async def test_connection_counts_are_named_open_and_total_in_the_api_and_the_plugin():
+    """One closed connection and one open: open 1, total 2, the same in both (issue 13, item 8)."""
+    origin = DemoOrigin()
+    await origin.start()
+    try:
+        async with h2proxy_running(origin.url, ["drop type=ping name=noop"], admin=True) as proxy:
+            p, t = proxy.admin.port, proxy.admin.token
+            async with H2Client(proxy.url) as c:
+                assert (await c.get("/")).status == 200
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 5
+            while proxy.connections_open:              # (the proxy sees the close a moment later)
+                assert loop.time() < deadline
+                await asyncio.sleep(0.01)
+            async with H2Client(proxy.url) as c:
+                assert (await c.get("/")).status == 200
+                status, _, body = await http(p, "GET", "/counters", token=t)
+                assert status == 200 and "connections" not in body
+                assert (body["connections_open"], body["connections_total"]) == (1, 2)
+                assert (proxy.connections_open, proxy.connections_total) == (1, 2)
+                assert not hasattr(proxy, "connections")
+    finally:
+        await origin.stop()

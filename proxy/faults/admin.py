@@ -16,7 +16,7 @@ Routes (docs/faults.md has curl examples)::
     PUT    /faults/NAME            replace the rule's keys
     DELETE /faults/NAME            remove one rule
     DELETE /faults                 remove every rule
-    GET    /counters               matches and hits per rule
+    GET    /counters               matches and hits per rule; connections_open, connections_total
     POST   /counters/reset         counters to zero, random numbers back to their seeds
     GET    /events?rule=NAME&limit=N   what the rules did, newest last
 """

@@ -187,6 +187,8 @@ class FaultHook:
         self.events: "collections.deque[dict]" = collections.deque(maxlen=_MAX_EVENTS)
         self._chains: "weakref.WeakSet" = weakref.WeakSet()
         self._conns: Dict[Any, _Conn] = {}
+        #: Connections seen since the start (``connections_total``; ``_conns`` holds the open ones).
+        self._total = 0
         self._serial = 0
         if file is not None:
             for spec in load_fault_file(file):
@@ -301,7 +303,8 @@ class FaultHook:
 
     def counters(self) -> Dict[str, Any]:
         return {"rules": {r.name: {"matches": r.matches, "hits": r.hits} for r in self.rules},
-                "events": len(self.events), "connections": len(self._conns)}
+                "events": len(self.events), "connections_open": len(self._conns),
+                "connections_total": self._total}
 
     @property
     def injected(self) -> List[dict]:
@@ -359,6 +362,7 @@ class FaultHook:
         st = self._conns.get(relay)
         if st is None:
             st = self._conns[relay] = _Conn(relay)
+            self._total += 1
             self.attach(getattr(relay, "hooks", None))
         return st
 

@@ -109,9 +109,14 @@ class RunningProxy:
         self.fault_hook.reset_counters()
 
     @property
-    def connections(self) -> int:
-        """Client connections accepted so far."""
+    def connections_total(self) -> int:
+        """Client connections accepted so far (closed ones included)."""
         return self.server.total_connections
+
+    @property
+    def connections_open(self) -> int:
+        """Client connections open now."""
+        return len(self.server.bridges)
 
 
 @contextlib.asynccontextmanager
