@@ -443,10 +443,15 @@ class _Answer:
         self.blocks: List[list] = []
         self.body = 0
         self.ended = False
+        # A PUSH_PROMISE's block continues in CONTINUATION frames: those headers are not this stream's.
+        self._promise_open = False
 
     def add(self, type_: str, flags: int, headers, data_len: int, frame: dict) -> None:
         self.frames.append(frame)
-        if headers is not None:
+        if type_ == "PUSH_PROMISE" or (type_ == "CONTINUATION" and self._promise_open):
+            # The request of the promised stream, not a response block of this one (RFC 9113 8.4).
+            self._promise_open = not flags & 0x04
+        elif headers is not None:
             self.blocks.append(headers)
         if type_ == "DATA":
             self.body += data_len
@@ -710,12 +715,19 @@ async def replay_client(records: List[dict], url: str, *, conn: Optional[int] = 
     for u in units:
         if u.first.get("type") == "HEADERS" and u.last.get("headers"):
             requests.setdefault(u.first.get("stream"), u.last["headers"])
+    promised = {}
+    for u in _units(incoming):
+        promised_id = (u.first.get("fields") or {}).get("promised_stream_id")
+        if u.first.get("type") == "PUSH_PROMISE" and promised_id and u.last.get("headers"):
+            promised.setdefault(promised_id, u.last["headers"])
     ignore = DATE_LIKE_HEADERS | frozenset(h.lower() for h in ignore_headers)
     streams = sorted(set(opened) | {s for s in recorded if s % 2 == 0} | {s for s in actual if s % 2 == 0})
     differ = 0
     for sid in streams:
-        req = requests.get(sid) or []
-        what = " ".join(v for n, v in req if n in (":method", ":path")) or ("(pushed)" if sid % 2 == 0 else "?")
+        req = requests.get(sid) or promised.get(sid) or []
+        what = " ".join(v for n, v in req if n in (":method", ":path")) or ("?" if sid % 2 else "")
+        if sid % 2 == 0:
+            what = f"{what} (pushed)".lstrip()
         rec_a = recorded.get(sid, _Answer())
         live_a = actual.get(sid, _Answer())
         diffs = _compare(rec_a, live_a, ignore)

@@ -28,6 +28,8 @@ def _conn_stats(c) -> dict:
     pings: List[dict] = []
     open_pings: Dict[tuple, dict] = {}
     streams: Dict[str, Dict[int, dict]] = {"client": {}, "upstream": {}}
+    # Per leg and direction: the stream promised by a PUSH_PROMISE whose block is still open.
+    promising: Dict[tuple, int] = {}
     for rec in c.records:
         kind = rec.get("record")
         if kind not in ("preface", "frame", "raw"):
@@ -70,12 +72,7 @@ def _conn_stats(c) -> dict:
                                   "rtt_ms": _ms(ping.get("ts"), ts), "seq": ping.get("seq"),
                                   "ack_seq": rec.get("seq")})
         if sid and leg in streams:
-            st = streams[leg].get(sid)
-            if st is None:
-                st = streams[leg][sid] = {"frames": Counter(), "frames_recv": 0, "frames_send": 0,
-                                          "bytes_recv": 0, "bytes_send": 0, "data_bytes": 0, "data_recv": 0,
-                                          "data_send": 0, "start": ts,
-                                          "end": ts, "method": None, "path": None, "status": None, "reset": None}
+            st = _stream_slot(streams[leg], sid, ts)
             st["frames"][ftype] += 1
             st[f"frames_{d}"] = st.get(f"frames_{d}", 0) + 1
             st[f"bytes_{d}"] = st.get(f"bytes_{d}", 0) + size
@@ -86,13 +83,23 @@ def _conn_stats(c) -> dict:
                 st[f"data_{d}"] = st.get(f"data_{d}", 0) + (f.get("data_length") or 0)
             if ftype == "RST_STREAM":
                 st["reset"] = {"by": side, "code": f.get("error")}
-            for name, value in rec.get("headers") or ():
-                if name == ":method" and st["method"] is None:
-                    st["method"] = value
-                elif name == ":path" and st["path"] is None:
-                    st["path"] = value
+            target = st
+            if ftype == "PUSH_PROMISE" or (ftype == "CONTINUATION" and (leg, d) in promising):
+                # The block is the request of the promised stream (RFC 9113 8.4), not this stream's headers.
+                promised = f.get("promised_stream_id") if ftype == "PUSH_PROMISE" else promising[(leg, d)]
+                promising.pop((leg, d), None)
+                if not (rec.get("flags") or 0) & 0x04 and promised:
+                    promising[(leg, d)] = promised
+                target = _stream_slot(streams[leg], promised, ts) if promised else None
+                if target is not None:
+                    target["pushed_by"] = sid
+            for name, value in (rec.get("headers") or ()) if target is not None else ():
+                if name == ":method" and target["method"] is None:
+                    target["method"] = value
+                elif name == ":path" and target["path"] is None:
+                    target["path"] = value
                 elif name == ":status" and not str(value).startswith("1"):
-                    st["status"] = value
+                    target["status"] = value
     for (leg, d, opaque), rec in open_pings.items():
         pings.append({"leg": leg, "sent_by": SIDE_NAMES.get((leg, d)), "opaque": opaque, "rtt_ms": None,
                       "seq": rec.get("seq"), "ack_seq": None})
@@ -109,6 +116,17 @@ def _conn_stats(c) -> dict:
             "violations": sum(1 for r in c.records if r.get("record") == "violation"),
             "errors": sum(1 for r in c.records if r.get("record") == "error"),
             "streams": {leg: {str(sid): st for sid, st in sorted(v.items())} for leg, v in streams.items() if v}}
+
+
+def _stream_slot(streams: Dict[int, dict], sid: int, ts) -> dict:
+    """The numbers of stream ``sid`` of one leg (made on first sight)."""
+    st = streams.get(sid)
+    if st is None:
+        st = streams[sid] = {"frames": Counter(), "frames_recv": 0, "frames_send": 0,
+                             "bytes_recv": 0, "bytes_send": 0, "data_bytes": 0, "data_recv": 0,
+                             "data_send": 0, "start": ts, "end": ts, "method": None, "path": None,
+                             "status": None, "reset": None, "pushed_by": None}
+    return st
 
 
 def compute_stats(records: List[dict]) -> dict:
@@ -163,7 +181,8 @@ def format_stats(stats: dict) -> str:
                 status = f" -> {st['status']}" if st["status"] else ""
                 reset = f", reset by the {st['reset']['by']} ({st['reset']['code']})" if st["reset"] else ""
                 dur = f"{st['duration_ms']:.3f} ms" if st["duration_ms"] is not None else "?"
-                lines.append(f"    stream {sid}: {what}{status}, {sum(st['frames'].values())} frames "
+                pushed = f" (pushed on stream {st['pushed_by']})" if st.get("pushed_by") else ""
+                lines.append(f"    stream {sid}{pushed}: {what}{status}, {sum(st['frames'].values())} frames "
                              f"({_types(st['frames'])}), {st['data_bytes']} data bytes, {dur}{reset}")
     lines.append(f"total: {len(stats['connections'])} connections, {stats['total_frames']} frames, "
                  f"{stats['total_bytes']} bytes" + (" (log truncated)" if stats["truncated"] else ""))
