@@ -37,6 +37,8 @@ from .protocol import (ACK, ALTSVC, CONTINUATION, DATA, DEFAULT_WINDOW, END_HEAD
                        WINDOW_UPDATE, ErrorCode, Setting, error_name, frame_name, parse_error_code)
 
 log = logging.getLogger("h2proxy")
+#: Directions whose "re-encoded from now on" line was logged at info level (once per process).
+_REENCODING_LOGGED: set = set()
 
 C2S, S2C = 0, 1                      # directions; the sending side of direction d is side d
 CLIENT, SERVER = 0, 1                # sides
@@ -939,8 +941,11 @@ class Relay:
         enc.header_table_size = 0
         enc.header_table_size = size
         self._update_fast_path()
-        log.info("c%d: %s header blocks are re-encoded by the proxy from now on", self.id,
-                 DIRECTION_NAME[d])
+        # Once per process and direction at info: the same line for every connection tells nothing new.
+        log.log(logging.DEBUG if d in _REENCODING_LOGGED else logging.INFO,
+                "c%d: %s header blocks are re-encoded by the proxy from now on%s", self.id, DIRECTION_NAME[d],
+                "" if d in _REENCODING_LOGGED else " (said once; other connections follow at debug level)")
+        _REENCODING_LOGGED.add(d)
         return enc
 
     def _encode_block(self, d: int, item: Headers) -> List[bytes]:

@@ -120,7 +120,8 @@ class AdminServer:
             if self.generated:
                 text += f" (token: {self.token})"
             print(text, file=sys.stderr, flush=True)
-        log.info("admin API on %s", self.url)
+        else:
+            log.debug("admin API on %s", self.url)
 
     async def stop(self) -> None:
         if self.server is not None:

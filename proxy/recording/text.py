@@ -225,6 +225,8 @@ class Renderer:
                 lines.append(f"{ind}{self._c(_NAME, str(h[0]))}: {h[1]}")
         for action in rec.get("actions") or ():
             if isinstance(action, dict):
+                if action.get("action") == "passed":
+                    continue        # (a hook saw the frame and left it alone: nothing to tell)
                 rest = ", ".join(f"{k}={v}" for k, v in action.items() if k not in ("hook", "action"))
                 lines.append(f"{ind}; {self._c(_HOOK, 'hook')} {action.get('hook')}: {action.get('action')}"
                              + (f" ({rest})" if rest else ""))
