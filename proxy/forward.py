@@ -255,6 +255,8 @@ class _Holder(_HandOver):
         self.exc: Optional[BaseException] = None
         #: The protocol that owns the socket after the hand-over (events still in flight go there).
         self.successor: Optional[asyncio.Protocol] = None
+        #: Set whenever bytes arrive (for a setup step that waits for the client's first request).
+        self.arrived = asyncio.Event()
 
     def connection_made(self, transport) -> None:
         self.transport = transport
@@ -263,11 +265,15 @@ class _Holder(_HandOver):
         if self.successor is not None:
             self.successor.data_received(data)
             return
+        self.arrived.set()
         self.chunks.append(data)
         self.size += len(data)
         if self.size > SETUP_BUFFER and self.transport is not None and not self.paused:
             self.paused = True
             self.transport.pause_reading()
+
+    def lost_before_hand_over(self) -> None:
+        self.arrived.set()
 
 
 class PipeBridge(Bridge):
@@ -594,17 +600,52 @@ class ForwardProxyServer(ProxyServer):
             up_holder = _Holder()
             try:
                 upstream[0] = up = await self._open(cid, host, port, infos, self.ctx_upstream_h1, up_holder)
+                again = up.get_extra_info("ssl_object").selected_alpn_protocol()
             except Refused as exc:
-                log.warning("c%d: CONNECT %s: reconnecting to the origin for the client's %s failed: %s", cid,
-                            target, c_alpn or "non-h2 protocol", exc.message)
-                tls.abort()
-                return False
+                again, why = None, exc.message.replace("h2proxy: ", "", 1).strip()
+            else:
+                why = f"asked for http/1.1 it chose ALPN {again or 'none'}"
+            if again != "http/1.1":
+                # An origin that chose h2 and, asked for http/1.1 alone, does not agree to it speaks only
+                # HTTP/2; the proxy does not translate, so the client gets a 502 saying so, not a bare close.
+                if up is not None:
+                    up.close()
+                message = (f"h2proxy: the origin {target} speaks only HTTP/2 ({why}) and the client only "
+                           f"HTTP/1.1 (ALPN {c_alpn or 'none'}); h2proxy does not translate between them: "
+                           f"use an HTTP/2 client (e.g. curl --http2)")
+                log.warning("c%d: CONNECT %s from %s: %s; answered 502", cid, target, proto.peer,
+                            message.replace("h2proxy: ", "", 1))
+                await self._refuse_inside(tls, c_holder, 502, message)
+                return True
         log.info("c%d: CONNECT %s from %s: not HTTP/2 (client ALPN %s, origin ALPN %s); relaying the decrypted "
                  "bytes unchanged, without frame inspection", cid, target, proto.peer, c_alpn or "none",
                  up.get_extra_info("ssl_object").selected_alpn_protocol() or "none")
         bridge = PipeBridge(self, cid)
         self._join(bridge, tls, c_holder, up, up_holder)
         return True
+
+    async def _refuse_inside(self, tls: asyncio.Transport, holder: "_Holder", status: int, message: str) -> None:
+        """Answer an HTTP/1.1 request inside intercepted TLS with an error status, then close.
+
+        The request head is read first (within ``handshake_timeout``): closing with it unread would
+        send a TCP reset, which can discard the answer before the client reads it."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.limits.handshake_timeout
+        while b"\r\n\r\n" not in b"".join(holder.chunks) and not holder.lost and loop.time() < deadline:
+            holder.arrived.clear()
+            try:
+                await asyncio.wait_for(holder.arrived.wait(), deadline - loop.time())
+            except asyncio.TimeoutError:
+                break
+        if holder.lost or tls.is_closing():
+            return
+        payload = (message.rstrip("\n") + "\n").encode("utf-8")
+        tls.write((f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}\r\n"
+                   f"Content-Type: text/plain; charset=utf-8\r\nContent-Length: {len(payload)}\r\n"
+                   f"Proxy-Agent: h2proxy\r\nConnection: close\r\n\r\n").encode("latin-1") + payload)
+        tls.close()
+        # A client that never answers the TLS close must not keep the socket.
+        loop.call_later(CLOSE_GRACE, tls.abort)
 
     def _client_context(self, host: str, offer: tuple) -> ssl.SSLContext:
         """A server-side context for the client leg: a leaf for ``host``, swapped for the SNI name if it differs."""

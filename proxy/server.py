@@ -873,8 +873,22 @@ def _addr(name) -> Optional[str]:
 
 def _tls_info(sslobj) -> dict:
     cipher = sslobj.cipher()
+    sni = getattr(sslobj, "server_hostname", None)
+    if sni and _is_ip_literal(sni):
+        # RFC 6066 section 3 forbids IP literals in SNI and Python's ssl sends none for them: the name
+        # is still what the certificate is checked against, but no SNI went over the wire.
+        sni = None
     return {"alpn": sslobj.selected_alpn_protocol(), "version": sslobj.version(),
-            "sni": getattr(sslobj, "server_hostname", None), "cipher": cipher[0] if cipher else None}
+            "sni": sni, "cipher": cipher[0] if cipher else None}
+
+
+def _is_ip_literal(name: str) -> bool:
+    import ipaddress
+    try:
+        ipaddress.ip_address(name.strip("[]").split("%")[0])
+    except ValueError:
+        return False
+    return True
 
 
 def _describe_connect_error(exc: BaseException, up: Endpoint, timeout: float) -> str:
