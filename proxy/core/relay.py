@@ -60,6 +60,8 @@ _REMEMBER_CLOSED = 256
 #: Per direction, the stream states in which its sender may still send DATA.
 _SENDING = ((st.OPEN, st.HALF_CLOSED_REMOTE), (st.OPEN, st.HALF_CLOSED_LOCAL))
 _settings_entry = struct.Struct(">HL")
+#: The proxy's own SETTINGS (all defaults), for when it must speak before the peer it relays.
+_EMPTY_SETTINGS = bytes((0, 0, 0, SETTINGS, 0, 0, 0, 0, 0))
 _goaway_head = struct.Struct(">LL")
 
 
@@ -198,6 +200,11 @@ class Relay:
         max_read = self.limits.max_frame_size
         self.readers = [FrameReader(max_read, expect_preface=True), FrameReader(max_read)]
         self.out: List[list] = [[], []]
+        # Per direction, what the proxy itself sends before the receiver has had a SETTINGS frame
+        # (RFC 9113 3.4: an endpoint's first frame is SETTINGS): held here as (wire, origin,
+        # actions) until the sender's SETTINGS goes out, then sent right behind it; None once
+        # released. See :meth:`_out` and :meth:`_release_held`.
+        self.greeting: List[Optional[list]] = [[], []]
         self.commands: list = []
         self.settings = [dict(INITIAL_SETTINGS), dict(INITIAL_SETTINGS)]   # as announced by each side
         self.settings_seen = [False, False]
@@ -299,6 +306,10 @@ class Relay:
             self.inbox[d].extend(frames)
             return
         self._run(d, frames)
+        if self.greeting[d] is not None and self.paused[d] is None:
+            # Side d's first frames went by and none was a SETTINGS sent on (dropped by a hook,
+            # or a transparent-mode peer that began with another frame): hold nothing longer.
+            self._release_held(d, False)
         rec = self.rec
         if rec is not None and (rec[0] or rec[1]):
             self._rec_flush()
@@ -393,6 +404,8 @@ class Relay:
         while self.paused[d] is None and self.inbox[d] and not self.closed:
             frames, self.inbox[d] = self.inbox[d], []
             self._run(d, frames)
+        if self.greeting[d] is not None and self.paused[d] is None and self.counters["frames_in"][d]:
+            self._release_held(d, False)
         if self.rec is not None:
             self._rec_flush()
 
@@ -934,10 +947,10 @@ class Relay:
 
     def _start_reencoding(self, d: int) -> hpack.Encoder:
         enc = self.encoders[d] = hpack.Encoder()
-        # Empty the receiver's dynamic table so that it matches the new encoder's.
-        size = min(4096, self.settings[1 - d][Setting.HEADER_TABLE_SIZE])
-        enc.header_table_size = 0
-        enc.header_table_size = size
+        # Empty the receiver's dynamic table so that it matches the new encoder's: the first block
+        # starts with a size update to 0, then one to the size used (none when that is 0 too).
+        _resize_encoder(enc, 0)
+        _resize_encoder(enc, min(4096, self.settings[1 - d][Setting.HEADER_TABLE_SIZE]))
         self._update_fast_path()
         log.info("c%d: %s header blocks are re-encoded by the proxy from now on", self.id,
                  DIRECTION_NAME[d])
@@ -1113,8 +1126,13 @@ class Relay:
                                    f"SETTINGS_MAX_FRAME_SIZE = {value}, outside 16384..16777215"):
                     return True
                 continue
-            elif ident == Setting.HEADER_TABLE_SIZE and self.decoders is not None:
-                self.decoders[receiving].max_allowed_table_size = value
+            elif ident == Setting.HEADER_TABLE_SIZE:
+                if self.decoders is not None:
+                    self.decoders[receiving].max_allowed_table_size = value
+                if self.encoders[receiving] is not None:
+                    # The proxy's encoder towards this side follows the new size; its next block
+                    # starts with the dynamic table size update (RFC 7541 4.2, 6.3).
+                    _resize_encoder(self.encoders[receiving], min(4096, value))
             mine[ident] = value
         if self.strict:
             self.readers[receiving].max_frame_size = min(self.limits.max_frame_size,
@@ -1576,6 +1594,17 @@ class Relay:
     # ------------------------------------------------------------- output
 
     def _out(self, d: int, wire, origin, actions) -> None:
+        greeting = self.greeting[d]
+        if greeting is not None:
+            if wire[3] != SETTINGS or wire[4] & ACK:
+                # The receiver has not had its peer's SETTINGS yet: nothing may come before it.
+                greeting.append((wire, origin, actions))
+                return
+            self.greeting[d] = None
+            self._out(d, wire, origin, actions)
+            for held in greeting:
+                self._out(d, *held)
+            return
         self.out[d].append(wire)
         if self.sink is not None:
             if self.rec is not None and (self.rec[0] or self.rec[1]):
@@ -1634,6 +1663,27 @@ class Relay:
         if self.inbox[S2C] and self.paused[S2C] is None:
             held, self.inbox[S2C] = self.inbox[S2C], []
             self._run(S2C, held)
+
+    def _release_held(self, d: int, speak_first: bool) -> None:
+        """Stop holding the proxy's own frames towards the receiver of d and send them.
+
+        Called when the sender's first frames went by without a SETTINGS to send them behind
+        (``speak_first`` False: a hook dropped it, or a peer in transparent mode began with
+        another frame), or when the connection ends before that SETTINGS came (``speak_first``:
+        the proxy then sends its own SETTINGS, with no parameters, so that its GOAWAY or
+        RST_STREAM is read; RFC 9113 3.4). Nothing goes to a server that has not had the
+        connection preface.
+        """
+        greeting = self.greeting[d]
+        if greeting is None:
+            return
+        self.greeting[d] = None
+        if not greeting or (d == C2S and not self.preface_forwarded):
+            return
+        if speak_first:
+            self._out(d, _EMPTY_SETTINGS, None, [{"hook": "h2proxy", "action": "injected"}])
+        for held in greeting:
+            self._out(d, *held)
 
     def _send_goaway(self, d: int, last: int, code: int, debug, note: str = "h2proxy") -> None:
         if isinstance(debug, str):
@@ -1742,6 +1792,8 @@ class Relay:
             return
         if self.rec is not None:
             self._rec_flush()
+        self._release_held(C2S, True)
+        self._release_held(S2C, True)
         self.closed = True
         # Nothing more will be relayed: let go of what the connection held.
         self.recently_closed = RecentlyClosed()
@@ -1803,6 +1855,7 @@ class HookCtx(HookContext):
 
     def close(self, towards="both", reset=False) -> None:
         for side in _sides(towards):
+            self.relay._release_held(1 - side, True)
             self.relay.commands.append(Close(side, f"hook {self.hook} closed the connection", abort=reset))
 
 
@@ -1875,6 +1928,17 @@ def _split_block(frame, max_size: int) -> List[bytes]:
             cont.flags.add("END_HEADERS")
         wires.append(cont.serialize())
     return wires
+
+
+def _resize_encoder(enc: hpack.Encoder, size: int) -> None:
+    """Set the encoder's dynamic table size; its next block signals it (RFC 7541 6.3).
+
+    Only a real change is set: setting the size it already has would clear the encoder's
+    "resized" mark and so drop a size update still due (with 0 after 0, the receiver that
+    announced SETTINGS_HEADER_TABLE_SIZE = 0 never got the update to 0).
+    """
+    if enc.header_table_size != size:
+        enc.header_table_size = size
 
 
 def _owe(s: Stream, d: int, amount: int) -> None:
