@@ -135,3 +135,22 @@ async def test_h2load_header_table_size_through_a_rewriting_hook(nghttpd, proxy_
     px = await proxy_factory(origin.url, hooks=[_rewriting_hook()])
     result = await h2load(f"{http_url(px.url)}/index.html", 200, 2, 10, f"--header-table-size={size}")
     assert result["succeeded"] == 200 and result["errored"] == 0, result.output
+
+
+# ------------------------------------------- issue 13.5: a hook returning a wrong type
+
+class ReturnsFortyTwo:
+    name = "forty-two"
+
+    def on_data(self, ctx, frame):
+        return 42
+
+
+async def test_a_hook_returning_an_int_loses_no_frame(nghttpd, proxy_factory, caplog):
+    origin = nghttpd()
+    px = await proxy_factory(origin.url, hooks=[ReturnsFortyTwo()])
+    with caplog.at_level("ERROR", logger="h2proxy"):
+        rc, out = await nghttp("-n", f"{http_url(px.url)}/small.txt", timeout=10)
+    assert rc == 0, out
+    assert any("forty-two" in r.getMessage() and "on_data returned int" in r.getMessage()
+               and "stream 13" in r.getMessage() for r in caplog.records), [r.getMessage() for r in caplog.records]

@@ -456,3 +456,29 @@ def test_a_table_size_change_is_signalled_at_the_start_of_the_next_block():
     r.receive(S2C, wire(server.headers(3, RESP, end=True)), 0.0)
     assert not r.violations
     assert _first_block(out(r, S2C)).startswith(b"\x20")
+
+
+# ------------------------------------------- issue 13.5: a hook returning a wrong type
+
+class _ReturnsInt:
+    name = "forty-two"
+
+    def on_data(self, ctx, frame):
+        return 42
+
+
+@pytest.mark.parametrize("hook_result", [42, [b"x", 42], object()])
+def test_a_wrong_return_type_is_treated_like_an_exception(caplog, hook_result):
+    hook = _ReturnsInt()
+    hook.on_data = lambda ctx, frame: hook_result
+    hook.on_data.__name__ = "on_data"
+    r = start([hook])
+    body = fc.DataFrame(1, data=b"hello", flags=["END_STREAM"])
+    r.receive(C2S, wire(Peer().headers(1, REQ)), 0.0)
+    out(r, C2S)
+    with caplog.at_level("ERROR", logger="h2proxy"):
+        r.receive(C2S, wire(body), 0.0)
+    assert out(r, C2S) == wire(body)
+    line = " ".join(rec.getMessage() for rec in caplog.records)
+    assert "forty-two" in line and "on_data" in line and "stream 1" in line
+    assert type(hook_result).__name__ in line or "int" in line

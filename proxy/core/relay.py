@@ -1339,6 +1339,14 @@ class Relay:
                     self._hook_error(name, exc, first)
                     new_items.append(item)
                     continue
+                if result is not None and not _valid_result(result):
+                    # Like an exception: the frame goes on as given, and the log says what came back.
+                    self._hook_error(name, TypeError(
+                        f"{getattr(method, '__name__', 'hook method')} returned {_type_name(result)} on "
+                        f"{frame_name(first.type)} stream {first.stream_id}, not None, a frame, a header "
+                        f"list, Headers, RawBytes or a list of them"), first, method)
+                    new_items.append(item)
+                    continue
                 if result is None:
                     new_items.append(item)
                     actions.append({"hook": name, "action": "passed"})
@@ -1466,18 +1474,22 @@ class Relay:
         self._out(d, self._map_ids(d, item.serialize()), origin, actions)
         return 0
 
-    def _hook_error(self, name: str, exc: BaseException, f: RawFrame) -> None:
+    def _hook_error(self, name: str, exc: BaseException, f: RawFrame, method=None) -> None:
         self.counters["hook_errors"] += 1
-        key = (name, type(exc).__name__)
+        key = (name, type(exc).__name__, method is not None)
         seen = self.hooks.errors_logged if self.hooks is not None else set()
         if key not in seen:
             seen.add(key)
-            log.error("c%d: hook %s raised on %s stream %d; the frame goes on unchanged", self.id, name,
-                      frame_name(f.type), f.stream_id, exc_info=exc)
+            if method is not None:      # (a wrong return value: no traceback to show)
+                log.error("c%d: hook %s: %s; the frame goes on unchanged", self.id, name, exc)
+            else:
+                log.error("c%d: hook %s raised on %s stream %d; the frame goes on unchanged", self.id, name,
+                          frame_name(f.type), f.stream_id, exc_info=exc)
         else:
             log.debug("c%d: hook %s raised %r again", self.id, name, exc)
         if self.sink is not None:
-            self.sink.error(self.id, self.now, f"hook {name} raised {type(exc).__name__}: {exc}")
+            self.sink.error(self.id, self.now, f"hook {name}: {exc}" if method is not None
+                            else f"hook {name} raised {type(exc).__name__}: {exc}")
 
     # -------------------------------------------------------- proxy actions
 
@@ -1939,6 +1951,29 @@ def _resize_encoder(enc: hpack.Encoder, size: int) -> None:
     """
     if enc.header_table_size != size:
         enc.header_table_size = size
+
+
+_RESULT_ITEMS = (fc.Frame, Headers, RawBytes, bytes, bytearray, memoryview)
+
+
+def _valid_result(result) -> bool:
+    """Whether a hook's return value is one the relay knows how to send (None aside)."""
+    if isinstance(result, _RESULT_ITEMS):
+        return True
+    if not isinstance(result, (list, tuple)):
+        return False
+    if result and isinstance(result[0], tuple):
+        # A header list: (name, value) pairs of text or bytes.
+        return all(isinstance(h, tuple) and len(h) in (2, 3) and isinstance(h[0], (str, bytes))
+                   and isinstance(h[1], (str, bytes)) for h in result)
+    return all(isinstance(item, _RESULT_ITEMS) for item in result)
+
+
+def _type_name(value) -> str:
+    if isinstance(value, (list, tuple)):
+        bad = next((v for v in value if not isinstance(v, _RESULT_ITEMS)), None)
+        return f"a {type(value).__name__} holding {type(bad).__name__}"
+    return f"{type(value).__name__} ({value!r:.40})"
 
 
 def _owe(s: Stream, d: int, amount: int) -> None:
