@@ -154,3 +154,59 @@ async def test_a_hook_returning_an_int_loses_no_frame(nghttpd, proxy_factory, ca
     assert rc == 0, out
     assert any("forty-two" in r.getMessage() and "on_data returned int" in r.getMessage()
                and "stream 13" in r.getMessage() for r in caplog.records), [r.getMessage() for r in caplog.records]
+
+
+# ------------------------------------------- raw-socket attacks (issue 14)
+
+async def wait_log(caplog, text: str, timeout: float = 5.0) -> str:
+    """Wait for a log line of the in-process proxy that contains ``text`` (a log line is the event)."""
+    import asyncio
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        for r in caplog.records:
+            if text in r.getMessage():
+                return r.getMessage()
+        if loop.time() > deadline:
+            raise AssertionError(f"no log line with {text!r}; got {[r.getMessage() for r in caplog.records][-10:]}")
+        await asyncio.sleep(0.01)
+
+
+async def test_transparent_mode_reports_a_frame_above_the_receivers_max_frame_size(proxy_factory, caplog):
+    """Issue 14.5: 16,385 bytes of DATA where the origin announced 16,384: a violation is logged."""
+    from tests.rawpeers import Origin, RawClient, raw
+    origin = await Origin().start()
+    try:
+        px = await proxy_factory(origin.url)
+        with caplog.at_level("WARNING", logger="h2proxy"):
+            c = await RawClient.connect(px.port)
+            c.send(c.headers(1, end=False) + raw(0x0, 0x1, 1, b"x" * 16385))
+            line = await wait_log(caplog, "violation by the client")
+        assert "16385 bytes" in line and "SETTINGS_MAX_FRAME_SIZE 16384" in line and "4.2" in line, line
+        c.close()
+    finally:
+        await origin.stop()
+
+
+@pytest.mark.parametrize("body", [b"", b"\x00", b"\x00\x09https://", b"\xff\xffx"])
+async def test_malformed_altsvc_is_dropped_by_default(proxy_factory, caplog, body):
+    """Issue 14.6: a malformed ALTSVC from the origin does not reach the client either."""
+    from proxy.hooks.builtin.altsvc import AltSvcHook
+    from tests.rawpeers import Origin, RawClient, raw
+
+    async def altsvc_first(conn):
+        conn.writer.write(raw(0xA, 0, 0, body) + raw(0xA, 0, 0, b"\x00\x12https://o.example" + b'h2=":1"'))
+    origin = await Origin(misbehave=altsvc_first).start()
+    try:
+        px = await proxy_factory(origin.url, hooks=[AltSvcHook()])
+        with caplog.at_level("INFO", logger="h2proxy"):
+            c = await RawClient.connect(px.port)
+            # The origin wrote its ALTSVC frames first: once its PING ACK is here, they went by.
+            c.send(c.headers(1) + raw(0x6, 0, 0, b"altsvc?!"))
+            await c.until(lambda f: getattr(f, "type", None) == 0x6 and "ACK" in f.flags)
+            line = await wait_log(caplog, "malformed ALTSVC")
+        assert not any(getattr(f, "type", None) == 0xA for f in c.frames), c.frames
+        assert "dropped" in line and "RFC 7838" in line, line
+        c.close()
+    finally:
+        await origin.stop()

@@ -48,6 +48,7 @@ SENDER = (st.CLIENT, st.SERVER)
 
 _u32 = struct.Struct(">L")
 _MAX_CONCURRENT = int(Setting.MAX_CONCURRENT_STREAMS)
+_MAX_FRAME = int(Setting.MAX_FRAME_SIZE)
 _INITIAL_WINDOW = int(Setting.INITIAL_WINDOW_SIZE)
 _CLOSED = st.CLOSED
 _OPEN = st.OPEN
@@ -175,6 +176,15 @@ class _Unit:
 
 
 UNCHANGED = object()
+
+
+class MalformedFrame(fc.ExtensionFrame):
+    """A frame of a known type whose body does not parse, handed to hooks as its raw parts.
+
+    ``problem`` says what is wrong; :meth:`serialize` gives back the bytes that came in.
+    """
+
+    __slots__ = ("problem",)
 
 
 class Relay:
@@ -333,7 +343,10 @@ class Relay:
         fast_data = self.fast_data
         fast_headers = self.fast_headers
         window = self.window
-        max_hb = self.limits.max_header_block_size   # (a bigger one-frame block takes the slow path)
+        # Frames above the receiver's SETTINGS_MAX_FRAME_SIZE, and one-frame blocks above the header
+        # block limit, take the slow path (which checks them).
+        max_frame = self.settings[1 - d][_MAX_FRAME]
+        max_hb = min(self.limits.max_header_block_size, max_frame)
         # The lists forwarded (and, when recording, recorded) frames go to. Anything that may run a
         # hook or the slow path can hand them on and start new ones: they are fetched again after it.
         out_d = self.out[d]
@@ -347,7 +360,7 @@ class Relay:
                     new = None
                     if t == DATA:
                         if fast_data[d] and s.held is None and length <= window[d] and length <= s.window[d] and (
-                                length or flags & END_STREAM):
+                                length or flags & END_STREAM) and length <= max_frame:
                             new = data_next[flags & END_STREAM].get(s.state)
                             if new is not None:
                                 window[d] -= length
@@ -538,6 +551,8 @@ class Relay:
 
     def _process(self, d: int, f: RawFrame) -> None:
         t = f.type
+        if f.length > self.settings[1 - d][_MAX_FRAME] and self._oversized(d, f):
+            return
         blk = self.block[d]
         if blk is not None:
             if t == CONTINUATION and f.stream_id == blk[0].stream_id:
@@ -574,6 +589,21 @@ class Relay:
                 self.block_size[d] = f.length
         else:
             self._control(d, f)
+
+    def _oversized(self, d: int, f: RawFrame) -> bool:
+        """A frame longer than the receiver's SETTINGS_MAX_FRAME_SIZE (RFC 9113 4.2).
+
+        Strict mode never gets here (its frame reader stops such a frame: FRAME_SIZE_ERROR);
+        transparent mode logs the violation and forwards the frame. A frame that can change
+        the connection's state (a header block, SETTINGS, anything on stream 0) is a connection
+        error, others a stream error.
+        """
+        t = f.type
+        connection = f.stream_id == 0 or t in (HEADERS, PUSH_PROMISE, CONTINUATION, SETTINGS)
+        limit = self.settings[1 - d][_MAX_FRAME]
+        return self._violation(d, "4.2", ErrorCode.FRAME_SIZE_ERROR, connection,
+                               f"{frame_name(t)} frame of {f.length} bytes on stream {f.stream_id}, above the "
+                               f"{SIDE_NAME[1 - d]}'s SETTINGS_MAX_FRAME_SIZE {limit}", f.stream_id)
 
     # ---------------------------------------------------------------- DATA
 
@@ -1307,9 +1337,19 @@ class Relay:
         try:
             frame = self._frame_object(unit)
         except FrameCodecError as exc:
+            if first.type == ALTSVC:
+                # A malformed ALTSVC still goes to the hooks that decide what becomes of ALTSVC
+                # frames (RFC 7838 4: an intermediary does not forward them), as the raw frame.
+                frame = MalformedFrame(ALTSVC, first.stream_id, flag_byte=first.flags, body=bytes(first.payload))
+                frame.problem = str(exc)
+                return (yield from self._run_hooks(d, unit, hooks, frame))
             self._log_error(f"{frame_name(first.type)} on stream {first.stream_id} cannot be handed to hooks: "
                             f"{exc}; forwarded unchanged")
             return UNCHANGED, []
+        return (yield from self._run_hooks(d, unit, hooks, frame))
+
+    def _run_hooks(self, d: int, unit: _Unit, hooks, frame):
+        first = unit.frames[0]
         original = frame.serialize() if unit.frames[0].type in (HEADERS, PUSH_PROMISE) else None
         items: list = [frame]
         actions: list = []
