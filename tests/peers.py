@@ -13,7 +13,9 @@ output).
   manager too) and :func:`make_docroot`;
 * :func:`nghttp`, :func:`curl`, :func:`h2load` (async wrappers), and
   :func:`parse_h2load` (h2load's summary as a dict);
-* :func:`http_url` (``h2c://`` -> ``http://``, the form nghttp, curl and h2load want).
+* :func:`http_url` (``h2c://`` -> ``http://``, the form nghttp, curl and h2load want);
+* :class:`HeldUpstream` (a TCP relay in front of an origin that holds the origin's first bytes
+  until told: an upstream whose SETTINGS are late, without sleeping).
 """
 from __future__ import annotations
 
@@ -28,7 +30,7 @@ from pathlib import Path
 from typing import Dict, Optional, Sequence, Tuple, Union
 
 __all__ = ["free_port", "wait_port", "await_port", "need", "run", "Nghttpd", "make_docroot", "nghttp", "curl",
-           "h2load", "parse_h2load", "H2loadResult", "http_url"]
+           "h2load", "parse_h2load", "H2loadResult", "http_url", "HeldUpstream"]
 
 LOOPBACK = "127.0.0.1"
 
@@ -226,3 +228,88 @@ async def h2load(url: str, n: int = 1000, c: int = 1, m: int = 1, *extra: str,
     result = parse_h2load(out)
     result.returncode = rc
     return result
+
+
+class HeldUpstream:
+    """A TCP relay on 127.0.0.1 in front of ``target_port`` that holds what the origin sends.
+
+    Bytes towards the origin pass at once; the origin's bytes (its SETTINGS first) wait until
+    :meth:`release` is called or ``release_when(frames)`` is true of the frames the origin has
+    been sent on that connection (a list of ``(type, flags, stream id)``), e.g. "the proxy
+    forwarded two requests". An upstream that is late by an event, not by a sleep.
+    """
+
+    def __init__(self, target_port: int, release_when=None) -> None:
+        self.target_port = target_port
+        self.release_when = release_when
+        self.released = asyncio.Event()
+        self.server: Optional[asyncio.AbstractServer] = None
+        self.port = 0
+        self.tasks: list = []
+
+    async def start(self) -> "HeldUpstream":
+        self.server = await asyncio.start_server(self._accept, LOOPBACK, 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self
+
+    @property
+    def url(self) -> str:
+        return f"h2c://{LOOPBACK}:{self.port}"
+
+    def release(self) -> None:
+        self.released.set()
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        from framecodec.reader import FrameReader
+        try:
+            up_r, up_w = await asyncio.open_connection(LOOPBACK, self.target_port)
+        except OSError:
+            writer.close()
+            return
+        frames: list = []
+        parse = FrameReader(expect_preface=True)
+
+        async def to_origin() -> None:
+            try:
+                while True:
+                    data = await reader.read(65536)
+                    if not data:
+                        break
+                    up_w.write(data)
+                    for f in parse.feed(data):
+                        frames.append((f.type, f.flags, f.stream_id))
+                    if self.release_when is not None and self.release_when(frames):
+                        self.released.set()
+            except Exception:
+                pass
+            finally:
+                up_w.close()
+
+        async def from_origin() -> None:
+            try:
+                first = await up_r.read(65536)
+                await self.released.wait()
+                data = first
+                while data:
+                    writer.write(data)
+                    await writer.drain()
+                    data = await up_r.read(65536)
+            except Exception:
+                pass
+            finally:
+                writer.close()
+
+        self.tasks += [asyncio.ensure_future(to_origin()), asyncio.ensure_future(from_origin())]
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            self.server.close()
+        for t in self.tasks:
+            t.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+
+    async def __aenter__(self) -> "HeldUpstream":
+        return await self.start()
+
+    async def __aexit__(self, *exc) -> None:
+        await self.stop()

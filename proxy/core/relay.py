@@ -50,6 +50,7 @@ SENDER = (st.CLIENT, st.SERVER)
 
 _u32 = struct.Struct(">L")
 _MAX_CONCURRENT = int(Setting.MAX_CONCURRENT_STREAMS)
+_MAX_FRAME = int(Setting.MAX_FRAME_SIZE)
 _INITIAL_WINDOW = int(Setting.INITIAL_WINDOW_SIZE)
 _CLOSED = st.CLOSED
 _OPEN = st.OPEN
@@ -62,6 +63,8 @@ _REMEMBER_CLOSED = 256
 #: Per direction, the stream states in which its sender may still send DATA.
 _SENDING = ((st.OPEN, st.HALF_CLOSED_REMOTE), (st.OPEN, st.HALF_CLOSED_LOCAL))
 _settings_entry = struct.Struct(">HL")
+#: The proxy's own SETTINGS (all defaults), for when it must speak before the peer it relays.
+_EMPTY_SETTINGS = bytes((0, 0, 0, SETTINGS, 0, 0, 0, 0, 0))
 _goaway_head = struct.Struct(">LL")
 
 
@@ -177,6 +180,15 @@ class _Unit:
 UNCHANGED = object()
 
 
+class MalformedFrame(fc.ExtensionFrame):
+    """A frame of a known type whose body does not parse, handed to hooks as its raw parts.
+
+    ``problem`` says what is wrong; :meth:`serialize` gives back the bytes that came in.
+    """
+
+    __slots__ = ("problem",)
+
+
 class Relay:
     """Relays one HTTP/2 connection between a client and an upstream server."""
 
@@ -200,6 +212,11 @@ class Relay:
         max_read = self.limits.max_frame_size
         self.readers = [FrameReader(max_read, expect_preface=True), FrameReader(max_read)]
         self.out: List[list] = [[], []]
+        # Per direction, what the proxy itself sends before the receiver has had a SETTINGS frame
+        # (RFC 9113 3.4: an endpoint's first frame is SETTINGS): held here as (wire, origin,
+        # actions) until the sender's SETTINGS goes out, then sent right behind it; None once
+        # released. See :meth:`_out` and :meth:`_release_held`.
+        self.greeting: List[Optional[list]] = [[], []]
         self.commands: list = []
         self.settings = [dict(INITIAL_SETTINGS), dict(INITIAL_SETTINGS)]   # as announced by each side
         self.settings_seen = [False, False]
@@ -301,6 +318,10 @@ class Relay:
             self.inbox[d].extend(frames)
             return
         self._run(d, frames)
+        if self.greeting[d] is not None and self.paused[d] is None:
+            # Side d's first frames went by and none was a SETTINGS sent on (dropped by a hook,
+            # or a transparent-mode peer that began with another frame): hold nothing longer.
+            self._release_held(d, False)
         rec = self.rec
         if rec is not None and (rec[0] or rec[1]):
             self._rec_flush()
@@ -324,7 +345,10 @@ class Relay:
         fast_data = self.fast_data
         fast_headers = self.fast_headers
         window = self.window
-        max_hb = self.limits.max_header_block_size   # (a bigger one-frame block takes the slow path)
+        # Frames above the receiver's SETTINGS_MAX_FRAME_SIZE, and one-frame blocks above the header
+        # block limit, take the slow path (which checks them).
+        max_frame = self.settings[1 - d][_MAX_FRAME]
+        max_hb = min(self.limits.max_header_block_size, max_frame)
         # The lists forwarded (and, when recording, recorded) frames go to. Anything that may run a
         # hook or the slow path can hand them on and start new ones: they are fetched again after it.
         out_d = self.out[d]
@@ -338,7 +362,7 @@ class Relay:
                     new = None
                     if t == DATA:
                         if fast_data[d] and s.held is None and length <= window[d] and length <= s.window[d] and (
-                                length or flags & END_STREAM):
+                                length or flags & END_STREAM) and length <= max_frame:
                             new = data_next[flags & END_STREAM].get(s.state)
                             if new is not None:
                                 window[d] -= length
@@ -395,6 +419,8 @@ class Relay:
         while self.paused[d] is None and self.inbox[d] and not self.closed:
             frames, self.inbox[d] = self.inbox[d], []
             self._run(d, frames)
+        if self.greeting[d] is not None and self.paused[d] is None and self.counters["frames_in"][d]:
+            self._release_held(d, False)
         if self.rec is not None:
             self._rec_flush()
 
@@ -527,6 +553,8 @@ class Relay:
 
     def _process(self, d: int, f: RawFrame) -> None:
         t = f.type
+        if f.length > self.settings[1 - d][_MAX_FRAME] and self._oversized(d, f):
+            return
         blk = self.block[d]
         if blk is not None:
             if t == CONTINUATION and f.stream_id == blk[0].stream_id:
@@ -563,6 +591,21 @@ class Relay:
                 self.block_size[d] = f.length
         else:
             self._control(d, f)
+
+    def _oversized(self, d: int, f: RawFrame) -> bool:
+        """A frame longer than the receiver's SETTINGS_MAX_FRAME_SIZE (RFC 9113 4.2).
+
+        Strict mode never gets here (its frame reader stops such a frame: FRAME_SIZE_ERROR);
+        transparent mode logs the violation and forwards the frame. A frame that can change
+        the connection's state (a header block, SETTINGS, anything on stream 0) is a connection
+        error, others a stream error.
+        """
+        t = f.type
+        connection = f.stream_id == 0 or t in (HEADERS, PUSH_PROMISE, CONTINUATION, SETTINGS)
+        limit = self.settings[1 - d][_MAX_FRAME]
+        return self._violation(d, "4.2", ErrorCode.FRAME_SIZE_ERROR, connection,
+                               f"{frame_name(t)} frame of {f.length} bytes on stream {f.stream_id}, above the "
+                               f"{SIDE_NAME[1 - d]}'s SETTINGS_MAX_FRAME_SIZE {limit}", f.stream_id)
 
     # ---------------------------------------------------------------- DATA
 
@@ -936,10 +979,10 @@ class Relay:
 
     def _start_reencoding(self, d: int) -> hpack.Encoder:
         enc = self.encoders[d] = hpack.Encoder()
-        # Empty the receiver's dynamic table so that it matches the new encoder's.
-        size = min(4096, self.settings[1 - d][Setting.HEADER_TABLE_SIZE])
-        enc.header_table_size = 0
-        enc.header_table_size = size
+        # Empty the receiver's dynamic table so that it matches the new encoder's: the first block
+        # starts with a size update to 0, then one to the size used (none when that is 0 too).
+        _resize_encoder(enc, 0)
+        _resize_encoder(enc, min(4096, self.settings[1 - d][Setting.HEADER_TABLE_SIZE]))
         self._update_fast_path()
         # Once per process and direction at info: the same line for every connection tells nothing new.
         log.log(logging.DEBUG if d in _REENCODING_LOGGED else logging.INFO,
@@ -1118,8 +1161,13 @@ class Relay:
                                    f"SETTINGS_MAX_FRAME_SIZE = {value}, outside 16384..16777215"):
                     return True
                 continue
-            elif ident == Setting.HEADER_TABLE_SIZE and self.decoders is not None:
-                self.decoders[receiving].max_allowed_table_size = value
+            elif ident == Setting.HEADER_TABLE_SIZE:
+                if self.decoders is not None:
+                    self.decoders[receiving].max_allowed_table_size = value
+                if self.encoders[receiving] is not None:
+                    # The proxy's encoder towards this side follows the new size; its next block
+                    # starts with the dynamic table size update (RFC 7541 4.2, 6.3).
+                    _resize_encoder(self.encoders[receiving], min(4096, value))
             mine[ident] = value
         if self.strict:
             self.readers[receiving].max_frame_size = min(self.limits.max_frame_size,
@@ -1294,9 +1342,19 @@ class Relay:
         try:
             frame = self._frame_object(unit)
         except FrameCodecError as exc:
+            if first.type == ALTSVC:
+                # A malformed ALTSVC still goes to the hooks that decide what becomes of ALTSVC
+                # frames (RFC 7838 4: an intermediary does not forward them), as the raw frame.
+                frame = MalformedFrame(ALTSVC, first.stream_id, flag_byte=first.flags, body=bytes(first.payload))
+                frame.problem = str(exc)
+                return (yield from self._run_hooks(d, unit, hooks, frame))
             self._log_error(f"{frame_name(first.type)} on stream {first.stream_id} cannot be handed to hooks: "
                             f"{exc}; forwarded unchanged")
             return UNCHANGED, []
+        return (yield from self._run_hooks(d, unit, hooks, frame))
+
+    def _run_hooks(self, d: int, unit: _Unit, hooks, frame):
+        first = unit.frames[0]
         original = frame.serialize() if unit.frames[0].type in (HEADERS, PUSH_PROMISE) else None
         items: list = [frame]
         actions: list = []
@@ -1324,6 +1382,14 @@ class Relay:
                         result = yield result
                 except Exception as exc:
                     self._hook_error(name, exc, first)
+                    new_items.append(item)
+                    continue
+                if result is not None and not _valid_result(result):
+                    # Like an exception: the frame goes on as given, and the log says what came back.
+                    self._hook_error(name, TypeError(
+                        f"{getattr(method, '__name__', 'hook method')} returned {_type_name(result)} on "
+                        f"{frame_name(first.type)} stream {first.stream_id}, not None, a frame, a header "
+                        f"list, Headers, RawBytes or a list of them"), first, method)
                     new_items.append(item)
                     continue
                 if result is None:
@@ -1453,18 +1519,22 @@ class Relay:
         self._out(d, self._map_ids(d, item.serialize()), origin, actions)
         return 0
 
-    def _hook_error(self, name: str, exc: BaseException, f: RawFrame) -> None:
+    def _hook_error(self, name: str, exc: BaseException, f: RawFrame, method=None) -> None:
         self.counters["hook_errors"] += 1
-        key = (name, type(exc).__name__)
+        key = (name, type(exc).__name__, method is not None)
         seen = self.hooks.errors_logged if self.hooks is not None else set()
         if key not in seen:
             seen.add(key)
-            log.error("c%d: hook %s raised on %s stream %d; the frame goes on unchanged", self.id, name,
-                      frame_name(f.type), f.stream_id, exc_info=exc)
+            if method is not None:      # (a wrong return value: no traceback to show)
+                log.error("c%d: hook %s: %s; the frame goes on unchanged", self.id, name, exc)
+            else:
+                log.error("c%d: hook %s raised on %s stream %d; the frame goes on unchanged", self.id, name,
+                          frame_name(f.type), f.stream_id, exc_info=exc)
         else:
             log.debug("c%d: hook %s raised %r again", self.id, name, exc)
         if self.sink is not None:
-            self.sink.error(self.id, self.now, f"hook {name} raised {type(exc).__name__}: {exc}")
+            self.sink.error(self.id, self.now, f"hook {name}: {exc}" if method is not None
+                            else f"hook {name} raised {type(exc).__name__}: {exc}")
 
     # -------------------------------------------------------- proxy actions
 
@@ -1581,6 +1651,17 @@ class Relay:
     # ------------------------------------------------------------- output
 
     def _out(self, d: int, wire, origin, actions) -> None:
+        greeting = self.greeting[d]
+        if greeting is not None:
+            if wire[3] != SETTINGS or wire[4] & ACK:
+                # The receiver has not had its peer's SETTINGS yet: nothing may come before it.
+                greeting.append((wire, origin, actions))
+                return
+            self.greeting[d] = None
+            self._out(d, wire, origin, actions)
+            for held in greeting:
+                self._out(d, *held)
+            return
         self.out[d].append(wire)
         if self.sink is not None:
             if self.rec is not None and (self.rec[0] or self.rec[1]):
@@ -1639,6 +1720,27 @@ class Relay:
         if self.inbox[S2C] and self.paused[S2C] is None:
             held, self.inbox[S2C] = self.inbox[S2C], []
             self._run(S2C, held)
+
+    def _release_held(self, d: int, speak_first: bool) -> None:
+        """Stop holding the proxy's own frames towards the receiver of d and send them.
+
+        Called when the sender's first frames went by without a SETTINGS to send them behind
+        (``speak_first`` False: a hook dropped it, or a peer in transparent mode began with
+        another frame), or when the connection ends before that SETTINGS came (``speak_first``:
+        the proxy then sends its own SETTINGS, with no parameters, so that its GOAWAY or
+        RST_STREAM is read; RFC 9113 3.4). Nothing goes to a server that has not had the
+        connection preface.
+        """
+        greeting = self.greeting[d]
+        if greeting is None:
+            return
+        self.greeting[d] = None
+        if not greeting or (d == C2S and not self.preface_forwarded):
+            return
+        if speak_first:
+            self._out(d, _EMPTY_SETTINGS, None, [{"hook": "h2proxy", "action": "injected"}])
+        for held in greeting:
+            self._out(d, *held)
 
     def _send_goaway(self, d: int, last: int, code: int, debug, note: str = "h2proxy") -> None:
         if isinstance(debug, str):
@@ -1747,6 +1849,8 @@ class Relay:
             return
         if self.rec is not None:
             self._rec_flush()
+        self._release_held(C2S, True)
+        self._release_held(S2C, True)
         self.closed = True
         # Nothing more will be relayed: let go of what the connection held.
         self.recently_closed = RecentlyClosed()
@@ -1808,6 +1912,7 @@ class HookCtx(HookContext):
 
     def close(self, towards="both", reset=False) -> None:
         for side in _sides(towards):
+            self.relay._release_held(1 - side, True)
             self.relay.commands.append(Close(side, f"hook {self.hook} closed the connection", abort=reset))
 
 
@@ -1880,6 +1985,40 @@ def _split_block(frame, max_size: int) -> List[bytes]:
             cont.flags.add("END_HEADERS")
         wires.append(cont.serialize())
     return wires
+
+
+def _resize_encoder(enc: hpack.Encoder, size: int) -> None:
+    """Set the encoder's dynamic table size; its next block signals it (RFC 7541 6.3).
+
+    Only a real change is set: setting the size it already has would clear the encoder's
+    "resized" mark and so drop a size update still due (with 0 after 0, the receiver that
+    announced SETTINGS_HEADER_TABLE_SIZE = 0 never got the update to 0).
+    """
+    if enc.header_table_size != size:
+        enc.header_table_size = size
+
+
+_RESULT_ITEMS = (fc.Frame, Headers, RawBytes, bytes, bytearray, memoryview)
+
+
+def _valid_result(result) -> bool:
+    """Whether a hook's return value is one the relay knows how to send (None aside)."""
+    if isinstance(result, _RESULT_ITEMS):
+        return True
+    if not isinstance(result, (list, tuple)):
+        return False
+    if result and isinstance(result[0], tuple):
+        # A header list: (name, value) pairs of text or bytes.
+        return all(isinstance(h, tuple) and len(h) in (2, 3) and isinstance(h[0], (str, bytes))
+                   and isinstance(h[1], (str, bytes)) for h in result)
+    return all(isinstance(item, _RESULT_ITEMS) for item in result)
+
+
+def _type_name(value) -> str:
+    if isinstance(value, (list, tuple)):
+        bad = next((v for v in value if not isinstance(v, _RESULT_ITEMS)), None)
+        return f"a {type(value).__name__} holding {type(bad).__name__}"
+    return f"{type(value).__name__} ({value!r:.40})"
 
 
 def _owe(s: Stream, d: int, amount: int) -> None:

@@ -89,6 +89,14 @@ class AltSvcHook(Hook):
         if self.mode == "forward":
             self.forwarded += 1
             return None
+        field = getattr(frame, "field", None)
+        if field is None:
+            # Malformed (the relay hands it over raw): dropped in drop and rewrite mode alike, since
+            # an intermediary forwards no ALTSVC frame (RFC 7838 section 4) and this one cannot be rewritten.
+            self.dropped += 1
+            log.warning("c%s: malformed ALTSVC frame on stream %d dropped (RFC 7838 section 4): %s", ctx.conn.id,
+                        frame.stream_id, getattr(frame, "problem", "its body does not parse"))
+            return []
         if self.mode == "drop":
             self.dropped += 1
             conn = ctx.conn
