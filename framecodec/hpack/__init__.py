@@ -15,7 +15,7 @@ imports nothing outside the standard library.
 from .decoder import DEFAULT_MAX_HEADER_LIST_SIZE, Decoder
 from .encoder import Encoder
 from .errors import HpackDecodingError, HpackError, HuffmanDecodingError, OversizedHeaderListError
-from .headers import NeverIndexed, is_never_indexed
+from .headers import NeverIndexed, is_never_indexed, mark_never_indexed
 
-__all__ = ["Decoder", "Encoder", "NeverIndexed", "is_never_indexed", "HpackError", "HpackDecodingError",
+__all__ = ["Decoder", "Encoder", "NeverIndexed", "is_never_indexed", "mark_never_indexed", "HpackError", "HpackDecodingError",
            "HuffmanDecodingError", "OversizedHeaderListError", "DEFAULT_MAX_HEADER_LIST_SIZE"]

@@ -16,7 +16,7 @@ a header list or a string over the limits raises
 from __future__ import annotations
 
 from collections import deque
-from typing import Deque, Dict, List, Optional, Tuple, Union
+from typing import Deque, List, Optional, Set, Tuple, Union
 
 from .cache import TwoGenerationCache
 from .errors import HpackDecodingError, OversizedHeaderListError
@@ -28,6 +28,9 @@ from .static_table import STATIC_LENGTH, STATIC_TABLE
 DEFAULT_MAX_HEADER_LIST_SIZE = 1 << 16
 #: SETTINGS_HEADER_TABLE_SIZE's initial value (RFC 9113 §6.5.2).
 DEFAULT_TABLE_SIZE = 4096
+
+#: How many distinct never-indexed fields a decoder remembers (see Decoder.never_indexed_seen).
+NEVER_INDEXED_REMEMBERED = 64
 
 Entry = Tuple[Tuple[bytes, bytes], Optional[Tuple[str, str]], int]
 
@@ -83,6 +86,9 @@ class Decoder:
         self.max_header_list_size = max_header_list_size
         self.max_string_length = max_string_length
         self.max_allowed_table_size = DEFAULT_TABLE_SIZE
+        #: The never-indexed fields this decoder has handed out (up to NEVER_INDEXED_REMEMBERED), so an
+        #: intermediary can keep them never-indexed even when a hook rebuilt the header list.
+        self.never_indexed_seen: Set[NeverIndexed] = set()
         self._table: Deque[Entry] = deque()     # newest first: dynamic index 62 is _table[0]
         self._size = 0
         self._max = DEFAULT_TABLE_SIZE
@@ -274,7 +280,13 @@ class Decoder:
                         value = value.decode("utf-8")           # type: ignore[assignment]
                     except UnicodeDecodeError:
                         raise HpackDecodingError("literal field is not UTF-8 text") from None
-                append(NeverIndexed(name, value) if kind == 2 else (name, value))
+                if kind == 2:
+                    h = NeverIndexed(name, value)
+                    if len(self.never_indexed_seen) < NEVER_INDEXED_REMEMBERED:
+                        self.never_indexed_seen.add(h)
+                    append(h)
+                else:
+                    append((name, value))
         except HpackDecodingError as exc:
             raise type(exc)(f"header block field {len(out) + 1} at offset {start}: {exc}") from None
         if self._max > self.max_allowed_table_size:

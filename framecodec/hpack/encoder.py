@@ -78,15 +78,18 @@ def encoded_string(data: bytes) -> bytes:
     return out
 
 
-def _to_bytes(x: Union[str, bytes, bytearray, memoryview], what: str) -> bytes:
+def _to_bytes(x, what: str) -> bytes:
+    """A name or value as octets: str as UTF-8, bytes-like as is, anything else as ``str(x)``."""
     t = type(x)
     if t is bytes:
-        return x                                    # type: ignore[return-value]
+        return x
     if t is str or isinstance(x, str):
-        return x.encode("utf-8")                    # type: ignore[union-attr]
+        return x.encode("utf-8")
     if isinstance(x, (bytes, bytearray, memoryview)):
         return bytes(x)
-    raise TypeError(f"header {what} must be str or bytes, not {t.__name__}: {x!r}")
+    if x is None:
+        raise TypeError(f"header {what} is None")
+    return str(x).encode("utf-8")
 
 
 #: The plan of a header whose representation does not depend on the dynamic table: its octets.
@@ -109,14 +112,17 @@ def make_plan(name, value, never: bool) -> Plan:
     return (nb, vb), len(nb) + len(vb) + 32, name_index, encoded_string(nb), encoded_string(vb)
 
 
+_CACHEABLE = (str, bytes)
 #: (name, value) as given -> plan, for plain tuples; the same for headers marked never-indexed.
 plans: TwoGenerationCache[Plan] = TwoGenerationCache(PLAN_CACHE_ENTRIES)
 never_plans: TwoGenerationCache[Plan] = TwoGenerationCache(PLAN_CACHE_ENTRIES)
 
 
 def _cached_plan(cache: TwoGenerationCache[Plan], key: tuple, never: bool) -> Plan:
-    return cache.miss(key, lambda: make_plan(key[0], key[1], never),
-                      len(key[0]) + len(key[1]) <= CACHE_MAX_STRING)
+    name, value = key
+    keep = (type(name) in _CACHEABLE and type(value) in _CACHEABLE      # (not mutable, nor converted by str())
+            and len(name) + len(value) <= CACHE_MAX_STRING)
+    return cache.miss(key, lambda: make_plan(name, value, never), keep)
 
 
 class Encoder:
@@ -199,7 +205,10 @@ class Encoder:
         indexed = _INDEXED
         for h in headers:
             if type(h) is tuple:
-                plan = hot.get(h)
+                try:
+                    plan = hot.get(h)
+                except TypeError:                           # a mutable part (bytearray): not cached
+                    plan = make_plan(h[0], h[1], False)
                 if plan is None:
                     if len(h) != 2:
                         raise ValueError(f"a header must be a (name, value) pair, not {h!r}")
@@ -211,7 +220,10 @@ class Encoder:
                 if len(key) != 2:
                     raise ValueError(f"a header must be a (name, value) pair, not {h!r}")
                 cache = never_plans if never else plan_cache
-                plan = cache.hot.get(key)
+                try:
+                    plan = cache.hot.get(key)
+                except TypeError:
+                    plan = make_plan(key[0], key[1], never)
                 if plan is None:
                     plan = _cached_plan(cache, key, never)
             if type(plan) is bytes:

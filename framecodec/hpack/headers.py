@@ -12,6 +12,8 @@ library's NeverIndexedHeaderTuple included).
 """
 from __future__ import annotations
 
+from typing import AbstractSet, Iterable, List
+
 
 class NeverIndexed(tuple):
     """A ``(name, value)`` pair that must never enter an HPACK dynamic table."""
@@ -32,3 +34,9 @@ class NeverIndexed(tuple):
 def is_never_indexed(field) -> bool:
     """True for a header field marked never-indexed (ours or the ``hpack`` library's)."""
     return type(field) is not tuple and not getattr(field, "indexable", True)
+
+
+def mark_never_indexed(headers: Iterable, sensitive: AbstractSet) -> List:
+    """``headers`` with every field whose (name, value) is in ``sensitive`` marked :class:`NeverIndexed`."""
+    return [h if type(h) is NeverIndexed or tuple(h) not in sensitive else NeverIndexed(h[0], h[1])
+            for h in headers]
