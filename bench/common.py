@@ -456,7 +456,7 @@ def fmt(value: float, digits: int = 1) -> str:
 
 def request_headers(port: int, path: str = "/1k") -> bytes:
     """A HEADERS frame (stream 1, END_STREAM|END_HEADERS) for GET ``path``, HPACK-encoded."""
-    import hpack
+    from framecodec import hpack
     block = hpack.Encoder().encode([(":method", "GET"), (":scheme", "http"), (":authority", f"127.0.0.1:{port}"),
                                     (":path", path), ("user-agent", "h2proxy-bench")])
     return frame(0x1, 0x5, 1, block)

@@ -22,12 +22,11 @@ import time
 from pathlib import Path
 from typing import Tuple
 
-import hpack
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from framecodec import frame as fc  # noqa: E402
+from framecodec import hpack  # noqa: E402
 from proxy.core.relay import Relay  # noqa: E402
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"

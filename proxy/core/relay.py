@@ -20,7 +20,8 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-import hpack
+from framecodec.hpack import (Decoder as HpackDecoder, Encoder as HpackEncoder, HpackDecodingError,
+                              OversizedHeaderListError, mark_never_indexed)
 
 from framecodec import frame as fc
 from framecodec.exceptions import FrameCodecError, FrameTooLargeError, PrefaceError
@@ -238,10 +239,10 @@ class Relay:
         self.held_fcl = [0, 0]
         self.block: List[Optional[List[RawFrame]]] = [None, None]
         self.block_size = [0, 0]
-        self.decoders = [hpack.Decoder(self.limits.max_header_list_size),
-                         hpack.Decoder(self.limits.max_header_list_size)] if self.decode else None
+        self.decoders = [HpackDecoder(self.limits.max_header_list_size),
+                         HpackDecoder(self.limits.max_header_list_size)] if self.decode else None
         self.decoding_broken = [False, False]
-        self.encoders: List[Optional[hpack.Encoder]] = [None, None]   # set once a direction is re-encoded
+        self.encoders: List[Optional[HpackEncoder]] = [None, None]   # set once a direction is re-encoded
         self.goaway_from: List[Optional[Tuple[int, int]]] = [None, None]
         self.paused: List[Optional[Any]] = [None, None]      # a suspended hook chain per direction
         self.inbox: List[list] = [[], []]
@@ -966,23 +967,23 @@ class Relay:
     def _decode(self, d: int, frames: List[RawFrame]) -> Optional[list]:
         try:
             block = b"".join(_fragment(f) for f in frames)
-            return [(n, v) for n, v in self.decoders[d].decode(block, raw=False)]
-        except hpack.exceptions.OversizedHeaderListError as exc:
+            return self.decoders[d].decode(block)      # never-indexed fields stay marked (NeverIndexed)
+        except OversizedHeaderListError as exc:
             self._limit(d, "max_header_list_size", str(exc))
             return None
-        except Exception as exc:  # hpack raises several types, and bad UTF-8 raises UnicodeDecodeError
+        except HpackDecodingError as exc:
             self.decoding_broken[d] = True
             self._violation(d, "4.3", ErrorCode.COMPRESSION_ERROR, True,
                             f"header block on stream {frames[0].stream_id} does not decode: {exc}",
                             forwarded=not self.strict)
             return None
 
-    def _start_reencoding(self, d: int) -> hpack.Encoder:
-        enc = self.encoders[d] = hpack.Encoder()
-        # Empty the receiver's dynamic table so that it matches the new encoder's: the first block
-        # starts with a size update to 0, then one to the size used (none when that is 0 too).
-        _resize_encoder(enc, 0)
-        _resize_encoder(enc, min(4096, self.settings[1 - d][Setting.HEADER_TABLE_SIZE]))
+    def _start_reencoding(self, d: int) -> HpackEncoder:
+        enc = self.encoders[d] = HpackEncoder()
+        # Empty the receiver's dynamic table so that it matches the new encoder's.
+        size = min(4096, self.settings[1 - d][Setting.HEADER_TABLE_SIZE])
+        enc.header_table_size = 0
+        enc.header_table_size = size
         self._update_fast_path()
         # Once per process and direction at info: the same line for every connection tells nothing new.
         log.log(logging.DEBUG if d in _REENCODING_LOGGED else logging.INFO,
@@ -996,7 +997,11 @@ class Relay:
         enc = self.encoders[d]
         if enc is None:
             enc = self._start_reencoding(d)
-        block = enc.encode([(str(n), str(v)) for n, v in item.headers])
+        headers = item.headers
+        if self.decoders is not None and self.decoders[d].never_indexed_seen:
+            # A hook may have rebuilt the pairs: what came in never-indexed goes out never-indexed.
+            headers = mark_never_indexed(headers, self.decoders[d].never_indexed_seen)
+        block = enc.encode(headers)
         sid = item.stream_id
         max_size = self.settings[1 - d][Setting.MAX_FRAME_SIZE]
         # (Built on stream 1, then given the real id: in transparent mode a block on stream 0, or
@@ -1165,9 +1170,8 @@ class Relay:
                 if self.decoders is not None:
                     self.decoders[receiving].max_allowed_table_size = value
                 if self.encoders[receiving] is not None:
-                    # The proxy's encoder towards this side follows the new size; its next block
-                    # starts with the dynamic table size update (RFC 7541 4.2, 6.3).
-                    _resize_encoder(self.encoders[receiving], min(4096, value))
+                    # RFC 7541 §4.2: the next block re-encoded for this side starts with a size update.
+                    self.encoders[receiving].header_table_size = min(4096, value)
             mine[ident] = value
         if self.strict:
             self.readers[receiving].max_frame_size = min(self.limits.max_frame_size,
@@ -1985,17 +1989,6 @@ def _split_block(frame, max_size: int) -> List[bytes]:
             cont.flags.add("END_HEADERS")
         wires.append(cont.serialize())
     return wires
-
-
-def _resize_encoder(enc: hpack.Encoder, size: int) -> None:
-    """Set the encoder's dynamic table size; its next block signals it (RFC 7541 6.3).
-
-    Only a real change is set: setting the size it already has would clear the encoder's
-    "resized" mark and so drop a size update still due (with 0 after 0, the receiver that
-    announced SETTINGS_HEADER_TABLE_SIZE = 0 never got the update to 0).
-    """
-    if enc.header_table_size != size:
-        enc.header_table_size = size
 
 
 _RESULT_ITEMS = (fc.Frame, Headers, RawBytes, bytes, bytearray, memoryview)

@@ -209,7 +209,7 @@ class HpackState:
     def _decoder(self, key):
         dec = self._decoders.get(key)
         if dec is None:
-            from hpack import Decoder
+            from framecodec.hpack import Decoder
             dec = Decoder()
             # A passive observer must accept whatever table size the peers agreed on.
             dec.max_allowed_table_size = 1 << 32

@@ -87,7 +87,7 @@ class _Peer:
         self.writer = writer
         self.server_side = server_side
         self.frames = FrameReader(max_frame_size=(1 << 24) - 1, expect_preface=server_side)
-        from hpack import Decoder, Encoder
+        from framecodec.hpack import Decoder, Encoder
         self.decoder = Decoder()
         self.decoder.max_allowed_table_size = 1 << 32
         self.decoder.max_header_list_size = 1 << 32
