@@ -971,7 +971,7 @@ class Relay:
         except OversizedHeaderListError as exc:
             self._limit(d, "max_header_list_size", str(exc))
             return None
-        except HpackDecodingError as exc:
+        except (HpackDecodingError, ValueError) as exc:   # (ValueError: padding that leaves no fragment)
             self.decoding_broken[d] = True
             self._violation(d, "4.3", ErrorCode.COMPRESSION_ERROR, True,
                             f"header block on stream {frames[0].stream_id} does not decode: {exc}",
