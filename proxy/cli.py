@@ -15,6 +15,7 @@ from typing import List, Optional
 from . import __version__
 from .config import Config, load_config
 from .memtune import tune_malloc
+from .printable import printable
 from .server import ConfigError, ProxyServer, ProxySettings, parse_endpoint
 
 log = logging.getLogger("h2proxy")
@@ -92,10 +93,18 @@ def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
     return cfg
 
 
+class PrintableFormatter(logging.Formatter):
+    """Log lines with every control character of the message escaped (messages quote peers' bytes)."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = printable(record.message)
+        return super().formatMessage(record)
+
+
 def setup_logging(verbose: int, quiet: bool) -> None:
     level = logging.WARNING if quiet else logging.INFO
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("h2proxy: %(message)s"))
+    handler.setFormatter(PrintableFormatter("h2proxy: %(message)s"))
     root = logging.getLogger("h2proxy")
     root.handlers[:] = [handler]
     root.setLevel(level)

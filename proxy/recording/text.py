@@ -17,6 +17,7 @@ import os
 import sys
 from typing import Dict, List, Optional, TextIO
 
+from ..printable import printable_record
 from .decode import SETTINGS_IDS, unb64
 from .recorder import ThreadedSink
 
@@ -110,8 +111,13 @@ class Renderer:
     # -------------------------------------------------------------- entry point
 
     def render(self, rec: dict) -> List[str]:
-        """The lines for one record; never raises (a record it cannot render gets a line saying so)."""
+        """The lines for one record; never raises (a record it cannot render gets a line saying so).
+
+        Every string of the record is made printable first (control characters escaped): header
+        names and values, paths and messages come from the peers and must not reach a terminal raw.
+        """
         try:
+            rec = printable_record(rec)
             return self._render(rec)
         except Exception as exc:
             try:
