@@ -132,12 +132,14 @@ def build_sink(cfg: Config):
         from .recording.offload import ProcessRecorder
         try:
             sinks.append(ProcessRecorder(cfg.record, filter_conn=cfg.record_conn, filter_stream=cfg.record_stream,
-                                         filter_types=cfg.record_types, max_bytes=cfg.record_max_bytes))
+                                         filter_types=cfg.record_types, max_bytes=cfg.record_max_bytes,
+                                         max_header_list_size=cfg.limits.max_header_list_size))
         except (OSError, ValueError) as exc:
             raise ConfigError(f"--record {cfg.record}: {exc}") from None
     if cfg.verbose:
         from .recording.text import LivePrinter
-        sinks.append(LivePrinter(sys.stderr, verbosity=cfg.verbose))
+        sinks.append(LivePrinter(sys.stderr, verbosity=cfg.verbose,
+                                 max_header_list_size=cfg.limits.max_header_list_size))
     if not sinks:
         return None
     if len(sinks) == 1:

@@ -83,3 +83,127 @@ async def test_control_characters_are_escaped_in_live_and_log_text(proxy_process
     assert b"x-evil" in text.stdout and not control_bytes(text.stdout), sorted(control_bytes(text.stdout))
     assert rb"x-evil\x1b[2J: \x1b]0;owned\x07\x1b[31mred\x9b" in text.stdout
 
+
+
+# ------------------------------------------------------------------ 2: HPACK bombs under -v and --record
+
+BOMB_REFS = 60_000
+BOMB_VALUE = 4000
+
+
+def bomb_block(path: str = "") -> bytes:
+    """A 64 KB header block that decodes to about 240 MB: one 4 KB field indexed, then 60,000 references
+    to it; a request for ``path``, or a response (``:status 200``) without one."""
+    import hpack
+    head = hpack.Encoder().encode(req(path) if path else [(":status", "200")])
+    # Literal with incremental indexing, new name (RFC 7541 6.2.1), no Huffman: entry 62 of the table.
+    name, value = b"x-bomb", b"b" * BOMB_VALUE
+    literal = b"\x40" + bytes([len(name)]) + name + b"\x7f" + _hpack_int(len(value) - 127) + value
+    return head + literal + b"\xbe" * BOMB_REFS          # 0x80 | 62: indexed field 62
+
+
+def _hpack_int(n: int) -> bytes:
+    """The continuation bytes of an HPACK integer whose prefix is full (RFC 7541 5.1)."""
+    out = bytearray()
+    while n >= 128:
+        out.append(n % 128 + 128)
+        n //= 128
+    out.append(n)
+    return bytes(out)
+
+
+def block_frames(sid: int, block: bytes, end_stream: bool, size: int = 16384) -> bytes:
+    """HEADERS then CONTINUATION frames carrying ``block``."""
+    parts = [block[i:i + size] for i in range(0, len(block), size)]
+    out = []
+    for i, part in enumerate(parts):
+        last = 0x4 if i == len(parts) - 1 else 0
+        out.append(raw(0x1, last | (0x1 if end_stream else 0), sid, part) if i == 0 else raw(0x9, last, sid, part))
+    return b"".join(out)
+
+
+def children(pid: int) -> list:
+    out = []
+    try:
+        for tid in __import__("os").listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{tid}/children") as f:
+                out.extend(int(x) for x in f.read().split())
+    except OSError:
+        pass
+    return out
+
+
+def server_bomb(conn) -> "asyncio.Future":
+    """The origin answers stream 1 (held open by the h2 library) with a bomb of its own."""
+    async def misbehave(conn):
+        while conn.streams.get(1) != "/hold":      # (the bystander's connection asks for "/")
+            await asyncio.sleep(0.01)
+        conn.writer.write(block_frames(1, bomb_block(), end_stream=True))
+    return misbehave(conn)
+
+
+async def test_hpack_bomb_is_bounded_under_verbose_and_record(proxy_process, tmp_path):
+    origin = await Origin(misbehave=server_bomb).start()
+    log = tmp_path / "frames.jsonl"
+    px = proxy_process(origin.url, "-v", "--record", str(log))
+    try:
+        get, close = await h2_get(px.port)
+        await served(get)
+        recorders = children(px.pid)
+        assert recorders, "no recorder process"
+        base = px.rss()
+        base_rec = max(ProxyProcessRss(p) for p in recorders)
+        samplers = [PeakSampler(px.pid)] + [PeakSampler(p) for p in recorders]
+        # One attacker sends a bomb (its request, path /bomb-request); another asks for /hold, which
+        # the origin answers with a bomb of its own.
+        c = await RawClient.connect(px.port)
+        block = bomb_block("/bomb-request")
+        assert 60_000 < len(block) < 70_000
+        wire = block_frames(1, block, end_stream=True)
+        c.send(wire)
+        # Transparent mode: the proxy forwards the block unchanged; the origin refuses it itself (its
+        # SETTINGS_MAX_HEADER_LIST_SIZE is 65536).
+        await c.until(lambda f: getattr(f, "stream_id", 0) == 1 or isinstance(f, fc.GoAwayFrame), timeout=20)
+        assert any(wire in conn.received for conn in origin.conns)
+        await served(get)
+        c2 = await RawClient.connect(px.port)
+        c2.send(c2.headers(1, req("/hold")))
+        got = await c2.until(lambda f: getattr(f, "stream_id", 0) == 1 and isinstance(f, fc.ContinuationFrame)
+                             and "END_HEADERS" in f.flags, timeout=20)
+        assert got is not None
+        await served(get)
+        # The log shows both bombs: wait for the recorder to have written them.
+        deadline = asyncio.get_running_loop().time() + 30
+        while log.read_text().count('"record":"violation"') < 2 and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.1)
+        await served(get)
+        peaks = [s.stop() for s in samplers]
+        c.close()
+        c2.close()
+        close()
+    finally:
+        px.stop()
+        await origin.stop()
+    live, text = px.err.read_bytes(), log.read_text()
+    report(proxy_rss_before_mib=round(base / MiB, 1), proxy_rss_peak_mib=round(peaks[0] / MiB, 1),
+           recorder_rss_before_mib=round(base_rec / MiB, 1), recorder_rss_peak_mib=round(max(peaks[1:]) / MiB, 1),
+           live_output_bytes=len(live), log_bytes=len(text))
+    assert peaks[0] < base + 48 * MiB, (base, peaks)
+    assert max(peaks[1:]) < base_rec + 48 * MiB, (base_rec, peaks)
+    assert len(live) < 1_000_000 and len(text) < 2_000_000, (len(live), len(text))
+    # The documented outcome: each bomb's frame is shown undecoded, and a violation record names the
+    # limit and who sent it (the client's request, the server's response).
+    import json
+    records = [json.loads(line) for line in text.splitlines()]
+    violations = [r for r in records if r["record"] == "violation" and "max_header_list_size" in r["message"]]
+    assert sorted(r["side"] for r in violations) == ["client", "server"], violations
+    undecoded = [r for r in records if r["record"] == "frame" and "max_header_list_size" in r.get("headers_error", "")]
+    assert {(r["leg"], r["dir"]) for r in undecoded} == {("client", "recv"), ("upstream", "send"),
+                                                       ("upstream", "recv"), ("client", "send")}, undecoded
+    assert live.count(b"VIOLATION by the client") == 1 and live.count(b"VIOLATION by the server") == 1, live[-3000:]
+    assert b"headers not decoded: limit max_header_list_size = 262144 exceeded" in live
+
+
+def ProxyProcessRss(pid: int) -> int:
+    from tests.test_load import rss
+    return rss(pid)

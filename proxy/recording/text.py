@@ -313,7 +313,8 @@ class LivePrinter(ThreadedSink):
     """
 
     def __init__(self, stream: Optional[TextIO] = None, verbosity: int = 1, color: Optional[bool] = None, *,
-                 filter_conn=None, filter_stream=None, filter_types=None, hexdump_limit: Optional[int] = 4096) -> None:
+                 filter_conn=None, filter_stream=None, filter_types=None, hexdump_limit: Optional[int] = 4096,
+                 max_header_list_size: Optional[int] = None) -> None:
         self.stream = stream if stream is not None else sys.stderr
         self.verbosity = verbosity
         self.renderer = Renderer(color=use_color(self.stream) if color is None else bool(color),
@@ -321,7 +322,7 @@ class LivePrinter(ThreadedSink):
         self._broken = False
         self.record_wire = verbosity >= 2
         super().__init__(filter_conn=filter_conn, filter_stream=filter_stream, filter_types=filter_types,
-                         thread_name="h2proxy-printer")
+                         thread_name="h2proxy-printer", max_header_list_size=max_header_list_size)
 
     def emit(self, record: dict) -> None:
         if self._broken:
