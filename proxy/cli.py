@@ -13,7 +13,8 @@ import sys
 from typing import List, Optional
 
 from . import __version__
-from .config import Config, load_config
+from .config import Config, check_admin_token, load_config
+from .core.limits import check_limit
 from .memtune import tune_malloc
 from .printable import printable
 from .server import ConfigError, ProxyServer, ProxySettings, parse_endpoint
@@ -90,6 +91,12 @@ def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
             setattr(cfg.limits, name.strip(), type(current)(value))
         except ValueError:
             raise ConfigError(f"--limit {item}: {value!r} is not a {type(current).__name__}") from None
+        problem = check_limit(name.strip(), getattr(cfg.limits, name.strip()))
+        if problem:
+            raise ConfigError(f"--limit {item}: {problem}")
+    for problem in cfg.limits.problems():
+        raise ConfigError(problem)
+    check_admin_token(cfg.admin_token)
     return cfg
 
 

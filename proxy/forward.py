@@ -482,8 +482,8 @@ class ForwardProxyServer(ProxyServer):
             infos = await asyncio.wait_for(loop.getaddrinfo(host, port, type=socket.SOCK_STREAM),
                                            self.settings.connect_timeout)
         except asyncio.TimeoutError:
-            raise Refused(504, f"h2proxy: resolving {host} took longer than "
-                               f"{self.settings.connect_timeout:.0f} s") from None
+            raise Refused(504, f"h2proxy: resolving {host} took longer than {self.settings.connect_timeout:g} s "
+                               f"(limit connect_timeout = {self.settings.connect_timeout})") from None
         except (OSError, UnicodeError) as exc:
             raise Refused(502, f"h2proxy: cannot resolve {host}: {getattr(exc, 'strerror', None) or exc}") \
                 from None

@@ -79,9 +79,13 @@ class ProxySettings:
     ca_dir: Optional[str] = None
     upstream_ca: Optional[str] = None
     insecure: bool = False
-    connect_timeout: float = 10.0
     decode_headers: bool = False
     reuse_port: bool = False
+
+    @property
+    def connect_timeout(self) -> float:
+        """Seconds to reach the upstream or a CONNECT target: the limit ``connect_timeout``."""
+        return self.limits.connect_timeout
 
 
 class Bridge:
@@ -789,7 +793,7 @@ def _tls_info(sslobj) -> dict:
 
 def _describe_connect_error(exc: BaseException, up: Endpoint, timeout: float) -> str:
     if isinstance(exc, asyncio.TimeoutError):
-        return f"upstream {up} did not answer within {timeout:.0f} s"
+        return f"upstream {up} did not answer within {timeout:g} s (limit connect_timeout = {timeout})"
     if isinstance(exc, ssl.SSLCertVerificationError):
         return f"upstream {up} TLS certificate rejected: {exc.verify_message or exc}"
     if isinstance(exc, ssl.SSLError):

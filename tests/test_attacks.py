@@ -207,3 +207,58 @@ async def test_hpack_bomb_is_bounded_under_verbose_and_record(proxy_process, tmp
 def ProxyProcessRss(pid: int) -> int:
     from tests.test_load import rss
     return rss(pid)
+
+
+# ------------------------------------------------------------------ 8: limits and secrets that make no sense
+
+@pytest.mark.parametrize("args, says", [
+    (["--limit", "max_streams=-1"], "limit max_streams = -1: must be at least 1"),
+    (["--limit", "max_connections=-1"], "limit max_connections = -1: must be at least 1"),
+    (["--limit", "max_connections=0"], "limit max_connections = 0: must be at least 1"),
+    (["--limit", "max_frame_size=100"], "must be between 16384 and 16777215"),
+    (["--limit", "idle_timeout=-5"], "must be 0 (no limit) or a positive number of seconds"),
+    (["--limit", "preface_timeout=nan"], "expected a finite number of seconds"),
+    (["--limit", "connect_timeout=0"], "limit connect_timeout = 0: must be a positive number of seconds"),
+    (["--limit", "high_water=99999999"], "must not be below high_water"),
+    (["--admin", "127.0.0.1:0", "--admin-token", "x"], "admin token: 1 characters is too short"),
+    (["--admin", "127.0.0.1:0", "--admin-token", "a token with spaces in it"], "without spaces"),
+])
+def test_nonsense_limits_and_tokens_are_refused(tmp_path, args, says):
+    """One line naming the value and the range, exit status 2: the proxy never starts with them."""
+    conf = tmp_path / "none.toml"
+    conf.write_text("")
+    got = subprocess.run([str(H2PROXY), "--config", str(conf), "--listen", "h2c://127.0.0.1:0", *args],
+                         capture_output=True, timeout=20, stdin=subprocess.DEVNULL)
+    err = got.stderr.decode()
+    assert got.returncode == 2, err
+    assert err.count("\n") == 1 and err.startswith("h2proxy: error: ") and says in err, err
+
+
+def test_nonsense_limits_in_the_config_file_are_refused(tmp_path):
+    conf = tmp_path / "bad.toml"
+    conf.write_text("[limits]\nmax_streams = -1\n")
+    got = subprocess.run([str(H2PROXY), "--config", str(conf), "--listen", "h2c://127.0.0.1:0"],
+                         capture_output=True, timeout=20, stdin=subprocess.DEVNULL)
+    err = got.stderr.decode()
+    assert got.returncode == 2 and err.count("\n") == 1, err
+    assert f"{conf}: limits.max_streams: limit max_streams = -1: must be at least 1" in err, err
+
+
+async def test_connect_timeout_is_a_limit(proxy_process):
+    """``--limit connect_timeout=0.5`` (documented in forward-mode.md, refused before): an upstream that
+    accepts TCP and never answers TLS is given up after 0.5 s, not 10."""
+    async def silent(reader, writer):
+        await reader.read()
+    srv = await asyncio.start_server(silent, "127.0.0.1", 0)
+    try:
+        port = srv.sockets[0].getsockname()[1]
+        px = proxy_process(f"https://127.0.0.1:{port}", "--insecure", "--limit", "connect_timeout=0.5")
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        c = await RawClient.connect(px.port, ack=False)
+        g = await c.goaway(5)
+        assert loop.time() - start < 3, loop.time() - start
+        assert b"did not answer within 0.5 s (limit connect_timeout = 0.5)" in g.additional_data, g
+        c.close()
+    finally:
+        srv.close()
