@@ -411,7 +411,7 @@ class ProxyServer:
         for b in list(self.bridges):
             relay = b.relay
             if relay is not None and not relay.closed:
-                relay.tick(now)
+                relay.tick(now, b.paused_reading[SERVER])
                 if relay.commands or relay.out[0] or relay.out[1]:
                     b.flush()
                 if (b.write_paused[0] or b.write_paused[1]) and zero_window and not relay.closed:

@@ -28,8 +28,8 @@ EVIL_PATH = "/\x1b[1Ahidden\x07"
 def proxy_process(tmp_path):
     started = []
 
-    def start(upstream: str, *extra: str) -> ProxyProcess:
-        p = ProxyProcess(upstream, tmp_path, *extra)
+    def start(upstream: str, *extra: str, quiet: bool = True) -> ProxyProcess:
+        p = ProxyProcess(upstream, tmp_path, *extra, quiet=quiet)
         started.append(p)
         return p
     yield start
@@ -262,3 +262,110 @@ async def test_connect_timeout_is_a_limit(proxy_process):
         c.close()
     finally:
         srv.close()
+
+
+# ------------------------------------------------------------------ 7: a frozen or dying upstream
+
+def freeze_mid_response(conn):
+    """The origin answers /hold with a status and 1,000 bytes, then stays silent (socket open)."""
+    async def misbehave(conn):
+        while conn.streams.get(1) != "/hold":
+            await asyncio.sleep(0.01)
+        conn.h2.send_headers(1, [(":status", "200")])
+        conn.h2.send_data(1, b"x" * 1000)
+        conn.flush()
+    return misbehave(conn)
+
+
+def die_mid_response(conn):
+    """The origin answers /hold with a status and 1,000 bytes, then closes its socket."""
+    async def misbehave(conn):
+        while conn.streams.get(1) != "/hold":
+            await asyncio.sleep(0.01)
+        conn.h2.send_headers(1, [(":status", "200")])
+        conn.h2.send_data(1, b"x" * 1000)
+        conn.flush()
+        await conn.writer.drain()
+        conn.writer.close()
+    return misbehave(conn)
+
+
+async def curl_timed(url: str, *extra: str):
+    """Run curl (HTTP/2, prior knowledge) with a 20 s cap: (exit status, stderr, seconds)."""
+    from tests.peers import need
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    proc = await asyncio.create_subprocess_exec(need("curl"), "-sS", "--http2-prior-knowledge", "-m", "20",
+                                                "-o", "/dev/null", *extra, url, stdout=asyncio.subprocess.PIPE,
+                                                stderr=asyncio.subprocess.PIPE)
+    _, err = await proc.communicate()
+    return proc.returncode, err.decode(errors="replace"), loop.time() - start
+
+
+@pytest.mark.parametrize("how", ["frozen", "dies"])
+async def test_an_upstream_that_stops_mid_response_is_reported(proxy_process, how):
+    origin = await Origin(misbehave=freeze_mid_response if how == "frozen" else die_mid_response).start()
+    px = proxy_process(origin.url, "--limit", "upstream_silence_timeout=1", quiet=False)
+    try:
+        get, close = await h2_get(px.port)
+        await served(get)
+        code, err, took = await curl_timed(f"http://127.0.0.1:{px.port}/hold")
+        report(case=how, curl_exit=code, seconds=round(took, 1))
+        # Never 28 (curl's own -m 20 cap: left waiting); before the fix the frozen case hung.
+        # (18: "partial file", the body cut short by our RST_STREAM; 92: the stream error itself.)
+        assert code in (18, 92), (code, err)
+        assert took < 8, took
+        await served(get)
+        close()
+    finally:
+        px.stop()
+        await origin.stop()
+    log = px.log()
+    if how == "frozen":
+        assert "upstream timeout: limit upstream_silence_timeout = 1.0 exceeded: the upstream sent nothing" in log, log
+    else:
+        assert "server closed the connection; 1 stream(s) still open: RST_STREAM INTERNAL_ERROR" in log, log
+
+
+async def test_an_upstream_that_never_speaks_is_reported(proxy_process):
+    """nghttp through the proxy to an upstream that accepts and never speaks (until the bystander is
+    connected, connections go to a real origin)."""
+    from tests.peers import nghttp
+    origin = await Origin().start()
+    silent = []
+    freeze = asyncio.Event()
+
+    async def accept(reader, writer):
+        if not freeze.is_set():
+            await origin._accept(reader, writer)
+        else:
+            silent.append(writer)
+            await reader.read()
+    srv = await asyncio.start_server(accept, "127.0.0.1", 0)
+    port = srv.sockets[0].getsockname()[1]
+    px = proxy_process(f"h2c://127.0.0.1:{port}", "--limit", "upstream_settings_timeout=1", quiet=False)
+    try:
+        get, close = await h2_get(px.port)
+        await served(get)
+        freeze.set()
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        code, out = await nghttp("-v", "-t", "20", f"http://127.0.0.1:{px.port}/", timeout=30)
+        took = loop.time() - start
+        report(nghttp_exit=code, seconds=round(took, 1))
+        assert "recv RST_STREAM frame <length=4, flags=0x00, stream_id=13>" in out and \
+            "(error_code=INTERNAL_ERROR(0x02))" in out, out[-2000:]
+        # (nghttp leaves once its stream is reset: the GOAWAY naming the limit is checked in test_limits.)
+        assert took < 8, took
+        await served(get)
+        code, err, took = await curl_timed(f"http://127.0.0.1:{px.port}/")
+        assert code in (18, 92) and took < 8, (code, err, took)      # (not 28: left waiting)
+        close()
+    finally:
+        px.stop()
+        srv.close()
+        for w in silent:
+            w.close()
+        await origin.stop()
+    assert "upstream timeout: limit upstream_settings_timeout = 1.0 exceeded: the upstream sent no SETTINGS" \
+        in px.log()
