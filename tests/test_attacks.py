@@ -369,3 +369,56 @@ async def test_an_upstream_that_never_speaks_is_reported(proxy_process):
         await origin.stop()
     assert "upstream timeout: limit upstream_settings_timeout = 1.0 exceeded: the upstream sent no SETTINGS" \
         in px.log()
+
+
+# ------------------------------------------------------------------ 9: half-preface connections at the preface timeout
+
+@pytest.mark.parametrize("upstream_gives_up", [0.5, 1.0])
+async def test_half_preface_connections_all_get_settings_and_goaway(proxy_process, upstream_gives_up):
+    """200 clients send half the preface and wait. The upstream (like nghttpd, whose SETTINGS timeout
+    is as long as the proxy's preface timeout) sends SETTINGS, then GOAWAY SETTINGS_TIMEOUT and closes
+    after ``upstream_gives_up`` seconds: before the proxy's preface timeout (0.5), or racing it (1.0).
+    Every client must get the documented SETTINGS then GOAWAY, never a bare close."""
+    origin = await Origin().start()
+    impatient = []
+    live = asyncio.Event()
+
+    async def accept(reader, writer):
+        if not live.is_set():
+            await origin._accept(reader, writer)
+            return
+        impatient.append(writer)
+        writer.write(raw(0x4, 0, 0))
+        await asyncio.sleep(upstream_gives_up)
+        writer.write(raw(0x7, 0, 0, b"\0\0\0\0\0\0\0\x04"))      # GOAWAY SETTINGS_TIMEOUT
+        writer.close()
+    srv = await asyncio.start_server(accept, "127.0.0.1", 0, backlog=1024)
+    port = srv.sockets[0].getsockname()[1]
+    px = proxy_process(f"h2c://127.0.0.1:{port}", "--limit", "preface_timeout=1")
+    try:
+        get, close = await h2_get(px.port)
+        await served(get)
+        live.set()
+        from framecodec.reader import PREFACE
+
+        async def half() -> list:
+            c = await RawClient.connect(px.port, preface=False)
+            c.send(PREFACE[:10])
+            await c.read_to_eof(10)
+            c.close()
+            return c.frames
+        results = await asyncio.gather(*(half() for _ in range(200)))
+        bare = [i for i, frames in enumerate(results)
+                if not (frames and isinstance(frames[0], fc.SettingsFrame)
+                        and any(isinstance(f, fc.GoAwayFrame) for f in frames))]
+        report(upstream_gives_up=upstream_gives_up, connections=len(results), without_settings_goaway=len(bare))
+        assert not bare, f"{len(bare)} of 200 closed without SETTINGS+GOAWAY: {[results[i] for i in bare[:3]]}"
+        live.clear()
+        await served(get)
+        close()
+    finally:
+        px.stop()
+        srv.close()
+        for w in impatient:
+            w.close()
+        await origin.stop()

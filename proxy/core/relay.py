@@ -431,6 +431,14 @@ class Relay:
                 done = self.goaway_from[CLIENT] is not None and not self.streams
                 self._send_goaway(S2C, last, ErrorCode.NO_ERROR if done else ErrorCode.INTERNAL_ERROR,
                                   f"h2proxy: upstream closed the connection{': ' + reason if reason else ''}")
+            elif not self.preface_forwarded:
+                # The client has not finished its preface (it may be slow, or about to be timed out): it
+                # still gets a server preface and the reason, never a bare close (nothing of the upstream
+                # reaches it: its frames wait for the client's preface).
+                note = [{"hook": "h2proxy", "action": "injected"}]
+                self._out(S2C, fc.SettingsFrame(0).serialize(), None, note)
+                self._send_goaway(S2C, 0, ErrorCode.INTERNAL_ERROR,
+                                  f"h2proxy: upstream closed the connection{': ' + reason if reason else ''}")
         self._finish(f"{SIDE_NAME[d]} closed the connection{': ' + reason if reason else ''}",
                      close_sides=(other,))
 
