@@ -422,3 +422,103 @@ async def test_half_preface_connections_all_get_settings_and_goaway(proxy_proces
         for w in impatient:
             w.close()
         await origin.stop()
+
+
+# ------------------------------------------------------------------ 3: forward-mode loops
+
+async def connect_through(port: int, target: str):
+    """CONNECT ``target`` through the forward proxy on 127.0.0.1:``port``: (status line, reader, writer)."""
+    r, w = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 5)
+    w.write(f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n".encode())
+    head = await asyncio.wait_for(r.readuntil(b"\r\n\r\n"), 10)
+    return head.split(b"\r\n", 1)[0].decode(), r, w
+
+
+async def tunnel_get(port: int, origin_port: int) -> None:
+    """A well-behaved client: a tunnel (ignore_hosts) to the h2c origin, and one GET through it."""
+    status, r, w = await connect_through(port, f"127.0.0.1:{origin_port}")
+    assert status.startswith("HTTP/1.1 200"), status
+    c = RawClient(r, w)
+    from framecodec.reader import PREFACE
+    c.send(PREFACE + raw(0x4, 0, 0))
+    await c.until(lambda f: isinstance(f, fc.SettingsFrame) and "ACK" not in f.flags)
+    c.send(raw(0x4, 1, 0) + c.headers(1, req("/")))
+    await c.until(lambda f: isinstance(f, fc.HeadersFrame) and f.stream_id == 1)
+    c.close()
+
+
+class ForwardProcess(ProxyProcess):
+    """``h2proxy --mode forward`` listening on 0.0.0.0 (every local address), tunnelling every host."""
+
+    def __init__(self, tmp, *extra: str) -> None:
+        from tests.peers import free_port, wait_port
+        import time as _time
+        self.port = free_port()
+        self.err = tmp / f"h2proxy-forward-{self.port}.stderr"
+        with open(self.err, "wb") as fe:
+            self.proc = subprocess.Popen([str(H2PROXY), "--mode", "forward", "--listen", f"http://0.0.0.0:{self.port}",
+                                          "--ca-dir", str(tmp / "ca"), *extra], stdout=subprocess.DEVNULL,
+                                         stderr=fe, stdin=subprocess.DEVNULL)
+        deadline = _time.monotonic() + 20
+        while b"forward proxy on" not in self.err.read_bytes():
+            if self.proc.poll() is not None or _time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"h2proxy did not start:\n{self.err.read_text()[-2000:]}")
+            _time.sleep(0.02)
+        wait_port(self.port, proc=self.proc)
+
+
+@pytest.mark.parametrize("extra", [(), ("--ignore-hosts", ".*")], ids=["intercept", "tunnel"])
+async def test_connect_to_the_proxy_on_any_local_address_is_refused(tmp_path, extra):
+    origin = await Origin().start()
+    px = ForwardProcess(tmp_path, *extra, "--ignore-hosts", r"^127\.0\.0\.1:%d$" % origin.port)
+    try:
+        await tunnel_get(px.port, origin.port)
+        # 127.0.0.2 and 127.0.0.3 are local addresses the proxy never named (it listens on 0.0.0.0).
+        for host in ("127.0.0.2", "127.0.0.3", "127.0.0.1", "localhost", "0.0.0.0", "[::ffff:127.0.0.2]"):
+            status, r, w = await connect_through(px.port, f"{host}:{px.port}")
+            body = await asyncio.wait_for(r.read(), 5)
+            w.close()
+            assert status.startswith("HTTP/1.1 403"), (host, status, body)
+            assert b"it would loop" in body, body
+            await tunnel_get(px.port, origin.port)
+    finally:
+        px.stop()
+        await origin.stop()
+    assert px.log().count("points at the proxy itself") == 6
+
+
+async def test_a_local_address_that_is_not_loopback_is_the_proxy_too(pki, tmp_path, monkeypatch):
+    """The issue's case (proxy on 0.0.0.0, CONNECT to 10.9.9.9, a LAN address of the host) on loopback
+    only: 127.0.0.2 plays the LAN address (``is_loopback`` says no for it), and the tunnel of
+    --ignore-hosts '.*' would let CONNECTs nest through the proxy itself. Refused with 403, and the
+    proxy never accepts a connection from itself."""
+    import ipaddress
+    from proxy.forward import ForwardProxyServer
+    from proxy.server import ProxySettings, parse_endpoint
+    real = ipaddress.IPv4Address.is_loopback
+    monkeypatch.setattr(ipaddress.IPv4Address, "is_loopback",
+                        property(lambda ip: False if str(ip) == "127.0.0.2" else real.fget(ip)))
+    origin = await Origin().start()
+    px = ForwardProxyServer(ProxySettings(listen=parse_endpoint("http://0.0.0.0:0"), ca_dir=str(tmp_path / "ca")),
+                            ignore_hosts=[".*"])
+    await px.start()
+    try:
+        await tunnel_get(px.port, origin.port)
+        status, r, w = await connect_through(px.port, f"127.0.0.2:{px.port}")
+        body = await asyncio.wait_for(r.read(), 5)
+        w.close()
+        assert status.startswith("HTTP/1.1 403") and b"it would loop" in body, (status, body)
+        # A way the address check cannot see (here: it is switched off): the connection the proxy then
+        # opens to itself is recognised when it arrives, and nesting stops at the first level.
+        monkeypatch.setattr(px, "_is_self", lambda addresses, port: False)
+        status, r, w = await connect_through(px.port, f"127.0.0.2:{px.port}")
+        assert status.startswith("HTTP/1.1 200"), status            # (the outer tunnel: to "somewhere")
+        w.write(f"CONNECT 127.0.0.2:{px.port} HTTP/1.1\r\n\r\n".encode())
+        inner = await asyncio.wait_for(r.read(), 5)
+        w.close()
+        assert inner.startswith(b"HTTP/1.1 403") and b"comes from the proxy itself" in inner, inner
+        await tunnel_get(px.port, origin.port)
+    finally:
+        await px.stop(grace=0.5)
+        await origin.stop()
