@@ -13,8 +13,10 @@ import sys
 from typing import List, Optional
 
 from . import __version__
-from .config import Config, load_config
+from .config import Config, check_admin_token, load_config
+from .core.limits import check_limit
 from .memtune import tune_malloc
+from .printable import printable
 from .server import ConfigError, ProxyServer, ProxySettings, parse_endpoint
 
 log = logging.getLogger("h2proxy")
@@ -93,13 +95,27 @@ def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
             setattr(cfg.limits, name.strip(), type(current)(value))
         except ValueError:
             raise ConfigError(f"--limit {item}: {value!r} is not a {type(current).__name__}") from None
+        problem = check_limit(name.strip(), getattr(cfg.limits, name.strip()))
+        if problem:
+            raise ConfigError(f"--limit {item}: {problem}")
+    for problem in cfg.limits.problems():
+        raise ConfigError(problem)
+    check_admin_token(cfg.admin_token)
     return cfg
+
+
+class PrintableFormatter(logging.Formatter):
+    """Log lines with every control character of the message escaped (messages quote peers' bytes)."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = printable(record.message)
+        return super().formatMessage(record)
 
 
 def setup_logging(verbose: int, quiet: bool) -> None:
     level = logging.WARNING if quiet else logging.INFO
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("h2proxy: %(message)s"))
+    handler.setFormatter(PrintableFormatter("h2proxy: %(message)s"))
     root = logging.getLogger("h2proxy")
     root.handlers[:] = [handler]
     root.setLevel(level)
@@ -127,12 +143,14 @@ def build_sink(cfg: Config):
         from .recording.offload import ProcessRecorder
         try:
             sinks.append(ProcessRecorder(cfg.record, filter_conn=cfg.record_conn, filter_stream=cfg.record_stream,
-                                         filter_types=cfg.record_types, max_bytes=cfg.record_max_bytes))
+                                         filter_types=cfg.record_types, max_bytes=cfg.record_max_bytes,
+                                         max_header_list_size=cfg.limits.max_header_list_size))
         except (OSError, ValueError) as exc:
             raise ConfigError(f"--record {cfg.record}: {exc}") from None
     if cfg.verbose:
         from .recording.text import LivePrinter
-        sinks.append(LivePrinter(sys.stderr, verbosity=cfg.verbose))
+        sinks.append(LivePrinter(sys.stderr, verbosity=cfg.verbose,
+                                 max_header_list_size=cfg.limits.max_header_list_size))
     if not sinks:
         return None
     if len(sinks) == 1:

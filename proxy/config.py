@@ -10,7 +10,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from .core.limits import Limits
+from .core.limits import Limits, check_limit
 from .server import ConfigError
 
 
@@ -83,6 +83,22 @@ def _check(value: Any, kind, where: str) -> Any:
     return value
 
 
+#: Fewest characters of an admin API token chosen by the user (a generated one has 32).
+MIN_TOKEN_LENGTH = 16
+
+
+def check_admin_token(token: Optional[str]) -> None:
+    """Refuse a token anyone could guess: the admin API can reset, delay and corrupt all traffic."""
+    if token is None:
+        return
+    if len(token) < MIN_TOKEN_LENGTH:
+        raise ConfigError(f"admin token: {len(token)} characters is too short to be a secret; use at least "
+                          f"{MIN_TOKEN_LENGTH} (or leave it out: the proxy then generates one and prints it)")
+    if not token.isprintable() or any(c.isspace() for c in token):
+        raise ConfigError("admin token: it must be printable characters without spaces "
+                          "(it travels in an Authorization header)")
+
+
 def load_config(path: Optional[str]) -> Config:
     """Read a TOML file into a Config; None gives the defaults."""
     cfg = Config()
@@ -139,6 +155,9 @@ def apply_table(cfg: Config, data: Dict[str, Any], source: str) -> None:
                     raise ConfigError(f"{source}: limits.{k}: unknown limit (known: {', '.join(known)})")
                 kind = float if known[k] in (float, "float") else int
                 setattr(cfg.limits, k, _check(v, kind, f"{source}: limits.{k}"))
+                problem = check_limit(k, getattr(cfg.limits, k))
+                if problem:
+                    raise ConfigError(f"{source}: limits.{k}: {problem}")
         elif key == "hooks":
             if not isinstance(value, list):
                 raise ConfigError(f"{where}: expected [[hooks]] tables")

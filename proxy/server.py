@@ -86,9 +86,13 @@ class ProxySettings:
     ca_dir: Optional[str] = None
     upstream_ca: Optional[str] = None
     insecure: bool = False
-    connect_timeout: float = 10.0
     decode_headers: bool = False
     reuse_port: bool = False
+
+    @property
+    def connect_timeout(self) -> float:
+        """Seconds to reach the upstream or a CONNECT target: the limit ``connect_timeout``."""
+        return self.limits.connect_timeout
 
 
 class Bridge:
@@ -460,7 +464,7 @@ class ProxyServer:
         for b in list(self.bridges):
             relay = b.relay
             if relay is not None and not relay.closed:
-                relay.tick(now)
+                relay.tick(now, b.paused_reading[SERVER])
                 if relay.commands or relay.out[0] or relay.out[1]:
                     b.flush()
                 if (b.write_paused[0] or b.write_paused[1]) and zero_window and not relay.closed:
@@ -893,7 +897,7 @@ def _is_ip_literal(name: str) -> bool:
 
 def _describe_connect_error(exc: BaseException, up: Endpoint, timeout: float) -> str:
     if isinstance(exc, asyncio.TimeoutError):
-        return f"upstream {up} did not answer within {timeout:.0f} s"
+        return f"upstream {up} did not answer within {timeout:g} s (limit connect_timeout = {timeout})"
     if isinstance(exc, ssl.SSLCertVerificationError):
         return f"upstream {up} TLS certificate rejected: {exc.verify_message or exc}"
     if isinstance(exc, ssl.SSLError):

@@ -265,6 +265,9 @@ class Relay:
         self.last_activity = now
         self.settings_sent_at: List[list] = [[], []]     # times of each side's SETTINGS not yet ACKed
         self.stalled_since: List[Optional[float]] = [None, None]
+        self.heard = [now, now]              # when each side last sent bytes (the upstream's silence)
+        self.preface_at = now                # when the upstream was sent the connection preface
+        self.waiting_since: Optional[float] = None   # since when streams wait on a silent upstream
         # Set by the shell: call after producing output outside receive()/resume() (a hook's timer).
         self.wake: Optional[Callable[[], None]] = None
         if sink is not None:
@@ -280,6 +283,7 @@ class Relay:
             return
         self.now = now
         self.last_activity = now
+        self.heard[d] = now
         reader = self.readers[d]
         self.counters["bytes_in"][d] += len(data)
         try:
@@ -447,11 +451,22 @@ class Relay:
             self._send_goaway(C2S, self.last_stream[SERVER], ErrorCode.NO_ERROR,
                               f"h2proxy: the client closed the connection{': ' + reason if reason else ''}")
         if d == SERVER:
+            log.info("c%d: server closed the connection%s%s", self.id, f": {reason}" if reason else "",
+                     f"; {len(self.streams)} stream(s) still open: RST_STREAM INTERNAL_ERROR to the client"
+                     if cut else "")
             if self.goaway_from[SERVER] is None and self.preface_forwarded:
                 last = self.last_stream[CLIENT]
                 # After the client's own GOAWAY, with no stream left, this is the expected end: no error.
                 done = self.goaway_from[CLIENT] is not None and not self.streams
                 self._send_goaway(S2C, last, ErrorCode.NO_ERROR if done else ErrorCode.INTERNAL_ERROR,
+                                  f"h2proxy: upstream closed the connection{': ' + reason if reason else ''}")
+            elif not self.preface_forwarded:
+                # The client has not finished its preface (it may be slow, or about to be timed out): it
+                # still gets a server preface and the reason, never a bare close (nothing of the upstream
+                # reaches it: its frames wait for the client's preface).
+                note = [{"hook": "h2proxy", "action": "injected"}]
+                self._out(S2C, fc.SettingsFrame(0).serialize(), None, note)
+                self._send_goaway(S2C, 0, ErrorCode.INTERNAL_ERROR,
                                   f"h2proxy: upstream closed the connection{': ' + reason if reason else ''}")
         self._finish(f"{SIDE_NAME[d]} closed the connection{': ' + reason if reason else ''}",
                      close_sides=(other,))
@@ -462,12 +477,18 @@ class Relay:
             return
         self._send_goaway(S2C, self.last_stream[CLIENT], ErrorCode.NO_ERROR, "h2proxy is shutting down")
 
-    def tick(self, now: float) -> None:
-        """Time passes: enforce the idle, SETTINGS-ACK and zero-window timeouts."""
+    def tick(self, now: float, upstream_held: bool = False) -> None:
+        """Time passes: enforce the idle, SETTINGS-ACK, zero-window and upstream timeouts.
+
+        ``upstream_held``: the shell is not reading the upstream (backpressure from the client's
+        socket), so its silence is not its own.
+        """
         if self.closed:
             return
         self.now = now
         lim = self.limits
+        if self.preface_forwarded and self._upstream_timed_out(now, upstream_held):
+            return
         if lim.idle_timeout and now - self.last_activity > lim.idle_timeout and not self.active_streams:
             log.info("c%d: idle for %.0f s (limit idle_timeout = %s); closing with GOAWAY", self.id,
                      now - self.last_activity, lim.idle_timeout)
@@ -500,6 +521,53 @@ class Relay:
                         return
                 else:
                     self.stalled_since[d] = None
+
+    def _upstream_timed_out(self, now: float, held: bool) -> bool:
+        """The upstream's two timeouts (it never sends SETTINGS; it goes silent with streams waiting)."""
+        lim = self.limits
+        if lim.upstream_settings_timeout and not self.settings_seen[SERVER] \
+                and now - self.preface_at > lim.upstream_settings_timeout:
+            self._upstream_timeout("upstream_settings_timeout",
+                                   f"the upstream sent no SETTINGS within {now - self.preface_at:.1f} s of the "
+                                   f"connection preface")
+            return True
+        if not lim.upstream_silence_timeout:
+            return False
+        if not self.streams or held or self.held_streams[S2C] or self._window_closed(S2C):
+            self.waiting_since = None        # (nothing waits on the upstream, or something else holds it back)
+            return False
+        if self.waiting_since is None:
+            self.waiting_since = now
+        silent = now - max(self.heard[SERVER], self.waiting_since)
+        if silent > lim.upstream_silence_timeout:
+            self._upstream_timeout("upstream_silence_timeout",
+                                   f"the upstream sent nothing for {silent:.1f} s while {len(self.streams)} "
+                                   f"stream(s) waited for it")
+            return True
+        return False
+
+    def _upstream_timeout(self, name: str, detail: str) -> None:
+        """A silent upstream: each stream still open gets RST_STREAM INTERNAL_ERROR towards the client and
+        CANCEL towards the upstream, the client GOAWAY INTERNAL_ERROR naming the limit, the upstream a clean
+        GOAWAY; both connections close. The log says so at the default verbosity."""
+        message = f"limit {name} = {getattr(self.limits, name)} exceeded: {detail}"
+        log.warning("c%d: upstream timeout: %s; %d stream(s) reset, connection closed", self.id, message,
+                    len(self.streams))
+        if self.sink is not None:
+            self.sink.error(self.id, self.now, f"upstream timeout: {message}")
+        note = [{"hook": "h2proxy", "action": "injected"}]
+        if not self.settings_seen[SERVER]:
+            # The client never had the server's preface: a server's first frame must be SETTINGS (RFC 9113 3.4).
+            self._out(S2C, fc.SettingsFrame(0).serialize(), None, note)
+        for s in list(self.streams.values()):
+            self._out(S2C, fc.RstStreamFrame(s.id, error_code=ErrorCode.INTERNAL_ERROR).serialize(), None, note)
+            if s.server_id and not s.proxy_owned:
+                self._out(C2S, fc.RstStreamFrame(s.server_id, error_code=ErrorCode.CANCEL).serialize(), None, note)
+        if self.goaway_from[SERVER] is None:
+            self._send_goaway(C2S, self.last_stream[SERVER], ErrorCode.NO_ERROR, f"h2proxy: {message}")
+        self._send_goaway(S2C, self.last_stream[CLIENT], ErrorCode.INTERNAL_ERROR,
+                          f"h2proxy: upstream timeout: {message}")
+        self._finish(f"upstream timeout: {message}")
 
     def _window_closed(self, d: int) -> bool:
         """Whether the receiver of d keeps a window at zero that a stream still sending in d waits on."""
@@ -1716,6 +1784,7 @@ class Relay:
 
     def _forward_preface(self) -> None:
         self.preface_forwarded = True
+        self.preface_at = self.now
         if self.sink is not None:
             self.sink.preface(self.id, "client", "recv", self.now, PREFACE)
         self.out[C2S].append(PREFACE)

@@ -7,6 +7,8 @@ import json
 import sys
 from typing import List, Optional
 
+from ..printable import printable
+
 __all__ = ["log_main", "build_parser"]
 
 
@@ -136,7 +138,7 @@ def _cmd_stats(args, records) -> int:
     if args.json:
         print(json.dumps(stats, indent=2, default=str))
     else:
-        print(format_stats(stats))
+        print("\n".join(printable(line) for line in format_stats(stats).split("\n")))
     return 0
 
 

@@ -199,12 +199,21 @@ class HpackState:
     decoded list when a block ends. A block that fails to decode breaks that
     decoder: later blocks in that direction are not decoded (they could only be
     wrong), and ``None`` is returned for them.
+
+    ``max_header_list_size`` (the proxy's limit of that name) bounds what one block may
+    decode to: an HPACK bomb (a small block of references to a large dynamic-table entry)
+    stops decoding there instead of inflating to hundreds of megabytes in the printer or
+    the recorder. Such a block is reported in :attr:`over_limit` (its key, once) and
+    breaks its decoder like any other failure.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, max_header_list_size: Optional[int] = None) -> None:
         self._decoders: Dict[tuple, object] = {}
         self._pending: Dict[tuple, list] = {}
         self._broken: set = set()
+        self.max_header_list_size = max_header_list_size
+        #: Keys whose last block went past max_header_list_size (taken by the sink for its violation record).
+        self.over_limit: List[tuple] = []
 
     def _decoder(self, key):
         dec = self._decoders.get(key)
@@ -213,7 +222,7 @@ class HpackState:
             dec = Decoder()
             # A passive observer must accept whatever table size the peers agreed on.
             dec.max_allowed_table_size = 1 << 32
-            dec.max_header_list_size = 1 << 32
+            dec.max_header_list_size = self.max_header_list_size or 1 << 32
             self._decoders[key] = dec
         return dec
 
@@ -230,6 +239,12 @@ class HpackState:
         try:
             headers = self._decoder(key).decode(block, raw=True)
             return [[_str(n), _str(v)] for n, v in headers], None
+        except OversizedHeaderListError:
+            self._broken.add(key)
+            self.over_limit.append(key)
+            return None, (f"limit max_header_list_size = {self.max_header_list_size} exceeded: the block "
+                          f"({len(block)} bytes) decodes to a larger header list (an HPACK bomb?); "
+                          f"not decoded, nor any later block in this direction")
         except Exception as exc:
             self._broken.add(key)
             return None, f"{type(exc).__name__}: {exc}"
@@ -239,6 +254,13 @@ class HpackState:
             for key in [k for k in store if k[0] == conn]:
                 del store[key]
         self._broken = {k for k in self._broken if k[0] != conn}
+
+
+try:
+    from hpack.exceptions import OversizedHeaderListError
+except ImportError:  # pragma: no cover - hpack is a dependency
+    class OversizedHeaderListError(Exception):  # type: ignore[no-redef]
+        pass
 
 
 def frame_record(seq: int, t: float, conn: int, leg: str, direction: str, wire: bytes,

@@ -95,12 +95,12 @@ class ProcessRecorder(ThreadedSink):
 
     def __init__(self, path, *, filter_conn=None, filter_stream=None, filter_types=None,
                  max_bytes: Optional[int] = None, max_queue: int = 1_000_000,
-                 max_queue_bytes: int = 256 << 20) -> None:
+                 max_queue_bytes: int = 256 << 20, max_header_list_size: Optional[int] = None) -> None:
         self.path = os.fspath(path)
         # Fail here, in the proxy, when the file cannot be written at all.
         open(self.path, "a").close()
         options = {"filter_conn": filter_conn, "filter_stream": filter_stream, "filter_types": filter_types,
-                   "max_bytes": max_bytes}
+                   "max_bytes": max_bytes, "max_header_list_size": max_header_list_size}
         ctx = multiprocessing.get_context("spawn")
         reader, writer = ctx.Pipe(duplex=False)
         self._proc = ctx.Process(target=_child_main, args=(reader, self.path, options), daemon=True,
@@ -125,7 +125,8 @@ class ProcessRecorder(ThreadedSink):
         self._watching = False
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         super().__init__(filter_conn=filter_conn, filter_stream=filter_stream, filter_types=filter_types,
-                         max_queue=max_queue, max_queue_bytes=max_queue_bytes, thread_name="h2proxy-recorder-feed")
+                         max_queue=max_queue, max_queue_bytes=max_queue_bytes, thread_name="h2proxy-recorder-feed",
+                         max_header_list_size=max_header_list_size)
 
     # ------------------------------------------------------------ hot path (event loop thread)
 

@@ -20,6 +20,7 @@ import weakref
 from typing import Iterable, Optional
 
 from .. import __version__
+from ..core.limits import Limits
 from .decode import HpackState, b64, frame_record, frame_type_byte
 from .sink import FrameSink
 
@@ -110,7 +111,8 @@ class ThreadedSink(FrameSink):
 
     def __init__(self, *, filter_conn: Optional[Iterable[int]] = None, filter_stream: Optional[Iterable[int]] = None,
                  filter_types: Optional[Iterable] = None, max_queue: int = 1_000_000,
-                 max_queue_bytes: int = 256 << 20, thread_name: str = "h2proxy-sink") -> None:
+                 max_queue_bytes: int = 256 << 20, thread_name: str = "h2proxy-sink",
+                 max_header_list_size: Optional[int] = None) -> None:
         self._counter = itertools.count(1)
         self._fconn = frozenset(int(c) for c in filter_conn) if filter_conn else None
         self._fstream = frozenset(int(s) for s in filter_stream) if filter_stream else None
@@ -149,7 +151,8 @@ class ThreadedSink(FrameSink):
         self._closed = False
         #: Set once nothing more will be written (a size cap was reached): calls return at once.
         self._halted = False
-        self._hpack = HpackState()
+        self._hpack = HpackState(Limits.max_header_list_size if max_header_list_size is None
+                                 else max_header_list_size)
         self._infos: dict = {}
         self._thread: Optional[threading.Thread] = None
         if self.use_thread:
@@ -305,6 +308,30 @@ class ThreadedSink(FrameSink):
                     self.emit(rec)
                 except Exception as exc:
                     self._emit_failed(exc)
+            if self._hpack.over_limit:
+                self._header_list_violation(one)
+
+    def _header_list_violation(self, item) -> None:
+        """A block went past max_header_list_size while decoding it for the log: say who sent it.
+
+        Only the received copy of a frame makes a violation record (its forwarded copy on the other
+        leg trips the limit too: its record only carries ``headers_error``).
+        """
+        keys, self._hpack.over_limit = self._hpack.over_limit, []
+        for conn, leg, direction in keys:
+            if direction != "recv":
+                continue
+            sid = item[6][5:9] if len(item) > 6 and isinstance(item[6], bytes) else b"\0\0\0\0"
+            limit = self._hpack.max_header_list_size
+            message = (f"limit max_header_list_size = {limit} exceeded: a header block on stream "
+                       f"{int.from_bytes(sid, 'big') & 0x7FFFFFFF} decodes to a larger header list (HPACK bomb?); "
+                       f"the log shows it undecoded, and no later block from the {leg} on this connection")
+            try:
+                self.emit({"record": "violation", "ts": item[5], "conn": conn,
+                           "side": "client" if leg == "client" else "server", "section": "6.5.2",
+                           "code": "ENHANCE_YOUR_CALM", "message": message})
+            except Exception as exc:
+                self._emit_failed(exc)
 
     def _build(self, item) -> Optional[dict]:
         kind = item[0]
@@ -411,7 +438,7 @@ class JsonlRecorder(ThreadedSink):
 
     def __init__(self, path, *, filter_conn=None, filter_stream=None, filter_types=None,
                  max_bytes: Optional[int] = None, max_queue: int = 1_000_000,
-                 max_queue_bytes: int = 256 << 20) -> None:
+                 max_queue_bytes: int = 256 << 20, max_header_list_size: Optional[int] = None) -> None:
         self.path = os.fspath(path)
         self.max_bytes = max_bytes
         self._file = open(self.path, "w", encoding="utf-8", newline="\n", buffering=1 << 16)
@@ -431,7 +458,8 @@ class JsonlRecorder(ThreadedSink):
             self._write_line(dumps(header))
             self._file.flush()
             super().__init__(filter_conn=filter_conn, filter_stream=filter_stream, filter_types=filter_types,
-                             max_queue=max_queue, max_queue_bytes=max_queue_bytes, thread_name="h2proxy-recorder")
+                             max_queue=max_queue, max_queue_bytes=max_queue_bytes, thread_name="h2proxy-recorder",
+                             max_header_list_size=max_header_list_size)
         except BaseException:
             self._file.close()
             raise

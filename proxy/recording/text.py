@@ -17,6 +17,7 @@ import os
 import sys
 from typing import Dict, List, Optional, TextIO
 
+from ..printable import printable_record
 from .decode import SETTINGS_IDS, unb64
 from .recorder import ThreadedSink
 
@@ -110,8 +111,13 @@ class Renderer:
     # -------------------------------------------------------------- entry point
 
     def render(self, rec: dict) -> List[str]:
-        """The lines for one record; never raises (a record it cannot render gets a line saying so)."""
+        """The lines for one record; never raises (a record it cannot render gets a line saying so).
+
+        Every string of the record is made printable first (control characters escaped): header
+        names and values, paths and messages come from the peers and must not reach a terminal raw.
+        """
         try:
+            rec = printable_record(rec)
             return self._render(rec)
         except Exception as exc:
             try:
@@ -309,7 +315,8 @@ class LivePrinter(ThreadedSink):
     """
 
     def __init__(self, stream: Optional[TextIO] = None, verbosity: int = 1, color: Optional[bool] = None, *,
-                 filter_conn=None, filter_stream=None, filter_types=None, hexdump_limit: Optional[int] = 4096) -> None:
+                 filter_conn=None, filter_stream=None, filter_types=None, hexdump_limit: Optional[int] = 4096,
+                 max_header_list_size: Optional[int] = None) -> None:
         self.stream = stream if stream is not None else sys.stderr
         self.verbosity = verbosity
         self.renderer = Renderer(color=use_color(self.stream) if color is None else bool(color),
@@ -317,7 +324,7 @@ class LivePrinter(ThreadedSink):
         self._broken = False
         self.record_wire = verbosity >= 2
         super().__init__(filter_conn=filter_conn, filter_stream=filter_stream, filter_types=filter_types,
-                         thread_name="h2proxy-printer")
+                         thread_name="h2proxy-printer", max_header_list_size=max_header_list_size)
 
     def emit(self, record: dict) -> None:
         if self._broken:
