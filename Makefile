@@ -17,7 +17,6 @@ run: $(STAMP)
 	$(BIN)/h2proxy -v
 
 test: $(STAMP)
-	$(BIN)/python ../shared/spec/advanced_features_examples.py
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 bench: $(STAMP)

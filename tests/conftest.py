@@ -15,7 +15,19 @@ from tests.peers import (Nghttpd, await_port, free_port, http_url, need, run,  #
                          wait_port)
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
+#: Everything the tests read lives here, in the repository, each data set with its LICENSE.
+DATA = ROOT / "tests" / "data"
+
+
+def data_dir(name: str) -> Path:
+    """The data set ``tests/data/<name>``; a missing or empty one fails the run, it never skips tests.
+
+    A skip would let a clone without the data pass while whole corpora go untested.
+    """
+    path = DATA / name
+    if not path.is_dir() or not any(path.iterdir()):
+        raise FileNotFoundError(f"test data {name!r} is missing: expected it at {path}")
+    return path
 
 
 @pytest.fixture(scope="session")
