@@ -93,7 +93,9 @@ def test_corpus_from_a_frame_log(tmp_path):
                 "wire": base64.b64encode(ping).decode()}]
     log.write_text("\n".join(json.dumps(r) for r in records) + "\nnot json\n")
     assert make_corpus.log_conversations(log) == [[(0, PREFACE), (0, ping)]]
-    counts = make_corpus.build(tmp_path / "out", [log], synth=False, corpus=tmp_path / "none")
+    counts = make_corpus.build(tmp_path / "out", [log], synth=False, corpus=None)
+    with pytest.raises(FileNotFoundError, match="http2jp corpus is missing"):
+        make_corpus.build(tmp_path / "out2", synth=False, corpus=tmp_path / "none")
     assert (tmp_path / "out" / "frames").is_dir() and counts["relay"] == 3
 
 
