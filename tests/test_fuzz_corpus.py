@@ -170,7 +170,7 @@ def test_sender_ignoring_flow_control_cannot_grow_held_data_without_bound():
                                    flags=["END_HEADERS", "END_STREAM"]).serialize(), 0.0)
     r.receive(S2C, fc.HeadersFrame(1, data=hpack.Encoder().encode([(":status", "200")]),
                                    flags=["END_HEADERS"]).serialize(), 0.0)
-    for i in range(4):       # 64000 bytes: within the server's window of 65535
+    for _ in range(4):       # 64000 bytes: within the server's window of 65535
         r.receive(S2C, fc.DataFrame(1, data=b"x" * 16000).serialize(), 0.0)
     assert not r.closed and r.buffered > 0
     r.receive(S2C, fc.DataFrame(1, data=b"x" * 16000).serialize(), 0.0)   # 80000: past it

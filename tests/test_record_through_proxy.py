@@ -10,7 +10,6 @@ import sys
 import h2.config
 import h2.connection
 import h2.events
-
 import pytest
 
 from proxy.recording.offload import ProcessRecorder

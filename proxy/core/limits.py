@@ -7,6 +7,7 @@ GOAWAY, and a log line names the limit and its value.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from typing import List
 
 
 @dataclass
@@ -56,7 +57,7 @@ class Limits:
     grace_period: float = 5.0
 
     @classmethod
-    def names(cls):
+    def names(cls) -> List[str]:
         return [f.name for f in fields(cls)]
 
 

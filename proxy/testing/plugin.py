@@ -17,9 +17,12 @@ The fixture needs pytest-asyncio (any mode: it is declared with
 from __future__ import annotations
 
 import contextlib
+from types import ModuleType
+from typing import Optional
 
 import pytest
 
+pytest_asyncio: Optional[ModuleType]
 try:
     import pytest_asyncio
 except ImportError:  # pragma: no cover - the plugin loads, the fixture explains
