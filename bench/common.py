@@ -61,7 +61,7 @@ def wait_port(port: int, timeout: float = 15.0, proc: Optional[subprocess.Popen]
             return
         except OSError:
             if time.monotonic() > deadline:
-                raise RuntimeError(f"{what}: nothing listens on 127.0.0.1:{port} after {timeout} s")
+                raise RuntimeError(f"{what}: nothing listens on 127.0.0.1:{port} after {timeout} s") from None
             time.sleep(0.02)
 
 

@@ -25,9 +25,24 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (ROOT, Service, _spawn, fmt, free_port, h2load, make_cert, make_docroot, median,  # noqa: E402
-                    raise_nofile, require, start_h2proxy, start_nghttpd, start_nghttpx, start_relay_floor,
-                    wait_port)
+from common import (  # noqa: E402
+    ROOT,
+    Service,
+    _spawn,
+    fmt,
+    free_port,
+    h2load,
+    make_cert,
+    make_docroot,
+    median,
+    raise_nofile,
+    require,
+    start_h2proxy,
+    start_nghttpd,
+    start_nghttpx,
+    start_relay_floor,
+    wait_port,
+)
 
 MITM_VENV = ROOT / ".venv-bench-mitm"
 

@@ -174,7 +174,8 @@ def apply_table(cfg: Config, data: Dict[str, Any], source: str) -> None:
             for i, table in enumerate(value):
                 cfg.faults.append(dict(_table(table, f"{where}[{i}]")))
         else:
-            raise ConfigError(f"{where}: unknown key (known: {', '.join(list(_TOP) + ['tls', 'record', 'admin', 'limits', 'hooks', 'faults'])})")
+            all_keys = list(_TOP) + ["tls", "record", "admin", "limits", "hooks", "faults"]
+            raise ConfigError(f"{where}: unknown key (known: {', '.join(all_keys)})")
 
 
 def _table(value, where: str) -> dict:

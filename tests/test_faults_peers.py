@@ -400,8 +400,9 @@ async def test_rules_added_at_run_time_apply_to_the_open_connection_at_once(orig
 
 
 async def test_the_frame_log_names_each_rule(origin, tmp_path):
-    from proxy.recording.recorder import JsonlRecorder
     import json
+
+    from proxy.recording.recorder import JsonlRecorder
     path = tmp_path / "log.jsonl"
     sink = JsonlRecorder(str(path))
     rules = ["split parts=2 type=data direction=s2c name=halves",

@@ -24,7 +24,7 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
-from proxy.forward import (MAX_HEAD, ForwardProxyServer, listen_warning, parse_authority)
+from proxy.forward import MAX_HEAD, ForwardProxyServer, listen_warning, parse_authority
 from proxy.recording.sink import FrameSink
 from proxy.server import ConfigError, ProxySettings, parse_endpoint
 from tests.conftest import free_port, need, run

@@ -31,7 +31,6 @@ import json
 import logging
 import os
 import re
-from pathlib import Path
 from typing import List, Optional
 
 import hpack
@@ -48,6 +47,7 @@ from proxy.core.relay import C2S, S2C, AwaitHook, Close, Relay, RelayOptions
 from proxy.hooks.api import RawBytes
 from proxy.hooks.chain import HookChain
 from proxy.recording.sink import FrameSink
+from tests.conftest import data_dir
 
 EXAMPLES = int(os.environ.get("FUZZ_RELAY_EXAMPLES", "120"))
 SETTINGS = settings(max_examples=EXAMPLES, deadline=None, database=None, stateful_step_count=40,
@@ -56,7 +56,7 @@ SETTINGS = settings(max_examples=EXAMPLES, deadline=None, database=None, statefu
 PLAIN = settings(max_examples=max(EXAMPLES // 2, 40), deadline=None, database=None,
                  suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
-CORPUS = Path(__file__).resolve().parents[2] / "shared" / "testdata" / "http2-frame-test-case"
+CORPUS = data_dir("http2-frame-test-case")
 
 REQ = [(":method", "GET"), (":scheme", "http"), (":authority", "example"), (":path", "/")]
 RESP = [(":status", "200"), ("server", "origin")]
@@ -619,8 +619,6 @@ def test_server_bytes_before_the_client_preface_wait_and_stay_bounded(strict, n,
 
 
 def _corpus_cases():
-    if not CORPUS.is_dir():
-        return []
     return sorted(CORPUS.glob("*/*.json"))
 
 

@@ -174,9 +174,9 @@ STRICT_SAMPLE = {"max_continuations", "max_header_list_size", "max_resets_per_se
                  "max_control_frames_per_second/PING", "max_streams", "max_frame_size"}
 
 
-@pytest.mark.parametrize("case, strict", [pytest.param(case, strict, id=f"{case}-{'strict' if strict else 'transparent'}")
-                                          for case in sorted(FLOODS) for strict in (False, True)
-                                          if not strict or case in STRICT_SAMPLE])
+@pytest.mark.parametrize("case, strict", [
+    pytest.param(case, strict, id=f"{case}-{'strict' if strict else 'transparent'}")
+    for case in sorted(FLOODS) for strict in (False, True) if not strict or case in STRICT_SAMPLE])
 async def test_client_flood(proxy_factory, h2log, case, strict):
     limits, value, code, build = FLOODS[case]
     name = case.split("/")[0]

@@ -184,7 +184,10 @@ async def test_1000_concurrent_connections(proxy_process, nghttpd):
             batch = await asyncio.gather(*(RawClient.connect(px.port) for _ in range(min(100, count - len(held)))))
             held.extend(batch)
         opened = time.monotonic() - t0
-        await asyncio.sleep(0.3)
+        # Wait until the proxy holds a client and an upstream socket for each connection.
+        deadline = time.monotonic() + 20
+        while fd_count(px.pid) < 2 * count and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
         with_all = settled_rss(px.pid)
         fds = fd_count(px.pid)
         assert fds >= 2 * count, fds             # a client and an upstream socket for each

@@ -333,10 +333,14 @@ async def test_sigterm_sends_goaway_and_exits_zero(nghttpd, tmp_path):
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         writer.write(_client_frames())
         await writer.drain()
-        await asyncio.sleep(0.2)
-        proc.send_signal(signal.SIGTERM)
         r = FrameReader()
         frames = []
+        # The origin's SETTINGS relayed to us: the proxy has the connection up on both legs.
+        while not any(isinstance(f, fc.SettingsFrame) for f in frames):
+            data = await asyncio.wait_for(reader.read(65536), 5)
+            assert data
+            frames.extend(f.parse() for f in r.feed(data))
+        proc.send_signal(signal.SIGTERM)
         while not any(isinstance(f, fc.GoAwayFrame) for f in frames):
             data = await asyncio.wait_for(reader.read(65536), 5)
             assert data

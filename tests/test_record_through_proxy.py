@@ -6,11 +6,11 @@ import base64
 import json
 import subprocess
 import sys
+import time
 
 import h2.config
 import h2.connection
 import h2.events
-
 import pytest
 
 from proxy.recording.offload import ProcessRecorder
@@ -55,7 +55,11 @@ async def test_log_concatenation_equals_socket_bytes(proxy_factory, tmp_path, ki
         if more:
             sent += more
             writer.write(more)
-    await asyncio.sleep(0.1)
+    # Close once the origin has everything the client sent (the proxy relays it byte for byte).
+    deadline = time.monotonic() + 10
+    while len(server.received) < len(sent):
+        assert time.monotonic() < deadline, f"the origin got {len(server.received)} of {len(sent)} bytes"
+        await asyncio.sleep(0.01)
     writer.close()
     await asyncio.wait_for(server.done.wait(), 10)
     await server.stop()

@@ -83,7 +83,7 @@ def test_pcap_is_dissected_by_tshark(log_path, tmp_path, capsys):
     names = set()
     values = set()
     comments = []
-    for stream, ftype, hname, hvalue, comment, tcp_ok, ip_ok, analysis in rows:
+    for _stream, ftype, hname, hvalue, comment, tcp_ok, ip_ok, analysis in rows:
         types.update(t for t in ftype.split(",") if t)
         names.update(hname.split(","))
         values.update(hvalue.split(","))

@@ -67,7 +67,7 @@ class Limits:
     upstream_silence_timeout: float = 60.0
 
     @classmethod
-    def names(cls):
+    def names(cls) -> List[str]:
         return [f.name for f in fields(cls)]
 
     def problems(self) -> List[str]:

@@ -127,6 +127,8 @@ def load_hook(spec: str, options: Optional[dict] = None):
                 raise HookLoadError(f"hook file {path} does not exist")
             mod_name = f"h2proxy_user_hook_{abs(hash(str(path.resolve())))}"
             spec_obj = importlib.util.spec_from_file_location(mod_name, path)
+            if spec_obj is None or spec_obj.loader is None:
+                raise HookLoadError(f"hook file {path} cannot be imported as a Python module")
             module = importlib.util.module_from_spec(spec_obj)
             sys.modules[mod_name] = module
             spec_obj.loader.exec_module(module)

@@ -22,9 +22,12 @@ The fixtures need pytest-asyncio (any mode: they are declared with
 from __future__ import annotations
 
 import contextlib
+from types import ModuleType
+from typing import Optional
 
 import pytest
 
+pytest_asyncio: Optional[ModuleType]
 try:
     import pytest_asyncio
 except ImportError:  # pragma: no cover - the plugin loads, the fixture explains

@@ -149,7 +149,9 @@ class AltSvcHook(Hook):
 
 def _split_alternatives(value: str) -> List[str]:
     """Split on commas outside quoted strings."""
-    out, cur, quoted = [], [], False
+    out: List[str] = []
+    cur: List[str] = []
+    quoted = False
     for ch in value:
         if ch == '"':
             quoted = not quoted
