@@ -183,7 +183,11 @@ async def test_cli_verbose_with_descriptor_over_tls(protos, echo, pki, tmp_path)
     assert "ServerStream response message #4" in text
     rc, out = await run(sys.executable, "-m", "proxy.cli", "log", "stats", str(log_path))
     assert rc == 0, out
-    assert "/h2proxy.test.Echo/Unary" in out and "/h2proxy.test.Echo/ServerStream" in out
+    table = out[out.index("gRPC methods:"):]
+    unary = next(line for line in table.splitlines() if "/h2proxy.test.Echo/Unary" in line)
+    assert unary.split()[1:4] == ["1", "1", "1"] and unary.endswith("OK 1")
+    stream = next(line for line in table.splitlines() if "/h2proxy.test.Echo/ServerStream" in line)
+    assert stream.split()[1:4] == ["1", "1", "4"]
 
 
 def test_bad_descriptor_is_one_line(tmp_path):

@@ -156,3 +156,29 @@ def test_tracker_builds_message_and_call_records():
     assert call["duration_ms"] == 500.0
     assert "inside oversized message 2" in call["problems"][0]
     assert tr.calls == {}
+
+
+def test_method_stats_from_call_records_and_from_frames():
+    from proxy.grpc.stats import format_methods, method_stats
+    calls = [{"record": "grpc_call", "path": "/p.S/A", "status": 0, "duration_ms": float(ms),
+              "messages": {"client->server": 1, "server->client": 2}} for ms in range(1, 101)]
+    calls.append({"record": "grpc_call", "path": "/p.S/A", "status": 14, "duration_ms": 500.0,
+                  "messages": {"client->server": 1, "server->client": 0}})
+    table = method_stats(calls)
+    row = table["/p.S/A"]
+    assert row["calls"] == 101 and row["statuses"] == {"OK": 100, "UNAVAILABLE": 1}
+    assert row["requests"] == 101 and row["responses"] == 200
+    assert row["latency_ms"]["p50"] == 51.0 and row["latency_ms"]["max"] == 500.0
+    text = "\n".join(format_methods(table))
+    assert "/p.S/A" in text and "OK 100, UNAVAILABLE 1" in text
+    # the same from frame records alone (a log recorded without gRPC decoding)
+    frames = [
+        {"record": "frame", "dir": "recv", "leg": "client", "conn": 1, "stream": 1, "type_byte": 1, "flags": 4,
+         "ts": 0.0, "headers": [[":method", "POST"], [":path", "/p.S/B"], ["content-type", "application/grpc"]]},
+        {"record": "frame", "dir": "recv", "leg": "client", "conn": 1, "stream": 1, "type_byte": 0, "flags": 1,
+         "ts": 0.0, "wire": base64.b64encode(_frame(0, 1, 1, frame_message(b"\x08\x01"))).decode()},
+        {"record": "frame", "dir": "recv", "leg": "upstream", "conn": 1, "stream": 1, "type_byte": 1, "flags": 5,
+         "ts": 0.25, "headers": [[":status", "200"], ["grpc-status", "0"]]},
+    ]
+    row = method_stats(frames)["/p.S/B"]
+    assert row["calls"] == 1 and row["requests"] == 1 and row["latency_ms"]["p50"] == 250.0
