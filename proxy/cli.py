@@ -118,18 +118,23 @@ def build_hooks(cfg: Config):
     if cfg.faults or cfg.fault_lines or cfg.admin_listen:
         from .faults import build_fault_hook
         hooks.append(build_fault_hook(cfg.faults, cfg.fault_lines))
-    return HookChain(hooks) if hooks else None
+    return HookChain(hooks, grpc=grpc_options(cfg)) if hooks else None
 
 
-def build_sink(cfg: Config):
+def grpc_options(cfg: Config):
+    """How gRPC messages are decoded (-v, recordings, gRPC hooks); a bad descriptor set is a ConfigError."""
     from .grpc.calls import GrpcOptions
-    grpc = GrpcOptions(max_message=cfg.grpc_max_message, descriptor=cfg.proto_descriptor)
     if cfg.proto_descriptor:
         from .grpc.schema import SchemaError, load_schema
         try:
             load_schema(cfg.proto_descriptor)      # a bad file stops the proxy at start, with one line
         except SchemaError as exc:
             raise ConfigError(str(exc)) from None
+    return GrpcOptions(max_message=cfg.grpc_max_message, descriptor=cfg.proto_descriptor)
+
+
+def build_sink(cfg: Config):
+    grpc = grpc_options(cfg)
     sinks = []
     if cfg.record:
         from .recording.offload import ProcessRecorder

@@ -195,3 +195,38 @@ def describe(data: bytes, limit: int = 2000) -> List[str]:
         return format_raw(decode_raw(data), limit=limit)
     except WireError as exc:
         return [f"(not a protobuf message: {exc})"]
+
+
+def _varint(n: int) -> bytes:
+    if n < 0:
+        n &= (1 << 64) - 1
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
+
+
+def encode_fields(fields: List[Field]) -> bytes:
+    """The wire bytes of a field tree (the inverse of :func:`decode_raw`, for hooks that edit a message)."""
+    out = bytearray()
+    for f in fields:
+        v = f.value
+        if f.wire_type == SGROUP:
+            out += _varint(f.number << 3 | SGROUP) + encode_fields(v) + _varint(f.number << 3 | EGROUP)
+            continue
+        out += _varint(f.number << 3 | f.wire_type)
+        if f.wire_type == VARINT:
+            out += _varint(v)
+        elif f.wire_type == I64:
+            out += int(v).to_bytes(8, "little")
+        elif f.wire_type == I32:
+            out += int(v).to_bytes(4, "little")
+        else:
+            body = encode_fields(v) if isinstance(v, list) else (v.encode("utf-8") if isinstance(v, str) else bytes(v))
+            out += _varint(len(body)) + body
+    return bytes(out)
