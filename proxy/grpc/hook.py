@@ -23,7 +23,7 @@ import inspect
 import logging
 from typing import Any, Dict, List, Optional, Tuple
 
-from framecodec.frame import DataFrame
+from framecodec.frame import DataFrame, RstStreamFrame
 
 from ..hooks.api import CLIENT_TO_SERVER, SERVER_TO_CLIENT, Headers
 from .calls import GrpcOptions, header, is_grpc_request, split_path
@@ -104,9 +104,14 @@ class GrpcContext:
         """End the call as a server would: grpc-status ``code`` to the client, RST_STREAM CANCEL to the server."""
         self._hook.abort(self.frame_ctx, self.call, parse_status(code), message, self.hook)
 
+    def cut_after(self, code: Any = "INTERNAL_ERROR") -> None:
+        """Forward this message, then reset the stream: ``code`` towards the receiver, CANCEL towards the sender."""
+        from ..core.protocol import parse_error_code
+        self.call.cut = parse_error_code(code)
+
 
 class _Call:
-    __slots__ = ("path", "readers", "encodings", "response_started", "aborted", "client_done")
+    __slots__ = ("path", "readers", "encodings", "response_started", "aborted", "client_done", "cut")
 
     def __init__(self, path: str, encoding: Optional[str], max_size: int) -> None:
         self.path = path
@@ -115,6 +120,7 @@ class _Call:
         self.response_started = False     # response HEADERS went to the client
         self.aborted = False
         self.client_done = False
+        self.cut: Optional[int] = None      # an HTTP/2 error code: reset the stream after this message
 
 
 def _d(ctx) -> int:
@@ -130,12 +136,16 @@ class GrpcHook:
     def __init__(self, handlers: List[Any], options: Optional[GrpcOptions] = None) -> None:
         self.handlers: List[Tuple[str, Any]] = [(getattr(h, "name", "") or type(h).__name__, h.on_grpc_message)
                                                 for h in handlers]
+        #: A handler with ``grpc_active`` false (the fault hook without gRPC rules) needs no call followed.
+        self.owners = list(handlers)
         self.options = options or GrpcOptions()
         self.schema = None
         if self.options.descriptor:
             from .schema import load_schema
             self.schema = load_schema(self.options.descriptor)
         self.calls: Dict[Tuple[int, int], _Call] = {}
+        #: Streams this hook ended (abort, cut): frames the peers still had in flight are dropped.
+        self.ended: Dict[Tuple[int, int], None] = {}
         self.messages = 0
         self.oversized = 0
         self.errors = 0
@@ -145,12 +155,13 @@ class GrpcHook:
     def on_headers(self, ctx, frame, headers):
         s = ctx.stream
         if s is None:
-            return None
+            return [] if self.ended and (ctx.conn.id, frame.stream_id) in self.ended else None
         key = (ctx.conn.id, s.id)
         call = self.calls.get(key)
         d = _d(ctx)
         if call is None:
-            if d == 0 and headers is not None and is_grpc_request(headers):
+            if d == 0 and headers is not None and is_grpc_request(headers) and \
+                    any(getattr(o, "grpc_active", True) for o in self.owners):
                 # A message a hook saw goes out in one burst: keep it well inside what a socket may queue.
                 limit = min(self.options.max_message, ctx.conn.limits.max_queued_bytes // 2)
                 self.calls[key] = _Call(header(headers, ":path") or "", header(headers, "grpc-encoding"), limit)
@@ -185,7 +196,7 @@ class GrpcHook:
     def on_data(self, ctx, frame):
         s = ctx.stream
         if s is None:
-            return None
+            return [] if self.ended and (ctx.conn.id, frame.stream_id) in self.ended else None
         call = self.calls.get((ctx.conn.id, s.id))
         if call is None:
             return None
@@ -203,10 +214,10 @@ class GrpcHook:
         try:
             step = next(work)
         except StopIteration as stop:
-            return self._frames(frame, stop.value)
-        return self._finish_async(work, step, frame)
+            return self._frames(ctx, call, frame, stop.value)
+        return self._finish_async(ctx, call, work, step, frame)
 
-    async def _finish_async(self, work, step, frame):
+    async def _finish_async(self, ctx, call, work, step, frame):
         while True:
             try:
                 value = await step
@@ -216,13 +227,23 @@ class GrpcHook:
             try:
                 step = work.send(value)
             except StopIteration as stop:
-                return self._frames(frame, stop.value)
+                return self._frames(ctx, call, frame, stop.value)
 
-    @staticmethod
-    def _frames(frame, out):
+    def _frames(self, ctx, call: _Call, frame, out):
         if out is None:
             return None
         data, end = out
+        if call.cut is not None and not call.aborted:
+            # cut: what came up to the message goes on, then the stream is reset both ways.
+            call.aborted = True
+            d = _d(ctx)
+            # (Frames the sender had in flight are late, not its own fault: the relay need not call them violations.)
+            ctx.stream.reset_by = 1 - d
+            self._ended(ctx.conn.id, frame.stream_id)
+            ctx.reset_stream(frame.stream_id, "CANCEL", towards="client" if d == 0 else "server")
+            self.calls.pop((ctx.conn.id, ctx.stream.id), None)
+            out_frames = [DataFrame(frame.stream_id, data=data)] if data else []
+            return out_frames + [RstStreamFrame(frame.stream_id, error_code=call.cut)]
         if not data and not end:
             return []
         f = DataFrame(frame.stream_id, data=data)
@@ -254,6 +275,8 @@ class GrpcHook:
             else:
                 changed = True
                 parts.extend(result)
+            if call.cut is not None:
+                return b"".join(parts), False
         if end:
             rest = call.readers[d].take_partial()
             if rest:
@@ -346,6 +369,8 @@ class GrpcHook:
             block = [(":status", "200"), ("content-type", "application/grpc")] + status
         ctx.inject(Headers(sid, block, end_stream=True), direction=SERVER_TO_CLIENT)
         client_open = not call.client_done
+        s.reset_by = 0        # (the server's frames in flight are late, not violations)
+        self._ended(ctx.conn.id, sid)
         ctx.reset_stream(sid, "CANCEL", towards="server")
         if client_open:
             # The client may still be sending: tell it to stop, as a server that answered early does.
@@ -354,6 +379,11 @@ class GrpcHook:
         log.info("c%d: hook %s aborted gRPC call %s on stream %d with grpc-status %d", ctx.conn.id, name,
                  call.path, sid, code)
 
+    def _ended(self, conn_id: int, sid: int) -> None:
+        self.ended[(conn_id, sid)] = None
+        if len(self.ended) > 4096:
+            del self.ended[next(iter(self.ended))]
+
     def stream_closed(self, ctx, stream) -> None:
         self.calls.pop((ctx.conn.id, stream.id), None)
 
@@ -361,3 +391,5 @@ class GrpcHook:
         conn = ctx.conn.id
         for key in [k for k in self.calls if k[0] == conn]:
             del self.calls[key]
+        for key in [k for k in self.ended if k[0] == conn]:
+            del self.ended[key]
