@@ -182,3 +182,21 @@ def test_method_stats_from_call_records_and_from_frames():
     ]
     row = method_stats(frames)["/p.S/B"]
     assert row["calls"] == 1 and row["requests"] == 1 and row["latency_ms"]["p50"] == 250.0
+
+
+def test_docs_fault_lines_and_tables_parse():
+    """Every --fault line and [[faults]] table in docs/grpc.md is a valid gRPC rule."""
+    import re
+    import shlex
+    import tomllib
+    from pathlib import Path
+    from proxy.faults import build_fault_hook
+    doc = (Path(__file__).resolve().parents[1] / "docs/grpc.md").read_text()
+    lines = [shlex.split(m)[0] for m in re.findall(r"--fault ('[^']*')", doc)]
+    assert len(lines) >= 7
+    hook = build_fault_hook(lines=lines)
+    assert all(r.grpc for r in hook.rules)
+    tables = [b for b in re.findall(r"```toml\n(.*?)```", doc, re.S)]
+    for t in tables:
+        hook = build_fault_hook(tomllib.loads(t)["faults"])
+        assert all(r.grpc for r in hook.rules)

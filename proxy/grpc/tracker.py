@@ -174,7 +174,8 @@ class GrpcTracker:
 
 def call_record(call: Call) -> dict:
     service, method = split_path(call.path)
-    rec = {"record": "grpc_call", "ts": call.end, "conn": call.conn, "stream": call.stream, "path": call.path,
+    rec = {"record": "grpc_call", "ts": call.end, "conn": call.conn, "leg": "upstream", "stream": call.stream,
+           "path": call.path,
            "service": service, "method": method, "start": call.start,
            "status": call.status, "status_name": status_name(call.status) if call.status is not None else None,
            "messages": {REQUEST: call.messages[0], RESPONSE: call.messages[1]}}
