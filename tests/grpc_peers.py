@@ -90,8 +90,15 @@ class EchoServer:
                     outer._got(r)
                     yield pb2.Reply(text=f"echo {r.name}", n=r.n)
 
+        def raw_echo(request: bytes, context) -> bytes:
+            outer._got(request)
+            return request
+
         self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=8), options=BIG)
         pb2_grpc.add_EchoServicer_to_server(Servicer(), self.server)
+        # /h2proxy.test.Raw/Echo: bytes in, the same bytes out (no protobuf: for 1-byte messages).
+        self.server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(
+            "h2proxy.test.Raw", {"Echo": grpc.unary_unary_rpc_method_handler(raw_echo)})])
         if tls is None:
             self.port = self.server.add_insecure_port("127.0.0.1:0")
             self.url = f"h2c://127.0.0.1:{self.port}"

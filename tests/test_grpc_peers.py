@@ -48,6 +48,7 @@ def _calls(protos, port, compression=None, root_ca=None):
         out["client"] = stub.ClientStream(iter([pb2.Req(name=n) for n in "abc"]), timeout=20)
         out["bidi"] = [r.text for r in stub.Bidi(iter([pb2.Req(name="x"), pb2.Req(name="y")]), timeout=20)]
         out["empty"] = stub.Unary(pb2.Req(), timeout=20)
+        out["one"] = ch.unary_unary("/h2proxy.test.Raw/Echo")(b"\x07", timeout=20)
         out["big"] = stub.Unary(pb2.Req(name="big", blob=b"\x5a" * (100 << 10)), timeout=20)
         out["huge"] = stub.Unary(pb2.Req(name="huge", blob=bytes(range(256)) * (8 << 12)), timeout=60)
         try:
@@ -64,6 +65,7 @@ def _check_replies(out):
     assert out["client"].text == "a,b,c" and out["client"].n == 3
     assert out["bidi"] == ["echo x", "echo y"]
     assert out["empty"].text == "hello "
+    assert out["one"] == b"\x07"
     assert out["big"].blob == b"\x5a" * (100 << 10)
     assert out["huge"].blob == bytes(range(256)) * (8 << 12)
     assert out["fail"] == (grpc.StatusCode.NOT_FOUND, "no such name: caf\u00e9 100%")
@@ -109,6 +111,11 @@ async def test_verbose_and_recording_show_messages(protos, echo, proxy_factory, 
                                                                 ("ServerStream", "OK"), ("Bidi", "OK")}
     zero = [m for m in msgs if m["method"] == "Unary" and m["direction"] == "client->server" and m["length"] == 0]
     assert zero and zero[0]["data"] == ""
+    one = [m for m in msgs if m["path"] == "/h2proxy.test.Raw/Echo"]
+    assert [(m["direction"], m["length"], m["data"]) for m in one] == [("client->server", 1, "Bw=="),
+                                                                        ("server->client", 1, "Bw==")]
+    assert "Raw/Echo request message #1 (1 bytes)" in shown
+    assert "(not a protobuf message: field number 0 at offset 0 is out of range" in shown
     big = [m for m in msgs if m["length"] > (100 << 10) and not m.get("oversized")]
     assert big and all(not m["compressed"] for m in big)
     huge = [m for m in msgs if m.get("oversized")]
