@@ -200,3 +200,29 @@ def test_frame_rules_stay_frame_rules():
     hook = build_fault_hook(lines=["drop type=ping", "delay ms=5 method=POST"])
     assert not hook.grpc_active
     assert not any(getattr(r, "grpc", False) for r in hook.rules)
+
+
+async def test_grpc_status_over_tls_on_both_legs(protos, h2proxy, pki):
+    """TLS between the grpcio client and the proxy, and between the proxy and the grpcio server."""
+    with open(pki["key"], "rb") as f:
+        key = f.read()
+    with open(pki["cert"], "rb") as f:
+        chain = f.read()
+    with open(pki["ca"], "rb") as f:
+        ca = f.read()
+    server = EchoServer(protos, tls=(key, chain))
+    try:
+        proxy = await h2proxy(server.url, faults=["grpc_status code=RESOURCE_EXHAUSTED details=quota method=Unary"],
+                              listen="https://127.0.0.1:0", cert=pki["cert"], key=pki["key"],
+                              upstream_ca=pki["ca"])
+
+        def calls():
+            with channel(proxy.port, root_ca=ca) as ch:
+                stub = protos.pb2_grpc.EchoStub(ch)
+                _, err = _error(lambda: stub.Unary(protos.pb2.Req(name="x"), timeout=20))
+                return err, [r.n for r in stub.ServerStream(protos.pb2.Req(name="s", n=2), timeout=20)]
+        err, ok = await asyncio.to_thread(calls)
+        assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and err.details() == "quota"
+        assert ok == [0, 1]
+    finally:
+        server.stop()

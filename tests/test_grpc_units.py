@@ -200,3 +200,11 @@ def test_docs_fault_lines_and_tables_parse():
     for t in tables:
         hook = build_fault_hook(tomllib.loads(t)["faults"])
         assert all(r.grpc for r in hook.rules)
+
+
+def test_config_file_keys(tmp_path):
+    from proxy.config import load_config
+    p = tmp_path / "c.toml"
+    p.write_text('proto_descriptor = "echo.desc"\ngrpc_max_message = 1048576\n')
+    cfg = load_config(str(p))
+    assert cfg.proto_descriptor == "echo.desc" and cfg.grpc_max_message == 1 << 20
