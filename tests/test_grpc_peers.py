@@ -127,7 +127,8 @@ async def test_verbose_and_recording_show_messages(protos, echo, proxy_factory, 
     assert rc == 0 and 'gRPC /h2proxy.test.Echo/ClientStream request message #3' in text_out
 
 
-async def test_gzip_and_descriptor_named_fields(protos, echo, proxy_factory, tmp_path):
+@pytest.mark.parametrize("compression", ["gzip", "deflate"])
+async def test_compressed_and_descriptor_named_fields(protos, echo, proxy_factory, tmp_path, compression):
     from proxy.grpc.calls import GrpcOptions
     from proxy.recording.recorder import JsonlRecorder
     server = echo()
@@ -137,7 +138,8 @@ async def test_gzip_and_descriptor_named_fields(protos, echo, proxy_factory, tmp
     pb2 = protos.pb2
 
     def call():
-        with channel(px.port, compression=grpc.Compression.Gzip) as ch:
+        algo = grpc.Compression.Gzip if compression == "gzip" else grpc.Compression.Deflate
+        with channel(px.port, compression=algo) as ch:
             stub = protos.pb2_grpc.EchoStub(ch)
             return stub.Unary(pb2.Req(name="zip" * 100, n=3), timeout=20)
     reply = await asyncio.to_thread(call)
@@ -146,13 +148,13 @@ async def test_gzip_and_descriptor_named_fields(protos, echo, proxy_factory, tmp
     recorder.close()
     records = [json.loads(line) for line in open(log_path)]
     (req,) = [r for r in records if r["record"] == "grpc_message" and r["direction"] == "client->server"]
-    assert req["compressed"] and req["encoding"] == "gzip" and req["length"] < 300
+    assert req["compressed"] and req["encoding"] == compression and req["length"] < 300
     assert req["decoded"] == {"name": "zip" * 100, "n": 3}
     (resp,) = [r for r in records if r["record"] == "grpc_message" and r["direction"] == "server->client"]
     assert resp["decoded"]["text"] == "hello " + "zip" * 100
     from proxy.recording.text import Renderer
     lines = Renderer().render(req)
-    assert '"name": "' + "zip" * 100 + '",' in "\n".join(lines) and "compressed (gzip" in lines[0]
+    assert '"name": "' + "zip" * 100 + '",' in "\n".join(lines) and f"compressed ({compression}" in lines[0]
 
 
 async def test_cli_verbose_with_descriptor_over_tls(protos, echo, pki, tmp_path):

@@ -102,3 +102,21 @@ def test_grpc_abort_answers_trailers_only_and_cancels_the_server():
     # the server's late frames on the stream are dropped
     r.receive(S2C, wire(Peer().headers(1, [(":status", "200"), ("content-type", "application/grpc")])), 0.0)
     assert [f for f in parsed(out(r, S2C)) if isinstance(f, (fc.HeadersFrame, fc.DataFrame))] == []
+
+
+def test_bad_return_values_leave_the_message_as_it_was(caplog):
+    class Bad:
+        def on_grpc_message(self, ctx, message):
+            if message.index == 1:
+                return 42                        # not bytes, a message, a dict or a list
+            if message.index == 2:
+                return {"name": "x"}             # a dict without --proto-descriptor
+            return [b"ok", 3.5]                  # the bad item is left out
+    r = start(hooks=[Bad()])
+    c = Peer()
+    r.receive(C2S, wire(c.headers(1, GRPC_REQ)), 0.0)
+    out(r, C2S)
+    r.receive(C2S, wire(fc.DataFrame(1, data=frame_message(b"a") + frame_message(b"b") + frame_message(b"c"))), 0.0)
+    (sent,) = _data(parsed(out(r, C2S)))
+    assert sent.data == frame_message(b"a") + frame_message(b"b") + frame_message(b"ok")
+    assert "returned int" in caplog.text and "returned dict" in caplog.text and "returned float" in caplog.text

@@ -208,3 +208,22 @@ def test_config_file_keys(tmp_path):
     p.write_text('proto_descriptor = "echo.desc"\ngrpc_max_message = 1048576\n')
     cfg = load_config(str(p))
     assert cfg.proto_descriptor == "echo.desc" and cfg.grpc_max_message == 1 << 20
+
+
+def test_tracker_compressed_without_encoding_says_so():
+    from proxy.recording.text import Renderer
+    tr = GrpcTracker()
+    req = {"record": "frame", "dir": "recv", "leg": "client", "conn": 1, "stream": 3, "type_byte": 1, "flags": 4,
+           "ts": 1.0, "headers": [[":method", "POST"], [":path", "/p.S/M"], ["content-type", "application/grpc"]]}
+    tr.feed(req, None)
+    data = {"record": "frame", "dir": "recv", "leg": "client", "conn": 1, "stream": 3, "type_byte": 0, "flags": 0,
+            "ts": 1.1, "seq": 9}
+    (msg,) = tr.feed(data, _frame(0, 0, 3, frame_message(b"\x0a\x01x", compressed=True)))
+    assert "grpc-encoding is identity" in msg["decode_error"]
+    lines = Renderer().render(msg)
+    assert "compressed (no grpc-encoding)" in lines[0] and "grpc-encoding is identity" in lines[1]
+    # a gRPC-Web stream is not followed
+    web = dict(req, stream=5, headers=[[":method", "POST"], [":path", "/p.S/M"],
+                                       ["content-type", "application/grpc-web+proto"]])
+    tr.feed(web, None)
+    assert tr.feed(dict(data, stream=5), _frame(0, 0, 5, frame_message(b"x"))) == []

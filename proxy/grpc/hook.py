@@ -317,11 +317,21 @@ class GrpcHook:
                 if result is None:
                     out.append(m)
                     continue
+                try:
+                    if isinstance(result, (list, tuple)):
+                        made = [x for x in (self._as_message(item, m, name) for item in result) if x is not None]
+                    else:
+                        one = self._as_message(result, m, name)
+                        made = [one if one is not None else m]     # (a bad return leaves the message as it was)
+                except Exception as exc:       # a dict the schema cannot encode, a failing SerializeToString
+                    self.errors += 1
+                    log.error("c%d: hook %s: cannot use what on_grpc_message returned for %r: %s; the message "
+                              "goes on unchanged", ctx.conn.id, name, m, exc)
+                    out.append(m)
+                    continue
                 changed = True
-                items = result if isinstance(result, (list, tuple)) else [result]
-                for item in items:
-                    out.append(self._as_message(item, m, name))
-            msgs = [m for m in out if m is not None]
+                out.extend(made)
+            msgs = out
         if not changed:
             return None
         framed = []
@@ -344,8 +354,10 @@ class GrpcHook:
         elif isinstance(item, dict) and self.schema is not None:
             data = self.schema.encode(original.path, original.is_request, item)
         else:
-            log.error("hook %s: on_grpc_message returned %s, not bytes, a message, a list or None; ignored",
-                      name, type(item).__name__)
+            why = (" (a dict of named fields needs --proto-descriptor with this method)" if isinstance(item, dict)
+                   else "")
+            log.error("hook %s: on_grpc_message returned %s, not bytes, a protobuf message, a dict, a list or "
+                      "None%s; ignored", name, type(item).__name__, why)
             return None
         m = GrpcMessage(data, original.direction, original.index, original.compressed, original.encoding,
                         original.path, original.stream_id, original.conn_id, self.schema)
