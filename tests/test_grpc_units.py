@@ -227,3 +227,14 @@ def test_tracker_compressed_without_encoding_says_so():
                                        ["content-type", "application/grpc-web+proto"]])
     tr.feed(web, None)
     assert tr.feed(dict(data, stream=5), _frame(0, 0, 5, frame_message(b"x"))) == []
+
+
+def test_tracker_trailers_in_headers_and_continuation_end_the_call():
+    tr = GrpcTracker()
+    base = {"record": "frame", "dir": "recv", "conn": 1, "stream": 1, "ts": 1.0}
+    tr.feed(dict(base, leg="client", type_byte=1, flags=4, headers=[[":method", "POST"], [":path", "/p.S/M"],
+                                                                      ["content-type", "application/grpc"]]), None)
+    assert tr.feed(dict(base, leg="upstream", type_byte=1, flags=1), None) == []      # END_STREAM, no END_HEADERS
+    (call,) = tr.feed(dict(base, leg="upstream", type_byte=9, flags=4, ts=2.0,
+                           headers=[[":status", "200"], ["grpc-status", "0"]]), None)
+    assert call["status_name"] == "OK" and call["duration_ms"] == 1000.0

@@ -64,6 +64,8 @@ class GrpcTracker:
             except SchemaError as exc:
                 self.schema_error = str(exc)
         self.calls: Dict[Tuple, Call] = {}
+        #: END_STREAM of a HEADERS frame whose block goes on in CONTINUATION frames, by (conn, stream, side).
+        self._block_end: Dict[Tuple, bool] = {}
 
     def feed(self, rec: dict, wire: Optional[bytes]) -> List[dict]:
         """The records that follow frame record ``rec`` (``wire``: its bytes)."""
@@ -74,8 +76,12 @@ class GrpcTracker:
         conn, sid, t = rec.get("conn"), rec.get("stream") or 0, rec.get("type_byte")
         key = (conn, sid)
         call = self.calls.get(key)
-        if t == _HEADERS or (t == 0x9 and rec.get("headers") is not None):
+        if t == _HEADERS or t == 0x9:
             headers = rec.get("headers")
+            flags = rec.get("flags", 0)
+            if t == _HEADERS and not flags & 0x04:
+                self._block_end[(conn, sid, d)] = bool(flags & 0x01)    # the block ends in a CONTINUATION
+            ends = bool(flags & 0x01) if t == _HEADERS else self._block_end.pop((conn, sid, d), False)
             if headers is None:
                 return []
             if d == 0 and call is None:
@@ -96,7 +102,7 @@ class GrpcTracker:
                     except ValueError:
                         call.problems.append(f"grpc-status {status!r} is not a number")
                     call.message = percent_decode(header(headers, "grpc-message"))
-            if rec.get("flags", 0) & 0x01:
+            if ends:
                 return self._ended(call, d, rec)
             return []
         if call is None:
