@@ -120,3 +120,30 @@ def test_bad_return_values_leave_the_message_as_it_was(caplog):
     (sent,) = _data(parsed(out(r, C2S)))
     assert sent.data == frame_message(b"a") + frame_message(b"b") + frame_message(b"ok")
     assert "returned int" in caplog.text and "returned dict" in caplog.text and "returned float" in caplog.text
+
+
+def test_abort_on_a_response_sends_the_messages_before_it_then_trailers():
+    import hpack
+
+    class AbortSecond:
+        def on_grpc_message(self, ctx, message):
+            if not message.is_request and message.index == 2:
+                ctx.grpc_abort(8, "enough")
+    r = start(hooks=[AbortSecond()])
+    c, s = Peer(), Peer()
+    end = fc.DataFrame(1, data=frame_message(b"q"))
+    end.flags.add("END_STREAM")
+    r.receive(C2S, wire(c.headers(1, GRPC_REQ), end), 0.0)
+    out(r, C2S)
+    r.receive(S2C, wire(s.headers(1, [(":status", "200"), ("content-type", "application/grpc")]),
+                        fc.DataFrame(1, data=frame_message(b"one") + frame_message(b"two"))), 0.0)
+    to_client = [f for f in parsed(out(r, S2C)) if not isinstance(f, fc.WindowUpdateFrame)]
+    assert [type(f).__name__ for f in to_client] == ["HeadersFrame", "DataFrame", "HeadersFrame"]
+    assert to_client[1].data == frame_message(b"one")
+    trailers = to_client[2]
+    assert "END_STREAM" in trailers.flags
+    dec = hpack.Decoder()
+    dec.decode(to_client[0].data)        # (the proxy's own encoder, from its first block on)
+    assert dec.decode(trailers.data) == [("grpc-status", "8"), ("grpc-message", "enough")]
+    to_server = [f for f in parsed(out(r, C2S)) if isinstance(f, fc.RstStreamFrame)]
+    assert [(f.stream_id, f.error_code) for f in to_server] == [(1, 8)]

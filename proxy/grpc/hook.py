@@ -111,7 +111,7 @@ class GrpcContext:
 
 
 class _Call:
-    __slots__ = ("path", "readers", "encodings", "response_started", "aborted", "client_done", "cut")
+    __slots__ = ("path", "readers", "encodings", "response_started", "aborted", "client_done", "cut", "tail")
 
     def __init__(self, path: str, encoding: Optional[str], max_size: int) -> None:
         self.path = path
@@ -121,6 +121,7 @@ class _Call:
         self.aborted = False
         self.client_done = False
         self.cut: Optional[int] = None      # an HTTP/2 error code: reset the stream after this message
+        self.tail: Optional[list] = None    # what an abort on a response sends after the messages before it
 
 
 def _d(ctx) -> int:
@@ -233,6 +234,10 @@ class GrpcHook:
         if out is None:
             return None
         data, end = out
+        if call.tail is not None:
+            # grpc_abort on a response: the messages before the aborted one, then the trailers.
+            tail, call.tail = call.tail, None
+            return ([DataFrame(frame.stream_id, data=data)] if data else []) + tail
         if call.cut is not None and not call.aborted:
             # cut: what came up to the message goes on, then the stream is reset both ways.
             call.aborted = True
@@ -269,7 +274,7 @@ class GrpcHook:
             self.messages += 1
             result = yield from self._handle(ctx, call, d, ev)
             if call.aborted:
-                return b"", False
+                return b"".join(parts) if call.tail is not None else b"", False
             if result is None:
                 parts.append(ev.wire())
             else:
@@ -379,14 +384,20 @@ class GrpcHook:
             block = status
         else:
             block = [(":status", "200"), ("content-type", "application/grpc")] + status
-        ctx.inject(Headers(sid, block, end_stream=True), direction=SERVER_TO_CLIENT)
         client_open = not call.client_done
+        tail: list = [Headers(sid, block, end_stream=True)]
+        if client_open:
+            # The client may still be sending: tell it to stop, as a server that answered early does.
+            tail.append(RstStreamFrame(sid, error_code=0))
+        if ctx.direction == SERVER_TO_CLIENT:
+            # On a response: the messages before this one in the same DATA frame go first (see _frames).
+            call.tail = tail
+        else:
+            for item in tail:
+                ctx.inject(item, direction=SERVER_TO_CLIENT)
         s.reset_by = 0        # (the server's frames in flight are late, not violations)
         self._ended(ctx.conn.id, sid)
         ctx.reset_stream(sid, "CANCEL", towards="server")
-        if client_open:
-            # The client may still be sending: tell it to stop, as a server that answered early does.
-            ctx.reset_stream(sid, "NO_ERROR", towards="client")
         self.calls.pop((ctx.conn.id, sid), None)
         log.info("c%d: hook %s aborted gRPC call %s on stream %d with grpc-status %d", ctx.conn.id, name,
                  call.path, sid, code)

@@ -137,6 +137,8 @@ class GrpcTracker:
     def forget(self, conn) -> List[dict]:
         """The connection closed: calls still open on it end here (as records)."""
         out = []
+        for key in [k for k in self._block_end if k[0] == conn]:
+            del self._block_end[key]
         for key in [k for k in self.calls if k[0] == conn]:
             call = self.calls.pop(key)
             call.problems.append("the connection closed before the call ended")
