@@ -38,10 +38,10 @@ class GrpcMessage:
     """One complete gRPC message as a hook sees it. ``data``: the message bytes (decompressed)."""
 
     __slots__ = ("data", "direction", "index", "compressed", "encoding", "path", "service", "method",
-                 "stream_id", "conn_id", "_schema", "_wire")
+                 "stream_id", "conn_id", "_schema")
 
     def __init__(self, data: bytes, direction: str, index: int, compressed: bool, encoding: Optional[str],
-                 path: str, stream_id: int, conn_id: int, schema=None, wire: bytes = b"") -> None:
+                 path: str, stream_id: int, conn_id: int, schema=None) -> None:
         self.data = data
         self.direction = direction
         self.index = index
@@ -52,7 +52,6 @@ class GrpcMessage:
         self.stream_id = stream_id
         self.conn_id = conn_id
         self._schema = schema
-        self._wire = wire
 
     @property
     def is_request(self) -> bool:
@@ -122,6 +121,11 @@ class _Call:
         self.client_done = False
         self.cut: Optional[int] = None      # an HTTP/2 error code: reset the stream after this message
         self.tail: Optional[list] = None    # what an abort on a response sends after the messages before it
+
+
+def _join(parts: List[Any]) -> bytes:
+    """Bytes and unchanged messages (their prefix and bytes as received) as one run of bytes."""
+    return b"".join(p.wire() if isinstance(p, Message) else p for p in parts)
 
 
 def _d(ctx) -> int:
@@ -258,7 +262,7 @@ class GrpcHook:
 
     def _rebuild(self, ctx, call: _Call, d: int, events, end: bool, aligned: bool):
         """A generator: runs the handlers on each message (yielding awaitables); returns (bytes, end) or None."""
-        parts: List[bytes] = []
+        parts: List[Any] = []      # bytes, or a Message whose prefix and bytes go on as they were
         changed = not aligned
         for ev in events:
             if isinstance(ev, Passthrough):
@@ -274,21 +278,21 @@ class GrpcHook:
             self.messages += 1
             result = yield from self._handle(ctx, call, d, ev)
             if call.aborted:
-                return b"".join(parts) if call.tail is not None else b"", False
+                return _join(parts) if call.tail is not None else b"", False
             if result is None:
-                parts.append(ev.wire())
+                parts.append(ev)
             else:
                 changed = True
                 parts.extend(result)
             if call.cut is not None:
-                return b"".join(parts), False
+                return _join(parts), False
         if end:
             rest = call.readers[d].take_partial()
             if rest:
                 parts.append(rest)
         if not changed:
             return None
-        return b"".join(parts), end
+        return _join(parts), end
 
     def _handle(self, ctx, call: _Call, d: int, ev: Message):
         """The handlers on one message: None when it stays as it was, else the framed messages to send."""
@@ -300,8 +304,9 @@ class GrpcHook:
             except DecompressError as exc:
                 log.info("c%d: gRPC %s message %d: %s; passed on unseen", ctx.conn.id, call.path, ev.index, exc)
                 return None
-        msgs = [GrpcMessage(data, ctx.direction, ev.index, ev.compressed, encoding, call.path, ctx.stream.id,
-                            ctx.conn.id, self.schema, ev.wire())]
+        original = GrpcMessage(data, ctx.direction, ev.index, ev.compressed, encoding, call.path, ctx.stream.id,
+                               ctx.conn.id, self.schema)
+        msgs = [original]
         changed = False
         for name, handler in self.handlers:
             gctx = GrpcContext(self, ctx, call, name)
@@ -339,10 +344,10 @@ class GrpcHook:
             msgs = out
         if not changed:
             return None
-        framed = []
+        framed: List[Any] = []
         for m in msgs:
-            if m._wire and m.data is data and m.compressed == ev.compressed:
-                framed.append(m._wire)
+            if m is original and m.data is data:
+                framed.append(ev)                     # (as it came: prefix and bytes unchanged)
             elif m.compressed and m.encoding:
                 framed.append(frame_message(compress(m.data, m.encoding), compressed=True))
             else:
