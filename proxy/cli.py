@@ -58,6 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ignore-hosts", metavar="REGEX", action="append", help="forward mode: tunnel these hosts")
     p.add_argument("--allow-hosts", metavar="REGEX", action="append", help="forward mode: intercept only these")
     p.add_argument("--workers", metavar="N", type=int, help="processes sharing the listening port (SO_REUSEPORT)")
+    p.add_argument("--proto-descriptor", metavar="FILE",
+                   help="a FileDescriptorSet (protoc --descriptor_set_out): gRPC messages shown with named fields")
+    p.add_argument("--grpc-max-message", metavar="BYTES", type=int,
+                   help="gRPC messages longer than this are reported, not decoded (default 4194304)")
     p.add_argument("--limit", metavar="NAME=VALUE", action="append", default=[],
                    help="override a resource limit, e.g. --limit max_streams=1000")
     return p
@@ -65,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
     for name in ("listen", "upstream", "mode", "strict", "altsvc", "cert", "key", "ca_dir", "upstream_ca", "insecure",
-                 "record", "record_conn", "record_stream", "record_max_bytes", "workers", "admin_token"):
+                 "record", "record_conn", "record_stream", "record_max_bytes", "workers", "admin_token", "proto_descriptor", "grpc_max_message"):
         value = getattr(args, name, None)
         if value is not None:
             setattr(cfg, name, value)
@@ -134,23 +138,36 @@ def build_hooks(cfg: Config):
     if cfg.faults or cfg.fault_lines or cfg.admin_listen:
         from .faults import build_fault_hook
         hooks.append(build_fault_hook(cfg.faults, cfg.fault_lines))
-    return HookChain(hooks) if hooks else None
+    return HookChain(hooks, grpc=grpc_options(cfg)) if hooks else None
+
+
+def grpc_options(cfg: Config):
+    """How gRPC messages are decoded (-v, recordings, gRPC hooks); a bad descriptor set is a ConfigError."""
+    from .grpc.calls import GrpcOptions
+    if cfg.proto_descriptor:
+        from .grpc.schema import SchemaError, load_schema
+        try:
+            load_schema(cfg.proto_descriptor)      # a bad file stops the proxy at start, with one line
+        except SchemaError as exc:
+            raise ConfigError(str(exc)) from None
+    return GrpcOptions(max_message=cfg.grpc_max_message, descriptor=cfg.proto_descriptor)
 
 
 def build_sink(cfg: Config):
+    grpc = grpc_options(cfg)
     sinks = []
     if cfg.record:
         from .recording.offload import ProcessRecorder
         try:
             sinks.append(ProcessRecorder(cfg.record, filter_conn=cfg.record_conn, filter_stream=cfg.record_stream,
                                          filter_types=cfg.record_types, max_bytes=cfg.record_max_bytes,
-                                         max_header_list_size=cfg.limits.max_header_list_size))
+                                         max_header_list_size=cfg.limits.max_header_list_size, grpc=grpc))
         except (OSError, ValueError) as exc:
             raise ConfigError(f"--record {cfg.record}: {exc}") from None
     if cfg.verbose:
         from .recording.text import LivePrinter
         sinks.append(LivePrinter(sys.stderr, verbosity=cfg.verbose,
-                                 max_header_list_size=cfg.limits.max_header_list_size))
+                                 max_header_list_size=cfg.limits.max_header_list_size, grpc=grpc))
     if not sinks:
         return None
     if len(sinks) == 1:

@@ -24,6 +24,9 @@ class Config:
     workers: int = 1
     decode_headers: bool = False
     altsvc: str = "drop"
+    # gRPC message decoding (-v, recordings): a FileDescriptorSet, and the largest message decoded
+    proto_descriptor: Optional[str] = None
+    grpc_max_message: int = 4 << 20
     # tls
     cert: Optional[str] = None
     key: Optional[str] = None
@@ -52,7 +55,7 @@ class Config:
 
 
 _TOP = {"listen": str, "upstream": str, "mode": str, "strict": bool, "verbose": int, "workers": int,
-        "decode_headers": bool, "altsvc": str}
+        "decode_headers": bool, "altsvc": str, "proto_descriptor": str, "grpc_max_message": int}
 _TLS = {"cert": str, "key": str, "ca_dir": str, "upstream_ca": str, "insecure": bool,
         "ignore_hosts": list, "allow_hosts": list}
 _RECORD = {"file": str, "conn": list, "stream": list, "types": list, "max_bytes": int}

@@ -1523,6 +1523,15 @@ class Relay:
             return
         origin = self._record_in(d, first, actions)
         sent_fcl = 0
+        ahead = 0
+        if t == DATA and s is not None:
+            # More DATA out than came in (a hook joined held-back frames, duplicated, grew them): owe the
+            # excess before sending, so that what does not fit the receiver's windows is held, not sent.
+            ahead = sum(len(i.data) + (i.pad_length + 1 if "PADDED" in i.flags else 0)
+                        for i in result if isinstance(i, fc.DataFrame)) - first.length
+            if ahead > 0:
+                self.owed[d] += ahead
+                _owe(s, d, ahead)
         for item in result:
             sent_fcl += self._send_item(d, item, origin, [a for a in actions if a["action"] != "passed"], unit)
         if t == DATA and s is not None:
@@ -1530,9 +1539,9 @@ class Relay:
             if diff > 0 and not any(isinstance(item, RawBytes) for item in result):
                 # (RawBytes in the result: repairs are off for this frame, no credit.)
                 self._credit_sender(d, s, diff, first.flags & END_STREAM)
-            elif diff < 0:
-                self.owed[d] += -diff
-                _owe(s, d, -diff)
+            elif diff < 0 and -diff > ahead:
+                self.owed[d] += -diff - max(ahead, 0)
+                _owe(s, d, -diff - max(ahead, 0))
             if s.state == st.CLOSED:
                 self._close_stream(s)
 

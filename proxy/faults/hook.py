@@ -219,6 +219,11 @@ class FaultHook:
             raise FaultError(f"{source or 'fault'}: expected a one-line rule, a table or a Rule, "
                              f"got {type(rule).__name__}")
         default = None
+        from ..grpc.faults import GrpcRule, is_grpc_spec
+        if is_grpc_spec(spec):          # a rule on gRPC messages (proxy/grpc/faults.py)
+            if not spec.get("name") and "action" in spec:
+                default = self._default_name(str(spec["action"]).strip().lower().replace("-", "_"))
+            return GrpcRule(spec, where, default_name=default)
         if not spec.get("name") and "action" in spec:
             from .rules import canonical_action
             default = self._default_name(canonical_action(spec["action"], where))
@@ -266,7 +271,8 @@ class FaultHook:
             spec["action"] = old.action
         spec = {k: v for k, v in spec.items() if v is not None}
         spec.setdefault("name", name)
-        new = Rule(spec, f"fault {name}", default_seed=old.seed)
+        from ..grpc.faults import GrpcRule, is_grpc_spec
+        new = (GrpcRule if is_grpc_spec(spec) else Rule)(spec, f"fault {name}", default_seed=old.seed)
         if new.name != name and new.name in self._hooks:
             raise FaultError(f"fault {name}: name = {new.name!r}: a rule of that name exists already")
         new.carry_over(old)
@@ -388,6 +394,17 @@ class FaultHook:
         st = self._conns.get(ctx.conn)
         if st is not None:
             st.counts.pop(stream.id, None)
+
+    # ------------------------------------------------------------ gRPC messages (proxy/grpc/faults.py)
+
+    @property
+    def grpc_active(self) -> bool:
+        """Whether some rule acts on gRPC messages (else gRPC calls are not followed for this hook)."""
+        return any(getattr(r, "grpc", False) for r in self.rules)
+
+    def on_grpc_message(self, ctx, message):
+        from ..grpc.faults import apply_rules
+        return apply_rules(self, self.rules, ctx, message)
 
     # ------------------------------------------------------------ book-keeping (entry "faults")
 

@@ -37,8 +37,9 @@ class HookLoadError(Exception):
 class HookChain:
     """The hooks of a proxy, in order, with their dispatch tables."""
 
-    def __init__(self, hooks: List[Any]) -> None:
+    def __init__(self, hooks: List[Any], grpc=None) -> None:
         self.hooks = list(hooks)
+        self._add_grpc(grpc)
         self.errors_logged: set = set()
         self.needs_headers = any(_wants_headers(h) or getattr(h, "needs_headers", False) for h in self.hooks)
         self._table = self._build()
@@ -46,6 +47,14 @@ class HookChain:
                            for name in ("connection_opened", "connection_closed", "stream_opened", "stream_closed")}
         #: False when no hook has stream lifecycle methods: the relay then skips those calls per stream.
         self.wants_stream_events = bool(self._lifecycle["stream_opened"] or self._lifecycle["stream_closed"])
+
+    def _add_grpc(self, options) -> None:
+        """Hooks with ``on_grpc_message``: the gRPC message hook goes in front of the first (proxy/grpc/hook.py)."""
+        handlers = [h for h in self.hooks if hasattr(h, "on_grpc_message")]
+        if not handlers:
+            return
+        from ..grpc.hook import GrpcHook
+        self.hooks.insert(self.hooks.index(handlers[0]), GrpcHook(handlers, options))
 
     @staticmethod
     def _name(hook) -> str:

@@ -95,12 +95,15 @@ class ProcessRecorder(ThreadedSink):
 
     def __init__(self, path, *, filter_conn=None, filter_stream=None, filter_types=None,
                  max_bytes: Optional[int] = None, max_queue: int = 1_000_000,
-                 max_queue_bytes: int = 256 << 20, max_header_list_size: Optional[int] = None) -> None:
+                 max_queue_bytes: int = 256 << 20, max_header_list_size: Optional[int] = None,
+                 grpc=None) -> None:
         self.path = os.fspath(path)
         # Fail here, in the proxy, when the file cannot be written at all.
         open(self.path, "a").close()
         options = {"filter_conn": filter_conn, "filter_stream": filter_stream, "filter_types": filter_types,
                    "max_bytes": max_bytes, "max_header_list_size": max_header_list_size}
+        if grpc is not None:
+            options["grpc"] = grpc       # (decoded in the child process, like everything else)
         ctx = multiprocessing.get_context("spawn")
         reader, writer = ctx.Pipe(duplex=False)
         self._proc = ctx.Process(target=_child_main, args=(reader, self.path, options), daemon=True,

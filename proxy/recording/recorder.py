@@ -108,6 +108,9 @@ class ThreadedSink(FrameSink):
     record_wire = True
     #: False in subclasses that hand events on without a background thread of this process.
     use_thread = True
+    #: gRPC decoding (a proxy.grpc.calls.GrpcOptions) or None: adds grpc_message / grpc_call records.
+    grpc = None
+    _grpc_tracker = None
 
     def __init__(self, *, filter_conn: Optional[Iterable[int]] = None, filter_stream: Optional[Iterable[int]] = None,
                  filter_types: Optional[Iterable] = None, max_queue: int = 1_000_000,
@@ -308,6 +311,8 @@ class ThreadedSink(FrameSink):
                     self.emit(rec)
                 except Exception as exc:
                     self._emit_failed(exc)
+            if self.grpc is not None and one[0] in ("frame", "connection_closed"):
+                self._grpc_records(one, rec)
             if self._hpack.over_limit:
                 self._header_list_violation(one)
 
@@ -369,6 +374,24 @@ class ThreadedSink(FrameSink):
             return {"record": "hook_action", "ts": t, "conn": conn, "hook": hook, "action": action,
                     "detail": detail}
         return None
+
+    def _grpc_records(self, item, rec: Optional[dict]) -> None:
+        """The gRPC messages and call ends that this frame completed (see proxy/grpc/tracker.py)."""
+        try:
+            tracker = self._grpc_tracker
+            if tracker is None:
+                from ..grpc.tracker import GrpcTracker
+                tracker = self._grpc_tracker = GrpcTracker(self.grpc)
+            if item[0] == "connection_closed":
+                extra = tracker.forget(item[1])
+            elif rec is None or rec.get("record") != "frame":
+                return
+            else:
+                extra = tracker.feed(rec, item[6])
+            for r in extra:
+                self.emit(r)
+        except Exception as exc:
+            self._emit_failed(exc)
 
     def _fallback(self, item, exc) -> Optional[dict]:
         if item[0] in ("frame", "preface", "raw") and len(item) > 6:
@@ -438,9 +461,11 @@ class JsonlRecorder(ThreadedSink):
 
     def __init__(self, path, *, filter_conn=None, filter_stream=None, filter_types=None,
                  max_bytes: Optional[int] = None, max_queue: int = 1_000_000,
-                 max_queue_bytes: int = 256 << 20, max_header_list_size: Optional[int] = None) -> None:
+                 max_queue_bytes: int = 256 << 20, max_header_list_size: Optional[int] = None,
+                 grpc=None) -> None:
         self.path = os.fspath(path)
         self.max_bytes = max_bytes
+        self.grpc = grpc
         self._file = open(self.path, "w", encoding="utf-8", newline="\n", buffering=1 << 16)
         self._written = 0
         self._truncated = False

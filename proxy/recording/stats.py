@@ -136,8 +136,13 @@ def compute_stats(records: List[dict]) -> dict:
         for slot in c["legs"].values():
             totals["frames"] += slot["frames"]
             totals["bytes"] += slot["bytes"]
-    return {"connections": conns, "total_frames": totals["frames"], "total_bytes": totals["bytes"],
-            "truncated": any(r.get("record") == "truncated" for r in records)}
+    out = {"connections": conns, "total_frames": totals["frames"], "total_bytes": totals["bytes"],
+           "truncated": any(r.get("record") == "truncated" for r in records)}
+    from ..grpc.stats import method_stats
+    grpc = method_stats(records)
+    if grpc:
+        out["grpc_methods"] = grpc
+    return out
 
 
 def _types(types: dict) -> str:
@@ -184,6 +189,9 @@ def format_stats(stats: dict) -> str:
                 pushed = f" (pushed on stream {st['pushed_by']})" if st.get("pushed_by") else ""
                 lines.append(f"    stream {sid}{pushed}: {what}{status}, {sum(st['frames'].values())} frames "
                              f"({_types(st['frames'])}), {st['data_bytes']} data bytes, {dur}{reset}")
+    if stats.get("grpc_methods"):
+        from ..grpc.stats import format_methods
+        lines.extend(format_methods(stats["grpc_methods"]))
     lines.append(f"total: {len(stats['connections'])} connections, {stats['total_frames']} frames, "
                  f"{stats['total_bytes']} bytes" + (" (log truncated)" if stats["truncated"] else ""))
     return "\n".join(lines)

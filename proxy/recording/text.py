@@ -158,6 +158,10 @@ class Renderer:
                 extra = f" {detail}"
             return [f"{self._prefix(rec)}{self._elapsed(rec.get('conn'), rec.get('ts'))} "
                     f"{self._c(_HOOK, 'hook')} {rec.get('hook')}: {rec.get('action')}{extra}"]
+        if kind in ("grpc_message", "grpc_call"):
+            from ..grpc import render
+            ind = self._prefix(rec) + _INDENT
+            return render.message_lines(rec, ind) if kind == "grpc_message" else render.call_lines(rec, ind)
         if kind == "truncated":
             return [f"*** log truncated: {rec.get('message', '')}"]
         if kind == "header":
@@ -229,6 +233,9 @@ class Renderer:
         if headers:
             for h in headers:
                 lines.append(f"{ind}{self._c(_NAME, str(h[0]))}: {h[1]}")
+                if str(h[0]).startswith("grpc-"):
+                    from ..grpc.render import header_note
+                    lines[-1] += header_note(str(h[0]), str(h[1]))
         for action in rec.get("actions") or ():
             if isinstance(action, dict):
                 if action.get("action") == "passed":
@@ -316,7 +323,9 @@ class LivePrinter(ThreadedSink):
 
     def __init__(self, stream: Optional[TextIO] = None, verbosity: int = 1, color: Optional[bool] = None, *,
                  filter_conn=None, filter_stream=None, filter_types=None, hexdump_limit: Optional[int] = 4096,
-                 max_header_list_size: Optional[int] = None) -> None:
+                 max_header_list_size: Optional[int] = None,
+                 grpc=None) -> None:
+        self.grpc = grpc
         self.stream = stream if stream is not None else sys.stderr
         self.verbosity = verbosity
         self.renderer = Renderer(color=use_color(self.stream) if color is None else bool(color),
