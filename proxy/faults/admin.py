@@ -98,7 +98,8 @@ class AdminServer:
     def __init__(self, listen: str, token: Optional[str], hooks, announce: bool = True,
                  extensions: Sequence[Any] = ()) -> None:
         self.host, self.requested_port = parse_admin_listen(listen)
-        self.faults = find_fault_hook(hooks)
+        # No hooks: a server for a recorded log (``h2proxy log web``), with no rules to manage.
+        self.faults = find_fault_hook(hooks) if hooks is not None else None
         chain = hooks if hasattr(hooks, "table") else None
         if chain is not None:
             self.faults.attach(chain)
@@ -216,6 +217,8 @@ class AdminServer:
         path = [unquote(p) for p in parts.path.split("/") if p]
         query = parse_qs(parts.query)
         faults = self.faults
+        if faults is None and path and path[0] in ("faults", "counters", "events"):
+            raise _HTTPError(503, "no proxy is running (a recorded log is shown): fault rules need a proxy")
         if not path:
             _allow(method, "GET")
             return 200, {"endpoints": [
