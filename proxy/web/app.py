@@ -44,8 +44,9 @@ class WebView:
 
     def setup(self, app: web.Application, server) -> None:
         self.server = server
-        server.public_paths.update({"/", "/index.html"} | {f"/static/{p.name}" for p in STATIC.iterdir()})
+        server.public_paths.update({"/", "/index.html", "/favicon.ico"} | {f"/static/{p.name}" for p in STATIC.iterdir()})
         r = app.router
+        r.add_get("/favicon.ico", self._no_icon)
         r.add_get("/", self._page)
         r.add_get("/index.html", self._page)
         r.add_get("/static/{name}", self._static)
@@ -62,6 +63,9 @@ class WebView:
         self._closing.set()
 
     # ------------------------------------------------------------ files
+
+    async def _no_icon(self, request: web.Request) -> web.StreamResponse:
+        return web.Response(status=204)
 
     async def _page(self, request: web.Request) -> web.StreamResponse:
         return self._file("index.html")

@@ -155,19 +155,25 @@ class WebModel:
         self.frames_total = 0
         self.version = 0
         self.evicted = 0
+        self._gone: "OrderedDict[int, None]" = OrderedDict()
         self.notes: Deque[dict] = deque(maxlen=self.limits.max_events)
 
     # ------------------------------------------------------------ feeding (any thread)
 
-    def _conn(self, cid: int) -> ConnView:
+    def _conn(self, cid: int) -> Optional[ConnView]:
         c = self.conns.get(cid)
         if c is None:
+            if cid in self._gone:
+                return None          # evicted: its later records are not kept either
             c = self.conns[cid] = ConnView(cid, self.limits, self.stall_threshold)
             if len(self.conns) > self.limits.max_conns:
                 victim = next((k for k, v in self.conns.items() if v.closed is not None), None)
                 if victim is None:
                     victim = next(iter(self.conns))
                 del self.conns[victim]
+                self._gone[victim] = None
+                if len(self._gone) > 65536:
+                    self._gone.popitem(last=False)
                 self.evicted += 1
         return c
 
@@ -189,6 +195,8 @@ class WebModel:
                 self.notes.append(rec)
             return
         c = self._conn(cid)
+        if c is None:
+            return
         c.updated = self.version
         t = rec.get("ts")
         if c.start is None and t is not None:

@@ -179,7 +179,8 @@ function frameWhat(rec) {
   if (f.last_stream_id !== undefined) parts.push(`last_stream_id=${f.last_stream_id}`);
   if (f.weight !== undefined) parts.push(`dep=${f.depends_on} w=${f.weight}${f.exclusive ? " excl" : ""}`);
   if (f.parse_error) parts.push(f.parse_error);
-  if (rec.actions) parts.push("hooks: " + rec.actions.map((a) => typeof a === "string" ? a : JSON.stringify(a)).join(", "));
+  const acts = (rec.actions || []).filter((a) => !(a && a.action === "passed"));
+  if (acts.length) parts.push("hooks: " + acts.map((a) => typeof a === "string" ? a : JSON.stringify(a)).join(", "));
   return parts.join("  ");
 }
 
@@ -354,7 +355,7 @@ function renderConnDetail() {
   box.className = "";
   const ctls = info.client_tls, utls = info.upstream_tls;
   const streams = d.streams.filter((s) => streamVisible(s, f));
-  box.replaceChildren(
+  box.replaceChildren(...[
     el("h2", {}, `Connection ${c.id} `, el("small", {}, c.state === "closed" ? `closed: ${c.closed}` : "open")),
     el("table", {class: "kv"},
       el("tr", {}, el("td", {}, "client"), el("td", {}, `${info.client_addr || "?"} → ${info.listen_addr || "?"}`)),
@@ -378,7 +379,7 @@ function renderConnDetail() {
         el("td", {class: "num"}, s.id), el("td", {}, s.method || ""), el("td", {}, s.path || ""), el("td", {}, s.status || ""),
         el("td", {class: "num"}, fmtBytes(s.req_bytes)), el("td", {class: "num"}, fmtBytes(s.resp_bytes)),
         el("td", {class: "num"}, s.duration_ms === null ? "" : s.duration_ms.toFixed(1) + " ms"), el("td", {}, s.ended || "open"),
-        el("td", {class: "num"}, s.faults || ""))))));
+        el("td", {class: "num"}, s.faults || "")))))].filter(Boolean));
 }
 
 function renderStreamDetail() {
