@@ -196,3 +196,22 @@ async def test_log_stats_prints_fingerprints_and_stalls(origin, tmp_path):
     c = json.loads(js)["connections"][0]
     assert c["fingerprints"]["client"] == expected_fingerprint(out)
     assert c["stalls"] and c["stalls"][0]["side"] == "server"
+
+
+async def test_the_end_of_verbose_output_prints_fingerprints_and_stalls(origin):
+    import io
+    from proxy.recording.text import LivePrinter
+    out_text = io.StringIO()
+    printer = LivePrinter(out_text, verbosity=1, color=False)
+    try:
+        async with h2proxy_running(origin.url, ["stall towards=server type=data direction=s2c ms=800 name=slow"],
+                                   sink=printer) as proxy:
+            rc, out = await nghttp("-nv", http_url(proxy) + "/size/300000")
+            assert rc == 0
+    finally:
+        printer.close()
+    text = out_text.getvalue()
+    tail = text[text.index("h2proxy: fingerprints (Akamai format) and window stalls:"):]
+    assert f"  fingerprint of the client: {expected_fingerprint(out)}" in tail, tail
+    assert re.search(r"stall: the server held stream 13 at a zero \w+ window for \d+ ms \(ended by WINDOW_UPDATE\)",
+                     tail), tail
