@@ -601,8 +601,8 @@ async function addFault(ev) {
 }
 
 function pollFaults() {
-  if (state.mode === "live") loadFaults();
-  setTimeout(pollFaults, 2000);
+  loadFaults();
+  if (state.mode === "live") setTimeout(pollFaults, 2000);
 }
 
 // ------------------------------------------------------------------ start
