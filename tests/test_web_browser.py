@@ -79,6 +79,7 @@ async def page(browser):
 
 async def shot(page, artifacts: Path, name: str) -> Path:
     path = artifacts / name
+    await page.evaluate("for (const id of ['center', 'right']) document.getElementById(id).scrollTop = 0")
     await page.screenshot(path=str(path), full_page=True)
     assert path.stat().st_size > 10000
     copy = os.environ.get("H2PROXY_SCREENSHOTS")

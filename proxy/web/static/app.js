@@ -255,52 +255,67 @@ function renderFrames() {
 // ------------------------------------------------------------------ rendering: charts
 
 function chart(series, opts) {
-  // series: {side: [[t, window], ...]}; opts: {t0, t1, stalls, errors, id}
-  const W = opts.width || 560, H = opts.height || 170, L = 58, R = 8, T = 8, B = 20;
+  // series: {side: [[t, window], ...]}; opts: {t0, t1, now, stalls, errors, id}.
+  // One band per sender, each with its own scale: a 16 MiB connection window would flatten a 64 KiB one.
+  const sides = SIDES.filter((s) => (series[s] || []).length || (opts.stalls || []).some((x) => x.side === s));
+  const W = opts.width || 560, L = 66, R = 8, T = 4, B = 16, band = 52, gap = 8;
+  const H = T + B + Math.max(1, sides.length) * (band + gap);
   const svg = svgEl("svg", {id: opts.id, class: "chart", width: W, height: H, viewBox: `0 0 ${W} ${H}`});
-  const all = Object.values(series).flat();
   let t0 = opts.t0, t1 = opts.t1;
-  for (const [t] of all) { if (t0 === null || t < t0) t0 = t; if (t1 === null || t > t1) t1 = t; }
-  for (const s of opts.stalls || []) { if (t0 === null || s.start < t0) t0 = s.start; const e = s.end || opts.now; if (e && (t1 === null || e > t1)) t1 = e; }
-  if (t0 === null) { svg.append(svgEl("text", {x: 10, y: 20}, "no flow-control data yet")); return svg; }
-  if (t1 <= t0) t1 = t0 + 0.001;
-  let lo = 0, hi = 65535;
-  for (const [, v] of all) { if (v < lo) lo = v; if (v > hi) hi = v; }
-  const x = (t) => L + (t - t0) / (t1 - t0) * (W - L - R);
-  const y = (v) => T + (hi - v) / (hi - lo || 1) * (H - T - B);
-  svg.append(svgEl("line", {class: "axis", x1: L, y1: T, x2: L, y2: H - B}));
-  svg.append(svgEl("line", {class: "axis", x1: L, y1: H - B, x2: W - R, y2: H - B}));
-  svg.append(svgEl("line", {class: "zero", x1: L, y1: y(0), x2: W - R, y2: y(0)}));
-  svg.append(svgEl("text", {x: 2, y: y(hi) + 8}, fmtBytes(hi)));
-  svg.append(svgEl("text", {x: 2, y: y(0) + 3}, "0"));
-  svg.append(svgEl("text", {x: L, y: H - 5}, "0 ms"));
-  svg.append(svgEl("text", {x: W - R - 70, y: H - 5}, ((t1 - t0) * 1000).toFixed(0) + " ms"));
-  for (const s of opts.stalls || []) {
-    const end = s.end || opts.now || t1;
-    const rect = svgEl("rect", {class: "stall", x: x(s.start), y: T, width: Math.max(2, x(end) - x(s.start)), height: H - T - B,
-      "data-side": s.side, "data-stream": s.stream});
-    rect.append(svgEl("title", {}, `stall: ${s.side} held stream ${s.stream} at a zero ${s.scope} window for ${s.duration_ms} ms` +
-      (s.ended_by ? ` (ended by ${s.ended_by})` : " (still stalled)")));
-    svg.append(rect);
+  for (const side of sides) for (const [t] of series[side] || []) {
+    if (t0 === null || t0 === undefined || t < t0) t0 = t;
+    if (t1 === null || t1 === undefined || t > t1) t1 = t;
   }
+  for (const st of opts.stalls || []) {
+    if (t0 === null || t0 === undefined || st.start < t0) t0 = st.start;
+    const e = st.end || opts.now;
+    if (e && (t1 === null || t1 === undefined || e > t1)) t1 = e;
+  }
+  if (!sides.length || t0 === null || t0 === undefined) {
+    svg.setAttribute("height", 30);
+    svg.append(svgEl("text", {x: 10, y: 20}, "no flow-control data yet"));
+    return svg;
+  }
+  if (!(t1 > t0)) t1 = t0 + 0.001;
+  const x = (t) => L + (t - t0) / (t1 - t0) * (W - L - R);
+  sides.forEach((side, i) => {
+    const top = T + i * (band + gap), pts = series[side] || [];
+    let lo = 0, hi = 1;
+    for (const [, v] of pts) { if (v < lo) lo = v; if (v > hi) hi = v; }
+    const y = (v) => top + (hi - v) / (hi - lo) * band;
+    const g = svgEl("g", {class: "band", "data-side": side});
+    g.append(svgEl("line", {class: "axis", x1: L, y1: top, x2: L, y2: top + band}));
+    g.append(svgEl("line", {class: "zero", x1: L, y1: y(0), x2: W - R, y2: y(0)}));
+    g.append(svgEl("text", {x: 2, y: top + 9, fill: COLORS[side]}, side));
+    g.append(svgEl("text", {x: 2, y: top + 21}, fmtBytes(hi)));
+    g.append(svgEl("text", {x: 2, y: y(0) + 3}, lo < 0 ? "0 / " + fmtBytes(lo) : "0"));
+    for (const st of (opts.stalls || []).filter((s) => s.side === side)) {
+      const end = st.end || opts.now || t1;
+      const rect = svgEl("rect", {class: "stall", x: x(st.start), y: top, width: Math.max(2, x(end) - x(st.start)),
+        height: band, "data-side": st.side, "data-stream": st.stream});
+      rect.append(svgEl("title", {}, `stall: the ${st.side} held stream ${st.stream} at a zero ${st.scope} window for ` +
+        `${st.duration_ms.toFixed(0)} ms` + (st.ended_by ? ` (ended by ${st.ended_by})` : " (still stalled)")));
+      g.append(rect);
+    }
+    if (pts.length) {
+      let d = "", started = false;
+      for (const [t, v] of pts) {
+        d += started ? `H${x(t).toFixed(1)}V${y(v).toFixed(1)}` : `M${x(t).toFixed(1)},${y(v).toFixed(1)}`;
+        started = true;
+      }
+      d += `H${x(t1).toFixed(1)}`;
+      g.append(svgEl("path", {d, fill: "none", stroke: COLORS[side], "stroke-width": 1.5, "data-side": side}));
+    }
+    svg.append(g);
+  });
   for (const e of opts.errors || []) {
     if (e.t === null || e.t === undefined) continue;
     const line = svgEl("line", {class: "flow-error", x1: x(e.t), x2: x(e.t), y1: T, y2: H - B});
     line.append(svgEl("title", {}, `${e.what} (${e.side})`));
     svg.append(line);
   }
-  for (const side of SIDES) {
-    const pts = series[side];
-    if (!pts || !pts.length) continue;
-    let d = "";
-    let prev = null;
-    for (const [t, v] of pts) {
-      d += prev === null ? `M${x(t).toFixed(1)},${y(v).toFixed(1)}` : `H${x(t).toFixed(1)}V${y(v).toFixed(1)}`;
-      prev = v;
-    }
-    d += `H${x(t1).toFixed(1)}`;
-    svg.append(svgEl("path", {d, fill: "none", stroke: COLORS[side], "stroke-width": 1.5, "data-side": side}));
-  }
+  svg.append(svgEl("text", {x: L, y: H - 3}, "0 ms"));
+  svg.append(svgEl("text", {x: W - R - 70, y: H - 3}, ((t1 - t0) * 1000).toFixed(0) + " ms"));
   return svg;
 }
 
@@ -310,7 +325,7 @@ function legend() {
 }
 
 function timeline(streams, t0, t1) {
-  const list = streams.slice(-120);
+  const list = streams.filter((s) => s.ended !== "idle (PRIORITY only)").slice(-120);
   const W = 560, rowH = 6, H = Math.max(30, list.length * rowH + 22), L = 40;
   const svg = svgEl("svg", {id: "timeline", width: W, height: H});
   if (!list.length) return svg;
