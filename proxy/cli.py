@@ -119,7 +119,7 @@ def build_hooks(cfg: Config):
         hooks.extend(load_hook("altsvc", {"mode": "drop"}))
     for spec, options in cfg.hooks:
         hooks.extend(load_hook(spec, options))
-    if cfg.faults or cfg.fault_lines or cfg.admin_listen or cfg.web_listen:
+    if cfg.faults or cfg.fault_lines or cfg.admin_listen:
         from .faults import build_fault_hook
         hooks.append(build_fault_hook(cfg.faults, cfg.fault_lines))
     return HookChain(hooks) if hooks else None
@@ -199,9 +199,14 @@ async def run_proxy(cfg: Config, loop_name: str = "asyncio") -> int:
     if web_model is not None:
         from .faults.admin import AdminServer
         from .web.app import WebView
+        from .faults.admin import find_fault_hook
+        try:   # --web alone adds no fault hook: it would take every frame off the relay's fast path
+            faults = find_fault_hook(hooks) if hooks is not None else None
+        except ConfigError:
+            faults = None
         view = WebView(web_model)
-        web_server = AdminServer(cfg.web_listen, cfg.admin_token or (admin.token if admin else None), hooks,
-                                 announce=False, extensions=[view])
+        web_server = AdminServer(cfg.web_listen, cfg.admin_token or (admin.token if admin else None),
+                                 hooks if faults is not None else None, announce=False, extensions=[view])
         await web_server.start()
         print(f"h2proxy: web view and admin API on {view.page_url}", file=sys.stderr, flush=True)
     target = "CONNECT targets (forward mode)" if cfg.mode == "forward" else str(settings.upstream)

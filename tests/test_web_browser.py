@@ -139,18 +139,30 @@ class CliProcess:
         await self._reader
 
 
-@pytest.fixture
-async def proxy(tmp_path):
-    """A proxy with --web and its embedded demo origin: (CliProcess, proxy http URL, page URL)."""
+async def _proxy(tmp_path, *extra):
     port = free_port()
     cli = await CliProcess("--listen", f"h2c://127.0.0.1:{port}", "--web", "127.0.0.1:0", "--web-stall", "500",
-                           "--record", str(tmp_path / "frames.jsonl")).start()
+                           "--record", str(tmp_path / "frames.jsonl"), *extra).start()
     try:
         page_url = (await cli.wait_for(r"web view and admin API on (http://127\.0\.0\.1:\d+/#token=\S+)")).group(1)
         await cli.wait_for(r"listening on h2c://127\.0\.0\.1:\d+")
         yield cli, f"http://127.0.0.1:{port}", page_url
     finally:
         await cli.stop()
+
+
+@pytest.fixture
+async def proxy(tmp_path):
+    """A proxy with --web (no fault hook) and its embedded demo origin: (CliProcess, proxy URL, page URL)."""
+    async for running in _proxy(tmp_path):
+        yield running
+
+
+@pytest.fixture
+async def proxy_faults(tmp_path):
+    """The same with --admin too: a fault hook, so rules can be managed from the page."""
+    async for running in _proxy(tmp_path, "--admin", "127.0.0.1:0"):
+        yield running
 
 
 async def open_page(page, url: str, badge: str = "live") -> None:
@@ -179,6 +191,8 @@ async def test_connections_streams_and_frames_appear_live_with_nghttps_fingerpri
     assert rc == 0 and "100 succeeded" in load, load
     await wait_rows(page, "#conns tr.conn", 3)
     await page.wait_for_function("[...document.querySelectorAll('#frames tr.frame')].some(r => r.dataset.conn === '3')")
+    # --web alone has no fault hook (it would slow every frame); the panel says how to get one
+    assert "--admin" in await page.inner_text("#no-faults")
     await select_conn(page, 1)
     row = page.locator("#streams tr.stream", has_text="/size/50000")
     await row.wait_for()
@@ -244,8 +258,8 @@ async def test_a_filter_narrows_the_lists(proxy, page, artifacts):
     await shot(page, artifacts, "web-filter.png")
 
 
-async def test_a_fault_rule_added_from_the_page_resets_the_next_matching_stream(proxy, page, artifacts):
-    cli, url, page_url = proxy
+async def test_a_fault_rule_added_from_the_page_resets_the_next_matching_stream(proxy_faults, page, artifacts):
+    cli, url, page_url = proxy_faults
     await open_page(page, page_url)
     await page.fill("#fault-line", "rst_stream code=REFUSED_STREAM path=/size/77 type=headers direction=s2c "
                                    "towards=client")
@@ -280,8 +294,8 @@ async def test_a_fault_rule_added_from_the_page_resets_the_next_matching_stream(
     await page.wait_for_function("!document.querySelector(\"#faults tr.fault[data-name='refuse77']\")")
 
 
-async def test_a_stalled_download_shows_a_marked_stall_in_the_window_chart(proxy, page, artifacts):
-    cli, url, page_url = proxy
+async def test_a_stalled_download_shows_a_marked_stall_in_the_window_chart(proxy_faults, page, artifacts):
+    cli, url, page_url = proxy_faults
     await open_page(page, page_url)
     await page.fill("#fault-line", "stall towards=server type=data direction=s2c ms=1500")
     await page.fill("#fault-name", "slow")

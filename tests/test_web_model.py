@@ -215,3 +215,29 @@ async def test_the_end_of_verbose_output_prints_fingerprints_and_stalls(origin):
     assert f"  fingerprint of the client: {expected_fingerprint(out)}" in tail, tail
     assert re.search(r"stall: the server held stream 13 at a zero \w+ window for \d+ ms \(ended by WINDOW_UPDATE\)",
                      tail), tail
+
+
+async def test_over_its_budget_the_sink_counts_frames_and_marks_the_connection_sampled(origin, tmp_path):
+    from proxy.recording.logfile import read_records
+    from proxy.recording.recorder import JsonlRecorder
+    from proxy.recording.sink import MultiSink
+    from proxy.recording.stats import compute_stats
+    model = WebModel("live")
+    web = WebSink(model, rate=50, burst=300)
+    rec = JsonlRecorder(tmp_path / "frames.jsonl")
+    try:
+        async with h2proxy_running(origin.url, sink=MultiSink([rec, web])) as proxy:
+            result = await h2load(http_url(proxy) + "/size/100", n=300, c=1, m=10)
+            assert result["succeeded"] == 300, result.output
+        web.flush()
+    finally:
+        web.close()
+        rec.close()
+    (conn,) = model.snapshot()["conns"]
+    stats = compute_stats(read_records(str(tmp_path / "frames.jsonl")))["connections"][0]
+    assert conn["frames"] == sum(slot["frames"] for slot in stats["legs"].values())     # counted, all of them
+    assert conn["sampled"] and conn["skipped_frames"] > 1000
+    detail = model.connection(conn["id"])
+    assert detail["windows_stopped"] == conn["sampled"] and detail["stalls"] == []
+    assert len(detail["streams"]) < 300          # the streams past the budget were not seen
+    assert detail["fingerprints"]["client"]["text"]      # what came before the budget ran out is whole

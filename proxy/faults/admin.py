@@ -218,7 +218,8 @@ class AdminServer:
         query = parse_qs(parts.query)
         faults = self.faults
         if faults is None and path and path[0] in ("faults", "counters", "events"):
-            raise _HTTPError(503, "no proxy is running (a recorded log is shown): fault rules need a proxy")
+            raise _HTTPError(503, "no fault rules here: they need a running proxy with a fault hook "
+                                  "(start h2proxy with --admin or --fault); a recorded log has none")
         if not path:
             _allow(method, "GET")
             return 200, {"endpoints": [

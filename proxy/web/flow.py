@@ -72,6 +72,8 @@ class FlowTracker:
         #: FLOW_CONTROL_ERROR resets, GOAWAYs and violations: {t, side, stream, what}.
         self.errors: Deque[dict] = deque(maxlen=max_stalls)
         self.last_t: Optional[float] = None
+        #: When frames started going by unseen (see :meth:`stop`): windows are not followed after it.
+        self.stopped: Optional[float] = None
 
     # ------------------------------------------------------------ feeding
 
@@ -100,8 +102,17 @@ class FlowTracker:
             if w.stalled_since is not None and w.window > 0:
                 self._end_stall(s, sid, w, t, by)
 
+    def stop(self, t) -> None:
+        """Frames will be missing from now on: stop following the windows (stalls in progress are dropped)."""
+        self.stopped = t
+        for s in self.senders.values():
+            for w in s.streams.values():
+                w.stalled_since = None
+
     def feed(self, rec: dict) -> None:
         """One frame record (others are ignored)."""
+        if self.stopped is not None:
+            return
         ftype = rec.get("type")
         leg, d = rec.get("leg"), rec.get("dir")
         t = rec.get("ts")

@@ -102,6 +102,10 @@ class ConnView:
         self.n_violations = 0
         self.n_faults = 0
         self.updated = 0
+        #: When the live sink started leaving frames out (over its budget), else None.
+        self.sampled: Optional[float] = None
+        self.skipped_frames = 0
+        self.skipped_bytes = 0
 
     def stream(self, sid: int, t) -> StreamView:
         s = self.streams.get(sid)
@@ -118,8 +122,8 @@ class ConnView:
     def summary(self) -> dict:
         client_tls = self.info.get("client_tls") or {}
         upstream_tls = self.info.get("upstream_tls") or {}
-        frames = sum(c[0] for c in self.counts.values())
-        nbytes = sum(c[1] for c in self.counts.values())
+        frames = sum(c[0] for c in self.counts.values()) + self.skipped_frames
+        nbytes = sum(c[1] for c in self.counts.values()) + self.skipped_bytes
         return {"id": self.id, "client": self.info.get("client_addr"), "listen": self.info.get("listen_addr"),
                 "upstream": self.info.get("upstream_addr"), "mode": self.info.get("mode"),
                 "client_alpn": client_tls.get("alpn"), "client_tls": client_tls.get("version"),
@@ -127,6 +131,8 @@ class ConnView:
                 "sni": client_tls.get("sni"), "state": self.state, "closed": self.closed,
                 "start": self.start, "end": self.end, "frames": frames, "bytes": nbytes,
                 "streams": len(self.streams), "violations": self.n_violations, "faults": self.n_faults,
+                "sampled": self.sampled, "skipped_frames": self.skipped_frames,
+                "skipped_bytes": self.skipped_bytes,
                 "fingerprints": {side: fp.text for side, fp in self.fingerprints.items()},
                 "stalls": len(self.flow.stalls)}
 
@@ -155,6 +161,8 @@ class WebModel:
         self.frames_total = 0
         self.version = 0
         self.evicted = 0
+        #: Records the live sink left out (over its budget), all connections.
+        self.skipped = 0
         self._gone: "OrderedDict[int, None]" = OrderedDict()
         self.notes: Deque[dict] = deque(maxlen=self.limits.max_events)
 
@@ -177,10 +185,18 @@ class WebModel:
                 self.evicted += 1
         return c
 
-    def ingest_many(self, records) -> None:
+    def ingest_many(self, records, over_budget: Optional[Dict[int, List[int]]] = None) -> None:
+        """Records in order; ``over_budget``: per connection, [frames, bytes] the sink did not keep."""
         with self.lock:
             for rec in records:
                 self._ingest(rec)
+            for cid, (frames, nbytes) in (over_budget or {}).items():
+                c = self.conns.get(cid)
+                if c is not None:
+                    c.skipped_frames += frames
+                    c.skipped_bytes += nbytes
+                    c.updated = self.version
+                self.skipped += frames
 
     def ingest(self, rec: dict) -> None:
         with self.lock:
@@ -222,6 +238,11 @@ class WebModel:
             keep = self.limits.closed_conn_frames
             if len(c.frames) > keep:
                 c.frames = deque(list(c.frames)[-keep:], maxlen=keep)
+        elif kind == "web_gap":
+            # The sink starts leaving this connection's frames out: windows stop here, and
+            # header blocks after this point are not decoded.
+            c.sampled = t
+            c.flow.stop(t)
         elif kind == "violation":
             c.n_violations += 1
             c.violations.append(rec)
@@ -327,6 +348,7 @@ class WebModel:
             frames = list(self.frames)[-max_frames:]
             return {"mode": self.mode, "title": self.title, "version": self.version,
                     "cursor": self.frames_total, "now": self.now(), "evicted": self.evicted,
+                    "skipped": self.skipped,
                     "stall_threshold_ms": self.stall_threshold * 1000.0,
                     "conns": [c.summary() for c in self.conns.values()],
                     "frames": [dict(r, _i=i) for i, r in frames]}
@@ -339,7 +361,7 @@ class WebModel:
             new = self.frames_total - cursor
             frames = list(self.frames)[-min(max(new, 0), max_frames):] if new > 0 else []
             return {"version": self.version, "cursor": self.frames_total, "now": self.now(),
-                    "skipped": max(0, new - len(frames)),
+                    "not_sent": max(0, new - len(frames)), "skipped": self.skipped,
                     "conns": [c.summary() for c in self.conns.values() if c.updated > version],
                     "frames": [dict(r, _i=i) for i, r in frames]}
 
@@ -355,6 +377,7 @@ class WebModel:
                     "violations": list(c.violations), "errors": list(c.errors), "hooks": list(c.hooks),
                     "goaways": list(c.goaways), "stalls": c.flow.all_stalls(self.now()),
                     "flow_errors": list(c.flow.errors), "windows": c.flow.connection_series(),
+                    "windows_stopped": c.flow.stopped,
                     "windows_now": c.flow.windows_now(), "frames": list(c.frames)[-300:]}
 
     def stream(self, cid: int, sid: int) -> Optional[dict]:
@@ -365,6 +388,7 @@ class WebModel:
                 return None
             return {"conn": cid, "stream": s.to_dict(), "frames": list(s.frames), "hooks": list(s.hooks),
                     "windows": c.flow.stream_series(sid), "connection_windows": c.flow.connection_series(),
+                    "windows_stopped": c.flow.stopped,
                     "stalls": [x for x in c.flow.all_stalls(self.now()) if x["stream"] == sid],
                     "flow_errors": [e for e in c.flow.errors if e.get("stream") in (sid, 0, None)]}
 

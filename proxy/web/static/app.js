@@ -86,7 +86,11 @@ async function api(path, options) {
   let body = null;
   try { body = await resp.json(); } catch (e) { body = null; }
   if (resp.status === 401) askToken();
-  if (!resp.ok) throw new Error((body && body.error) || ("HTTP " + resp.status));
+  if (!resp.ok) {
+    const err = new Error((body && body.error) || ("HTTP " + resp.status));
+    err.status = resp.status;
+    throw err;
+  }
   return body;
 }
 
@@ -378,6 +382,9 @@ function renderConnDetail() {
       el("tr", {}, el("td", {}, "client TLS"), el("td", {}, ctls ? `${ctls.version || ""} ALPN ${ctls.alpn || "-"} SNI ${ctls.sni || "-"}` : "none (h2c)")),
       el("tr", {}, el("td", {}, "upstream TLS"), el("td", {}, utls ? `${utls.version || ""} ALPN ${utls.alpn || "-"}` : "none (h2c)")),
       el("tr", {}, el("td", {}, "frames / bytes"), el("td", {}, Object.entries(d.counts).map(([k, v]) => `${k}: ${v.frames} / ${fmtBytes(v.bytes)}`).join(", "))),
+      c.sampled ? el("tr", {class: "sampled"}, el("td", {}, "sampled"), el("td", {id: "sampled"},
+        `busy: ${c.skipped_frames} frames (${fmtBytes(c.skipped_bytes)}) over the web view's budget were only counted, ` +
+        `from ${fmtTime(c.sampled)}; windows and headers are not followed after that`)) : null,
       d.goaways.length ? el("tr", {}, el("td", {}, "GOAWAY"), el("td", {}, d.goaways.map((g) => `from the ${g.side}: ${g.code} last=${g.last_stream_id}`).join("; "))) : null),
     el("h3", {}, "HTTP/2 fingerprints (Akamai: SETTINGS|WINDOW_UPDATE|PRIORITY|pseudo-headers)"),
     fingerprintTable(d.fingerprints),
@@ -560,9 +567,14 @@ function ruleText(rule) {
   return rule.action + " " + Object.entries(rule).filter(([k]) => !skip.has(k)).map(([k, v]) => `${k}=${Array.isArray(v) ? v.join(",") : v}`).join(" ");
 }
 
+function noFaults(text) {
+  state.noFaults = true;
+  document.getElementById("faults-panel").replaceChildren(el("p", {class: "empty", id: "no-faults"}, text));
+}
+
 async function loadFaults() {
   if (state.mode !== "live") {
-    document.getElementById("faults-panel").replaceChildren(el("p", {class: "empty"}, "A recorded log: no proxy, no fault rules."));
+    noFaults("A recorded log: no proxy, no fault rules.");
     return;
   }
   try {
@@ -581,7 +593,8 @@ async function loadFaults() {
     }));
     document.getElementById("fault-error").textContent = "";
   } catch (e) {
-    document.getElementById("fault-error").textContent = String(e.message || e);
+    if (e.status === 503) noFaults(e.message);
+    else document.getElementById("fault-error").textContent = String(e.message || e);
   }
 }
 
@@ -617,7 +630,7 @@ async function addFault(ev) {
 
 function pollFaults() {
   loadFaults();
-  if (state.mode === "live") setTimeout(pollFaults, 2000);
+  if (state.mode === "live" && !state.noFaults) setTimeout(pollFaults, 2000);
 }
 
 // ------------------------------------------------------------------ start
