@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.peers import free_port, need, run
-from tests.test_web_model import expected_fingerprint
+from tests.test_web_model import expected_fingerprint, grpc_echo, grpc_say  # noqa: F401 (a fixture)
 
 pytestmark = pytest.mark.peers
 
@@ -340,3 +340,22 @@ async def test_log_web_shows_a_recorded_log(proxy, page, artifacts, tmp_path):
         await shot(page, artifacts, "web-log.png")
     finally:
         await viewer.stop()
+
+
+async def test_a_grpcio_client_shows_its_messages(grpc_echo, tmp_path, page, artifacts):
+    async for cli, url, page_url in _proxy(tmp_path, "--upstream", grpc_echo):
+        await open_page(page, page_url)
+        answers = await grpc_say(url.split("://")[-1], b"web view", b"y" * 300)
+        assert answers == [b"hello web view", b"hello " + b"y" * 300]
+        await wait_rows(page, "#conns tr.conn", 1)
+        await select_conn(page, 1)
+        row = page.locator("#streams tr.stream[data-stream='1']")
+        await row.wait_for()
+        cells = await row.locator("td").all_inner_texts()
+        assert cells[1:4] == ["POST", "/demo.Echo/Say", "200"] and cells[7] == "END_STREAM", cells
+        await row.click()
+        messages = page.locator("#grpc-messages")
+        await messages.wait_for()
+        text = await messages.inner_text()
+        assert f"8 bytes: {b'web view'.hex()}" in text and f"14 bytes: {b'hello web view'.hex()}" in text, text
+        await shot(page, artifacts, "web-grpc.png")

@@ -241,3 +241,50 @@ async def test_over_its_budget_the_sink_counts_frames_and_marks_the_connection_s
     assert detail["windows_stopped"] == conn["sampled"] and detail["stalls"] == []
     assert len(detail["streams"]) < 300          # the streams past the budget were not seen
     assert detail["fingerprints"]["client"]["text"]      # what came before the budget ran out is whole
+
+
+@pytest.fixture
+async def grpc_echo():
+    """A grpcio server on 127.0.0.1 answering /demo.Echo/Say with b"hello " + the request (raw bytes)."""
+    grpc = pytest.importorskip("grpc")
+    from tests.peers import free_port
+    port = free_port()
+    server = grpc.aio.server()
+
+    async def say(request, context):
+        return b"hello " + request
+
+    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(
+        "demo.Echo", {"Say": grpc.unary_unary_rpc_method_handler(say)})])
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    await server.start()
+    yield f"h2c://127.0.0.1:{port}"
+    await server.stop(None)
+
+
+async def grpc_say(target: str, *messages: bytes) -> list:
+    """Call /demo.Echo/Say through ``target`` (HOST:PORT) with a grpcio client, once per message."""
+    import grpc
+    async with grpc.aio.insecure_channel(target) as channel:
+        say = channel.unary_unary("/demo.Echo/Say")
+        return [await say(m, timeout=10) for m in messages]
+
+
+async def test_grpc_messages_are_read_from_the_data_frames(grpc_echo):
+    model = WebModel("live")
+    sink = WebSink(model)
+    try:
+        async with h2proxy_running(grpc_echo, sink=sink) as proxy:
+            answers = await grpc_say(proxy.url.split("://")[-1], b"web view", b"x" * 1000)
+            assert answers == [b"hello web view", b"hello " + b"x" * 1000]
+        sink.flush()
+    finally:
+        sink.close()
+    (conn,) = model.snapshot()["conns"]
+    first, second = model.connection(conn["id"])["streams"]
+    assert first["path"] == "/demo.Echo/Say" and first["grpc_status"] == "0" and first["ended"] == "END_STREAM"
+    assert first["grpc_messages"]["client"]["messages"][0] == {**first["grpc_messages"]["client"]["messages"][0],
+                                                               "length": 8, "preview": b"web view".hex()}
+    assert first["grpc_messages"]["proxy to client"]["messages"][0]["preview"] == b"hello web view".hex()
+    assert second["grpc_messages"]["client"]["messages"][0]["length"] == 1000
+    assert second["grpc_messages"]["client"]["count"] == 1 and not second["grpc_messages"]["client"]["lost"]

@@ -18,6 +18,7 @@ import time
 from collections import OrderedDict, deque
 from typing import Deque, Dict, List, Optional
 
+from ..recording.decode import unb64
 from .fingerprint import Fingerprint
 from .flow import SENDERS, SIDE_OF, FlowTracker
 
@@ -42,9 +43,56 @@ class Limits:
         self.max_events = max_events
 
 
+class GrpcReader:
+    """gRPC's length-prefixed messages (1 byte compressed flag, 4 bytes length) in one sender's DATA.
+
+    Works on the bytes the model keeps of each frame (the first few hundred): a message whose
+    prefix lies beyond them cannot be read, and reading stops there (``lost``).
+    """
+
+    __slots__ = ("messages", "remaining", "count", "lost", "partial")
+
+    def __init__(self) -> None:
+        self.messages: Deque[dict] = deque(maxlen=50)
+        self.remaining = 0
+        self.count = 0
+        self.lost = False
+        self.partial = b""
+
+    def feed(self, payload: bytes, length: int, ts) -> None:
+        """``payload``: the first bytes of a DATA frame's data, ``length`` its full data length."""
+        if self.lost:
+            return
+        pos = 0
+        while pos < length:
+            if self.remaining:
+                step = min(self.remaining, length - pos)
+                self.remaining -= step
+                pos += step
+                continue
+            stop = min(length, pos + 5 - len(self.partial))
+            if stop > len(payload):          # the prefix lies beyond the bytes kept of this frame
+                self.lost = True
+                return
+            head = self.partial + payload[pos:stop]
+            pos = stop
+            if len(head) < 5:                # the prefix goes on in the next DATA frame
+                self.partial = head
+                return
+            self.partial = b""
+            size = int.from_bytes(head[1:5], "big")
+            self.count += 1
+            self.messages.append({"ts": ts, "compressed": bool(head[0] & 1), "length": size,
+                                  "preview": payload[pos:pos + min(size, 32)].hex()})
+            self.remaining = size
+
+    def to_dict(self) -> dict:
+        return {"count": self.count, "messages": list(self.messages), "lost": self.lost}
+
+
 class StreamView:
     __slots__ = ("sid", "method", "path", "authority", "status", "grpc_status", "req_bytes", "resp_bytes",
-                 "start", "end", "end_stream", "reset", "goaway", "frames", "hooks", "updated", "idle")
+                 "start", "end", "end_stream", "reset", "goaway", "frames", "hooks", "updated", "idle", "grpc")
 
     def __init__(self, sid: int, t, limits: Limits) -> None:
         self.sid = sid
@@ -60,6 +108,8 @@ class StreamView:
         self.updated = 0
         #: True while only PRIORITY frames named the stream (nghttp's dependency anchors).
         self.idle = True
+        #: For gRPC streams (content-type application/grpc...): the message reader per sender.
+        self.grpc: Optional[Dict[str, "GrpcReader"]] = None
 
     @property
     def ended(self) -> Optional[str]:
@@ -79,7 +129,8 @@ class StreamView:
                 "resp_bytes": self.resp_bytes, "start": self.start, "end": self.end,
                 "duration_ms": round((self.end - self.start) * 1000.0, 3)
                 if self.start is not None and self.end is not None else None,
-                "ended": self.ended, "faults": len(self.hooks)}
+                "ended": self.ended, "faults": len(self.hooks),
+                "grpc_messages": {side: r.to_dict() for side, r in self.grpc.items()} if self.grpc else None}
 
 
 class ConnView:
@@ -312,6 +363,13 @@ class WebModel:
             s.idle = False
         if ftype == "DATA":
             n = (rec.get("fields") or {}).get("data_length") or 0
+            if s.grpc is not None and leg == "client" and side is not None:
+                reader = s.grpc.get(side)
+                if reader is None:
+                    reader = s.grpc[side] = GrpcReader()
+                wire = unb64(rec.get("wire"))
+                start = 10 if flags & 0x8 else 9
+                reader.feed(wire[start:start + n], n, t)
             if side == "client":
                 s.req_bytes += n
             elif side == "proxy to client":
@@ -330,6 +388,8 @@ class WebModel:
                     s.status = value
                 elif name == "grpc-status":
                     s.grpc_status = value
+                elif name == "content-type" and str(value).startswith("application/grpc") and s.grpc is None:
+                    s.grpc = {}
             if ftype == "HEADERS" and flags & 0x1 and side:
                 s.end_stream.add(side)
         elif ftype == "RST_STREAM" and s.reset is None:
