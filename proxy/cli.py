@@ -50,6 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a fault rule in one line, e.g. 'rst_stream code=REFUSED_STREAM path=/api/* every=3'")
     p.add_argument("--admin", metavar="HOST:PORT", help="serve the admin HTTP API here (loopback only)")
     p.add_argument("--admin-token", metavar="TOKEN", help="the admin API token (default: generated, printed)")
+    p.add_argument("--web", metavar="HOST:PORT", help="serve the live web view (and the admin API) here "
+                                                     "(loopback only; docs/web.md)")
+    p.add_argument("--web-stall", metavar="MS", type=float,
+                   help="web view: a window held at zero this long counts as a stall (default 500)")
     p.add_argument("--cert", metavar="FILE", help="certificate chain for the TLS listener (PEM)")
     p.add_argument("--key", metavar="FILE", help="private key for --cert (PEM)")
     p.add_argument("--ca-dir", metavar="DIR", help="where the proxy's CA lives (default ~/.h2proxy)")
@@ -87,6 +91,10 @@ def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
         cfg.allow_hosts = args.allow_hosts
     if args.admin:
         cfg.admin_listen = args.admin
+    if args.web:
+        cfg.web_listen = args.web
+    if args.web_stall is not None:
+        cfg.web_stall_ms = args.web_stall
     for spec in args.script:
         cfg.hooks.append((spec, {}))
     cfg.fault_lines.extend(args.fault)
@@ -224,6 +232,13 @@ async def run_proxy(cfg: Config, loop_name: str = "asyncio") -> int:
         settings.upstream = parse_endpoint(origin.url, "upstream")
     hooks = build_hooks(cfg)
     sink = build_sink(cfg)
+    web_model = None
+    if cfg.web_listen:
+        from .web.model import WebModel
+        from .web.sink import WebSink
+        from .recording.sink import MultiSink
+        web_model = WebModel("live", stall_threshold=cfg.web_stall_ms / 1000.0)
+        sink = WebSink(web_model) if sink is None else MultiSink([sink, WebSink(web_model)])
     if cfg.mode == "forward":
         from .forward import ForwardProxyServer
         server = ForwardProxyServer(settings, cfg, hooks=hooks, sink=sink)
@@ -235,6 +250,20 @@ async def run_proxy(cfg: Config, loop_name: str = "asyncio") -> int:
         from .faults.admin import AdminServer
         admin = AdminServer(cfg.admin_listen, cfg.admin_token, hooks)
         await admin.start()
+    web_server = None
+    if web_model is not None:
+        from .faults.admin import AdminServer
+        from .web.app import WebView
+        from .faults.admin import find_fault_hook
+        try:   # --web alone adds no fault hook: it would take every frame off the relay's fast path
+            faults = find_fault_hook(hooks) if hooks is not None else None
+        except ConfigError:
+            faults = None
+        view = WebView(web_model)
+        web_server = AdminServer(cfg.web_listen, cfg.admin_token or (admin.token if admin else None),
+                                 hooks if faults is not None else None, announce=False, extensions=[view])
+        await web_server.start()
+        print(f"h2proxy: web view and admin API on {view.page_url}", file=sys.stderr, flush=True)
     target = "CONNECT targets (forward mode)" if cfg.mode == "forward" else str(settings.upstream)
     print(f"h2proxy {__version__}: listening on {server.url}, forwarding to {target}"
           f"{' (embedded demo origin)' if origin else ''}; event loop {loop_name}"
@@ -257,6 +286,8 @@ async def run_proxy(cfg: Config, loop_name: str = "asyncio") -> int:
     await server.stop()
     if admin is not None:
         await admin.stop()
+    if web_server is not None:
+        await web_server.stop()
     if origin is not None:
         await origin.stop()
     if sink is not None:

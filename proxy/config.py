@@ -48,6 +48,9 @@ class Config:
     # admin API
     admin_listen: Optional[str] = None
     admin_token: Optional[str] = None
+    # web view (--web): where it listens, and how long a zero window must hold data to count as a stall
+    web_listen: Optional[str] = None
+    web_stall_ms: float = 500.0
     limits: Limits = field(default_factory=Limits)
     source: str = "<defaults>"
     #: Where ``listen`` was given (the flag or the file's key), None for the default: checks name it.

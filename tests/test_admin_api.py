@@ -36,7 +36,9 @@ async def http(port: int, method: str, path: str, body=None, token=None, host=No
     head, _, payload = response.partition(b"\r\n\r\n")
     status_line, *header_lines = head.decode().split("\r\n")
     headers = {k.lower(): v.strip() for k, _, v in (h.partition(":") for h in header_lines)}
-    return int(status_line.split()[1]), headers, json.loads(payload) if payload else None
+    if payload and headers.get("content-type", "").startswith("application/json"):
+        return int(status_line.split()[1]), headers, json.loads(payload)
+    return int(status_line.split()[1]), headers, payload.decode(errors="replace") or None
 
 
 @pytest.fixture
@@ -96,10 +98,11 @@ async def test_wrong_host_gets_403_even_with_the_token(admin, host):
     assert status == 403 and "Host" in body["error"]
 
 
-async def test_two_host_headers_get_403(admin):
-    status, _, _ = await http(admin.port, "GET", "/faults", token="s3cret",
-                              raw_headers=[f"Host: evil.example:{admin.port}"])
-    assert status == 403
+async def test_two_host_headers_are_refused(admin):
+    # aiohttp's parser refuses a second Host header (400) before the Host check (403) could.
+    status, _, body = await http(admin.port, "GET", "/faults", token="s3cret",
+                                 raw_headers=[f"Host: evil.example:{admin.port}"])
+    assert status in (400, 403) and "Host" in str(body)
 
 
 # ---------------------------------------------------------------- rules and counters

@@ -736,6 +736,11 @@ class FaultHook:
         relay = st.relay
         if relay.closed or self._conns.get(relay) is not st:
             return
+        # A timer, not a read, brings us here: pass the time in, or the released frames carry the
+        # time of the connection's last read in the frame log.
+        relay.tick(time.time())
+        if relay.closed:
+            return
         note = f"fault:{stall.rule.name}"
         total = 0
         for sid, inc in stall.pending.items():

@@ -15,7 +15,7 @@ __all__ = ["log_main", "build_parser"]
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="h2proxy log", description="Work on frame logs written with --record FILE "
                                                                "(format: docs/frame-log.md).")
-    sub = p.add_subparsers(dest="cmd", metavar="{text,pcap,har,stats,replay}")
+    sub = p.add_subparsers(dest="cmd", metavar="{text,pcap,har,stats,replay,web}")
 
     t = sub.add_parser("text", help="print the log in the layout of nghttp -v")
     t.add_argument("file", help="the frame log ('-': standard input)")
@@ -43,6 +43,14 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("stats", help="frames, bytes, resets, GOAWAYs, SETTINGS and PING round trips")
     s.add_argument("file")
     s.add_argument("--json", action="store_true", help="print JSON")
+
+    w = sub.add_parser("web", help="show the log in the web view (docs/web.md), no proxy needed")
+    w.add_argument("file")
+    w.add_argument("--listen", default="127.0.0.1:8081", metavar="HOST:PORT",
+                   help="where to serve the page (loopback only; default 127.0.0.1:8081, port 0: any)")
+    w.add_argument("--token", metavar="TOKEN", help="the page's token (default: generated, printed in the URL)")
+    w.add_argument("--stall", type=float, default=500.0, metavar="MS",
+                   help="a window held at zero this long counts as a stall (default 500)")
 
     r = sub.add_parser("replay", help="replay a recorded client against a server, or a recorded server to clients")
     r.add_argument("file")
@@ -161,6 +169,19 @@ def _cmd_replay(args, records) -> int:
     return asyncio.run(coro)
 
 
+def _cmd_web(args, records) -> int:
+    import asyncio
+    from ..server import ConfigError
+    from ..web.app import serve_log
+    try:
+        return asyncio.run(serve_log(args.file, args.listen, args.token, args.stall, records=records))
+    except ConfigError as exc:
+        print(f"h2proxy log web: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 0
+
+
 def log_main(argv: List[str]) -> int:
     """``h2proxy log <cmd> ...``; returns the exit code (2 on errors)."""
     from .logfile import LogError, read_records
@@ -177,7 +198,7 @@ def log_main(argv: List[str]) -> int:
     try:
         records = read_records(args.file)
         handler = {"text": _cmd_text, "pcap": _cmd_pcap, "har": _cmd_har, "stats": _cmd_stats,
-                   "replay": _cmd_replay}[args.cmd]
+                   "replay": _cmd_replay, "web": _cmd_web}[args.cmd]
         return handler(args, records)
     except (LogError, ReplayError, ValueError) as exc:
         print(f"h2proxy log {args.cmd}: {exc}", file=sys.stderr)

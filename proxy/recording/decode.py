@@ -249,6 +249,13 @@ class HpackState:
             self._broken.add(key)
             return None, f"{type(exc).__name__}: {exc}"
 
+    def lose(self, conn) -> None:
+        """Frames of ``conn`` went by unseen: its header blocks can no longer be decoded."""
+        self.forget(conn)
+        for leg in ("client", "upstream"):
+            for direction in ("recv", "send"):
+                self._broken.add((conn, leg, direction))
+
     def forget(self, conn) -> None:
         for store in (self._decoders, self._pending):
             for key in [k for k in store if k[0] == conn]:

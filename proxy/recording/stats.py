@@ -110,7 +110,10 @@ def _conn_stats(c) -> dict:
     for slot in legs.values():
         slot["types"] = dict(slot["types"])
     start, end = c.start, c.end
-    return {"conn": c.conn, "info": c.info, "start": start, "end": end, "duration_ms": _ms(start, end),
+    from ..web.facts import connection_facts   # fingerprints and window stalls (docs/web.md)
+    facts = connection_facts(c.records)
+    return {"fingerprints": facts["fingerprints"], "stalls": facts["stalls"], "flow_errors": facts["flow_errors"],
+            "conn": c.conn, "info": c.info, "start": start, "end": end, "duration_ms": _ms(start, end),
             "closed": (c.closed or {}).get("reason"), "legs": legs, "settings": settings, "resets": resets,
             "goaways": goaways, "pings": pings,
             "violations": sum(1 for r in c.records if r.get("record") == "violation"),
@@ -164,6 +167,9 @@ def format_stats(stats: dict) -> str:
                              f"({_types(slot['types'])}{extra})")
         for side, values in c["settings"].items():
             lines.append(f"  SETTINGS of {side}: " + ", ".join(f"{k}={v}" for k, v in values.items()))
+        if "fingerprints" in c:
+            from ..web.facts import format_facts
+            lines.extend(format_facts(c))
         for p in c["pings"]:
             rtt = f"{p['rtt_ms']:.3f} ms" if p["rtt_ms"] is not None else "no ACK"
             lines.append(f"  PING on the {p['leg']} leg from the {p['sent_by']} ({p['opaque']}): {rtt}")

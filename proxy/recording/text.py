@@ -332,12 +332,15 @@ class LivePrinter(ThreadedSink):
                                  verbosity=verbosity, hexdump_limit=hexdump_limit)
         self._broken = False
         self.record_wire = verbosity >= 2
+        from ..web.facts import FactsCollector   # fingerprints and stalls, printed at the end
+        self.facts = FactsCollector()
         super().__init__(filter_conn=filter_conn, filter_stream=filter_stream, filter_types=filter_types,
                          thread_name="h2proxy-printer", max_header_list_size=max_header_list_size)
 
     def emit(self, record: dict) -> None:
         if self._broken:
             return
+        self.facts.feed(record)
         lines = self.renderer.render(record)
         if lines:
             try:
@@ -353,4 +356,11 @@ class LivePrinter(ThreadedSink):
                 self._broken = True
 
     def finish(self) -> None:
+        lines = self.facts.lines()
+        if lines and not self._broken:
+            try:
+                self.stream.write("h2proxy: fingerprints (Akamai format) and window stalls:\n"
+                                  + "\n".join(lines) + "\n")
+            except (BrokenPipeError, ValueError, OSError):
+                self._broken = True
         self.flush_output()
