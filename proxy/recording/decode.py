@@ -12,6 +12,7 @@ import struct
 from typing import Dict, List, Optional, Tuple
 
 from framecodec.frame import Frame
+from framecodec.hpack import OversizedHeaderListError
 
 #: Frame type byte -> name (RFC 9113 section 6, ALTSVC from RFC 7838).
 FRAME_NAMES: Dict[int, str] = {
@@ -263,11 +264,6 @@ class HpackState:
         self._broken = {k for k in self._broken if k[0] != conn}
 
 
-try:
-    from hpack.exceptions import OversizedHeaderListError
-except ImportError:  # pragma: no cover - hpack is a dependency
-    class OversizedHeaderListError(Exception):  # type: ignore[no-redef]
-        pass
 
 
 def frame_record(seq: int, t: float, conn: int, leg: str, direction: str, wire: bytes,
