@@ -160,16 +160,28 @@ class Bridge:
             relay.eof(side)
             self.flush()
 
-    def _unwritten(self, side: int, bufs: list) -> None:
-        """Output for a socket already closing is dropped by the transport: say so in the frame log,
-        right after the records of those frames (they were recorded when the relay made them)."""
+    def _send(self, side: int, t: asyncio.Transport, bufs: list) -> None:
+        """Write the relay's output for ``side``; what the socket did not take is marked in the log."""
+        if self._closed_sides[side]:
+            _write(t, bufs)
+            return
+        if t.is_closing():
+            self._unwritten(side, bufs, "was already closed")
+            return
+        _write(t, bufs)
+        if t.is_closing():
+            # The send failed at once (the peer had reset the connection): the transport dropped it all.
+            self._unwritten(side, bufs, "failed (the peer reset the connection)")
+
+    def _unwritten(self, side: int, bufs: list, why: str) -> None:
+        """Output the socket did not take: say so in the frame log, right after the records of
+        those frames (they were recorded when the relay made them)."""
         relay = self.relay
         what = _describe_frames(bufs)
-        log.debug("c%d: not written to the %s, whose socket was already closed: %s", self.conn_id,
-                  _SIDE[side], what)
+        log.debug("c%d: not written to the %s, whose socket %s: %s", self.conn_id, _SIDE[side], why, what)
         if relay is not None and relay.sink is not None:
             relay.sink.error(self.conn_id, time.time(),
-                             f"not written: the {_SIDE[side]}'s socket was already closed; the "
+                             f"not written: the {_SIDE[side]}'s socket {why}; the "
                              f"{sum(map(len, bufs))} bytes last recorded as sent on the "
                              f"{'client' if side == CLIENT else 'upstream'} leg never reached it: {what}")
 
@@ -178,15 +190,9 @@ class Bridge:
         out = relay.out
         t_client, t_server = self.transports
         if out[0] and t_server is not None:
-            if t_server.is_closing() and not self._closed_sides[SERVER]:
-                self._unwritten(SERVER, relay.take_output(0))
-            else:
-                _write(t_server, relay.take_output(0))
+            self._send(SERVER, t_server, relay.take_output(0))
         if out[1] and t_client is not None:
-            if t_client.is_closing() and not self._closed_sides[CLIENT]:
-                self._unwritten(CLIENT, relay.take_output(1))
-            else:
-                _write(t_client, relay.take_output(1))
+            self._send(CLIENT, t_client, relay.take_output(1))
         if (self.write_paused[0] or self.write_paused[1]) and not relay.closed:
             self._check_queued()
         if relay.commands:

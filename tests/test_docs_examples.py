@@ -1,4 +1,5 @@
-"""Every Python example in docs/*.md runs, from a project that only installed h2proxy (issue 13, item 13).
+"""Every Python example in docs/*.md (and README.md) runs, from a project that only installed h2proxy
+(issue 13, item 13).
 
 The ```python blocks of each page are taken as they are written:
 
@@ -35,7 +36,7 @@ MARK = re.compile(r"^<!--\s*not runnable:\s*(?P<why>.*?)\s*-->$")
 
 @dataclass
 class Block:
-    doc: str            # the page, e.g. "testing.md"
+    doc: str            # the page, e.g. "docs/testing.md"
     line: int           # the line of the page where the code starts (1-based)
     section: str        # the "## " heading it is under
     code: str
@@ -63,14 +64,14 @@ def python_blocks(path: Path) -> List[Block]:
             if lang == "python":
                 prev = next((lines[k].strip() for k in range(i - 1, -1, -1) if lines[k].strip()), "")
                 m = MARK.match(prev)
-                blocks.append(Block(path.name, i + 2, section, "\n".join(lines[i + 1:j]),
+                blocks.append(Block(path.relative_to(ROOT).as_posix(), i + 2, section, "\n".join(lines[i + 1:j]),
                                     m.group("why") if m else None))
             i = j
         i += 1
     return blocks
 
 
-ALL = {p.name: python_blocks(p) for p in sorted(DOCS.glob("*.md"))}
+ALL = {p.relative_to(ROOT).as_posix(): python_blocks(p) for p in [ROOT / "README.md", *sorted(DOCS.glob("*.md"))]}
 
 
 def _pytest_files() -> Dict[str, List[Block]]:
@@ -115,7 +116,7 @@ blocks = json.load(open(sys.argv[1]))
 namespace = {"__name__": "__main__"}
 for b in blocks:
     print(f"--- {b['doc']}:{b['line']}", flush=True)
-    exec(compile("\\n" * (b["line"] - 1) + b["code"], "docs/" + b["doc"], "exec"), namespace)
+    exec(compile("\\n" * (b["line"] - 1) + b["code"], b["doc"], "exec"), namespace)
 print("all blocks ran")
 '''
 
@@ -124,10 +125,11 @@ def test_the_examples_are_found_and_sketches_say_why():
     assert sum(len(b) for b in ALL.values()) >= 20
     for blocks in ALL.values():
         for b in blocks:
-            assert b.skipped is None or b.skipped, f"docs/{b.doc}:{b.line}: a not-runnable mark needs a reason"
+            assert b.skipped is None or b.skipped, f"{b.doc}:{b.line}: a not-runnable mark needs a reason"
     # The pytest recipes of testing.md and the hook test of hooks.md are run as pytest files.
-    assert any(k.startswith("testing.md: Recipes") for k in PYTEST_FILES), PYTEST_FILES.keys()
-    assert any(k.startswith("hooks.md: Testing a hook") for k in PYTEST_FILES), PYTEST_FILES.keys()
+    assert "docs/testing.md: Recipes" in PYTEST_FILES, PYTEST_FILES.keys()
+    assert "docs/hooks.md: Testing a hook" in PYTEST_FILES, PYTEST_FILES.keys()
+    assert "README.md" in SCRIPTS
 
 
 @pytest.mark.parametrize("doc", sorted(SCRIPTS))
@@ -150,7 +152,7 @@ def test_doc_pytest_recipes_run_in_a_fresh_project(name, tmp_path):
     blocks = PYTEST_FILES[name]
     work = _outside_repo(tmp_path)
     (work / "pytest.ini").write_text("[pytest]\n")       # the defaults: pytest-asyncio in strict mode
-    module = "test_" + re.sub(r"\W+", "_", name.split(":")[0]) + ".py"
+    module = "test_" + re.sub(r"\W+", "_", name.split(":")[0].rsplit("/", 1)[-1]) + ".py"
     (work / module).write_text(_placed(blocks))
     expected = sum(len(re.findall(r"^(?:async )?def test_", b.code, re.M)) for b in blocks)
     out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-rA", "-p", "no:cacheprovider", module],
