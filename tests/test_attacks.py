@@ -85,6 +85,15 @@ async def test_control_characters_are_escaped_in_live_and_log_text(proxy_process
 
 
 
+def test_printable_escapes_every_control_character():
+    from proxy.printable import printable, printable_record
+    every = "".join(chr(c) for c in range(0x20)) + "\x7f" + "".join(chr(c) for c in range(0x80, 0xA0))
+    out = printable("a" + every + "\u202e\udcff z é")
+    assert out.isprintable() and out.startswith("a\\x00\\x01") and out.endswith("\\u202e\\xff z é")
+    assert printable("plain text é") == "plain text é"
+    assert printable_record({"k\x1b": ["\x07", 3, None]}) == {"k\\x1b": ["\\x07", 3, None]}
+
+
 # ------------------------------------------------------------------ 2: HPACK bombs under -v and --record
 
 BOMB_REFS = 60_000
