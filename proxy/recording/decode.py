@@ -11,6 +11,8 @@ import base64
 import struct
 from typing import Dict, List, Optional, Tuple
 
+from hpack import exceptions as hpack_exceptions
+
 from framecodec.frame import Frame
 
 #: Frame type byte -> name (RFC 9113 section 6, ALTSVC from RFC 7838).
@@ -239,7 +241,7 @@ class HpackState:
         try:
             headers = self._decoder(key).decode(block, raw=True)
             return [[_str(n), _str(v)] for n, v in headers], None
-        except OversizedHeaderListError:
+        except hpack_exceptions.OversizedHeaderListError:
             self._broken.add(key)
             self.over_limit.append(key)
             return None, (f"limit max_header_list_size = {self.max_header_list_size} exceeded: the block "
@@ -254,13 +256,6 @@ class HpackState:
             for key in [k for k in store if k[0] == conn]:
                 del store[key]
         self._broken = {k for k in self._broken if k[0] != conn}
-
-
-try:
-    from hpack.exceptions import OversizedHeaderListError
-except ImportError:  # pragma: no cover - hpack is a dependency
-    class OversizedHeaderListError(Exception):  # type: ignore[no-redef]
-        pass
 
 
 def frame_record(seq: int, t: float, conn: int, leg: str, direction: str, wire: bytes,
