@@ -41,6 +41,7 @@ from urllib.parse import urlsplit
 
 from framecodec.reader import PREFACE, FrameReader
 
+from ..core.limits import Limits
 from ..printable import printable
 from .decode import error_name, frame_name, unb64
 from .logfile import Connection, connections
@@ -91,7 +92,8 @@ class _Peer:
         from hpack import Decoder, Encoder
         self.decoder = Decoder()
         self.decoder.max_allowed_table_size = 1 << 32
-        self.decoder.max_header_list_size = 1 << 32
+        # A live peer may send an HPACK bomb: decode no more than the proxy would (max_header_list_size).
+        self.decoder.max_header_list_size = Limits.max_header_list_size
         self.encoder = Encoder()
         self.peer_max_frame = 16384
         self.peer_initial_window = 65535
