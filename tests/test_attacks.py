@@ -85,6 +85,15 @@ async def test_control_characters_are_escaped_in_live_and_log_text(proxy_process
 
 
 
+def test_printable_escapes_every_control_character():
+    from proxy.printable import printable, printable_record
+    every = "".join(chr(c) for c in range(0x20)) + "\x7f" + "".join(chr(c) for c in range(0x80, 0xA0))
+    out = printable("a" + every + "\u202e\udcff z é")
+    assert out.isprintable() and out.startswith("a\\x00\\x01") and out.endswith("\\u202e\\xff z é")
+    assert printable("plain text é") == "plain text é"
+    assert printable_record({"k\x1b": ["\x07", 3, None]}) == {"k\\x1b": ["\\x07", 3, None]}
+
+
 # ------------------------------------------------------------------ 2: HPACK bombs under -v and --record
 
 BOMB_REFS = 60_000
@@ -316,6 +325,13 @@ async def test_an_upstream_that_stops_mid_response_is_reported(proxy_process, ho
         assert code in (18, 92), (code, err)
         assert took < 8, took
         await served(get)
+        if how == "frozen":
+            # The origin hears that the stream is cancelled and the connection is over.
+            upstream = next(conn for conn in origin.conns if conn.streams.get(1) == "/hold")
+            await asyncio.wait_for(upstream.closed.wait(), 5)
+            frames = upstream.frames()
+            assert any(isinstance(f, fc.RstStreamFrame) and f.stream_id == 1 and f.error_code == 8 for f in frames)
+            assert [f.error_code for f in frames if isinstance(f, fc.GoAwayFrame)] == [0]
         close()
     finally:
         px.stop()
@@ -519,6 +535,8 @@ async def test_a_local_address_that_is_not_loopback_is_the_proxy_too(pki, tmp_pa
         w.close()
         assert inner.startswith(b"HTTP/1.1 403") and b"comes from the proxy itself" in inner, inner
         await tunnel_get(px.port, origin.port)
+        # The origin saw only the well-behaved client's two tunnels.
+        assert len(origin.conns) == 2
     finally:
         await px.stop(grace=0.5)
         await origin.stop()

@@ -119,6 +119,17 @@ def test_an_upstream_held_back_by_the_client_is_not_silent():
     assert r2.closed
 
 
+def test_a_stream_the_upstream_has_finished_does_not_wait_for_it():
+    # The upstream answered in full; the client is still uploading, slowly: the upstream owes nothing.
+    r, c, s = start(upstream_silence_timeout=5.0, idle_timeout=0)
+    r.receive(C2S, wire(c.headers(1, REQ)), 0.0)
+    r.receive(S2C, wire(s.headers(1, RESP, end=True)), 0.5)
+    for t in range(1, 60, 5):
+        r.receive(C2S, wire(fc.DataFrame(1, data=b"u")), float(t))
+        r.tick(t + 0.5)
+    assert not r.closed and 1 in r.streams
+
+
 def test_zero_turns_the_upstream_timeouts_off():
     r = relay(upstream_settings_timeout=0, upstream_silence_timeout=0, settings_ack_timeout=0)
     c = Peer()

@@ -533,7 +533,9 @@ class Relay:
             return True
         if not lim.upstream_silence_timeout:
             return False
-        if not self.streams or held or self.held_streams[S2C] or self._window_closed(S2C):
+        sending = _SENDING[S2C]
+        waiting = sum(1 for s in self.streams.values() if s.state in sending)   # (the upstream still owes them)
+        if not waiting or held or self.held_streams[S2C] or self._window_closed(S2C):
             self.waiting_since = None        # (nothing waits on the upstream, or something else holds it back)
             return False
         if self.waiting_since is None:
@@ -541,7 +543,7 @@ class Relay:
         silent = now - max(self.heard[SERVER], self.waiting_since)
         if silent > lim.upstream_silence_timeout:
             self._upstream_timeout("upstream_silence_timeout",
-                                   f"the upstream sent nothing for {silent:.1f} s while {len(self.streams)} "
+                                   f"the upstream sent nothing for {silent:.1f} s while {waiting} "
                                    f"stream(s) waited for it")
             return True
         return False
@@ -563,8 +565,7 @@ class Relay:
             self._out(S2C, fc.RstStreamFrame(s.id, error_code=ErrorCode.INTERNAL_ERROR).serialize(), None, note)
             if s.server_id and not s.proxy_owned:
                 self._out(C2S, fc.RstStreamFrame(s.server_id, error_code=ErrorCode.CANCEL).serialize(), None, note)
-        if self.goaway_from[SERVER] is None:
-            self._send_goaway(C2S, self.last_stream[SERVER], ErrorCode.NO_ERROR, f"h2proxy: {message}")
+        self._send_goaway(C2S, self.last_stream[SERVER], ErrorCode.NO_ERROR, f"h2proxy: {message}")
         self._send_goaway(S2C, self.last_stream[CLIENT], ErrorCode.INTERNAL_ERROR,
                           f"h2proxy: upstream timeout: {message}")
         self._finish(f"upstream timeout: {message}")

@@ -41,6 +41,8 @@ from urllib.parse import urlsplit
 
 from framecodec.reader import PREFACE, FrameReader
 
+from ..core.limits import Limits
+from ..printable import printable
 from .decode import error_name, frame_name, unb64
 from .logfile import Connection, connections
 
@@ -90,7 +92,8 @@ class _Peer:
         from framecodec.hpack import Decoder, Encoder
         self.decoder = Decoder()
         self.decoder.max_allowed_table_size = 1 << 32
-        self.decoder.max_header_list_size = 1 << 32
+        # A live peer may send an HPACK bomb: decode no more than the proxy would (max_header_list_size).
+        self.decoder.max_header_list_size = Limits.max_header_list_size
         self.encoder = Encoder()
         self.peer_max_frame = 16384
         self.peer_initial_window = 65535
@@ -735,12 +738,12 @@ async def replay_client(records: List[dict], url: str, *, conn: Optional[int] = 
             diffs.insert(0, "no answer")
         if diffs:
             differ += 1
-            print(f"stream {sid}: {what}: DIFFERENT: " + "; ".join(diffs), file=out)
+            print(printable(f"stream {sid}: {what}: DIFFERENT: " + "; ".join(diffs)), file=out)
         else:
-            print(f"stream {sid}: {what}: same ({live_a.status}, {live_a.body} body bytes, "
-                  f"{' '.join(_type_sequence(live_a.frames))})", file=out)
+            print(printable(f"stream {sid}: {what}: same ({live_a.status}, {live_a.body} body bytes, "
+                            f"{' '.join(_type_sequence(live_a.frames))})"), file=out)
     for note in notes:
-        print(f"note: {note}", file=out)
+        print(printable(f"note: {note}"), file=out)
     print(f"result: {differ} of {len(streams)} streams differ from the recording", file=out)
     return 1 if differ else 0
 
@@ -869,9 +872,9 @@ async def _serve_one(reader, writer, c: Connection, units: List[_Unit], expect: 
         if want and got != want:
             differ += 1
             line += f": DIFFERENT from the recorded {want.get(':method')} {want.get(':path')}"
-        print(line, file=out)
+        print(printable(line), file=out)
     for note in notes:
-        print(f"note: {note}", file=out)
+        print(printable(f"note: {note}"), file=out)
     print(f"connection {number}: sent {len(units)} recorded steps", file=out, flush=True)
     return 1 if differ else 0
 
