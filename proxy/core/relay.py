@@ -261,6 +261,8 @@ class Relay:
         self._update_fast_path()
         self.last_activity = now
         self.settings_sent_at: List[list] = [[], []]     # times of each side's SETTINGS not yet ACKed
+        # Per side, the SETTINGS_HEADER_TABLE_SIZE of each of its SETTINGS not yet ACKed (None: not in it).
+        self.table_sizes_due: List[list] = [[], []]
         self.stalled_since: List[Optional[float]] = [None, None]
         # Set by the shell: call after producing output outside receive()/resume() (a hook's timer).
         self.wake: Optional[Callable[[], None]] = None
@@ -738,11 +740,15 @@ class Relay:
         sid = first.stream_id
         unit = _Unit(d, frames, None)
         bad = messages.frame_problem(first)
+        malformed = False
         if bad is not None and bad[2]:
             if self._violation(d, *bad, sid=sid):
                 return
+            # (The block's fragment cannot be told from padding or fixed fields: it is not decoded,
+            # and the decoder, which never saw it, goes on with the next block.)
+            malformed = True
             bad = None
-        if self.decode and not self.decoding_broken[d]:
+        if self.decode and not self.decoding_broken[d] and not malformed:
             unit.headers = self._decode(d, frames)
             if self.closed:
                 return
@@ -908,9 +914,12 @@ class Relay:
         """Send a header block on: unchanged (byte for byte, unless re-encoding), or as changed."""
         frames = unit.frames
         if result is UNCHANGED and (self.encoders[d] is None or unit.headers is None):
-            if self.encoders[d] is not None:
-                self._log_error(f"cannot re-encode the header block on stream {frames[0].stream_id}: "
-                                "its headers could not be decoded; forwarded as received")
+            if self.encoders[d] is not None and (self.decoding_broken[d] or not self.decode):
+                # (A malformed frame has its violation logged already.)
+                self._log_error(f"cannot re-encode the header block on stream {frames[0].stream_id}: the "
+                                f"{SIDE_NAME[d]}'s header blocks are not decoded "
+                                f"({'COMPRESSION_ERROR earlier' if self.decode else 'decoding is off'}); "
+                                "forwarded as received")
             seqs = self._record_block_in(d, unit, actions)
             mapping = d == S2C and self.push_map
             for i, f in enumerate(frames):
@@ -1118,6 +1127,14 @@ class Relay:
             other = 1 - d
             if self.unacked_settings[other]:
                 self.unacked_settings[other] -= 1
+            pending = self.table_sizes_due[other]
+            if pending:
+                size = pending.pop(0)
+                if size is not None and self.decoders is not None:
+                    # From now on side d's encoder is held to the size (RFC 7541 4.2: the update
+                    # follows the SETTINGS acknowledgement); a larger one still unacknowledged stays allowed.
+                    later = [v for v in pending if v is not None]
+                    self.decoders[d].max_allowed_table_size = max([size] + later)
             if self.settings_sent_at[other]:
                 self.settings_sent_at[other].pop(0)
             if self.control_rate[d].hit(self.now):
@@ -1135,6 +1152,7 @@ class Relay:
             return True
         mine = self.settings[d]
         receiving = 1 - d        # the direction in which this side receives
+        table_size = None
         for ident, value in _settings_entry.iter_unpack(f.payload):
             if ident == Setting.ENABLE_PUSH and (value > 1 or (value and d == SERVER)):
                 if self._violation(d, "6.5.2", ErrorCode.PROTOCOL_ERROR, True,
@@ -1157,8 +1175,13 @@ class Relay:
                     return True
                 continue
             elif ident == Setting.HEADER_TABLE_SIZE:
+                table_size = value
                 if self.decoders is not None:
-                    self.decoders[receiving].max_allowed_table_size = value
+                    # A larger table is allowed at once; a smaller one binds the other side's encoder only
+                    # once it acknowledged these SETTINGS (see the ACK above): blocks it sent before
+                    # may still use the old size.
+                    dec = self.decoders[receiving]
+                    dec.max_allowed_table_size = max(dec.max_allowed_table_size, value)
                 if self.encoders[receiving] is not None:
                     # The proxy's encoder towards this side follows the new size; its next block
                     # starts with the dynamic table size update (RFC 7541 4.2, 6.3).
@@ -1169,6 +1192,8 @@ class Relay:
                                                          mine[Setting.MAX_FRAME_SIZE])
         self.settings_seen[d] = True
         self.unacked_settings[d] += 1
+        if len(self.table_sizes_due[d]) < 64:
+            self.table_sizes_due[d].append(table_size)
         if len(self.settings_sent_at[d]) < 64:
             self.settings_sent_at[d].append(self.now)
         if self.held_streams[receiving]:
