@@ -196,8 +196,11 @@ class OriginConn:
                         if path.startswith("/size/"):
                             tasks.append(asyncio.ensure_future(self.send_body(ev.stream_id, int(path[6:]))))
                         elif path != "/hold":
-                            self.h2.send_headers(ev.stream_id, [(":status", "200")])
-                            self.h2.send_data(ev.stream_id, b"ok", end_stream=True)
+                            try:
+                                self.h2.send_headers(ev.stream_id, [(":status", "200")])
+                                self.h2.send_data(ev.stream_id, b"ok", end_stream=True)
+                            except h2.exceptions.ProtocolError:
+                                pass     # (reset in the same read: a client that cancels at once)
                     elif isinstance(ev, (h2.events.WindowUpdated, h2.events.RemoteSettingsChanged)):
                         self.window_open.set()
                 self.flush()

@@ -162,6 +162,22 @@ class RecentlyClosed:
 _MISSING = object()
 
 
+class ProxyReset:
+    """A ``recently_closed`` mark: the proxy itself reset this stream towards ``sides``.
+
+    Frames on it still in flight towards a side in ``sides`` are expected (RFC 9113 5.1, 5.4.2)
+    and discarded quietly; towards the other side the stream goes on.
+    """
+
+    __slots__ = ("sides",)
+
+    def __init__(self, sides) -> None:
+        self.sides = frozenset(sides)
+
+    def __repr__(self) -> str:
+        return f"ProxyReset({sorted(self.sides)})"
+
+
 class _Unit:
     """A frame, or a whole header block, on its way through the pipeline."""
 
@@ -248,7 +264,10 @@ class Relay:
         self.counters = {"frames_in": [0, 0], "frames_out": [0, 0], "bytes_in": [0, 0],
                          "violations": 0, "streams": 0, "resets": [0, 0], "hook_errors": 0,
                          "pushes": 0}
+        # Per side: the client's RST_STREAMs (rapid reset), and in strict mode the streams the proxy
+        # reset for a side's stream errors (MadeYouReset): both count towards max_resets_per_second.
         self.reset_rate = RateCounter(self.limits.max_resets_per_second, 1.0)
+        self.server_reset_rate = RateCounter(self.limits.max_resets_per_second, 1.0)
         self.empty_rate = [RateCounter(self.limits.max_empty_frames_per_second, 1.0),
                            RateCounter(self.limits.max_empty_frames_per_second, 1.0)]
         self.control_rate = [RateCounter(self.limits.max_control_frames_per_second, 1.0),
@@ -1057,6 +1076,10 @@ class Relay:
             if self._rst_stream(d, f):
                 return
         elif t == PRIORITY:
+            if self.control_rate[d].hit(self.now):
+                # (Before the checks: a PRIORITY that is a stream error counts too.)
+                self._limit(d, "max_control_frames_per_second", "PRIORITY churn")
+                return
             if sid == 0 and self._violation(d, "6.3", ErrorCode.PROTOCOL_ERROR, True, "PRIORITY on stream 0"):
                 return
             if f.length != 5 and self._violation(d, "6.3", ErrorCode.FRAME_SIZE_ERROR, False,
@@ -1067,9 +1090,6 @@ class Relay:
                 if self._violation(d, "5.3.1", ErrorCode.PROTOCOL_ERROR, False,
                                    f"PRIORITY: stream {sid} depends on itself", sid):
                     return
-            if self.control_rate[d].hit(self.now):
-                self._limit(d, "max_control_frames_per_second", "PRIORITY churn")
-                return
             if d == C2S and sid in self.streams and self.streams[sid].proxy_owned:
                 self._record_in(d, f, [{"hook": "h2proxy", "action": "consumed"}])
                 return
@@ -1206,13 +1226,13 @@ class Relay:
             return self._violation(d, "6.9", ErrorCode.FRAME_SIZE_ERROR, True,
                                    f"WINDOW_UPDATE on stream {sid} with a body of {f.length} bytes, not 4")
         inc = _u32.unpack_from(f.payload)[0] & 0x7FFFFFFF
+        if inc < 1024 and self.control_rate[d].hit(self.now):
+            # (Only small increments count, 0 too: big ones are what a receiver reading DATA sends.)
+            self._limit(d, "max_control_frames_per_second", "WINDOW_UPDATE churn")
+            return True
         if inc == 0:
             return self._violation(d, "6.9", ErrorCode.PROTOCOL_ERROR, sid == 0,
                                    f"WINDOW_UPDATE on stream {sid} with an increment of 0", sid)
-        if inc < 1024 and self.control_rate[d].hit(self.now):
-            # (Only small increments count: big ones are what a receiver reading DATA sends.)
-            self._limit(d, "max_control_frames_per_second", "WINDOW_UPDATE churn")
-            return True
         other = 1 - d            # the direction whose receiver this side is
         self.stalled_since[other] = None       # (progress: zero_window_timeout starts again)
         if sid == 0:
@@ -1241,7 +1261,7 @@ class Relay:
                 if gone == "idle":
                     return self._violation(d, "5.1", ErrorCode.PROTOCOL_ERROR, True,
                                            f"WINDOW_UPDATE on idle stream {sid}")
-                if gone == "refused":
+                if gone == "refused" or self._discard_after_reset(d, f, sid):
                     return True
             if s is not None:
                 s.window[other] += inc
@@ -1285,7 +1305,7 @@ class Relay:
             gone = messages.unknown_stream(self, sid)
             if gone == "idle":
                 return self._violation(d, "5.1", ErrorCode.PROTOCOL_ERROR, True, f"RST_STREAM on idle stream {sid}")
-            return gone == "refused"
+            return gone == "refused" or bool(self._discard_after_reset(d, f, sid))
         s.state = st.CLOSED
         s.reset_by = d
         if s.proxy_owned and d == C2S:
@@ -1315,6 +1335,8 @@ class Relay:
         closer = self.recently_closed.get(sid, "unknown")
         if closer == "refused":
             return True      # strict mode refused the stream: the other side never heard of it
+        if isinstance(closer, ProxyReset):
+            return bool(self._discard_after_reset(d, f, sid))
         if closer == d or closer == -1:   # -1: both sides had ended it with END_STREAM
             # The sender itself closed the stream with END_STREAM or RST_STREAM and sends again.
             return self._violation(d, "5.1", ErrorCode.STREAM_CLOSED, False,
@@ -1573,7 +1595,14 @@ class Relay:
         self._send_item(d, item, origin, acts, None)
 
     def reset_stream(self, sid: int, code: int, towards: str, note: str = "h2proxy") -> None:
+        """Reset stream ``sid`` (client-leg id) towards one side or both, on a hook's behalf.
+
+        Frames still in flight on it towards a side that was reset are then discarded quietly,
+        with their flow-control credit returned (see :meth:`_discard_after_reset`); towards the
+        other side the stream goes on.
+        """
         s = self.streams.get(sid)
+        told = set()
         for side in _sides(towards):
             d = 1 - side    # towards the client = direction S2C
             wire_sid = s.server_id if (s is not None and side == SERVER) else sid
@@ -1581,14 +1610,57 @@ class Relay:
                 continue
             self._out(d, fc.RstStreamFrame(wire_sid, error_code=code).serialize(), None,
                       [{"hook": note, "action": "injected"}])
+            told.add(side)
         if s is not None:
             s.state = st.CLOSED
-            for dd in (0, 1):
-                if s.held is not None:
-                    s.held[dd].clear()
-                self.held_streams[dd].pop(sid, None)
-            s.push_body = None
+            s.reset_by = ProxyReset(told)
+            self._drop_held(s)
             self._close_stream(s)
+        elif told:
+            previous = self.recently_closed.get(sid)
+            if isinstance(previous, ProxyReset):
+                told |= previous.sides
+            self.recently_closed[sid] = ProxyReset(told)
+
+    def _drop_held(self, s: Stream) -> None:
+        """A reset stream's DATA held for flow control, and a proxy push's body, will never be sent."""
+        for dd in (0, 1):
+            if s.held is not None:
+                s.held[dd].clear()
+            self.held_streams[dd].pop(s.id, None)
+        s.push_body = None
+
+    def _discard_after_reset(self, d: int, f: RawFrame, sid: int) -> Optional[bool]:
+        """A frame from side d on stream ``sid``, which the relay no longer tracks.
+
+        None when the proxy did not reset that stream itself. Otherwise True when the frame is
+        discarded: its receiver was told RST_STREAM by the proxy, so the frame was in flight and
+        expected (no violation; a DATA frame's flow-control credit goes back to the sender, on the
+        stream too while the sender, not reset, may still be finishing); False when it goes on to a
+        receiver that was not reset. A header block is only discarded when it was decoded (the
+        receiver's HPACK table then follows the proxy's re-encoding); otherwise it is forwarded so
+        that the receiver's table stays in step.
+        """
+        mark = self.recently_closed.get(sid)
+        if not isinstance(mark, ProxyReset):
+            return None
+        if (1 - d) not in mark.sides:
+            return False
+        t = f.type
+        if t in (HEADERS, PUSH_PROMISE) and (not self.decode or self.decoding_broken[d]):
+            return False
+        if t == DATA and f.length:
+            back = 1 - d
+            self._out(back, fc.WindowUpdateFrame(0, window_increment=f.length).serialize(), None,
+                      [{"hook": "h2proxy", "action": "window-credit"}])
+            if d not in mark.sides and not f.flags & END_STREAM:
+                self._out(back, fc.WindowUpdateFrame(f.stream_id, window_increment=f.length).serialize(), None,
+                          [{"hook": "h2proxy", "action": "window-credit"}])
+        if t not in (HEADERS, PUSH_PROMISE, CONTINUATION):
+            self._record_in(d, f, [{"hook": "h2proxy", "action": "discarded"}])
+        log.debug("c%d: %s on stream %d, which the proxy reset towards the %s, discarded", self.id,
+                  frame_name(t), sid, SIDE_NAME[1 - d])
+        return True
 
     def goaway(self, code: int, last_stream_id: Optional[int], debug: bytes, towards: str,
                note: str = "h2proxy") -> None:
@@ -1806,16 +1878,27 @@ class Relay:
         """Strict mode: reset the stream towards the offender, cancel it towards the other side."""
         s = self.streams.get(sid)
         offender = d
+        rate = self.reset_rate if offender == CLIENT else self.server_reset_rate
+        if rate.hit(self.now):
+            # A peer that makes the proxy reset streams for it resets them as surely as with RST_STREAM
+            # (MadeYouReset, CVE-2025-8671): the same limit as rapid reset.
+            self._limit(offender, "max_resets_per_second",
+                        f"streams reset by the proxy for the {SIDE_NAME[offender]}'s stream errors "
+                        f"(MadeYouReset, CVE-2025-8671)")
+            return
         self._out(1 - offender, fc.RstStreamFrame(sid if offender == CLIENT or s is None else s.server_id,
                                                   error_code=int(code)).serialize(),
                   None, [{"hook": "h2proxy", "action": "strict"}])
         if s is not None:
             other_sid = s.server_id if offender == CLIENT else s.id
+            told = {offender}
             if not (s.proxy_owned and offender == CLIENT):
                 self._out(offender, fc.RstStreamFrame(other_sid, error_code=ErrorCode.CANCEL).serialize(),
                           None, [{"hook": "h2proxy", "action": "strict"}])
+                told.add(1 - offender)
             s.state = st.CLOSED
-            s.reset_by = 1 - d
+            s.reset_by = ProxyReset(told)
+            self._drop_held(s)
             self._close_stream(s)
 
     def _connection_error(self, d: int, section: str, code: int, message: str, forced: bool,
