@@ -1857,7 +1857,7 @@ class Relay:
                     f"a conformant endpoint answers {error_name(code)} ({kind}); {fate}")
             if n == 20:
                 text += "; further violations on this connection are logged every 1000th"
-            log.warning("%s", text)
+            log.warning("%s", text, extra=self._blame(d))
         record = {"side": SIDE_NAME[d], "section": section, "code": error_name(code), "message": message,
                   "connection": connection, "stream": sid}
         if len(self.violations) < 100:
@@ -1873,6 +1873,12 @@ class Relay:
         else:
             self._stream_error(d, sid, code, message)
         return True
+
+    def _blame(self, d: int) -> dict:
+        """Fields for a log record about side d's error: which connection and peer (for log filters
+        and the tests' check that no peer that behaved is blamed)."""
+        return {"h2proxy_conn": self.id, "h2proxy_side": SIDE_NAME[d],
+                "h2proxy_client": self.info.get("client_addr"), "h2proxy_upstream": self.info.get("upstream_addr")}
 
     def _stream_error(self, d: int, sid: int, code: int, message: str) -> None:
         """Strict mode: reset the stream towards the offender, cancel it towards the other side."""
@@ -1906,7 +1912,7 @@ class Relay:
         """Answer side d with GOAWAY(code), the other side with a clean GOAWAY, and close both."""
         if not logged:
             log.warning("c%d: %s: %s (RFC 9113 section %s) -> GOAWAY %s", self.id, SIDE_NAME[d], message,
-                        section, error_name(code))
+                        section, error_name(code), extra=self._blame(d))
             if self.sink is not None:
                 self.sink.violation(self.id, self.now, SIDE_NAME[d], section, error_name(code), message)
         towards_offender = 1 - d
