@@ -875,6 +875,10 @@ class Relay:
         if sid == 0 and self._violation(d, "6.6", ErrorCode.PROTOCOL_ERROR, True, "PUSH_PROMISE on stream 0"):
             return True
         parent = self.streams.get(sid)
+        if parent is None and sid and unit.headers is not None:
+            mark = self.recently_closed.get(sid)
+            if isinstance(mark, ProxyReset) and CLIENT in mark.sides:
+                return self._promise_after_reset(unit)
         if sid and (not sid & 1 or (parent.state not in (st.OPEN, st.HALF_CLOSED_LOCAL) if parent is not None
                                     else self.recently_closed.get(sid) != CLIENT)):
             # Only on a client stream that is open or half-closed (local) from the client's view; one the
@@ -928,6 +932,23 @@ class Relay:
         self.streams[client_id] = s
         self.counters["streams"] += 1
         return False
+
+    def _promise_after_reset(self, unit: _Unit) -> bool:
+        """A PUSH_PROMISE in flight on a stream the proxy had reset towards the client (RFC 9113 6.6).
+
+        The server did nothing wrong, and the client must not see a promise on a stream it was told
+        was reset: the promise is dropped (its decoded block: later blocks are re-encoded), the
+        promised stream is cancelled towards the server, and what the server still sends on it is
+        discarded like any frame in flight on a stream the proxy reset. Returns True (dropped).
+        """
+        promised = self._promised_id(unit.frames[0])
+        self.last_stream[SERVER] = max(self.last_stream[SERVER], promised)
+        self._out(C2S, fc.RstStreamFrame(promised, error_code=ErrorCode.CANCEL).serialize(), None,
+                  [{"hook": "h2proxy", "action": "injected"}])
+        self.recently_closed[promised] = ProxyReset((CLIENT, SERVER))
+        log.debug("c%d: PUSH_PROMISE of stream %d on stream %d, which the proxy reset towards the client: "
+                  "dropped, the promised stream cancelled", self.id, promised, unit.frames[0].stream_id)
+        return True
 
     def _forward_block(self, d: int, unit: _Unit, result, actions=None) -> None:
         """Send a header block on: unchanged (byte for byte, unless re-encoding), or as changed."""
