@@ -15,11 +15,16 @@ output).
   :func:`parse_h2load` (h2load's summary as a dict);
 * :func:`http_url` (``h2c://`` -> ``http://``, the form nghttp, curl and h2load want);
 * :class:`HeldUpstream` (a TCP relay in front of an origin that holds the origin's first bytes
-  until told: an upstream whose SETTINGS are late, without sleeping).
+  until told: an upstream whose SETTINGS are late, without sleeping);
+* :class:`ProxyLog` and :func:`check_behaved`: the check every client helper here runs (nghttp,
+  and ``tests.rawpeers.h2_get`` for the h2 library): the first frame the client receives is
+  SETTINGS (RFC 9113 3.4), and the in-process proxy logged no violation against a peer that
+  behaved (the client itself, or an nghttpd origin).
 """
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import re
 import shutil
@@ -30,7 +35,7 @@ from pathlib import Path
 from typing import Dict, Optional, Sequence, Tuple, Union
 
 __all__ = ["free_port", "wait_port", "await_port", "need", "run", "Nghttpd", "make_docroot", "nghttp", "curl",
-           "h2load", "parse_h2load", "H2loadResult", "http_url", "HeldUpstream"]
+           "h2load", "parse_h2load", "H2loadResult", "http_url", "HeldUpstream", "ProxyLog", "check_behaved", "first_frame_received"]
 
 LOOPBACK = "127.0.0.1"
 
@@ -153,6 +158,7 @@ class Nghttpd:
         except Exception:
             self.stop()
             raise
+        _NGHTTPD_PORTS.add(self.port)
         return self
 
     @property
@@ -166,6 +172,7 @@ class Nghttpd:
         return http_url(self.url)
 
     def stop(self) -> None:
+        _NGHTTPD_PORTS.discard(self.port)
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
             try:
@@ -181,9 +188,81 @@ class Nghttpd:
         self.stop()
 
 
-async def nghttp(*args: str, timeout: float = 30.0) -> Tuple[int, str]:
-    """Run ``nghttp ARGS`` (e.g. ``"-nv", url``); ``(returncode, output)``."""
-    return await run(need("nghttp"), *args, timeout=timeout)
+class ProxyLog(logging.Handler):
+    """The records the in-process proxy logs (logger "h2proxy") while in a ``with`` block.
+
+    The relay tags each violation record with the connection (``h2proxy_conn``), the side
+    blamed (``h2proxy_side``) and the connection's client and upstream addresses.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list = []
+        self._old_level = logging.NOTSET
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+    def __enter__(self) -> "ProxyLog":
+        logger = logging.getLogger("h2proxy")
+        self._old_level = logger.level
+        if logger.getEffectiveLevel() > logging.WARNING:
+            logger.setLevel(logging.WARNING)
+        logger.addHandler(self)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        logger = logging.getLogger("h2proxy")
+        logger.removeHandler(self)
+        logger.setLevel(self._old_level)
+
+    def blamed(self, side: str, client_addr: Optional[str] = None) -> list:
+        """Messages of the records that blame ``side`` ("client" or "server") for a violation."""
+        return [r.getMessage() for r in self.records if getattr(r, "h2proxy_side", None) == side
+                and (client_addr is None or getattr(r, "h2proxy_client", None) == client_addr)]
+
+
+#: Ports of the nghttpd origins running now (an origin that behaves: no violation may be blamed on it).
+_NGHTTPD_PORTS: set = set()
+
+
+def check_behaved(log: ProxyLog, client_addr: Optional[str] = None, what: str = "the client") -> None:
+    """No violation was logged against a peer that behaved: the client (``client_addr``: only its own
+    connection; None: any client connection of the run) and any nghttpd origin."""
+    bad = log.blamed("client", client_addr)
+    bad += [r.getMessage() for r in log.records if getattr(r, "h2proxy_side", None) == "server"
+            and str(getattr(r, "h2proxy_upstream", "")).rpartition(":")[2] in {str(p) for p in _NGHTTPD_PORTS}]
+    if bad:
+        raise AssertionError(f"the proxy blamed a peer that behaved ({what}, nghttpd):\n" + "\n".join(bad[:10]))
+
+
+_RECV_FRAME = re.compile(r"recv (\w+) frame")
+
+
+def first_frame_received(nghttp_output: str) -> Optional[str]:
+    """The type of the first frame ``nghttp -v`` says it received (None: none)."""
+    m = _RECV_FRAME.search(nghttp_output)
+    return m.group(1) if m else None
+
+
+async def nghttp(*args: str, timeout: float = 30.0, check: bool = True) -> Tuple[int, str]:
+    """Run ``nghttp ARGS`` (e.g. ``"-nv", url``); ``(returncode, output)``.
+
+    With ``check`` (the default) the run is checked: with ``-v`` the first frame nghttp received
+    is SETTINGS, and the in-process proxy blamed neither nghttp nor an nghttpd origin for a
+    violation meanwhile. ``check=False`` for a test where another client misbehaves at the same time.
+    """
+    with ProxyLog() as plog:
+        rc, out = await run(need("nghttp"), *args, timeout=timeout)
+    if check:
+        verbose = any(a in ("-v", "--verbose") or (a.startswith("-") and not a.startswith("--") and "v" in a)
+                      for a in args)
+        first = first_frame_received(out) if verbose else None
+        if first is not None and first != "SETTINGS":
+            raise AssertionError(f"nghttp's first frame received is {first}, not SETTINGS (RFC 9113 3.4):\n"
+                                 f"{out[-3000:]}")
+        check_behaved(plog, what="nghttp")
+    return rc, out
 
 
 async def curl(*args: str, timeout: float = 30.0) -> Tuple[int, str]:

@@ -18,6 +18,7 @@ from proxy.hooks.chain import HookChain
 from proxy.server import ConfigError
 from proxy.testing import H2Client, h2proxy_running
 from tests.conftest import await_port, free_port, need, run
+from tests.peers import nghttp as checked_nghttp  # (runs the shared SETTINGS-first / blame check)
 
 
 async def http(port: int, method: str, path: str, body=None, token=None, host=None, raw_headers=()):
@@ -233,13 +234,13 @@ async def test_cli_with_admin_api_and_curl_as_in_the_docs():
         auth = f"Authorization: Bearer {token}"
         rc, out = await run(need("curl"), "-s", "-H", auth, f"{api}/faults")
         assert rc == 0 and json.loads(out)["faults"][0]["name"] == "g"
-        rc, out = await run(need("nghttp"), "-nv", f"http://127.0.0.1:{port}/size/10")
+        rc, out = await checked_nghttp("-nv", f"http://127.0.0.1:{port}/size/10")
         assert "error_code=ENHANCE_YOUR_CALM(0x0b), opaque_data(3)=[cli]" in out, out
         rc, out = await run(need("curl"), "-s", "-H", auth, "-X", "POST", f"{api}/faults", "-d",
                             '{"line": "rst_stream code=REFUSED_STREAM type=headers direction=s2c towards=client", '
                             '"name": "refuse"}')
         assert rc == 0 and json.loads(out)["fault"]["name"] == "refuse"
-        rc, out = await run(need("nghttp"), "-nv", f"http://127.0.0.1:{port}/size/10")
+        rc, out = await checked_nghttp("-nv", f"http://127.0.0.1:{port}/size/10")
         assert "error_code=REFUSED_STREAM(0x07)" in out, out
         rc, out = await run(need("curl"), "-s", "-H", auth, f"{api}/counters")
         assert json.loads(out)["rules"]["refuse"]["hits"] == 1

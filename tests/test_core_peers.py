@@ -92,7 +92,8 @@ async def test_strict_stream_error_with_a_late_origin(nghttpd, proxy_factory):
     # same read (nghttp's SETTINGS and HEADERS come in one write), before the origin's SETTINGS.
     async with HeldUpstream(origin.port, release_when=lambda frames: len(frames) >= 1) as held:
         px = await proxy_factory(held.url, strict=True)
-        rc, out = await nghttp("-nv", "-H", "connection: close", f"{http_url(px.url)}/index.html")
+        rc, out = await nghttp("-nv", "-H", "connection: close", f"{http_url(px.url)}/index.html",
+                               check=False)     # (nghttp sends a malformed request on purpose)
     assert first_received(out) == "SETTINGS", out
     assert re.search(r"recv RST_STREAM frame <length=4, flags=0x00, stream_id=13>\s+"
                      r"\(error_code=PROTOCOL_ERROR", out), out
@@ -208,5 +209,106 @@ async def test_malformed_altsvc_is_dropped_by_default(proxy_factory, caplog, bod
         assert not any(getattr(f, "type", None) == 0xA for f in c.frames), c.frames
         assert "dropped" in line and "RFC 7838" in line, line
         c.close()
+    finally:
+        await origin.stop()
+
+
+def _made_you_reset(kind: str):
+    """Bytes of one MadeYouReset request on stream sid: HEADERS, then a frame that is a stream error."""
+    from tests.rawpeers import raw
+
+    def attack(c, sid: int) -> bytes:
+        if kind == "window_update_0":
+            return c.headers(sid, end=True) + raw(0x8, 0, sid, b"\0\0\0\0")
+        if kind == "self_priority":
+            return c.headers(sid, end=True) + raw(0x2, 0, sid, sid.to_bytes(4, "big") + b"\x10")
+        return c.headers(sid, end=True) + raw(0x0, 0x1, sid, b"late")       # DATA after END_STREAM
+    return attack
+
+
+@pytest.mark.parametrize("kind", ["window_update_0", "self_priority", "data_after_end"])
+async def test_made_you_reset_is_stopped_under_strict(proxy_factory, caplog, kind):
+    """Issue 14.1 (CVE-2025-8671): requests each followed by a stream error make the proxy reset them;
+    those resets count like RST_STREAMs: GOAWAY ENHANCE_YOUR_CALM long before 5,000 reach the origin,
+    while a well-behaved client on another connection is served."""
+    import asyncio
+    from framecodec import frame as fc
+    from tests.rawpeers import Origin, RawClient, h2_get
+    origin = await Origin().start()
+    try:
+        px = await proxy_factory(origin.url, strict=True)
+        get, close = await h2_get(px.port)
+        assert (await get("/"))[0] == "200"
+        c = await RawClient.connect(px.port)
+        goaway = asyncio.ensure_future(c.until(lambda f: isinstance(f, fc.GoAwayFrame), timeout=15))
+        attack = _made_you_reset(kind)
+        sid = 1
+        with caplog.at_level("WARNING", logger="h2proxy"):
+            for batch in range(50):
+                if goaway.done() or c.writer.is_closing():
+                    break
+                c.send(b"".join(attack(c, sid + 2 * i) for i in range(100)))
+                sid += 200
+                try:
+                    await c.writer.drain()
+                except ConnectionError:
+                    break
+                if batch % 10 == 0:
+                    assert (await get("/"))[0] == "200"      # the bystander is served meanwhile
+            frame = await goaway
+        assert frame.error_code == 0xB, frame                # ENHANCE_YOUR_CALM
+        assert "max_resets_per_second" in frame.additional_data.decode()
+        reached = sum(len(conn.streams) for conn in origin.conns[1:])
+        assert reached < 1000, f"{reached} of {sid // 2} requests reached the origin"
+        assert (await get("/"))[0] == "200"
+        close()
+        c.close()
+    finally:
+        await origin.stop()
+
+
+# ------------------------------------------- issue 13.3: after the proxy's own reset
+
+async def wait_until(pred, what: str, timeout: float = 10.0) -> None:
+    """Wait for a condition on a peer's recorded state (checked as the event loop runs)."""
+    import asyncio
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not pred():
+        if loop.time() > deadline:
+            raise AssertionError(f"not within {timeout} s: {what}")
+        await asyncio.sleep(0.01)
+
+
+@pytest.mark.parametrize("strict", [False, True], ids=["transparent", "strict"])
+@pytest.mark.parametrize("towards", ["client", "both"])
+async def test_frames_in_flight_after_a_fault_reset_are_discarded_quietly(proxy_factory, caplog, strict, towards):
+    """rst_stream on the response HEADERS (config/faults/flaky-resets.toml's rule): the DATA the server
+    still sends is expected, not a violation, and draws no RST_STREAM; with towards=client the server
+    finishes its response (window credit returned) while the client's connection goes on."""
+    from framecodec import frame as fc
+    from tests.rawpeers import Origin, h2_get
+    size = 300000        # (more than the stream's initial window: the server needs credit to finish)
+    origin = await Origin().start()
+    try:
+        faults = FaultHook([f"rst_stream code=REFUSED_STREAM towards={towards} type=headers direction=s2c "
+                            f"path=/size/*"])
+        px = await proxy_factory(origin.url, hooks=[faults], strict=strict)
+        with caplog.at_level("INFO", logger="h2proxy"):
+            get, close = await h2_get(px.port)
+            with pytest.raises(ConnectionError, match="REFUSED_STREAM|error_code=7|StreamReset"):
+                await get(f"/size/{size}")
+            conn = origin.conns[0]
+            if towards == "client":
+                await wait_until(lambda: conn.sent_bytes == size, f"the origin sent all {size} bytes")
+            assert await get("/") == ("200", b"ok")       # the connection is healthy both ways
+            close()
+        violations = [r.getMessage() for r in caplog.records if "violation by the" in r.getMessage()]
+        assert not violations, violations
+        to_origin = [f for f in conn.frames() if isinstance(f, fc.RstStreamFrame)]
+        if towards == "client":
+            assert not to_origin, to_origin
+        else:
+            assert [f.error_code for f in to_origin] == [0x7], to_origin     # the rule's one RST_STREAM
     finally:
         await origin.stop()

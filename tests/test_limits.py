@@ -469,7 +469,10 @@ async def test_max_queued_control_frames(proxy_factory, h2log, strict):
                 if ctx.direction == "client->server":
                     return []
         hooks = [DropData()]
-    s = await Setup.make(proxy_factory, strict=strict, hooks=hooks, high_water=4096, max_queued_control_frames=50)
+    # (Self-dependent PRIORITY frames are stream errors that also count as resets and PRIORITY churn
+    # since MadeYouReset: those limits are set out of the way of the one under test.)
+    s = await Setup.make(proxy_factory, strict=strict, hooks=hooks, high_water=4096, max_queued_control_frames=50,
+                         max_resets_per_second=10 ** 9, max_control_frames_per_second=10 ** 9)
     try:
         c = await s.offender(rcvbuf=4096, proxy_sndbuf=4096)
         if strict:
@@ -485,7 +488,8 @@ async def test_max_queued_control_frames(proxy_factory, h2log, strict):
 
 @covers("max_queued_bytes")
 async def test_max_queued_bytes(proxy_factory, h2log):
-    s = await Setup.make(proxy_factory, strict=True, high_water=4096, max_queued_bytes=20000)
+    s = await Setup.make(proxy_factory, strict=True, high_water=4096, max_queued_bytes=20000,
+                         max_resets_per_second=10 ** 9, max_control_frames_per_second=10 ** 9)
     try:
         c = await s.offender(rcvbuf=4096, proxy_sndbuf=4096)
         chunks = (self_dependent_priorities(1001 + 2000 * i, 1000) for i in range(10 ** 6))

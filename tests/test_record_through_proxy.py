@@ -15,7 +15,8 @@ import pytest
 
 from proxy.recording.offload import ProcessRecorder
 from proxy.recording.recorder import JsonlRecorder
-from tests.conftest import free_port, need, run
+from tests.conftest import free_port, run
+from tests.peers import nghttp as checked_nghttp  # (runs the shared SETTINGS-first / blame check)
 from tests.test_proxy_peers import RecordingH2Server
 
 
@@ -87,7 +88,7 @@ async def test_cli_record_and_verbose_with_nghttp(nghttpd, tmp_path):
     try:
         from tests.conftest import await_port
         await await_port(port)
-        rc, out = await run(need("nghttp"), "-nv", f"http://127.0.0.1:{port}/index.html")
+        rc, out = await checked_nghttp("-nv", f"http://127.0.0.1:{port}/index.html")
         assert rc == 0 and ":status: 200" in out
     finally:
         proc.terminate()

@@ -482,3 +482,51 @@ def test_a_wrong_return_type_is_treated_like_an_exception(caplog, hook_result):
     line = " ".join(rec.getMessage() for rec in caplog.records)
     assert "forty-two" in line and "on_data" in line and "stream 1" in line
     assert type(hook_result).__name__ in line or "int" in line
+
+
+# ------------------------------------------- issue 13.3: frames in flight after the proxy's own reset
+
+class _SeeHeaders:
+    name = "see"
+
+    def on_headers(self, ctx, frame, headers):
+        return None
+
+
+@pytest.mark.parametrize("strict", [False, True])
+def test_frames_in_flight_after_a_reset_towards_the_client_are_discarded_with_credit(strict):
+    r = start([_SeeHeaders()], strict=strict)
+    client, server = Peer(), Peer()
+    r.receive(C2S, wire(client.headers(1, REQ, end=True)), 0.0)
+    r.receive(S2C, wire(server.headers(1, RESP)), 0.0)
+    out(r, C2S), out(r, S2C)
+    r.reset_stream(1, 8, "client")
+    assert out(r, S2C) == wire(fc.RstStreamFrame(1, error_code=8))
+    # In flight from the server: a promise, DATA, trailers; then its pushed stream's response.
+    promise = fc.PushPromiseFrame(1, promised_stream_id=2, data=server.enc.encode(REQ), flags=["END_HEADERS"])
+    r.receive(S2C, wire(promise, fc.DataFrame(1, data=b"x" * 100), server.headers(2, RESP, end=False),
+                        fc.DataFrame(2, data=b"y" * 10, flags=["END_STREAM"]),
+                        server.headers(1, [("x-t", "1")], end=True)), 0.0)
+    assert not r.violations
+    assert out(r, S2C) == b""
+    to_server = parsed(out(r, C2S))
+    resets = [(f.stream_id, f.error_code) for f in to_server if isinstance(f, fc.RstStreamFrame)]
+    assert resets == [(2, 8)]                                          # the promise is cancelled
+    credit = [(f.stream_id, f.window_increment) for f in to_server if isinstance(f, fc.WindowUpdateFrame)]
+    assert (0, 100) in credit and (1, 100) in credit and (0, 10) in credit
+
+
+def test_frames_in_flight_after_a_strict_stream_error_draw_no_more_resets():
+    r = start(strict=True)
+    client = Peer()
+    r.receive(C2S, wire(client.headers(1, REQ, end=False)), 0.0)
+    out(r, C2S)
+    r.receive(C2S, b"\x00\x00\x04\x08\x00\x00\x00\x00\x01\x00\x00\x00\x00", 0.0)   # WINDOW_UPDATE of 0
+    assert [type(f).__name__ for f in parsed(out(r, S2C))] == ["RstStreamFrame"]
+    assert [type(f).__name__ for f in parsed(out(r, C2S))] == ["RstStreamFrame"]
+    # The client's DATA in flight, and the server's response in flight: discarded, no new RST_STREAM.
+    r.receive(C2S, wire(fc.DataFrame(1, data=b"z" * 50, flags=["END_STREAM"])), 0.0)
+    r.receive(S2C, wire(Peer().headers(1, RESP, end=True)), 0.0)
+    assert not [f for f in parsed(out(r, S2C)) if isinstance(f, fc.RstStreamFrame)]
+    assert not [f for f in parsed(out(r, C2S)) if isinstance(f, fc.RstStreamFrame)]
+    assert len(r.violations) == 1

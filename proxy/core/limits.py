@@ -21,7 +21,9 @@ class Limits:
     max_header_block_size: int = 262144
     #: Decoded header list size (name + value + 32 per field, RFC 9113 6.5.2; HPACK bomb).
     max_header_list_size: int = 262144
-    #: RST_STREAM frames a client may send per second (rapid reset, CVE-2023-44487).
+    #: RST_STREAM frames a client may send per second (rapid reset, CVE-2023-44487); in strict mode
+    #: the streams the proxy resets for a side's stream errors count too, per side (MadeYouReset,
+    #: CVE-2025-8671). Resets a hook or fault rule asks for do not count.
     max_resets_per_second: int = 200
     #: DATA frames with empty payloads and no END_STREAM per second.
     max_empty_frames_per_second: int = 200

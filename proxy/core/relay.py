@@ -165,6 +165,22 @@ class RecentlyClosed:
 _MISSING = object()
 
 
+class ProxyReset:
+    """A ``recently_closed`` mark: the proxy itself reset this stream towards ``sides``.
+
+    Frames on it still in flight towards a side in ``sides`` are expected (RFC 9113 5.1, 5.4.2)
+    and discarded quietly; towards the other side the stream goes on.
+    """
+
+    __slots__ = ("sides",)
+
+    def __init__(self, sides) -> None:
+        self.sides = frozenset(sides)
+
+    def __repr__(self) -> str:
+        return f"ProxyReset({sorted(self.sides)})"
+
+
 class _Unit:
     """A frame, or a whole header block, on its way through the pipeline."""
 
@@ -251,7 +267,10 @@ class Relay:
         self.counters = {"frames_in": [0, 0], "frames_out": [0, 0], "bytes_in": [0, 0],
                          "violations": 0, "streams": 0, "resets": [0, 0], "hook_errors": 0,
                          "pushes": 0}
+        # Per side: the client's RST_STREAMs (rapid reset), and in strict mode the streams the proxy
+        # reset for a side's stream errors (MadeYouReset): both count towards max_resets_per_second.
         self.reset_rate = RateCounter(self.limits.max_resets_per_second, 1.0)
+        self.server_reset_rate = RateCounter(self.limits.max_resets_per_second, 1.0)
         self.empty_rate = [RateCounter(self.limits.max_empty_frames_per_second, 1.0),
                            RateCounter(self.limits.max_empty_frames_per_second, 1.0)]
         self.control_rate = [RateCounter(self.limits.max_control_frames_per_second, 1.0),
@@ -264,6 +283,8 @@ class Relay:
         self._update_fast_path()
         self.last_activity = now
         self.settings_sent_at: List[list] = [[], []]     # times of each side's SETTINGS not yet ACKed
+        # Per side, the SETTINGS_HEADER_TABLE_SIZE of each of its SETTINGS not yet ACKed (None: not in it).
+        self.table_sizes_due: List[list] = [[], []]
         self.stalled_since: List[Optional[float]] = [None, None]
         self.heard = [now, now]              # when each side last sent bytes (the upstream's silence)
         self.preface_at = now                # when the upstream was sent the connection preface
@@ -810,11 +831,15 @@ class Relay:
         sid = first.stream_id
         unit = _Unit(d, frames, None)
         bad = messages.frame_problem(first)
+        malformed = False
         if bad is not None and bad[2]:
             if self._violation(d, *bad, sid=sid):
                 return
+            # (The block's fragment cannot be told from padding or fixed fields: it is not decoded,
+            # and the decoder, which never saw it, goes on with the next block.)
+            malformed = True
             bad = None
-        if self.decode and not self.decoding_broken[d]:
+        if self.decode and not self.decoding_broken[d] and not malformed:
             unit.headers = self._decode(d, frames)
             if self.closed:
                 return
@@ -922,6 +947,10 @@ class Relay:
         if sid == 0 and self._violation(d, "6.6", ErrorCode.PROTOCOL_ERROR, True, "PUSH_PROMISE on stream 0"):
             return True
         parent = self.streams.get(sid)
+        if parent is None and sid and unit.headers is not None:
+            mark = self.recently_closed.get(sid)
+            if isinstance(mark, ProxyReset) and CLIENT in mark.sides:
+                return self._promise_after_reset(unit)
         if sid and (not sid & 1 or (parent.state not in (st.OPEN, st.HALF_CLOSED_LOCAL) if parent is not None
                                     else self.recently_closed.get(sid) != CLIENT)):
             # Only on a client stream that is open or half-closed (local) from the client's view; one the
@@ -976,13 +1005,33 @@ class Relay:
         self.counters["streams"] += 1
         return False
 
+    def _promise_after_reset(self, unit: _Unit) -> bool:
+        """A PUSH_PROMISE in flight on a stream the proxy had reset towards the client (RFC 9113 6.6).
+
+        The server did nothing wrong, and the client must not see a promise on a stream it was told
+        was reset: the promise is dropped (its decoded block: later blocks are re-encoded), the
+        promised stream is cancelled towards the server, and what the server still sends on it is
+        discarded like any frame in flight on a stream the proxy reset. Returns True (dropped).
+        """
+        promised = self._promised_id(unit.frames[0])
+        self.last_stream[SERVER] = max(self.last_stream[SERVER], promised)
+        self._out(C2S, fc.RstStreamFrame(promised, error_code=ErrorCode.CANCEL).serialize(), None,
+                  [{"hook": "h2proxy", "action": "injected"}])
+        self.recently_closed[promised] = ProxyReset((CLIENT, SERVER))
+        log.debug("c%d: PUSH_PROMISE of stream %d on stream %d, which the proxy reset towards the client: "
+                  "dropped, the promised stream cancelled", self.id, promised, unit.frames[0].stream_id)
+        return True
+
     def _forward_block(self, d: int, unit: _Unit, result, actions=None) -> None:
         """Send a header block on: unchanged (byte for byte, unless re-encoding), or as changed."""
         frames = unit.frames
         if result is UNCHANGED and (self.encoders[d] is None or unit.headers is None):
-            if self.encoders[d] is not None:
-                self._log_error(f"cannot re-encode the header block on stream {frames[0].stream_id}: "
-                                "its headers could not be decoded; forwarded as received")
+            if self.encoders[d] is not None and (self.decoding_broken[d] or not self.decode):
+                # (A malformed frame has its violation logged already.)
+                self._log_error(f"cannot re-encode the header block on stream {frames[0].stream_id}: the "
+                                f"{SIDE_NAME[d]}'s header blocks are not decoded "
+                                f"({'COMPRESSION_ERROR earlier' if self.decode else 'decoding is off'}); "
+                                "forwarded as received")
             seqs = self._record_block_in(d, unit, actions)
             mapping = d == S2C and self.push_map
             for i, f in enumerate(frames):
@@ -1127,6 +1176,10 @@ class Relay:
             if self._rst_stream(d, f):
                 return
         elif t == PRIORITY:
+            if self.control_rate[d].hit(self.now):
+                # (Before the checks: a PRIORITY that is a stream error counts too.)
+                self._limit(d, "max_control_frames_per_second", "PRIORITY churn")
+                return
             if sid == 0 and self._violation(d, "6.3", ErrorCode.PROTOCOL_ERROR, True, "PRIORITY on stream 0"):
                 return
             if f.length != 5 and self._violation(d, "6.3", ErrorCode.FRAME_SIZE_ERROR, False,
@@ -1137,9 +1190,6 @@ class Relay:
                 if self._violation(d, "5.3.1", ErrorCode.PROTOCOL_ERROR, False,
                                    f"PRIORITY: stream {sid} depends on itself", sid):
                     return
-            if self.control_rate[d].hit(self.now):
-                self._limit(d, "max_control_frames_per_second", "PRIORITY churn")
-                return
             if d == C2S and sid in self.streams and self.streams[sid].proxy_owned:
                 self._record_in(d, f, [{"hook": "h2proxy", "action": "consumed"}])
                 return
@@ -1197,6 +1247,14 @@ class Relay:
             other = 1 - d
             if self.unacked_settings[other]:
                 self.unacked_settings[other] -= 1
+            pending = self.table_sizes_due[other]
+            if pending:
+                size = pending.pop(0)
+                if size is not None and self.decoders is not None:
+                    # From now on side d's encoder is held to the size (RFC 7541 4.2: the update
+                    # follows the SETTINGS acknowledgement); a larger one still unacknowledged stays allowed.
+                    later = [v for v in pending if v is not None]
+                    self.decoders[d].max_allowed_table_size = max([size] + later)
             if self.settings_sent_at[other]:
                 self.settings_sent_at[other].pop(0)
             if self.control_rate[d].hit(self.now):
@@ -1214,6 +1272,7 @@ class Relay:
             return True
         mine = self.settings[d]
         receiving = 1 - d        # the direction in which this side receives
+        table_size = None
         for ident, value in _settings_entry.iter_unpack(f.payload):
             if ident == Setting.ENABLE_PUSH and (value > 1 or (value and d == SERVER)):
                 if self._violation(d, "6.5.2", ErrorCode.PROTOCOL_ERROR, True,
@@ -1236,8 +1295,13 @@ class Relay:
                     return True
                 continue
             elif ident == Setting.HEADER_TABLE_SIZE:
+                table_size = value
                 if self.decoders is not None:
-                    self.decoders[receiving].max_allowed_table_size = value
+                    # A larger table is allowed at once; a smaller one binds the other side's encoder only
+                    # once it acknowledged these SETTINGS (see the ACK above): blocks it sent before
+                    # may still use the old size.
+                    dec = self.decoders[receiving]
+                    dec.max_allowed_table_size = max(dec.max_allowed_table_size, value)
                 if self.encoders[receiving] is not None:
                     # RFC 7541 §4.2: the next block re-encoded for this side starts with a size update.
                     self.encoders[receiving].header_table_size = min(4096, value)
@@ -1247,6 +1311,8 @@ class Relay:
                                                          mine[Setting.MAX_FRAME_SIZE])
         self.settings_seen[d] = True
         self.unacked_settings[d] += 1
+        if len(self.table_sizes_due[d]) < 64:
+            self.table_sizes_due[d].append(table_size)
         if len(self.settings_sent_at[d]) < 64:
             self.settings_sent_at[d].append(self.now)
         if self.held_streams[receiving]:
@@ -1259,13 +1325,13 @@ class Relay:
             return self._violation(d, "6.9", ErrorCode.FRAME_SIZE_ERROR, True,
                                    f"WINDOW_UPDATE on stream {sid} with a body of {f.length} bytes, not 4")
         inc = _u32.unpack_from(f.payload)[0] & 0x7FFFFFFF
+        if inc < 1024 and self.control_rate[d].hit(self.now):
+            # (Only small increments count, 0 too: big ones are what a receiver reading DATA sends.)
+            self._limit(d, "max_control_frames_per_second", "WINDOW_UPDATE churn")
+            return True
         if inc == 0:
             return self._violation(d, "6.9", ErrorCode.PROTOCOL_ERROR, sid == 0,
                                    f"WINDOW_UPDATE on stream {sid} with an increment of 0", sid)
-        if inc < 1024 and self.control_rate[d].hit(self.now):
-            # (Only small increments count: big ones are what a receiver reading DATA sends.)
-            self._limit(d, "max_control_frames_per_second", "WINDOW_UPDATE churn")
-            return True
         other = 1 - d            # the direction whose receiver this side is
         self.stalled_since[other] = None       # (progress: zero_window_timeout starts again)
         if sid == 0:
@@ -1294,7 +1360,7 @@ class Relay:
                 if gone == "idle":
                     return self._violation(d, "5.1", ErrorCode.PROTOCOL_ERROR, True,
                                            f"WINDOW_UPDATE on idle stream {sid}")
-                if gone == "refused":
+                if gone == "refused" or self._discard_after_reset(d, f, sid):
                     return True
             if s is not None:
                 s.window[other] += inc
@@ -1338,7 +1404,7 @@ class Relay:
             gone = messages.unknown_stream(self, sid)
             if gone == "idle":
                 return self._violation(d, "5.1", ErrorCode.PROTOCOL_ERROR, True, f"RST_STREAM on idle stream {sid}")
-            return gone == "refused"
+            return gone == "refused" or bool(self._discard_after_reset(d, f, sid))
         s.state = st.CLOSED
         s.reset_by = d
         if s.proxy_owned and d == C2S:
@@ -1368,6 +1434,8 @@ class Relay:
         closer = self.recently_closed.get(sid, "unknown")
         if closer == "refused":
             return True      # strict mode refused the stream: the other side never heard of it
+        if isinstance(closer, ProxyReset):
+            return bool(self._discard_after_reset(d, f, sid))
         if closer == d or closer == -1:   # -1: both sides had ended it with END_STREAM
             # The sender itself closed the stream with END_STREAM or RST_STREAM and sends again.
             return self._violation(d, "5.1", ErrorCode.STREAM_CLOSED, False,
@@ -1635,7 +1703,14 @@ class Relay:
         self._send_item(d, item, origin, acts, None)
 
     def reset_stream(self, sid: int, code: int, towards: str, note: str = "h2proxy") -> None:
+        """Reset stream ``sid`` (client-leg id) towards one side or both, on a hook's behalf.
+
+        Frames still in flight on it towards a side that was reset are then discarded quietly,
+        with their flow-control credit returned (see :meth:`_discard_after_reset`); towards the
+        other side the stream goes on.
+        """
         s = self.streams.get(sid)
+        told = set()
         for side in _sides(towards):
             d = 1 - side    # towards the client = direction S2C
             wire_sid = s.server_id if (s is not None and side == SERVER) else sid
@@ -1643,14 +1718,57 @@ class Relay:
                 continue
             self._out(d, fc.RstStreamFrame(wire_sid, error_code=code).serialize(), None,
                       [{"hook": note, "action": "injected"}])
+            told.add(side)
         if s is not None:
             s.state = st.CLOSED
-            for dd in (0, 1):
-                if s.held is not None:
-                    s.held[dd].clear()
-                self.held_streams[dd].pop(sid, None)
-            s.push_body = None
+            s.reset_by = ProxyReset(told)
+            self._drop_held(s)
             self._close_stream(s)
+        elif told:
+            previous = self.recently_closed.get(sid)
+            if isinstance(previous, ProxyReset):
+                told |= previous.sides
+            self.recently_closed[sid] = ProxyReset(told)
+
+    def _drop_held(self, s: Stream) -> None:
+        """A reset stream's DATA held for flow control, and a proxy push's body, will never be sent."""
+        for dd in (0, 1):
+            if s.held is not None:
+                s.held[dd].clear()
+            self.held_streams[dd].pop(s.id, None)
+        s.push_body = None
+
+    def _discard_after_reset(self, d: int, f: RawFrame, sid: int) -> Optional[bool]:
+        """A frame from side d on stream ``sid``, which the relay no longer tracks.
+
+        None when the proxy did not reset that stream itself. Otherwise True when the frame is
+        discarded: its receiver was told RST_STREAM by the proxy, so the frame was in flight and
+        expected (no violation; a DATA frame's flow-control credit goes back to the sender, on the
+        stream too while the sender, not reset, may still be finishing); False when it goes on to a
+        receiver that was not reset. A header block is only discarded when it was decoded (the
+        receiver's HPACK table then follows the proxy's re-encoding); otherwise it is forwarded so
+        that the receiver's table stays in step.
+        """
+        mark = self.recently_closed.get(sid)
+        if not isinstance(mark, ProxyReset):
+            return None
+        if (1 - d) not in mark.sides:
+            return False
+        t = f.type
+        if t in (HEADERS, PUSH_PROMISE) and (not self.decode or self.decoding_broken[d]):
+            return False
+        if t == DATA and f.length:
+            back = 1 - d
+            self._out(back, fc.WindowUpdateFrame(0, window_increment=f.length).serialize(), None,
+                      [{"hook": "h2proxy", "action": "window-credit"}])
+            if d not in mark.sides and not f.flags & END_STREAM:
+                self._out(back, fc.WindowUpdateFrame(f.stream_id, window_increment=f.length).serialize(), None,
+                          [{"hook": "h2proxy", "action": "window-credit"}])
+        if t not in (HEADERS, PUSH_PROMISE, CONTINUATION):
+            self._record_in(d, f, [{"hook": "h2proxy", "action": "discarded"}])
+        log.debug("c%d: %s on stream %d, which the proxy reset towards the %s, discarded", self.id,
+                  frame_name(t), sid, SIDE_NAME[1 - d])
+        return True
 
     def goaway(self, code: int, last_stream_id: Optional[int], debug: bytes, towards: str,
                note: str = "h2proxy") -> None:
@@ -1848,7 +1966,7 @@ class Relay:
                     f"a conformant endpoint answers {error_name(code)} ({kind}); {fate}")
             if n == 20:
                 text += "; further violations on this connection are logged every 1000th"
-            log.warning("%s", text)
+            log.warning("%s", text, extra=self._blame(d))
         record = {"side": SIDE_NAME[d], "section": section, "code": error_name(code), "message": message,
                   "connection": connection, "stream": sid}
         if len(self.violations) < 100:
@@ -1865,20 +1983,37 @@ class Relay:
             self._stream_error(d, sid, code, message)
         return True
 
+    def _blame(self, d: int) -> dict:
+        """Fields for a log record about side d's error: which connection and peer (for log filters
+        and the tests' check that no peer that behaved is blamed)."""
+        return {"h2proxy_conn": self.id, "h2proxy_side": SIDE_NAME[d],
+                "h2proxy_client": self.info.get("client_addr"), "h2proxy_upstream": self.info.get("upstream_addr")}
+
     def _stream_error(self, d: int, sid: int, code: int, message: str) -> None:
         """Strict mode: reset the stream towards the offender, cancel it towards the other side."""
         s = self.streams.get(sid)
         offender = d
+        rate = self.reset_rate if offender == CLIENT else self.server_reset_rate
+        if rate.hit(self.now):
+            # A peer that makes the proxy reset streams for it resets them as surely as with RST_STREAM
+            # (MadeYouReset, CVE-2025-8671): the same limit as rapid reset.
+            self._limit(offender, "max_resets_per_second",
+                        f"streams reset by the proxy for the {SIDE_NAME[offender]}'s stream errors "
+                        f"(MadeYouReset, CVE-2025-8671)")
+            return
         self._out(1 - offender, fc.RstStreamFrame(sid if offender == CLIENT or s is None else s.server_id,
                                                   error_code=int(code)).serialize(),
                   None, [{"hook": "h2proxy", "action": "strict"}])
         if s is not None:
             other_sid = s.server_id if offender == CLIENT else s.id
+            told = {offender}
             if not (s.proxy_owned and offender == CLIENT):
                 self._out(offender, fc.RstStreamFrame(other_sid, error_code=ErrorCode.CANCEL).serialize(),
                           None, [{"hook": "h2proxy", "action": "strict"}])
+                told.add(1 - offender)
             s.state = st.CLOSED
-            s.reset_by = 1 - d
+            s.reset_by = ProxyReset(told)
+            self._drop_held(s)
             self._close_stream(s)
 
     def _connection_error(self, d: int, section: str, code: int, message: str, forced: bool,
@@ -1886,7 +2021,7 @@ class Relay:
         """Answer side d with GOAWAY(code), the other side with a clean GOAWAY, and close both."""
         if not logged:
             log.warning("c%d: %s: %s (RFC 9113 section %s) -> GOAWAY %s", self.id, SIDE_NAME[d], message,
-                        section, error_name(code))
+                        section, error_name(code), extra=self._blame(d))
             if self.sink is not None:
                 self.sink.violation(self.id, self.now, SIDE_NAME[d], section, error_name(code), message)
         towards_offender = 1 - d
