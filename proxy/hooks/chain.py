@@ -60,7 +60,7 @@ class HookChain:
     def _name(hook) -> str:
         return getattr(hook, "name", "") or type(hook).__name__
 
-    def _build(self):
+    def _build(self) -> List[Dict[int, list]]:
         tables: List[Dict[int, list]] = [{}, {}]
         types = list(FRAME_NAMES) + [EXTENSION]
         for t in types:
