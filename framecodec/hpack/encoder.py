@@ -9,7 +9,9 @@ and kept in a bounded module-wide cache, the *plan*. Headers whose
 representation never depends on the dynamic table (a static-table match, a
 never-indexed literal) have their whole representation as the plan. Encoding
 a repeating header is then a dict look-up for the plan and one for the
-dynamic table.
+dynamic table. And a header list whose block added nothing to the table (all
+fields indexed: a repeating response) encodes to the same block while the
+table is unchanged, so each encoder keeps the last few such lists and blocks.
 
 The dynamic table gives each entry an insertion number; its index is 62 plus
 the number of entries inserted after it, so nothing is renumbered when an
@@ -36,6 +38,18 @@ DEFAULT_TABLE_SIZE = 4096
 PLAN_CACHE_ENTRIES = 8192
 STRING_CACHE_ENTRIES = 8192
 CACHE_MAX_STRING = 256          # longer strings and headers are encoded every time, not cached
+
+#: Per encoder: how many blocks that did not change the table are remembered, up to what size.
+BLOCK_CACHE_ENTRIES = 8
+BLOCK_CACHE_MAX_OCTETS = 512
+
+_TUPLE_ONLY = frozenset((tuple,))
+
+
+def _all_plain(headers: tuple) -> bool:
+    """True when every header is a plain tuple (none marked never-indexed, which compare equal)."""
+    return frozenset(map(type, headers)) == _TUPLE_ONLY
+
 
 _ALWAYS_SENSITIVE = frozenset((b"authorization", b"proxy-authorization"))
 
@@ -143,6 +157,10 @@ class Encoder:
         self._name_number: Dict[bytes, int] = {}                  # name -> newest entry's number
         self._index_limit = DEFAULT_TABLE_SIZE * 3 // 4
         self._pending: Optional[List[int]] = None        # [smallest, final] size set since the last block
+        self._version = 0                                # bumped by every change to the table
+        # Lists of plain tuples whose block added nothing to the table encode the same while the
+        # table does not change: tuple of the headers -> (version, block).
+        self._blocks: Dict[tuple, Tuple[int, bytes]] = {}
         if table_size != DEFAULT_TABLE_SIZE:
             self.header_table_size = table_size
 
@@ -163,6 +181,7 @@ class Encoder:
             self._pending[0] = min(self._pending[0], value)
             self._pending[1] = value
         self._max = value
+        self._version += 1
         self._index_limit = value * 3 // 4
         self._evict(value)
 
@@ -191,11 +210,21 @@ class Encoder:
         """
         if isinstance(headers, dict):
             headers = headers.items()
+        headers = tuple(headers)
+        version = self._version
+        try:
+            hit = self._blocks.get(headers)
+        except TypeError:                                  # a mutable part (bytearray)
+            hit = None
+        if hit is not None and hit[0] == version and self._pending is None and _all_plain(headers):
+            return hit[1]
+        plain = True
         parts: List[bytes] = []
         append = parts.append
         if self._pending is not None:
             low, final = self._pending
             self._pending = None
+            plain = False                                  # (not remembered: the update is sent once)
             if low < final:
                 append(encode_integer(low, 5, 0x20))
             append(encode_integer(final, 5, 0x20))
@@ -215,6 +244,7 @@ class Encoder:
                     plan = _cached_plan(plan_cache, h, False)
                     hot = plan_cache.hot
             else:
+                plain = False
                 never = not getattr(h, "indexable", True)
                 key = tuple(h)
                 if len(key) != 2:
@@ -246,9 +276,19 @@ class Encoder:
             else:                                          # §6.2.2 without indexing
                 append(encode_integer(name_index, 4) if name_index else b"\x00" + ename)
                 append(evalue)
-        return b"".join(parts)
+        block = b"".join(parts)
+        if plain and self._version == version and len(block) <= BLOCK_CACHE_MAX_OCTETS:
+            blocks = self._blocks
+            if len(blocks) >= BLOCK_CACHE_ENTRIES:
+                blocks.clear()
+            try:
+                blocks[headers] = (version, block)
+            except TypeError:
+                pass
+        return block
 
     def _add(self, key: Tuple[bytes, bytes], size: int) -> None:
+        self._version += 1
         self._evict(self._max - size)
         number = self._next
         self._next = number + 1
