@@ -285,12 +285,12 @@ def start_h2proxy(upstream_url: str, workdir: Path, tls: bool = False, extra: Se
     return svc
 
 
-def start_nghttpx(origin_port: int, workdir: Path, name: str = "nghttpx") -> Service:
+def start_nghttpx(origin_port: int, workdir: Path, name: str = "nghttpx", extra: Sequence[str] = ()) -> Service:
     """nghttpx as an h2c reverse proxy (one worker thread, single process so its CPU is one PID)."""
     port = free_port()
     cmd = [tool("nghttpx") or "nghttpx", "--conf=/dev/null", f"--frontend=127.0.0.1,{port};no-tls",
            f"--backend=127.0.0.1,{origin_port};;proto=h2", "--workers=1", "--single-process",
-           f"--errorlog-file={workdir / (name + '.errorlog')}", "--no-ocsp"]
+           f"--errorlog-file={workdir / (name + '.errorlog')}", "--no-ocsp", *extra]
     proc, logs = _spawn(cmd, workdir, name)
     logs.append(workdir / (name + ".errorlog"))
     wait_port(port, proc=proc, what=name)
