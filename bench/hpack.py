@@ -108,7 +108,7 @@ def alternate(a: Callable[[], int], b: Callable[[], int], rounds: int) -> Tuple[
 
 
 def row(label: str, a: float, b: float, unit: str) -> None:
-    print(f"  {label:34s} {a:>12,.0f} {b:>12,.0f}  {unit:9s} {a / b:>6.1f}x")
+    print(f"  {label:42s} {a:>12,.0f} {b:>12,.0f}  {unit:9s} {a / b:>6.1f}x")
 
 
 def bench_corpus(corpus: Path, rounds: int) -> None:
@@ -123,7 +123,7 @@ def bench_corpus(corpus: Path, rounds: int) -> None:
             if size is not None:
                 a.max_allowed_table_size = b.max_allowed_table_size = size
             assert a.decode(wire) == b.decode(wire) == headers
-    print(f"\n  {'':34s} {'framecodec':>12s} {'hpack ' + hpack.__version__:>12s}  {'':9s} {'ratio':>7s}")
+    print(f"\n  {'':42s} {'framecodec':>12s} {'hpack ' + hpack.__version__:>12s}  {'':9s} {'ratio':>7s}")
     clear_caches()
     cold_dec = timed(lambda: decode_all(ours.Decoder, encoded))
     clear_caches()
@@ -155,7 +155,7 @@ def per_block(fn: Callable[[], None], n: int) -> float:
 
 def bench_blocks(n: int) -> None:
     print(f"\nper block, microseconds (best of 5 x {n}):")
-    print(f"  {'':34s} {'framecodec':>12s} {'hpack':>12s}  {'':9s} {'speed-up':>7s}")
+    print(f"  {'':42s} {'framecodec':>12s} {'hpack':>12s}  {'':9s} {'speed-up':>7s}")
     for label, headers in (("request, 7 fields", REQUEST), ("response, 6 fields", RESPONSE)):
         first = hpack.Encoder().encode(headers)
         enc = hpack.Encoder()
@@ -171,7 +171,7 @@ def bench_blocks(n: int) -> None:
             a, b = per_block(mk(ours), n), per_block(mk(hpack), n)
             if kind == "repeat":
                 a, b = a / 2, b / 2
-            print(f"  decode {label}, {kind:6s}          {a:>12.2f} {b:>12.2f}  {'us':9s} {b / a:>6.1f}x")
+            print(f"  {'decode ' + label + ', ' + kind:42s} {a:>12.2f} {b:>12.2f}  {'us':9s} {b / a:>6.1f}x")
     for kind in ("first", "repeat"):
         def mk(lib):
             if kind == "first":
@@ -180,7 +180,7 @@ def bench_blocks(n: int) -> None:
             enc.encode(RESPONSE)
             return lambda: enc.encode(RESPONSE)
         a, b = per_block(mk(ours), n), per_block(mk(hpack), n)
-        print(f"  encode response, 6 fields, {kind:6s}  {a:>12.2f} {b:>12.2f}  {'us':9s} {b / a:>6.1f}x")
+        print(f"  {'encode response, 6 fields, ' + kind:42s} {a:>12.2f} {b:>12.2f}  {'us':9s} {b / a:>6.1f}x")
 
 
 def main() -> None:

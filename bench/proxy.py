@@ -105,6 +105,9 @@ def main(argv=None) -> int:
     ap.add_argument("--no-mitm", action="store_true", help="skip mitmproxy (and the TLS comparison)")
     ap.add_argument("--proxy-arg", action="append", default=[], metavar="ARG",
                     help="extra argument for every h2proxy started (repeatable), e.g. --proxy-arg=--altsvc=forward")
+    ap.add_argument("--baseline-tree", type=Path, metavar="DIR",
+                    help="also measure the headers hook with the h2proxy of this source tree (e.g. "
+                    "`git archive OLD | tar -x -C DIR`): before/after in the same run")
     ap.add_argument("--keep", action="store_true", help="keep the work directory (logs) and print its path")
     ap.add_argument("--only", metavar="KEYS", help="measure only these targets (comma-separated: h2proxy, nghttpx, "
                     "relay, record, hook, headers, nghttpx_hdr, workers, h2proxy_tls, mitm); the origin is always measured")
@@ -164,6 +167,10 @@ def main(argv=None) -> int:
         add("headers", "h2proxy, headers hook (1 response header)", lambda: start_h2proxy(
             f"h2c://127.0.0.1:{origin.port}", work, name="h2proxy-headers",
             extra=["--config", str(headers_cfg), *pargs]), cpu=True)
+        if args.baseline_tree:
+            add("headers_base", f"headers hook, {args.baseline_tree.name}", lambda: start_h2proxy(
+                f"h2c://127.0.0.1:{origin.port}", work, name="h2proxy-headers-base",
+                extra=["--config", str(headers_cfg), *pargs], tree=args.baseline_tree.resolve()), cpu=True)
         add("nghttpx_hdr", "nghttpx --add-response-header", lambda: start_nghttpx(
             origin.port, work, name="nghttpx-hdr",
             extra=[f"--add-response-header={ADDED_HEADER[0]}: {ADDED_HEADER[1]}"]), cpu=True)
@@ -187,8 +194,8 @@ def main(argv=None) -> int:
             notes.append("mitmproxy and TLS: skipped (--no-mitm)")
 
         plan = [
-            ("small", ["origin", "h2proxy", "nghttpx", "relay", "record", "hook", "headers", "nghttpx_hdr",
-                       "workers"]),
+            ("small", ["origin", "h2proxy", "nghttpx", "relay", "record", "hook", "headers", "headers_base",
+                       "nghttpx_hdr", "workers"]),
             ("small_tls", ["origin_tls", "h2proxy_tls", "mitm"]),
             ("large", ["origin", "h2proxy", "nghttpx", "relay"]),
             ("latency", ["origin", "h2proxy", "nghttpx", "relay"]),
@@ -337,6 +344,8 @@ def report(targets: Dict[str, Target], notes: List[str], rounds: int, duration: 
         "headers hook on: slowdown vs off": None if ratio(g("headers", "small", "rps"),
                                                           g("h2proxy", "small", "rps")) is None
         else 1 - ratio(g("headers", "small", "rps"), g("h2proxy", "small", "rps")),
+        "headers hook, this tree / baseline tree req/s": ratio(g("headers", "small", "rps"),
+                                                               g("headers_base", "small", "rps")),
         "nghttpx --add-response-header / nghttpx req/s": ratio(g("nghttpx_hdr", "small", "rps"),
                                                                g("nghttpx", "small", "rps")),
         "--workers 2 / 1 worker req/s": ratio(g("workers", "small", "rps"), g("h2proxy", "small", "rps")),

@@ -70,6 +70,8 @@ def encode_integer(value: int, prefix_bits: int, first: int = 0) -> bytes:
 
 #: Indexed field representation of every index below 512 (RFC 7541 §6.1).
 _INDEXED: List[bytes] = [encode_integer(i, 7, 0x80) for i in range(512)]
+#: First octets of a literal with incremental indexing and an indexed name, below 512 (§6.2.1).
+_WITH_INDEXING: List[bytes] = [encode_integer(i, 6, 0x40) for i in range(512)]
 
 
 def _encode_string(data: bytes) -> bytes:
@@ -231,7 +233,10 @@ class Encoder:
         plan_cache = plans
         hot = plan_cache.hot
         fields = self._field_number
+        names = self._name_number
+        entries = self._entries
         indexed = _INDEXED
+        with_indexing = _WITH_INDEXING
         for h in headers:
             if type(h) is tuple:
                 try:
@@ -266,15 +271,32 @@ class Encoder:
                 append(indexed[index] if index < 512 else encode_integer(index, 7, 0x80))
                 continue
             if not name_index:
-                number = self._name_number.get(key[0])
+                number = names.get(key[0])
                 if number is not None:
                     name_index = STATIC_LENGTH + self._next - number
             if size <= self._index_limit:                 # §6.2.1 with incremental indexing
-                append(encode_integer(name_index, 6, 0x40) if name_index else b"\x40" + ename)
+                if name_index:
+                    append(with_indexing[name_index] if name_index < 512 else encode_integer(name_index, 6, 0x40))
+                else:
+                    append(b"\x40")
+                    append(ename)
                 append(evalue)
-                self._add(key, size)
+                # Add the entry (RFC 7541 §4.4), inlined: evict first, then insert.
+                self._version += 1
+                if self._size + size > self._max:
+                    self._evict(self._max - size)
+                number = self._next
+                self._next = number + 1
+                entries.appendleft((key, number, size))
+                self._size += size
+                fields[key] = number
+                names[key[0]] = number
             else:                                          # §6.2.2 without indexing
-                append(encode_integer(name_index, 4) if name_index else b"\x00" + ename)
+                if name_index:
+                    append(encode_integer(name_index, 4))
+                else:
+                    append(b"\x00")
+                    append(ename)
                 append(evalue)
         block = b"".join(parts)
         if plain and self._version == version and len(block) <= BLOCK_CACHE_MAX_OCTETS:
@@ -286,13 +308,3 @@ class Encoder:
             except TypeError:
                 pass
         return block
-
-    def _add(self, key: Tuple[bytes, bytes], size: int) -> None:
-        self._version += 1
-        self._evict(self._max - size)
-        number = self._next
-        self._next = number + 1
-        self._entries.appendleft((key, number, size))
-        self._size += size
-        self._field_number[key] = number
-        self._name_number[key[0]] = number
