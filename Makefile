@@ -22,6 +22,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/codec.py
+	$(BIN)/python bench/hpack.py
 	$(BIN)/python bench/proxy.py
 
 clean:

@@ -164,11 +164,11 @@ def main(argv=None) -> int:
         headers_cfg = work / "headers-hook.toml"
         headers_cfg.write_text('[[hooks]]\nuse = "headers"\n[[hooks.rules]]\nmatch = { direction = "response" }\n'
                                f'set = {{ "{ADDED_HEADER[0]}" = "{ADDED_HEADER[1]}" }}\n')
-        add("headers", "h2proxy, headers hook (1 response header)", lambda: start_h2proxy(
+        add("headers", "h2proxy headers hook", lambda: start_h2proxy(
             f"h2c://127.0.0.1:{origin.port}", work, name="h2proxy-headers",
             extra=["--config", str(headers_cfg), *pargs]), cpu=True)
         if args.baseline_tree:
-            add("headers_base", f"headers hook, {args.baseline_tree.name}", lambda: start_h2proxy(
+            add("headers_base", f"headers hook ({args.baseline_tree.name})", lambda: start_h2proxy(
                 f"h2c://127.0.0.1:{origin.port}", work, name="h2proxy-headers-base",
                 extra=["--config", str(headers_cfg), *pargs], tree=args.baseline_tree.resolve()), cpu=True)
         add("nghttpx_hdr", "nghttpx --add-response-header", lambda: start_nghttpx(
@@ -332,7 +332,7 @@ def report(targets: Dict[str, Target], notes: List[str], rounds: int, duration: 
     check("added median latency at low load (ms)", added, "<=", 0.2, " ms")
     slow = ratio(g("record", "small", "rps"), g("h2proxy", "small", "rps"))
     check("recording on: slowdown vs off", None if slow is None else 1 - slow, "<=", 0.25)
-    check("headers hook / nghttpx --add-response-header req/s (1 KiB)",
+    check("headers hook / nghttpx add-header req/s",
           ratio(g("headers", "small", "rps"), g("nghttpx_hdr", "small", "rps")), ">=", 0.3)
 
     info = {
