@@ -48,6 +48,7 @@ fuzz: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/codec.py
+	$(BIN)/python bench/hpack.py
 	$(BIN)/python bench/proxy.py
 
 clean:

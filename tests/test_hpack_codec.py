@@ -281,3 +281,47 @@ def test_decoded_lists_are_fresh_and_plain():
     first.append(("x", "y"))
     assert dec.decode(b"\x82\x86") == [(":method", "GET"), (":scheme", "http")]
     assert all(type(h) is tuple for h in dec.decode(b"\x82\x86"))
+
+
+# ------------------------------------------------------------- the block memos
+
+def test_a_repeated_block_is_decoded_again_after_the_table_changed():
+    dec = Decoder()
+    dec.decode(b"\x40\x01a\x011")                    # a: 1 at index 62
+    assert dec.decode(b"\xbe") == [("a", "1")]
+    assert dec.decode(b"\xbe") == [("a", "1")]          # (memo)
+    assert dec.decode(b"\xbe", raw=True) == [(b"a", b"1")]
+    dec.decode(b"\x40\x01b\x012")                    # b: 2 is index 62 now
+    assert dec.decode(b"\xbe") == [("b", "2")]
+    dec.header_table_size = 0
+    with pytest.raises(HpackDecodingError, match="index 62 is past"):
+        dec.decode(b"\xbe")
+
+
+def test_a_repeated_block_still_meets_a_lowered_limit():
+    dec = Decoder()
+    block = b"\x82\x86"
+    assert len(dec.decode(block)) == 2 and len(dec.decode(block)) == 2
+    dec.max_header_list_size = 40
+    with pytest.raises(OversizedHeaderListError):
+        dec.decode(block)
+    dec.max_header_list_size = 1 << 16
+    dec.max_allowed_table_size = 0
+    with pytest.raises(HpackDecodingError, match="did not shrink"):
+        dec.decode(block)
+
+
+def test_repeated_lists_encode_alike_and_marks_are_not_mixed_up():
+    enc, oracle = _oracle_pair()
+    plain = [(":status", "200"), ("x-a", "1")]
+    for _ in range(3):
+        assert oracle.decode(enc.encode(list(plain))) == plain
+    marked = [(":status", "200"), NeverIndexed("x-a", "1")]     # equal to `plain` as tuples
+    got = oracle.decode(enc.encode(marked))
+    assert got == plain and [type(h).__name__ for h in got] == ["HeaderTuple", "NeverIndexedHeaderTuple"]
+    # A size change between two identical lists: the update is sent once, then the memo is right again.
+    enc.header_table_size = 0
+    oracle.max_allowed_table_size = 0
+    first, second = enc.encode(plain), enc.encode(plain)
+    assert first[0] == 0x20 and second[0] != 0x20
+    assert oracle.decode(first) == plain and oracle.decode(second) == plain

@@ -43,10 +43,11 @@ def header(draw, raw: bool = False):
 
 sizes = st.one_of(st.sampled_from([0, 64, 256, 4096]), st.integers(0, 4096))
 # A story: blocks of headers, each maybe preceded by table size changes (the receiver's SETTINGS).
-steps = st.lists(st.tuples(st.lists(sizes, max_size=2), st.lists(header(), max_size=12)), min_size=1,
-                 max_size=12)
-raw_steps = st.lists(st.tuples(st.lists(sizes, max_size=2), st.lists(header(raw=True), max_size=12)),
-                     min_size=1, max_size=12)
+# (Each block is sent 1-3 times in a row: repeated blocks are what the codec's block memos serve.)
+steps = st.lists(st.tuples(st.lists(sizes, max_size=2), st.lists(header(), max_size=12), st.integers(1, 3)),
+                 min_size=1, max_size=12)
+raw_steps = st.lists(st.tuples(st.lists(sizes, max_size=2), st.lists(header(raw=True), max_size=12),
+                               st.integers(1, 3)), min_size=1, max_size=12)
 
 
 def _ours(fields):
@@ -64,20 +65,25 @@ def _marks(headers):
 def _run_our_encoder(story, raw):
     enc = Encoder()
     theirs, ours = hpack.Decoder(), Decoder()
-    for changes, fields in story:
+    for changes, fields, repeat in story:
         for size in changes:
             enc.header_table_size = size
             theirs.max_allowed_table_size = ours.max_allowed_table_size = size
         expected = [(n, v) for n, v, _ in fields]
         marks = [never or n in ("authorization", b"authorization") for n, _, never in fields]
-        block = enc.encode(_ours(fields))
-        got_theirs = theirs.decode(block, raw=raw)
-        got_ours = ours.decode(block, raw=raw)
-        assert got_theirs == expected and got_ours == expected
-        # Marked fields stay marked (our encoder adds authorization and short cookies).
-        assert _marks(got_ours) == _marks(got_theirs)
-        assert all(m <= got for m, got in zip(marks, _marks(got_ours)))
-        assert [(bytes(n), bytes(v)) for n, v in theirs.header_table.dynamic_entries] == ours.table_entries
+        for _ in range(repeat):
+            _one_block(enc, theirs, ours, fields, expected, marks, raw)
+
+
+def _one_block(enc, theirs, ours, fields, expected, marks, raw):
+    block = enc.encode(_ours(fields))
+    got_theirs = theirs.decode(block, raw=raw)
+    got_ours = ours.decode(block, raw=raw)
+    assert got_theirs == expected and got_ours == expected
+    # Marked fields stay marked (our encoder adds authorization and short cookies).
+    assert _marks(got_ours) == _marks(got_theirs)
+    assert all(m <= got for m, got in zip(marks, _marks(got_ours)))
+    assert [(bytes(n), bytes(v)) for n, v in theirs.header_table.dynamic_entries] == ours.table_entries
 
 
 @SETTINGS
@@ -97,25 +103,28 @@ def test_our_encoder_with_raw_octets(story):
 def test_hpack_encoder_output_decodes_identically_with_ours(story, huffman):
     enc = hpack.Encoder()
     theirs, ours = hpack.Decoder(), Decoder()
-    for changes, fields in story:
+    for changes, fields, repeat in story:
         for size in changes:
             enc.header_table_size = size
             theirs.max_allowed_table_size = ours.max_allowed_table_size = size
         if not fields:
             continue                  # (hpack's encoder leaves out pending size updates from an empty block)
-        block = enc.encode(_theirs(fields), huffman=huffman)
-        expected = _outcome(theirs, block, True)
-        got = _outcome(ours, block, True)
-        # (hpack's encoder can write a size update above the final size, or none after a change
-        # back and forth: then both decoders must refuse the block.)
-        assert got[0] == expected[0], (got, expected)
-        if got[0] == "error":
-            assert isinstance(got[1], HpackDecodingError)
-            return
-        got, expected = got[1], expected[1]
-        assert got == expected == [(n, v) for n, v, _ in fields]
-        assert _marks(got) == _marks(expected)    # (hpack writes a marked static-table match as indexed)
-        assert [(bytes(n), bytes(v)) for n, v in theirs.header_table.dynamic_entries] == ours.table_entries
+        first = enc.encode(_theirs(fields), huffman=huffman)
+        # Then the same fields again, re-encoded against the updated table (mostly indexed now).
+        blocks = [first] + [enc.encode(_theirs(fields), huffman=huffman) for _ in range(repeat - 1)]
+        for block in blocks:
+            expected = _outcome(theirs, block, True)
+            got = _outcome(ours, block, True)
+            # (hpack's encoder can write a size update above the final size, or none after a change
+            # back and forth: then both decoders must refuse the block.)
+            assert got[0] == expected[0], (got, expected)
+            if got[0] == "error":
+                assert isinstance(got[1], HpackDecodingError)
+                return
+            got, expected = got[1], expected[1]
+            assert got == expected == [(n, v) for n, v, _ in fields]
+            assert _marks(got) == _marks(expected)    # (hpack writes a marked static-table match as indexed)
+            assert [(bytes(n), bytes(v)) for n, v in theirs.header_table.dynamic_entries] == ours.table_entries
 
 
 def _outcome(decoder, data, raw):

@@ -6,7 +6,10 @@ static or dynamic, is stored as ``(bytes pair, str pair or None, size)``: the
 decoded header is handed out as it is, with no conversion per block. The
 Huffman-coded strings that do arrive as literals repeat across connections
 (user agents, content types, server names), so their decoding is memoised in
-a bounded module-wide cache.
+a bounded module-wide cache. And a block that leaves the table as it was
+(all fields indexed: the usual request or response on a busy connection)
+decodes to the same list while the table is unchanged, so each decoder keeps
+the last few such blocks and their lists (copies are handed out).
 
 Errors: every malformed input raises :class:`HpackDecodingError` whose message
 names the field (its number in the block), its byte offset and what is wrong;
@@ -16,7 +19,7 @@ a header list or a string over the limits raises
 from __future__ import annotations
 
 from collections import deque
-from typing import Deque, List, Optional, Set, Tuple, Union
+from typing import Deque, Dict, List, Optional, Set, Tuple, Union
 
 from .cache import TwoGenerationCache
 from .errors import HpackDecodingError, OversizedHeaderListError
@@ -28,6 +31,10 @@ from .static_table import STATIC_LENGTH, STATIC_TABLE
 DEFAULT_MAX_HEADER_LIST_SIZE = 1 << 16
 #: SETTINGS_HEADER_TABLE_SIZE's initial value (RFC 9113 §6.5.2).
 DEFAULT_TABLE_SIZE = 4096
+
+#: Per decoder: how many blocks that did not change the table are remembered, up to what size.
+BLOCK_CACHE_ENTRIES = 8
+BLOCK_CACHE_MAX_OCTETS = 512
 
 #: How many distinct never-indexed fields a decoder remembers (see Decoder.never_indexed_seen).
 NEVER_INDEXED_REMEMBERED = 64
@@ -90,6 +97,10 @@ class Decoder:
         #: intermediary can keep them never-indexed even when a hook rebuilt the header list.
         self.never_indexed_seen: Set[NeverIndexed] = set()
         self._table: Deque[Entry] = deque()     # newest first: dynamic index 62 is _table[0]
+        self._version = 0                        # bumped by every change to the table
+        # Blocks that left the table as it was (only indexed fields and literals not indexed) decode
+        # the same while the table does not change: block -> (version, raw, limits, headers).
+        self._blocks: Dict[bytes, tuple] = {}
         self._size = 0
         self._max = DEFAULT_TABLE_SIZE
 
@@ -116,6 +127,7 @@ class Decoder:
 
     def _resize(self, size: int) -> None:
         self._max = size
+        self._version += 1
         table = self._table
         while self._size > size:
             self._size -= table.pop()[2]
@@ -171,6 +183,12 @@ class Decoder:
         """
         if type(data) is not bytes:
             data = bytes(data)
+        version = self._version
+        limits = (self.max_header_list_size, self.max_string_length)
+        hit = self._blocks.get(data)
+        if (hit is not None and hit[0] == version and hit[1] == raw and hit[2] == limits
+                and self._max <= self.max_allowed_table_size):
+            return list(hit[3])
         k = 0 if raw else 1
         table = self._table
         static = _STATIC
@@ -264,6 +282,7 @@ class Decoder:
                         if not raw:
                             raise HpackDecodingError("literal field is not UTF-8 text") from None
                     # Insert (RFC 7541 §4.4), inlined.
+                    self._version += 1
                     if size > self._max:
                         table.clear()
                         self._size = 0
@@ -293,4 +312,10 @@ class Decoder:
             raise HpackDecodingError(f"the dynamic table is still {self._max} octets at the end of the block, "
                                      f"above the SETTINGS_HEADER_TABLE_SIZE of {self.max_allowed_table_size}: "
                                      "the encoder did not shrink it")
+        if self._version == version and len(data) <= BLOCK_CACHE_MAX_OCTETS:
+            blocks = self._blocks
+            if len(blocks) >= BLOCK_CACHE_ENTRIES:
+                blocks.clear()
+            blocks[data] = (version, raw, limits, out)
+            return list(out)
         return out

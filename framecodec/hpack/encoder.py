@@ -9,7 +9,9 @@ and kept in a bounded module-wide cache, the *plan*. Headers whose
 representation never depends on the dynamic table (a static-table match, a
 never-indexed literal) have their whole representation as the plan. Encoding
 a repeating header is then a dict look-up for the plan and one for the
-dynamic table.
+dynamic table. And a header list whose block added nothing to the table (all
+fields indexed: a repeating response) encodes to the same block while the
+table is unchanged, so each encoder keeps the last few such lists and blocks.
 
 The dynamic table gives each entry an insertion number; its index is 62 plus
 the number of entries inserted after it, so nothing is renumbered when an
@@ -37,6 +39,18 @@ PLAN_CACHE_ENTRIES = 8192
 STRING_CACHE_ENTRIES = 8192
 CACHE_MAX_STRING = 256          # longer strings and headers are encoded every time, not cached
 
+#: Per encoder: how many blocks that did not change the table are remembered, up to what size.
+BLOCK_CACHE_ENTRIES = 8
+BLOCK_CACHE_MAX_OCTETS = 512
+
+_TUPLE_ONLY = frozenset((tuple,))
+
+
+def _all_plain(headers: tuple) -> bool:
+    """True when every header is a plain tuple (none marked never-indexed, which compare equal)."""
+    return frozenset(map(type, headers)) == _TUPLE_ONLY
+
+
 _ALWAYS_SENSITIVE = frozenset((b"authorization", b"proxy-authorization"))
 
 
@@ -56,6 +70,8 @@ def encode_integer(value: int, prefix_bits: int, first: int = 0) -> bytes:
 
 #: Indexed field representation of every index below 512 (RFC 7541 §6.1).
 _INDEXED: List[bytes] = [encode_integer(i, 7, 0x80) for i in range(512)]
+#: First octets of a literal with incremental indexing and an indexed name, below 512 (§6.2.1).
+_WITH_INDEXING: List[bytes] = [encode_integer(i, 6, 0x40) for i in range(512)]
 
 
 def _encode_string(data: bytes) -> bytes:
@@ -143,6 +159,10 @@ class Encoder:
         self._name_number: Dict[bytes, int] = {}                  # name -> newest entry's number
         self._index_limit = DEFAULT_TABLE_SIZE * 3 // 4
         self._pending: Optional[List[int]] = None        # [smallest, final] size set since the last block
+        self._version = 0                                # bumped by every change to the table
+        # Lists of plain tuples whose block added nothing to the table encode the same while the
+        # table does not change: tuple of the headers -> (version, block).
+        self._blocks: Dict[tuple, Tuple[int, bytes]] = {}
         if table_size != DEFAULT_TABLE_SIZE:
             self.header_table_size = table_size
 
@@ -163,6 +183,7 @@ class Encoder:
             self._pending[0] = min(self._pending[0], value)
             self._pending[1] = value
         self._max = value
+        self._version += 1
         self._index_limit = value * 3 // 4
         self._evict(value)
 
@@ -191,18 +212,31 @@ class Encoder:
         """
         if isinstance(headers, dict):
             headers = headers.items()
+        headers = tuple(headers)
+        version = self._version
+        try:
+            hit = self._blocks.get(headers)
+        except TypeError:                                  # a mutable part (bytearray)
+            hit = None
+        if hit is not None and hit[0] == version and self._pending is None and _all_plain(headers):
+            return hit[1]
+        plain = True
         parts: List[bytes] = []
         append = parts.append
         if self._pending is not None:
             low, final = self._pending
             self._pending = None
+            plain = False                                  # (not remembered: the update is sent once)
             if low < final:
                 append(encode_integer(low, 5, 0x20))
             append(encode_integer(final, 5, 0x20))
         plan_cache = plans
         hot = plan_cache.hot
         fields = self._field_number
+        names = self._name_number
+        entries = self._entries
         indexed = _INDEXED
+        with_indexing = _WITH_INDEXING
         for h in headers:
             if type(h) is tuple:
                 try:
@@ -215,6 +249,7 @@ class Encoder:
                     plan = _cached_plan(plan_cache, h, False)
                     hot = plan_cache.hot
             else:
+                plain = False
                 never = not getattr(h, "indexable", True)
                 key = tuple(h)
                 if len(key) != 2:
@@ -236,23 +271,40 @@ class Encoder:
                 append(indexed[index] if index < 512 else encode_integer(index, 7, 0x80))
                 continue
             if not name_index:
-                number = self._name_number.get(key[0])
+                number = names.get(key[0])
                 if number is not None:
                     name_index = STATIC_LENGTH + self._next - number
             if size <= self._index_limit:                 # §6.2.1 with incremental indexing
-                append(encode_integer(name_index, 6, 0x40) if name_index else b"\x40" + ename)
+                if name_index:
+                    append(with_indexing[name_index] if name_index < 512 else encode_integer(name_index, 6, 0x40))
+                else:
+                    append(b"\x40")
+                    append(ename)
                 append(evalue)
-                self._add(key, size)
+                # Add the entry (RFC 7541 §4.4), inlined: evict first, then insert.
+                self._version += 1
+                if self._size + size > self._max:
+                    self._evict(self._max - size)
+                number = self._next
+                self._next = number + 1
+                entries.appendleft((key, number, size))
+                self._size += size
+                fields[key] = number
+                names[key[0]] = number
             else:                                          # §6.2.2 without indexing
-                append(encode_integer(name_index, 4) if name_index else b"\x00" + ename)
+                if name_index:
+                    append(encode_integer(name_index, 4))
+                else:
+                    append(b"\x00")
+                    append(ename)
                 append(evalue)
-        return b"".join(parts)
-
-    def _add(self, key: Tuple[bytes, bytes], size: int) -> None:
-        self._evict(self._max - size)
-        number = self._next
-        self._next = number + 1
-        self._entries.appendleft((key, number, size))
-        self._size += size
-        self._field_number[key] = number
-        self._name_number[key[0]] = number
+        block = b"".join(parts)
+        if plain and self._version == version and len(block) <= BLOCK_CACHE_MAX_OCTETS:
+            blocks = self._blocks
+            if len(blocks) >= BLOCK_CACHE_ENTRIES:
+                blocks.clear()
+            try:
+                blocks[headers] = (version, block)
+            except TypeError:
+                pass
+        return block
