@@ -33,6 +33,10 @@ from .status import parse_status, percent_encode
 
 log = logging.getLogger("h2proxy")
 
+#: gRPC's SETTINGS parameter GRPC_ALLOW_TRUE_BINARY_METADATA: peers that both announce it send
+#: ``-bin`` metadata as raw bytes, which is not UTF-8 and stops the proxy decoding header blocks.
+TRUE_BINARY_METADATA = 0xFE03
+
 
 class GrpcMessage:
     """One complete gRPC message as a hook sees it. ``data``: the message bytes (decompressed)."""
@@ -156,6 +160,13 @@ class GrpcHook:
         self.errors = 0
 
     # ------------------------------------------------------------ frames
+
+    def on_settings(self, ctx, frame):
+        """Take GRPC_ALLOW_TRUE_BINARY_METADATA out: peers then send ``-bin`` metadata base64-encoded (text)."""
+        if TRUE_BINARY_METADATA in frame.settings and any(getattr(o, "grpc_active", True) for o in self.owners):
+            del frame.settings[TRUE_BINARY_METADATA]
+            return frame
+        return None
 
     def on_headers(self, ctx, frame, headers):
         s = ctx.stream
