@@ -161,13 +161,6 @@ class GrpcHook:
 
     # ------------------------------------------------------------ frames
 
-    def on_settings(self, ctx, frame):
-        """Take GRPC_ALLOW_TRUE_BINARY_METADATA out: peers then send ``-bin`` metadata base64-encoded (text)."""
-        if TRUE_BINARY_METADATA in frame.settings and any(getattr(o, "grpc_active", True) for o in self.owners):
-            del frame.settings[TRUE_BINARY_METADATA]
-            return frame
-        return None
-
     def on_headers(self, ctx, frame, headers):
         s = ctx.stream
         if s is None:
@@ -432,3 +425,19 @@ class GrpcHook:
             del self.calls[key]
         for key in [k for k in self.ended if k[0] == conn]:
             del self.ended[key]
+
+
+class GrpcSettingsHook(GrpcHook):
+    """:class:`GrpcHook` that also keeps peers from negotiating true-binary metadata (see ``on_settings``).
+
+    Used when some hook or rule acts on gRPC messages from the start; a chain whose only gRPC
+    handler is the fault hook without gRPC rules gets the plain :class:`GrpcHook` (SETTINGS then
+    take no detour through it).
+    """
+
+    def on_settings(self, ctx, frame):
+        """Take GRPC_ALLOW_TRUE_BINARY_METADATA out: peers then send ``-bin`` metadata base64-encoded (text)."""
+        if TRUE_BINARY_METADATA in frame.settings and any(getattr(o, "grpc_active", True) for o in self.owners):
+            del frame.settings[TRUE_BINARY_METADATA]
+            return frame
+        return None
