@@ -61,6 +61,7 @@ class EchoServer:
         import grpc
         self.protos = protos
         self.requests: List = []
+        self.metadata: List[dict] = []      # each Unary call's invocation metadata
         self.lock = threading.Lock()
         pb2, pb2_grpc = protos.pb2, protos.pb2_grpc
         outer = self
@@ -68,6 +69,7 @@ class EchoServer:
         class Servicer(pb2_grpc.EchoServicer):
             def Unary(self, request, context):
                 outer._got(request)
+                outer.metadata.append(dict(context.invocation_metadata()))
                 if request.name == "fail":
                     context.abort(grpc.StatusCode.NOT_FOUND, "no such name: caf\u00e9 100%")
                 context.set_trailing_metadata([("x-trailer", "t1")])

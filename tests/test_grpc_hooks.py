@@ -44,7 +44,9 @@ async def test_example_hook_rewrites_a_field_the_server_sees_it(protos, echo, pr
     def calls():
         ch, stub = _stub(protos, px.port)
         with ch:
-            a = stub.Unary(pb2.Req(name="alice", n=5, blob=b"\x01" * (100 << 10)), timeout=20)
+            a, call = stub.Unary.with_call(pb2.Req(name="alice", n=5, blob=b"\x01" * (100 << 10)), timeout=20,
+                                           metadata=[("x-meta", "m1"), ("x-bin-bin", b"\x00\xff")])
+            assert dict(call.trailing_metadata())["x-trailer"] == "t1"
             b = stub.ClientStream(iter([pb2.Req(name=n) for n in "xy"]), timeout=20)
             c = [r.text for r in stub.Bidi(iter([pb2.Req(name="p"), pb2.Req(name="q")]), timeout=20)]
         return a, b, c
@@ -55,6 +57,7 @@ async def test_example_hook_rewrites_a_field_the_server_sees_it(protos, echo, pr
     assert [r.name for r in echo.requests] == ["via-proxy-alice", "via-proxy-x", "via-proxy-y", "via-proxy-p",
                                                "via-proxy-q"]
     assert hooks[0].changed == 5
+    assert echo.metadata[0]["x-meta"] == "m1" and echo.metadata[0]["x-bin-bin"] == b"\x00\xff"
 
 
 class Shaper:

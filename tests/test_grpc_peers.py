@@ -41,7 +41,7 @@ def _calls(protos, port, compression=None, root_ca=None):
         stub = stub_cls(ch)
         out = {}
         reply, call = stub.Unary.with_call(pb2.Req(name="alice", n=7, inner=pb2.Inner(tag="t", values=[1, 2])),
-                                           timeout=20)
+                                           timeout=20, metadata=[("x-meta", "m1"), ("x-id-bin", b"\x00\x01\xfe")])
         out["unary"] = reply
         out["trailers"] = dict(call.trailing_metadata())
         out["stream"] = [r.text for r in stub.ServerStream(pb2.Req(name="s", n=3), timeout=20)]

@@ -147,3 +147,10 @@ def test_abort_on_a_response_sends_the_messages_before_it_then_trailers():
     assert dec.decode(trailers.data) == [("grpc-status", "8"), ("grpc-message", "enough")]
     to_server = [f for f in parsed(out(r, C2S)) if isinstance(f, fc.RstStreamFrame)]
     assert [(f.stream_id, f.error_code) for f in to_server] == [(1, 8)]
+
+
+def test_true_binary_metadata_setting_is_taken_out():
+    r = start(hooks=[Upper()])
+    r.receive(C2S, wire(fc.SettingsFrame(0, settings={0xFE03: 1, 4: 70000})), 0.0)
+    (settings,) = [f for f in parsed(out(r, C2S)) if isinstance(f, fc.SettingsFrame)]
+    assert settings.settings == {4: 70000}

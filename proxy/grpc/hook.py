@@ -33,6 +33,10 @@ from .status import parse_status, percent_encode
 
 log = logging.getLogger("h2proxy")
 
+#: gRPC's SETTINGS parameter GRPC_ALLOW_TRUE_BINARY_METADATA: peers that both announce it send
+#: ``-bin`` metadata as raw bytes, which is not UTF-8 and stops the proxy decoding header blocks.
+TRUE_BINARY_METADATA = 0xFE03
+
 
 class GrpcMessage:
     """One complete gRPC message as a hook sees it. ``data``: the message bytes (decompressed)."""
@@ -421,3 +425,19 @@ class GrpcHook:
             del self.calls[key]
         for key in [k for k in self.ended if k[0] == conn]:
             del self.ended[key]
+
+
+class GrpcSettingsHook(GrpcHook):
+    """:class:`GrpcHook` that also keeps peers from negotiating true-binary metadata (see ``on_settings``).
+
+    Used when some hook or rule acts on gRPC messages from the start; a chain whose only gRPC
+    handler is the fault hook without gRPC rules gets the plain :class:`GrpcHook` (SETTINGS then
+    take no detour through it).
+    """
+
+    def on_settings(self, ctx, frame):
+        """Take GRPC_ALLOW_TRUE_BINARY_METADATA out: peers then send ``-bin`` metadata base64-encoded (text)."""
+        if TRUE_BINARY_METADATA in frame.settings and any(getattr(o, "grpc_active", True) for o in self.owners):
+            del frame.settings[TRUE_BINARY_METADATA]
+            return frame
+        return None

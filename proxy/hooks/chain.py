@@ -53,8 +53,9 @@ class HookChain:
         handlers = [h for h in self.hooks if hasattr(h, "on_grpc_message")]
         if not handlers:
             return
-        from ..grpc.hook import GrpcHook
-        self.hooks.insert(self.hooks.index(handlers[0]), GrpcHook(handlers, options))
+        from ..grpc.hook import GrpcHook, GrpcSettingsHook
+        now = any(getattr(h, "grpc_active", True) for h in handlers)
+        self.hooks.insert(self.hooks.index(handlers[0]), (GrpcSettingsHook if now else GrpcHook)(handlers, options))
 
     @staticmethod
     def _name(hook) -> str:
