@@ -288,3 +288,26 @@ async def test_grpc_messages_are_read_from_the_data_frames(grpc_echo):
     assert first["grpc_messages"]["proxy to client"]["messages"][0]["preview"] == b"hello web view".hex()
     assert second["grpc_messages"]["client"]["messages"][0]["length"] == 1000
     assert second["grpc_messages"]["client"]["count"] == 1 and not second["grpc_messages"]["client"]["lost"]
+
+
+async def test_a_connection_over_the_budget_is_detached_and_runs_at_full_speed(origin):
+    from proxy.web.sink import FollowHook
+    model = WebModel("live")
+    web = WebSink(model, rate=50, burst=300)
+    try:
+        async with h2proxy_running(origin.url, hooks=[FollowHook(web)], sink=web) as proxy:
+            result = await h2load(http_url(proxy) + "/size/100", n=500, c=2, m=10)
+            assert result["succeeded"] == 500, result.output
+            web.flush()
+            conns = model.snapshot()["conns"]
+            assert len(conns) == 2 and all(c["state"] == "not followed" and c["detached"] for c in conns), conns
+            assert not web.relays                   # nothing kept of the detached relays
+            # a new connection is followed again once the budget refilled
+            web._tokens = web.burst
+            rc, out = await nghttp("-n", http_url(proxy) + "/size/10")
+            assert rc == 0, out
+        web.flush()
+    finally:
+        web.close()
+    third = model.snapshot()["conns"][-1]
+    assert third["state"] == "closed" and not third["sampled"] and third["streams"] >= 1

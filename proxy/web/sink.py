@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
+import weakref
 from typing import Dict, List, Optional
 
 from ..recording.decode import b64, frame_record
@@ -53,6 +55,8 @@ class WebSink(ThreadedSink):
         self._timer: Optional[asyncio.TimerHandle] = None
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._batch: list = []
+        #: conn id -> weak reference to its relay (from :class:`FollowHook`), to detach busy ones.
+        self.relays: Dict[int, "weakref.ref"] = {}
         super().__init__(thread_name="h2proxy-web", max_queue=4 * int(burst) + 10000, max_queue_bytes=64 << 20)
 
     # ------------------------------------------------------------ event loop: admission
@@ -82,6 +86,20 @@ class WebSink(ThreadedSink):
         if conn_id not in self._sampled:
             self._sampled.add(conn_id)
             self._queue.append(("gap", conn_id, t))
+            if conn_id in self.relays and self._loop is not None:
+                # Not from inside the relay's own call: detach it between two reads.
+                self._loop.call_soon(self._detach, conn_id)
+        self._schedule()
+
+    def _detach(self, conn_id: int) -> None:
+        """A connection over the budget stops reporting to this sink: the relay's fast paths return,
+        and the page shows the connection as no longer followed."""
+        ref = self.relays.pop(conn_id, None)
+        relay = ref() if ref is not None else None
+        if relay is None or relay.sink is not self or relay.closed:
+            return
+        relay.detach_sink()
+        self._queue.append(("detached", conn_id, time.time()))
         self._schedule()
 
     def _schedule(self) -> None:
@@ -178,6 +196,11 @@ class WebSink(ThreadedSink):
                 self._hpack.lose(conn)
                 batch.append({"record": "web_gap", "conn": conn, "ts": t})
                 continue
+            if kind == "detached":
+                _, conn, t = item
+                self._hpack.forget(conn)
+                batch.append({"record": "web_detached", "conn": conn, "ts": t})
+                continue
             if kind in _BYTES_ITEMS:
                 self._bytes_out += len(item[6])
             self._handle(item)
@@ -232,3 +255,20 @@ class WebSink(ThreadedSink):
             self._timer.cancel()
             self._timer = None
         self._queue.clear()
+
+
+class FollowHook:
+    """A hook with no frame methods (the relay's fast paths stay on): it tells a :class:`WebSink`
+    which relay each connection is, so the sink can detach the connections it cannot keep up with."""
+
+    name = "web"
+
+    def __init__(self, sink: WebSink) -> None:
+        self.sink = sink
+
+    def connection_opened(self, ctx) -> None:
+        relay = ctx.conn
+        self.sink.relays[relay.id] = weakref.ref(relay)
+
+    def connection_closed(self, ctx) -> None:
+        self.sink.relays.pop(ctx.conn.id, None)
