@@ -2,15 +2,16 @@
 
 Turning a frame into a record (parsing, HPACK, window bookkeeping) costs
 microseconds in Python; a proxy under load forwards hundreds of thousands of
-frames a second. So the web view works on a budget: a token bucket of
-``rate`` records a second (``burst`` at once). Frames within it are queued as
-they are (a tuple on the event loop: the same cost as the frame recorder's)
-and turned into records in slices of the event loop, at most ``slice_items`` every
-``interval`` seconds, so the page never takes the loop for long. Frames over
-the budget are only counted; the connection is marked *sampled* from then on
-(its HPACK state and windows can no longer be followed, and the page says so).
-A debugging session (curl, nghttp, a test) stays far below the budget and
-sees every frame.
+frames a second. So the web view works on a budget: a token bucket of records
+a second. Frames within it are queued as they are (a tuple on the event loop:
+the same cost as the frame recorder's) and turned into records in slices of
+the event loop, each at most ``cpu_share`` of an ``interval``; the bucket's rate
+follows what records cost (``cpu_share`` of the loop's time, at most ``rate``
+records a second). Frames over the budget are only counted; the connection is
+marked *sampled* (its HPACK state and windows can no longer be followed, and
+the page says so) and, when :class:`FollowHook` told the sink its relay, the
+relay stops reporting to the sink at all: its fast paths come back. A debugging
+session (curl, nghttp, a test) stays far below the budget and sees every frame.
 
 Connection, violation, error and hook events are always kept.
 """
@@ -41,12 +42,16 @@ class WebSink(ThreadedSink):
     record_wire = False
 
     def __init__(self, model: WebModel, rate: float = 2000.0, burst: float = 10000.0, interval: float = 0.05,
-                 slice_items: int = 400) -> None:
+                 slice_items: int = 400, cpu_share: float = 0.03) -> None:
         self.model = model
-        self.rate = rate
-        self.burst = burst
+        #: The most records a second, and at once, whatever they cost.
+        self.max_rate = self.rate = rate
+        self.max_burst = self.burst = burst
         self.interval = interval
         self.slice_items = slice_items
+        #: The share of the event loop's time the records may take: the budget follows what they cost.
+        self.cpu_share = cpu_share
+        self._cost = 0.0                 # seconds per record, a moving average of what pump() measured
         self._tokens = burst
         self._last_t = 0.0
         #: conn -> [frames, bytes] not kept because of the budget.
@@ -178,16 +183,20 @@ class WebSink(ThreadedSink):
         self._timer = None
         if self._closed:
             return
-        self.pump(self.slice_items)
+        self.pump(self.slice_items, self.cpu_share * self.interval)
         if self._queue:
             self._schedule()
 
-    def pump(self, limit: Optional[int] = None) -> int:
-        """Turn up to ``limit`` queued events (all when None) into records for the model."""
+    def pump(self, limit: Optional[int] = None, seconds: Optional[float] = None) -> int:
+        """Turn up to ``limit`` queued events (all when None), for up to ``seconds``, into records for
+        the model; what they cost sets the budget (``cpu_share`` of the loop's time)."""
         q = self._queue
         n = 0
         batch = self._batch = []
-        while q and (limit is None or n < limit):
+        clock = time.perf_counter
+        start = clock()
+        stop = None if seconds is None else start + seconds
+        while q and (limit is None or n < limit) and (stop is None or n % 16 or clock() < stop):
             item = q.popleft()
             n += 1
             kind = item[0]
@@ -209,6 +218,14 @@ class WebSink(ThreadedSink):
             over, self.over_budget = self.over_budget, {}
             self.model.ingest_many(batch, over_budget=over)
         self._processed += n
+        if n >= 16:
+            per = (clock() - start) / n
+            self._cost = per if not self._cost else 0.8 * self._cost + 0.2 * per
+            # Floors keep a debugging session whole on a slow machine: a few hundred records a second.
+            self.rate = min(self.max_rate, max(200.0, self.cpu_share / self._cost))
+            self.burst = min(self.max_burst, max(2000.0, self.rate * 2.0))
+            if self._tokens > self.burst:
+                self._tokens = self.burst
         return n
 
     def emit(self, record: dict) -> None:
