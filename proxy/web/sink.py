@@ -104,6 +104,7 @@ class WebSink(ThreadedSink):
         if relay is None or relay.sink is not self or relay.closed:
             return
         relay.detach_sink()
+        self._infos.pop(conn_id, None)      # connection_closed will not come for it
         self._queue.append(("detached", conn_id, time.time()))
         self._schedule()
 
