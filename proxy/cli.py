@@ -237,8 +237,13 @@ async def run_proxy(cfg: Config, loop_name: str = "asyncio") -> int:
         from .web.model import WebModel
         from .web.sink import WebSink
         from .recording.sink import MultiSink
+        from .hooks.chain import HookChain
+        from .web.sink import FollowHook
         web_model = WebModel("live", stall_threshold=cfg.web_stall_ms / 1000.0)
-        sink = WebSink(web_model) if sink is None else MultiSink([sink, WebSink(web_model)])
+        web_sink = WebSink(web_model)
+        sink = web_sink if sink is None else MultiSink([sink, web_sink])
+        # Lets the web sink detach connections busier than its budget (only when it is the only sink).
+        hooks = HookChain((hooks.hooks if hooks is not None else []) + [FollowHook(web_sink)])
     if cfg.mode == "forward":
         from .forward import ForwardProxyServer
         server = ForwardProxyServer(settings, cfg, hooks=hooks, sink=sink)

@@ -60,7 +60,7 @@ async def origin():
 
 async def test_fingerprints_streams_and_windows_of_an_nghttp_download(origin):
     model = WebModel("live")
-    sink = WebSink(model)
+    sink = WebSink(model, cpu_share=1.0)
     try:
         async with h2proxy_running(origin.url, sink=sink) as proxy:
             rc, out = await nghttp("-nv", http_url(proxy) + "/size/200000")
@@ -94,7 +94,7 @@ async def test_fingerprints_streams_and_windows_of_an_nghttp_download(origin):
 
 async def test_a_stall_fault_shows_as_a_stall_of_the_server(origin):
     model = WebModel("live", stall_threshold=0.3)
-    sink = WebSink(model)
+    sink = WebSink(model, cpu_share=1.0)
     try:
         async with h2proxy_running(origin.url, ["stall towards=server type=data direction=s2c ms=800 name=slow"],
                                    sink=sink) as proxy:
@@ -116,7 +116,7 @@ async def test_the_model_stays_bounded_under_h2load(origin):
     limits = Limits(max_conns=3, conn_frames=50, closed_conn_frames=10, stream_frames=5, overall_frames=100,
                     max_streams=20)
     model = WebModel("live", limits=limits)
-    sink = WebSink(model)
+    sink = WebSink(model, cpu_share=1.0)
     try:
         async with h2proxy_running(origin.url, sink=sink) as proxy:
             result = await h2load(http_url(proxy) + "/size/100", n=400, c=5, m=4)
@@ -223,7 +223,7 @@ async def test_over_its_budget_the_sink_counts_frames_and_marks_the_connection_s
     from proxy.recording.sink import MultiSink
     from proxy.recording.stats import compute_stats
     model = WebModel("live")
-    web = WebSink(model, rate=50, burst=300)
+    web = WebSink(model, rate=50, burst=300, cpu_share=1.0)
     rec = JsonlRecorder(tmp_path / "frames.jsonl")
     try:
         async with h2proxy_running(origin.url, sink=MultiSink([rec, web])) as proxy:
@@ -272,7 +272,7 @@ async def grpc_say(target: str, *messages: bytes) -> list:
 
 async def test_grpc_messages_are_read_from_the_data_frames(grpc_echo):
     model = WebModel("live")
-    sink = WebSink(model)
+    sink = WebSink(model, cpu_share=1.0)
     try:
         async with h2proxy_running(grpc_echo, sink=sink) as proxy:
             answers = await grpc_say(proxy.url.split("://")[-1], b"web view", b"x" * 1000)
@@ -288,3 +288,26 @@ async def test_grpc_messages_are_read_from_the_data_frames(grpc_echo):
     assert first["grpc_messages"]["proxy to client"]["messages"][0]["preview"] == b"hello web view".hex()
     assert second["grpc_messages"]["client"]["messages"][0]["length"] == 1000
     assert second["grpc_messages"]["client"]["count"] == 1 and not second["grpc_messages"]["client"]["lost"]
+
+
+async def test_a_connection_over_the_budget_is_detached_and_runs_at_full_speed(origin):
+    from proxy.web.sink import FollowHook
+    model = WebModel("live")
+    web = WebSink(model, rate=50, burst=300, cpu_share=1.0)
+    try:
+        async with h2proxy_running(origin.url, hooks=[FollowHook(web)], sink=web) as proxy:
+            result = await h2load(http_url(proxy) + "/size/100", n=500, c=2, m=10)
+            assert result["succeeded"] == 500, result.output
+            web.flush()
+            conns = model.snapshot()["conns"]
+            assert len(conns) == 2 and all(c["state"] == "not followed" and c["detached"] for c in conns), conns
+            assert not web.relays                   # nothing kept of the detached relays
+            # a new connection is followed again once the budget refilled
+            web._tokens = web.burst
+            rc, out = await nghttp("-n", http_url(proxy) + "/size/10")
+            assert rc == 0, out
+        web.flush()
+    finally:
+        web.close()
+    third = model.snapshot()["conns"][-1]
+    assert third["state"] == "closed" and not third["sampled"] and third["streams"] >= 1

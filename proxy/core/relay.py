@@ -634,6 +634,17 @@ class Relay:
                 wires, rec[d] = rec[d], []
                 self.sink.forwarded(self.id, RECV_LEG[d], SEND_LEG[d], self.now, wires)
 
+    def detach_sink(self) -> None:
+        """Stop reporting to the sink (a busy web view asks this, between reads): what was recorded on
+        the fast path goes out first, then the fast paths are those of a relay without a sink."""
+        if self.sink is None:
+            return
+        if self.rec is not None:
+            self._rec_flush()
+        self.sink = None
+        self.rec = None
+        self._update_fast_path()
+
     def _update_fast_path(self) -> None:
         """Whether complete HEADERS frames of each direction may skip the general block path."""
         for d in (C2S, S2C):

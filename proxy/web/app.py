@@ -36,7 +36,7 @@ def _dumps(value) -> str:
 class WebView:
     """An extension of :class:`~proxy.faults.admin.AdminServer` that serves the page for ``model``."""
 
-    def __init__(self, model: WebModel, interval: float = 0.25) -> None:
+    def __init__(self, model: WebModel, interval: float = 0.5) -> None:
         self.model = model
         self.interval = interval
         self.server = None
@@ -122,7 +122,7 @@ class WebView:
         try:
             await resp.write(b": connected\n\n")
             while not self._closing.is_set():
-                delta = self.model.delta(version, cursor)
+                delta = self.model.delta(version, cursor, max_frames=100)
                 if delta is not None:
                     version, cursor = delta["version"], delta["cursor"]
                     await resp.write(f"event: delta\ndata: {_dumps(delta)}\n\n".encode())

@@ -155,6 +155,8 @@ class ConnView:
         self.updated = 0
         #: When the live sink started leaving frames out (over its budget), else None.
         self.sampled: Optional[float] = None
+        #: When the proxy stopped reporting this connection to the web view (too busy), else None.
+        self.detached: Optional[float] = None
         self.skipped_frames = 0
         self.skipped_bytes = 0
 
@@ -168,7 +170,9 @@ class ConnView:
 
     @property
     def state(self) -> str:
-        return "closed" if self.closed is not None else "open"
+        if self.closed is not None:
+            return "closed"
+        return "not followed" if self.detached is not None else "open"
 
     def summary(self) -> dict:
         client_tls = self.info.get("client_tls") or {}
@@ -182,7 +186,7 @@ class ConnView:
                 "sni": client_tls.get("sni"), "state": self.state, "closed": self.closed,
                 "start": self.start, "end": self.end, "frames": frames, "bytes": nbytes,
                 "streams": len(self.streams), "violations": self.n_violations, "faults": self.n_faults,
-                "sampled": self.sampled, "skipped_frames": self.skipped_frames,
+                "sampled": self.sampled, "detached": self.detached, "skipped_frames": self.skipped_frames,
                 "skipped_bytes": self.skipped_bytes,
                 "fingerprints": {side: fp.text for side, fp in self.fingerprints.items()},
                 "stalls": len(self.flow.stalls)}
@@ -241,6 +245,8 @@ class WebModel:
         with self.lock:
             for rec in records:
                 self._ingest(rec)
+            if over_budget:
+                self.version += 1
             for cid, (frames, nbytes) in (over_budget or {}).items():
                 c = self.conns.get(cid)
                 if c is not None:
@@ -294,6 +300,9 @@ class WebModel:
             # header blocks after this point are not decoded.
             c.sampled = t
             c.flow.stop(t)
+        elif kind == "web_detached":
+            # Busy: the relay stopped reporting to the web view (its counts stop here too).
+            c.detached = t
         elif kind == "violation":
             c.n_violations += 1
             c.violations.append(rec)

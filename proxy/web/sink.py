@@ -2,15 +2,16 @@
 
 Turning a frame into a record (parsing, HPACK, window bookkeeping) costs
 microseconds in Python; a proxy under load forwards hundreds of thousands of
-frames a second. So the web view works on a budget: a token bucket of
-``rate`` records a second (``burst`` at once). Frames within it are queued as
-they are (a tuple on the event loop: the same cost as the frame recorder's)
-and turned into records in slices of the event loop, at most ``slice_items`` every
-``interval`` seconds, so the page never takes the loop for long. Frames over
-the budget are only counted; the connection is marked *sampled* from then on
-(its HPACK state and windows can no longer be followed, and the page says so).
-A debugging session (curl, nghttp, a test) stays far below the budget and
-sees every frame.
+frames a second. So the web view works on a budget: a token bucket of records
+a second. Frames within it are queued as they are (a tuple on the event loop:
+the same cost as the frame recorder's) and turned into records in slices of
+the event loop, each at most ``cpu_share`` of an ``interval``; the bucket's rate
+follows what records cost (``cpu_share`` of the loop's time, at most ``rate``
+records a second). Frames over the budget are only counted; the connection is
+marked *sampled* (its HPACK state and windows can no longer be followed, and
+the page says so) and, when :class:`FollowHook` told the sink its relay, the
+relay stops reporting to the sink at all: its fast paths come back. A debugging
+session (curl, nghttp, a test) stays far below the budget and sees every frame.
 
 Connection, violation, error and hook events are always kept.
 """
@@ -18,6 +19,8 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
+import weakref
 from typing import Dict, List, Optional
 
 from ..recording.decode import b64, frame_record
@@ -39,12 +42,16 @@ class WebSink(ThreadedSink):
     record_wire = False
 
     def __init__(self, model: WebModel, rate: float = 2000.0, burst: float = 10000.0, interval: float = 0.05,
-                 slice_items: int = 400) -> None:
+                 slice_items: int = 400, cpu_share: float = 0.03) -> None:
         self.model = model
-        self.rate = rate
-        self.burst = burst
+        #: The most records a second, and at once, whatever they cost.
+        self.max_rate = self.rate = rate
+        self.max_burst = self.burst = burst
         self.interval = interval
         self.slice_items = slice_items
+        #: The share of the event loop's time the records may take: the budget follows what they cost.
+        self.cpu_share = cpu_share
+        self._cost = 0.0                 # seconds per record, a moving average of what pump() measured
         self._tokens = burst
         self._last_t = 0.0
         #: conn -> [frames, bytes] not kept because of the budget.
@@ -53,6 +60,8 @@ class WebSink(ThreadedSink):
         self._timer: Optional[asyncio.TimerHandle] = None
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._batch: list = []
+        #: conn id -> weak reference to its relay (from :class:`FollowHook`), to detach busy ones.
+        self.relays: Dict[int, "weakref.ref"] = {}
         super().__init__(thread_name="h2proxy-web", max_queue=4 * int(burst) + 10000, max_queue_bytes=64 << 20)
 
     # ------------------------------------------------------------ event loop: admission
@@ -82,6 +91,21 @@ class WebSink(ThreadedSink):
         if conn_id not in self._sampled:
             self._sampled.add(conn_id)
             self._queue.append(("gap", conn_id, t))
+            if conn_id in self.relays and self._loop is not None:
+                # Not from inside the relay's own call: detach it between two reads.
+                self._loop.call_soon(self._detach, conn_id)
+        self._schedule()
+
+    def _detach(self, conn_id: int) -> None:
+        """A connection over the budget stops reporting to this sink: the relay's fast paths return,
+        and the page shows the connection as no longer followed."""
+        ref = self.relays.pop(conn_id, None)
+        relay = ref() if ref is not None else None
+        if relay is None or relay.sink is not self or relay.closed:
+            return
+        relay.detach_sink()
+        self._infos.pop(conn_id, None)      # connection_closed will not come for it
+        self._queue.append(("detached", conn_id, time.time()))
         self._schedule()
 
     def _schedule(self) -> None:
@@ -160,16 +184,20 @@ class WebSink(ThreadedSink):
         self._timer = None
         if self._closed:
             return
-        self.pump(self.slice_items)
+        self.pump(self.slice_items, self.cpu_share * self.interval)
         if self._queue:
             self._schedule()
 
-    def pump(self, limit: Optional[int] = None) -> int:
-        """Turn up to ``limit`` queued events (all when None) into records for the model."""
+    def pump(self, limit: Optional[int] = None, seconds: Optional[float] = None) -> int:
+        """Turn up to ``limit`` queued events (all when None), for up to ``seconds``, into records for
+        the model; what they cost sets the budget (``cpu_share`` of the loop's time)."""
         q = self._queue
         n = 0
         batch = self._batch = []
-        while q and (limit is None or n < limit):
+        clock = time.perf_counter
+        start = clock()
+        stop = None if seconds is None else start + seconds
+        while q and (limit is None or n < limit) and (stop is None or n % 16 or clock() < stop):
             item = q.popleft()
             n += 1
             kind = item[0]
@@ -177,6 +205,11 @@ class WebSink(ThreadedSink):
                 _, conn, t = item
                 self._hpack.lose(conn)
                 batch.append({"record": "web_gap", "conn": conn, "ts": t})
+                continue
+            if kind == "detached":
+                _, conn, t = item
+                self._hpack.forget(conn)
+                batch.append({"record": "web_detached", "conn": conn, "ts": t})
                 continue
             if kind in _BYTES_ITEMS:
                 self._bytes_out += len(item[6])
@@ -186,6 +219,14 @@ class WebSink(ThreadedSink):
             over, self.over_budget = self.over_budget, {}
             self.model.ingest_many(batch, over_budget=over)
         self._processed += n
+        if n >= 16:
+            per = (clock() - start) / n
+            self._cost = per if not self._cost else 0.8 * self._cost + 0.2 * per
+            # Floors keep a debugging session whole on a slow machine: a few hundred records a second.
+            self.rate = min(self.max_rate, max(200.0, self.cpu_share / self._cost))
+            self.burst = min(self.max_burst, max(2000.0, self.rate * 2.0))
+            if self._tokens > self.burst:
+                self._tokens = self.burst
         return n
 
     def emit(self, record: dict) -> None:
@@ -232,3 +273,20 @@ class WebSink(ThreadedSink):
             self._timer.cancel()
             self._timer = None
         self._queue.clear()
+
+
+class FollowHook:
+    """A hook with no frame methods (the relay's fast paths stay on): it tells a :class:`WebSink`
+    which relay each connection is, so the sink can detach the connections it cannot keep up with."""
+
+    name = "web"
+
+    def __init__(self, sink: WebSink) -> None:
+        self.sink = sink
+
+    def connection_opened(self, ctx) -> None:
+        relay = ctx.conn
+        self.sink.relays[relay.id] = weakref.ref(relay)
+
+    def connection_closed(self, ctx) -> None:
+        self.sink.relays.pop(ctx.conn.id, None)

@@ -383,8 +383,9 @@ function renderConnDetail() {
       el("tr", {}, el("td", {}, "upstream TLS"), el("td", {}, utls ? `${utls.version || ""} ALPN ${utls.alpn || "-"}` : "none (h2c)")),
       el("tr", {}, el("td", {}, "frames / bytes"), el("td", {}, Object.entries(d.counts).map(([k, v]) => `${k}: ${v.frames} / ${fmtBytes(v.bytes)}`).join(", "))),
       c.sampled ? el("tr", {class: "sampled"}, el("td", {}, "sampled"), el("td", {id: "sampled"},
-        `busy: ${c.skipped_frames} frames (${fmtBytes(c.skipped_bytes)}) over the web view's budget were only counted, ` +
-        `from ${fmtTime(c.sampled)}; windows and headers are not followed after that`)) : null,
+        `busy: from ${fmtTime(c.sampled)} frames over the web view's budget were only counted ` +
+        `(${c.skipped_frames}, ${fmtBytes(c.skipped_bytes)}); windows and headers are not followed after that` +
+        (c.detached ? `; from ${fmtTime(c.detached)} the connection is not followed at all (the proxy runs it at full speed)` : ""))) : null,
       d.goaways.length ? el("tr", {}, el("td", {}, "GOAWAY"), el("td", {}, d.goaways.map((g) => `from the ${g.side}: ${g.code} last=${g.last_stream_id}`).join("; "))) : null),
     el("h3", {}, "HTTP/2 fingerprints (Akamai: SETTINGS|WINDOW_UPDATE|PRIORITY|pseudo-headers)"),
     fingerprintTable(d.fingerprints),
@@ -480,7 +481,7 @@ function scheduleRender() {
     state.renderQueued = false;
     renderConns();
     renderFrames();
-  }, 150);
+  }, 400);
 }
 
 function addFrames(frames) {
