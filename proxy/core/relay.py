@@ -20,8 +20,8 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from framecodec.hpack import (Decoder as HpackDecoder, Encoder as HpackEncoder, HpackDecodingError,
-                              OversizedHeaderListError, mark_never_indexed)
+from framecodec.hpack import (Decoder as HpackDecoder, Encoder as HpackEncoder, OversizedHeaderListError,
+                              mark_never_indexed)
 
 from framecodec import frame as fc
 from framecodec.exceptions import FrameCodecError, FrameTooLargeError, PrefaceError
@@ -926,7 +926,7 @@ class Relay:
         except OversizedHeaderListError as exc:
             self._limit(d, "max_header_list_size", str(exc))
             return None
-        except HpackDecodingError as exc:
+        except Exception as exc:  # HpackDecodingError, or a frame's padding longer than its body (ValueError)
             self.decoding_broken[d] = True
             self._violation(d, "4.3", ErrorCode.COMPRESSION_ERROR, True,
                             f"header block on stream {frames[0].stream_id} does not decode: {exc}",
