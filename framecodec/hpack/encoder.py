@@ -35,8 +35,8 @@ from .static_table import STATIC_FIELD_INDEX, STATIC_LENGTH, STATIC_NAME_INDEX
 
 DEFAULT_TABLE_SIZE = 4096
 
-PLAN_CACHE_ENTRIES = 8192
-STRING_CACHE_ENTRIES = 8192
+PLAN_CACHE_ENTRIES = 4096
+STRING_CACHE_ENTRIES = 4096
 CACHE_MAX_STRING = 256          # longer strings and headers are encoded every time, not cached
 
 #: Per encoder: how many blocks that did not change the table are remembered, up to what size.
