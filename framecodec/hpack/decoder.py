@@ -42,7 +42,7 @@ NEVER_INDEXED_REMEMBERED = 64
 Entry = Tuple[Tuple[bytes, bytes], Optional[Tuple[str, str]], int]
 
 #: Huffman-coded string -> its decoding (strings up to HUFFMAN_CACHE_MAX_STRING octets).
-HUFFMAN_CACHE_ENTRIES = 8192
+HUFFMAN_CACHE_ENTRIES = 4096
 HUFFMAN_CACHE_MAX_STRING = 256
 huffman_cache: TwoGenerationCache[bytes] = TwoGenerationCache(HUFFMAN_CACHE_ENTRIES)
 

@@ -35,8 +35,8 @@ from .static_table import STATIC_FIELD_INDEX, STATIC_LENGTH, STATIC_NAME_INDEX
 
 DEFAULT_TABLE_SIZE = 4096
 
-PLAN_CACHE_ENTRIES = 8192
-STRING_CACHE_ENTRIES = 8192
+PLAN_CACHE_ENTRIES = 4096
+STRING_CACHE_ENTRIES = 4096
 CACHE_MAX_STRING = 256          # longer strings and headers are encoded every time, not cached
 
 #: Per encoder: how many blocks that did not change the table are remembered, up to what size.
@@ -94,8 +94,8 @@ def encoded_string(data: bytes) -> bytes:
     return out
 
 
-def _to_bytes(x, what: str) -> bytes:
-    """A name or value as octets: str as UTF-8, bytes-like as is, anything else as ``str(x)``."""
+def _to_bytes(x) -> bytes:
+    """A name or value as octets: str as UTF-8, bytes-like as is, anything else as its ``str()``."""
     t = type(x)
     if t is bytes:
         return x
@@ -103,8 +103,8 @@ def _to_bytes(x, what: str) -> bytes:
         return x.encode("utf-8")
     if isinstance(x, (bytes, bytearray, memoryview)):
         return bytes(x)
-    if x is None:
-        raise TypeError(f"header {what} is None")
+    # (A hook's int, or even None, is written as its str(): what the proxy always did, rather than
+    # failing the connection in the middle of writing a block.)
     return str(x).encode("utf-8")
 
 
@@ -115,8 +115,8 @@ Plan = Union[bytes, Tuple[Tuple[bytes, bytes], int, int, bytes, bytes]]
 
 def make_plan(name, value, never: bool) -> Plan:
     """Work out everything about one header's representation that does not depend on the table."""
-    nb = _to_bytes(name, "name")
-    vb = _to_bytes(value, "value")
+    nb = _to_bytes(name)
+    vb = _to_bytes(value)
     sensitive = never or nb in _ALWAYS_SENSITIVE or (nb == b"cookie" and len(vb) < 20)
     name_index = STATIC_NAME_INDEX.get(nb, 0)
     if sensitive:                                   # §6.2.3 literal never indexed

@@ -20,8 +20,8 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from framecodec.hpack import (Decoder as HpackDecoder, Encoder as HpackEncoder, HpackDecodingError,
-                              OversizedHeaderListError, mark_never_indexed)
+from framecodec.hpack import (Decoder as HpackDecoder, Encoder as HpackEncoder, OversizedHeaderListError,
+                              mark_never_indexed)
 
 from framecodec import frame as fc
 from framecodec.exceptions import FrameCodecError, FrameTooLargeError, PrefaceError
