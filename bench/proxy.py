@@ -109,6 +109,9 @@ CASES = {
 
 #: The response header both the headers hook and nghttpx --add-response-header set.
 ADDED_HEADER = ("x-via-h2proxy", "1")
+#: A fault rule that matches none of the requests, and one that acts on 1% of them (issue 16).
+FAULT_NONE = "rst_stream path=/never/*"
+FAULT_1PCT = "rst_stream type=headers direction=c2s every=100 towards=client code=REFUSED_STREAM"
 
 
 def main(argv=None) -> int:
@@ -125,7 +128,8 @@ def main(argv=None) -> int:
                     "`git archive OLD | tar -x -C DIR`): before/after in the same run")
     ap.add_argument("--keep", action="store_true", help="keep the work directory (logs) and print its path")
     ap.add_argument("--only", metavar="KEYS", help="measure only these targets (comma-separated: h2proxy, nghttpx, "
-                    "relay, record, hook, headers, nghttpx_hdr, workers, h2proxy_tls, mitm); the origin is always measured")
+                    "relay, record, hook, headers, nghttpx_hdr, fault_none, push_never, fault_1pct, workers, h2proxy_tls, "
+                    "mitm); the origin is always measured")
     args = ap.parse_args(argv)
     rounds = args.rounds or (3 if args.quick else 5)
     duration = args.duration or (1.0 if args.quick else 2.0)
@@ -186,6 +190,19 @@ def main(argv=None) -> int:
             add("headers_base", f"headers hook ({args.baseline_tree.name})", lambda: start_h2proxy(
                 f"h2c://127.0.0.1:{origin.port}", work, name="h2proxy-headers-base",
                 extra=["--config", str(headers_cfg), *pargs], tree=args.baseline_tree.resolve()), cpu=True)
+        # Interception that matches little or nothing of the traffic (issue 16): each should cost little.
+        add("fault_none", "h2proxy fault on /never/*", lambda: start_h2proxy(
+            f"h2c://127.0.0.1:{origin.port}", work, name="h2proxy-fault-none",
+            extra=["--fault", FAULT_NONE, *pargs]), cpu=True)
+        push_cfg = work / "push-never.toml"
+        push_cfg.write_text('[[hooks]]\nuse = "push"\n[[hooks.rules]]\npath = "/never/*"\n'
+                            'push = [{ path = "/style.css", body = "x" }]\n')
+        add("push_never", "h2proxy push on /never/*", lambda: start_h2proxy(
+            f"h2c://127.0.0.1:{origin.port}", work, name="h2proxy-push-never",
+            extra=["--config", str(push_cfg), *pargs]), cpu=True)
+        add("fault_1pct", "h2proxy reset every 100th", lambda: start_h2proxy(
+            f"h2c://127.0.0.1:{origin.port}", work, name="h2proxy-fault-1pct",
+            extra=["--fault", FAULT_1PCT, *pargs]), cpu=True)
         add("nghttpx_hdr", "nghttpx --add-response-header", lambda: start_nghttpx(
             origin.port, work, name="nghttpx-hdr",
             extra=[f"--add-response-header={ADDED_HEADER[0]}: {ADDED_HEADER[1]}"]), cpu=True)
@@ -210,7 +227,7 @@ def main(argv=None) -> int:
 
         plan = [
             ("small", ["origin", "h2proxy", "nghttpx", "relay", "record", "hook", "headers", "headers_base",
-                       "nghttpx_hdr", "workers"]),
+                       "nghttpx_hdr", "fault_none", "push_never", "fault_1pct", "workers"]),
             ("small_tls", ["origin_tls", "h2proxy_tls", "mitm"]),
             ("large", ["origin", "h2proxy", "nghttpx", "relay"]),
             ("latency", ["origin", "h2proxy", "nghttpx", "relay"]),
@@ -349,6 +366,12 @@ def report(targets: Dict[str, Target], notes: List[str], rounds: int, duration: 
     check("recording on: slowdown vs off", None if slow is None else 1 - slow, "<=", 0.25)
     check("headers hook / nghttpx add-header req/s",
           ratio(g("headers", "small", "rps"), g("nghttpx_hdr", "small", "rps")), ">=", 0.3)
+    check("fault rule matching nothing / no hooks req/s",
+          ratio(g("fault_none", "small", "rps"), g("h2proxy", "small", "rps")), ">=", 0.8)
+    check("push rule never triggered / no hooks req/s",
+          ratio(g("push_never", "small", "rps"), g("h2proxy", "small", "rps")), ">=", 0.8)
+    check("rule acting on 1% / no hooks req/s",
+          ratio(g("fault_1pct", "small", "rps"), g("h2proxy", "small", "rps")), ">=", 0.6)
 
     info = {
         "nghttpx / origin req/s": ratio(g("nghttpx", "small", "rps"), g("origin", "small", "rps")),

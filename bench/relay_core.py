@@ -7,6 +7,7 @@ socket side of the proxy costs about as much as a bare byte relay; this is the
 part on top of it, and the figure to watch while changing the core's hot path.
 
     .venv/bin/python bench/relay_core.py [--requests N] [--rounds R] [--record] [--hook | --headers-hook]
+        [--fault RULE ...] [--push-never] [--profile OUT]
 
 ``--record`` adds a recording sink (built in a child process, as with
 ``--record FILE``) and ``--hook`` a header-rewriting hook (``--headers-hook``: the built-in
@@ -100,6 +101,11 @@ def main(argv=None) -> int:
     ap.add_argument("--hook", action="store_true", help="with bench/hooks_rewrite.py's header hook")
     ap.add_argument("--headers-hook", action="store_true",
                     help="with the built-in headers hook setting one response header")
+    ap.add_argument("--fault", action="append", default=[], metavar="RULE",
+                    help="with this fault rule (one-line form, repeatable), e.g. 'rst_stream path=/never/*'")
+    ap.add_argument("--push-never", action="store_true",
+                    help="with the built-in push hook, its rule on a path never requested")
+    ap.add_argument("--profile", metavar="OUT", help="write a cProfile of one more round to OUT")
     a = ap.parse_args(argv)
     sink = hooks = None
     tmp = None
@@ -115,7 +121,27 @@ def main(argv=None) -> int:
         from proxy.hooks.chain import HookChain
         hooks = HookChain([HeadersHook(rules=[{"match": {"direction": "response"},
                                                 "set": {"x-via-h2proxy": "1"}}])])
+    extra = []
+    if a.push_never:
+        from proxy.hooks.builtin.push import PushHook
+        extra.append(PushHook(rules=[{"path": "/never/*", "push": [{"path": "/x.css", "body": "x"}]}]))
+    if a.fault:
+        from proxy.faults.hook import FaultHook
+        fault_hook = FaultHook()
+        for line in a.fault:
+            fault_hook.add(line)
+        extra.append(fault_hook)
+    if extra:
+        from proxy.hooks.chain import HookChain
+        hooks = HookChain((hooks.hooks if hooks is not None else []) + extra)
+        for h in extra:
+            if hasattr(h, "attach"):
+                h.attach(hooks)
     runs = [run_once(a.requests, sink, hooks) for _ in range(a.rounds)]
+    if a.profile:
+        import cProfile
+        cProfile.runctx("run_once(a.requests, sink, hooks)", globals(), {"a": a, "sink": sink, "hooks": hooks,
+                                                                         "run_once": run_once}, a.profile)
     samples = [r[0] * 1e6 for r in runs]
     print(f"relay core: {statistics.median(samples):.2f} us CPU per request/response exchange "
           f"(median of {a.rounds}; min {min(samples):.2f}, max {max(samples):.2f}); "
