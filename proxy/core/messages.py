@@ -249,7 +249,7 @@ def check_block(s, d: int, headers, end_stream: bool, kind: str, count_body: boo
     remembered for :func:`data_check`.
     """
     if kind == "request":
-        return request_problem(headers, end_stream)
+        return _memo(request_problem, headers, end_stream)
     if d == 0:
         bad = trailers_problem(headers, end_stream)
         if bad is None and count_body:
@@ -260,7 +260,7 @@ def check_block(s, d: int, headers, end_stream: bool, kind: str, count_body: boo
     prev = s.response_headers
     method = _pseudo(s.request_headers or (), ":method")
     if prev is None or _is_informational(prev):
-        bad = response_problem(headers, end_stream, method)
+        bad = _memo(response_problem, headers, end_stream, method)
         if bad is None and count_body and not end_stream:
             status = _pseudo(headers, ":status")
             length, _ = content_length(headers)
@@ -270,6 +270,32 @@ def check_block(s, d: int, headers, end_stream: bool, kind: str, count_body: boo
     bad = trailers_problem(headers, end_stream)
     if bad is None and count_body and s.body is not None and s.body[1]:
         bad = _malformed(f"response content is {s.body[1]} bytes short of its content-length", "8.1.1")
+    return bad
+
+
+#: Outcomes of the header-list rules for lists seen before (real traffic repeats its requests and
+#: responses: the rules then cost one look-up). Bounded: cleared when full.
+_MEMO: dict = {}
+_MEMO_MAX = 2048
+#: Lists longer than this are checked every time (not worth keeping).
+_MEMO_FIELDS = 24
+
+
+def _memo(rule, headers, *args) -> Optional[Problem]:
+    """``rule(headers, *args)``, remembered for header lists seen before (the rules are pure functions)."""
+    if len(headers) > _MEMO_FIELDS:
+        return rule(headers, *args)
+    key = (rule, tuple(headers), *args)
+    try:
+        return _MEMO[key]
+    except KeyError:
+        pass
+    except TypeError:          # (a value that cannot be hashed: a hook's odd header list)
+        return rule(headers, *args)
+    bad = rule(headers, *args)
+    if len(_MEMO) >= _MEMO_MAX:
+        _MEMO.clear()
+    _MEMO[key] = bad
     return bad
 
 

@@ -20,8 +20,8 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from framecodec.hpack import (Decoder as HpackDecoder, Encoder as HpackEncoder, OversizedHeaderListError,
-                              mark_never_indexed)
+from framecodec.hpack import (Decoder as HpackDecoder, Encoder as HpackEncoder, HpackDecodingError,
+                              OversizedHeaderListError, mark_never_indexed)
 
 from framecodec import frame as fc
 from framecodec.exceptions import FrameCodecError, FrameTooLargeError, PrefaceError
@@ -67,6 +67,9 @@ _settings_entry = struct.Struct(">HL")
 #: The proxy's own SETTINGS (all defaults), for when it must speak before the peer it relays.
 _EMPTY_SETTINGS = bytes((0, 0, 0, SETTINGS, 0, 0, 0, 0, 0))
 _goaway_head = struct.Struct(">LL")
+_PAD_PRIO = PADDED | PRIORITY_FLAG
+#: ``predecoded`` default of Relay._header_block: the block was not decoded yet.
+_UNDECODED = object()
 
 
 @dataclass
@@ -111,6 +114,11 @@ class Stream:
     reset_by: Optional[int] = None
     #: Strict mode: content-length still due per direction.
     body: Optional[List[Optional[int]]] = None
+    #: The hook entries for this stream's frames, per direction (type -> entries), decided when its
+    #: request was read (:meth:`HookChain.stream_tables`); None: no hook wants any frame of it.
+    hooks: Optional[tuple] = None
+    #: The how-manieth stream the client opened on the connection (1 = first); None for pushes.
+    ordinal: Optional[int] = None
 
     def __init__(self, sid: int, state: str, client_window: int, server_window: int) -> None:
         self.id = sid
@@ -220,12 +228,19 @@ class Relay:
         self.now = now
         self.started = now
         self.hooks = hooks
-        self.hook_table = hooks.table() if hooks is not None else [{}, {}]
+        #: Entries for frames on stream 0 and on streams not tracked (those of every stream).
+        self.hook_table = hooks.conn_table() if hooks is not None else [{}, {}]
+        self.stream_tables = hooks.stream_tables if hooks is not None else None
         # Stream lifecycle calls cost two calls per stream: made only when some hook has those methods.
         self.stream_hooks = hooks if hooks is not None and getattr(hooks, "wants_stream_events", True) else None
-        self.decode = bool(self.options.decode_headers or self.options.strict
-                           or (sink is not None and sink.needs_headers)
-                           or (hooks is not None and hooks.needs_headers))
+        everything = bool(self.options.decode_headers or self.options.strict
+                          or (sink is not None and sink.needs_headers))
+        chain_decode = getattr(hooks, "decode", None) if hooks is not None else None
+        if chain_decode is None:
+            chain_decode = [bool(hooks is not None and hooks.needs_headers)] * 2
+        #: Per direction, whether its header blocks are decoded (every block: the HPACK table stays in step).
+        self.decoding = [everything or bool(chain_decode[0]), everything or bool(chain_decode[1])]
+        self.decode = self.decoding[0] or self.decoding[1]
         max_read = self.limits.max_frame_size
         self.readers = [FrameReader(max_read, expect_preface=True), FrameReader(max_read)]
         self.out: List[list] = [[], []]
@@ -249,6 +264,7 @@ class Relay:
         self.renumber_pushes = False
         self.proxy_ids: set = set()          # client-leg ids of streams the proxy created (pushes)
         self.client_streams_open = 0         # client-initiated streams not yet closed (for MAX_CONCURRENT_STREAMS)
+        self.client_streams_total = 0        # client-initiated streams opened (Stream.ordinal)
         self.held_streams: List["OrderedDict[int, Stream]"] = [OrderedDict(), OrderedDict()]
         # Flow-controlled bytes of the DATA held per direction: added when held, taken off when sent.
         # Clearing a queue does not take them off, so this may overstate (see _held_past_window).
@@ -263,6 +279,8 @@ class Relay:
         self.paused: List[Optional[Any]] = [None, None]      # a suspended hook chain per direction
         self.inbox: List[list] = [[], []]
         self.closed = False
+        #: Set by :meth:`halt`: nothing more is relayed (the connection is being closed on a hook's behalf).
+        self.halted = False
         self.preface_forwarded = False
         self.counters = {"frames_in": [0, 0], "frames_out": [0, 0], "bytes_in": [0, 0],
                          "violations": 0, "streams": 0, "resets": [0, 0], "hook_errors": 0,
@@ -278,6 +296,7 @@ class Relay:
         self.violations: List[dict] = []
         self.fast_headers = [False, False]
         self.fast_data = [False, False]
+        self.fast_decoded = [False, False]
         # With a sink that takes batches, fast-path frames are recorded per read, not per frame.
         self.rec: Optional[List[list]] = [[], []] if sink is not None and hasattr(sink, "forwarded") else None
         self._update_fast_path()
@@ -370,6 +389,7 @@ class Relay:
         paused = self.paused
         fast_data = self.fast_data
         fast_headers = self.fast_headers
+        fast_decoded = self.fast_decoded
         window = self.window
         # Frames above the receiver's SETTINGS_MAX_FRAME_SIZE, and one-frame blocks above the header
         # block limit, take the slow path (which checks them).
@@ -380,20 +400,23 @@ class Relay:
         out_d = self.out[d]
         rec_d = self.rec[d] if self.rec is not None else None
         for i, (t, flags, sid, length, wire) in enumerate(frames):
-            if self.closed:
+            if self.closed or self.halted:
                 return
             if t <= HEADERS and block[d] is None:
                 s = streams.get(sid)
                 if s is not None:
                     new = None
+                    h = s.hooks
                     if t == DATA:
                         if fast_data[d] and s.held is None and length <= window[d] and length <= s.window[d] and (
-                                length or flags & END_STREAM) and length <= max_frame:
+                                length or flags & END_STREAM) and length <= max_frame and (
+                                h is None or DATA not in h[d]):
                             new = data_next[flags & END_STREAM].get(s.state)
                             if new is not None:
                                 window[d] -= length
                                 s.window[d] -= length
-                    elif flags & END_HEADERS and fast_headers[d] and length <= max_hb:
+                    elif flags & END_HEADERS and fast_headers[d] and length <= max_hb and (
+                            h is None or HEADERS not in h[d]):
                         new = headers_next[flags & END_STREAM].get(s.state)
                     if new is not None:
                         s.state = new
@@ -406,7 +429,32 @@ class Relay:
                                 out_d = self.out[d]
                                 rec_d = self.rec[d] if self.rec is not None else None
                         continue
-                elif t == HEADERS and d == C2S and fast_headers[0] and flags & END_HEADERS and length <= max_hb:
+                    if t == HEADERS and fast_decoded[d] and flags & END_HEADERS and not flags & _PAD_PRIO \
+                            and length <= max_hb and self._decoded_block(d, s, flags, sid, length, wire):
+                        out_d = self.out[d]
+                        rec_d = self.rec[d] if self.rec is not None else None
+                        if paused[d] is not None:
+                            rest = frames[i + 1:]
+                            if rest:
+                                self.inbox[d][:0] = rest
+                            return
+                        continue
+                elif t == HEADERS and d == C2S and fast_decoded[0] and flags & END_HEADERS \
+                        and not flags & _PAD_PRIO and length <= max_hb and not self.fast_new_streams:
+                    settings = self.settings
+                    if (sid & 1 and sid > self.last_stream[CLIENT]
+                            and self.client_streams_open < settings[SERVER][_MAX_CONCURRENT]
+                            and len(streams) < self.limits.max_streams
+                            and self._decoded_block(d, None, flags, sid, length, wire)):
+                        out_d = self.out[d]
+                        rec_d = self.rec[d] if self.rec is not None else None
+                        if paused[d] is not None:
+                            rest = frames[i + 1:]
+                            if rest:
+                                self.inbox[d][:0] = rest
+                            return
+                        continue
+                elif t == HEADERS and d == C2S and self.fast_new_streams and flags & END_HEADERS and length <= max_hb:
                     # A new client stream (the request of a new exchange).
                     settings = self.settings
                     if (sid & 1 and sid > self.last_stream[CLIENT]
@@ -416,7 +464,11 @@ class Relay:
                         s = streams[sid] = Stream(sid, _HALF_CLOSED_LOCAL if flags & END_STREAM else _OPEN,
                                                   settings[CLIENT][_INITIAL_WINDOW], settings[SERVER][_INITIAL_WINDOW])
                         self.client_streams_open += 1
+                        self.client_streams_total += 1
+                        s.ordinal = self.client_streams_total
                         self.counters["streams"] += 1
+                        if self.stream_tables is not None:
+                            s.hooks = self.stream_tables(s)
                         out_d.append(wire)
                         if rec_d is not None:
                             rec_d.append(wire)
@@ -646,12 +698,39 @@ class Relay:
         self._update_fast_path()
 
     def _update_fast_path(self) -> None:
-        """Whether complete HEADERS frames of each direction may skip the general block path."""
+        """Whether complete HEADERS frames of each direction may skip the general block path, DATA
+        frames the slow one (each still only on a stream no hook wants them on: ``Stream.hooks``),
+        and the HEADERS opening a client stream too (no hook could want it, whatever the request)."""
         for d in (C2S, S2C):
             plain = (self.sink is None or self.rec is not None) and not (d == S2C and self.push_map)
-            self.fast_headers[d] = (plain and not self.decode and self.encoders[d] is None
-                                    and HEADERS not in self.hook_table[d])
-            self.fast_data[d] = plain and DATA not in self.hook_table[d] and not self.strict
+            self.fast_headers[d] = plain and not self.decoding[d] and self.encoders[d] is None
+            self.fast_data[d] = plain and not self.strict
+            # Decoded (every block of d is: the HPACK table stays in step), checked, handed to the hooks that
+            # want it or forwarded, without the general path's detours (see _decoded_block).
+            self.fast_decoded[d] = (self.sink is None and self.decoding[d] and not self.strict
+                                    and not (d == S2C and self.push_map))
+        self.fast_new_streams = self.fast_headers[C2S] and (
+            self.hooks is None or HEADERS not in self.hooks.table()[C2S])
+
+    def interest_changed(self) -> None:
+        """The hooks' interest changed (rules changed at run time): every open stream takes it now."""
+        tables = self.stream_tables
+        if tables is not None:
+            for s in self.streams.values():
+                if not s.proxy_owned and s.hooks is not self.hooks.full_tables():
+                    s.hooks = tables(s)
+        self._update_fast_path()
+
+    def halt(self) -> None:
+        """A hook closes the connection: no frame read from now on is relayed (those behind the one the
+        hook acted on in the same read included)."""
+        self.halted = True
+
+    def follow_stream(self, sid: int) -> None:
+        """A hook must see every frame of stream ``sid`` from now on (it acted on it: its repairs follow)."""
+        s = self.streams.get(sid)
+        if s is not None and self.hooks is not None:
+            s.hooks = self.hooks.full_tables()
 
     def _process(self, d: int, f: RawFrame) -> None:
         t = f.type
@@ -740,7 +819,10 @@ class Relay:
                 return
         if self.held_streams[d] and f.length and self._held_past_window(d, s, f.length, sid):
             return
-        hooks = self.hook_table[d].get(DATA)
+        if s is None:
+            hooks = self.hook_table[d].get(DATA)
+        else:
+            hooks = s.hooks[d].get(DATA) if s.hooks is not None else None
         if hooks is None:
             self._send_data(d, s, f.wire, f.length, sid, self._record_in(d, f) if self.sink is not None else None,
                             None)
@@ -836,7 +918,72 @@ class Relay:
 
     # ----------------------------------------------------------- header blocks
 
-    def _header_block(self, d: int, frames: List[RawFrame]) -> None:
+    def _decoded_block(self, d: int, s: Optional[Stream], flags: int, sid: int, length: int, wire) -> bool:
+        """A one-frame HEADERS block with neither padding nor priority, in a direction whose blocks are
+        decoded, on stream ``s`` (None: it opens client stream ``sid``, which the caller checked may be
+        opened). Decoded, checked (transparent mode: a problem is logged and the block goes on), then
+        handed to the hooks that want it on this stream, or forwarded (re-encoded when the direction is).
+
+        False, with nothing done, when the block must take the general path instead.
+        """
+        end = flags & END_STREAM
+        if s is not None:
+            new = _HEADERS_NEXT[d][end].get(s.state)
+            if new is None:
+                return False
+        if self.decoding_broken[d]:
+            return False
+        f = RawFrame(HEADERS, flags, sid, length, wire)
+        headers = self._decode(d, [f], memoryview(wire)[9:])
+        if headers is None:
+            if not self.closed:
+                self._header_block(d, [f], None)     # (the general path, with what there is)
+            return True
+        if s is None:
+            if messages.check_block(None, d, headers, bool(end), "request", False) is not None:
+                self._header_block(d, [f], headers)        # (it reports the problem)
+                return True
+            settings = self.settings
+            self.last_stream[CLIENT] = sid
+            s = self.streams[sid] = Stream(sid, _HALF_CLOSED_LOCAL if end else _OPEN,
+                                           settings[CLIENT][_INITIAL_WINDOW], settings[SERVER][_INITIAL_WINDOW])
+            self.client_streams_open += 1
+            self.client_streams_total += 1
+            s.ordinal = self.client_streams_total
+            self.counters["streams"] += 1
+            s.request_headers = headers
+            if self.stream_tables is not None:
+                s.hooks = self.stream_tables(s)
+            if self.stream_hooks is not None:
+                self.stream_hooks.stream_opened(self, s)
+            new = None
+        else:
+            s.state = new
+            bad = messages.check_block(s, d, headers, bool(end), "next", False)
+            if bad is not None:
+                self._violation(d, *bad, sid=sid)
+            if d == C2S:
+                s.trailers = headers
+            elif s.response_headers is None or _is_informational(s.response_headers):
+                s.response_headers = headers
+            else:
+                s.trailers = headers
+        h = s.hooks
+        hooks = h[d].get(HEADERS) if h is not None else None
+        if hooks is None and self.encoders[d] is None:
+            self.out[d].append(wire)
+            if new is _CLOSED:
+                self._close_stream(s)
+            return True
+        unit = _Unit(d, [f], s)
+        unit.headers = headers
+        if hooks is None:
+            self._forward_block(d, unit, UNCHANGED)
+        else:
+            self._hooked(d, unit, hooks)
+        return True
+
+    def _header_block(self, d: int, frames: List[RawFrame], predecoded: Any = _UNDECODED) -> None:
         first = frames[0]
         t = first.type
         sid = first.stream_id
@@ -850,7 +997,9 @@ class Relay:
             # and the decoder, which never saw it, goes on with the next block.)
             malformed = True
             bad = None
-        if self.decode and not self.decoding_broken[d] and not malformed:
+        if predecoded is not _UNDECODED:
+            unit.headers = predecoded
+        elif self.decoding[d] and not self.decoding_broken[d] and not malformed:
             unit.headers = self._decode(d, frames)
             if self.closed:
                 return
@@ -865,7 +1014,11 @@ class Relay:
             if self._check_push_promise(d, unit, sid):
                 messages.block_dropped(self, d, unit)
                 return
-        hooks = self.hook_table[d].get(t)
+        s = unit.stream
+        if s is None:
+            hooks = self.hook_table[d].get(t)
+        else:
+            hooks = s.hooks[d].get(t) if s.hooks is not None else None
         if hooks is None:
             if self.sink is None and self.encoders[d] is None and not (d == S2C and self.push_map):
                 # Fast path: nothing looks at or changes this block.
@@ -916,9 +1069,13 @@ class Relay:
                            self.settings[SERVER][Setting.INITIAL_WINDOW_SIZE])
                 self.streams[sid] = s
                 self.client_streams_open += 1
+                self.client_streams_total += 1
+                s.ordinal = self.client_streams_total
                 self.counters["streams"] += 1
                 s.state = st.HALF_CLOSED_LOCAL if end else st.OPEN
                 s.request_headers = unit.headers
+                if self.stream_tables is not None:
+                    s.hooks = self.stream_tables(s)
                 unit.stream = s
                 if self.stream_hooks is not None:
                     self.stream_hooks.stream_opened(self, s)
@@ -1012,6 +1169,8 @@ class Relay:
                    self.settings[SERVER][Setting.INITIAL_WINDOW_SIZE])
         s.server_id = promised
         s.request_headers = unit.headers
+        if self.stream_tables is not None:
+            s.hooks = self.stream_tables(s)
         self.streams[client_id] = s
         self.counters["streams"] += 1
         return False
@@ -1037,11 +1196,11 @@ class Relay:
         """Send a header block on: unchanged (byte for byte, unless re-encoding), or as changed."""
         frames = unit.frames
         if result is UNCHANGED and (self.encoders[d] is None or unit.headers is None):
-            if self.encoders[d] is not None and (self.decoding_broken[d] or not self.decode):
+            if self.encoders[d] is not None and (self.decoding_broken[d] or not self.decoding[d]):
                 # (A malformed frame has its violation logged already.)
                 self._log_error(f"cannot re-encode the header block on stream {frames[0].stream_id}: the "
                                 f"{SIDE_NAME[d]}'s header blocks are not decoded "
-                                f"({'COMPRESSION_ERROR earlier' if self.decode else 'decoding is off'}); "
+                                f"({'COMPRESSION_ERROR earlier' if self.decoding[d] else 'decoding is off'}); "
                                 "forwarded as received")
             seqs = self._record_block_in(d, unit, actions)
             mapping = d == S2C and self.push_map
@@ -1093,9 +1252,12 @@ class Relay:
         off = 1 if f.flags & PADDED else 0
         return _u32.unpack_from(f.payload, off)[0] & 0x7FFFFFFF
 
-    def _decode(self, d: int, frames: List[RawFrame]) -> Optional[list]:
+    def _decode(self, d: int, frames: List[RawFrame], block=None) -> Optional[list]:
+        """The decoded header list of a block (``block``: its bytes when known), or None when it does not
+        decode (reported; the direction's later blocks are not decoded) or is over a limit (connection closed)."""
         try:
-            block = b"".join(_fragment(f) for f in frames)
+            if block is None:
+                block = b"".join(_fragment(f) for f in frames)
             return self.decoders[d].decode(block)      # never-indexed fields stay marked (NeverIndexed)
         except OversizedHeaderListError as exc:
             self._limit(d, "max_header_list_size", str(exc))
@@ -1220,14 +1382,18 @@ class Relay:
                 return
         if d == S2C and self.push_map and sid in self.push_map:
             pass  # renumbered below in _out via _map_ids
-        hooks = self.hook_table[d].get(t if t <= ALTSVC else -1)
+        s = self.streams.get(sid) if sid else None
+        if s is None:
+            hooks = self.hook_table[d].get(t if t <= ALTSVC else -1)
+        else:
+            hooks = s.hooks[d].get(t if t <= ALTSVC else -1) if s.hooks is not None else None
         if hooks is None:
             wire = f.wire
             if (d == S2C and self.push_map) or (d == C2S and self.push_unmap):
                 wire = self._map_ids(d, wire)
             self._out(d, wire, self._record_in(d, f), None)
             return
-        self._hooked(d, _Unit(d, [f], self.streams.get(sid)), hooks)
+        self._hooked(d, _Unit(d, [f], s), hooks)
 
     def _proxy_stream_frame(self, f: RawFrame) -> None:
         """The client's WINDOW_UPDATE, RST_STREAM or PRIORITY on a stream the proxy pushed: handled here."""
@@ -1511,7 +1677,8 @@ class Relay:
         items: list = [frame]
         actions: list = []
         changed = False
-        for name, method, wants_headers in hooks:
+        for entry in hooks:
+            name, method, wants_headers = entry[0], entry[1], entry[2]
             new_items = []
             for item in items:
                 hdrs = unit.headers
@@ -1766,7 +1933,7 @@ class Relay:
         if (1 - d) not in mark.sides:
             return False
         t = f.type
-        if t in (HEADERS, PUSH_PROMISE) and (not self.decode or self.decoding_broken[d]):
+        if t in (HEADERS, PUSH_PROMISE) and (not self.decoding[d] or self.decoding_broken[d]):
             return False
         if t == DATA and f.length:
             back = 1 - d

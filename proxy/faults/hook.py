@@ -320,47 +320,75 @@ class FaultHook:
     # ------------------------------------------------------------ the dispatch table
 
     def attach(self, chain) -> None:
-        """Put this hook's per-rule entries into ``chain``'s dispatch table (done on the first connection)."""
+        """Follow ``chain``: changes of the rules rebuild its tables at once (done on the first connection)."""
         if chain is None or chain in self._chains:
             return
         self._chains.add(chain)
-        self._rebuild(chain)
+        if hasattr(chain, "rebuild"):
+            chain.rebuild()
 
     def _rebuild_all(self) -> None:
         for chain in list(self._chains):
-            self._rebuild(chain)
+            chain.rebuild()
 
-    def _mine(self, method) -> bool:
-        owner = getattr(method, "__self__", None)
-        return owner is self or (isinstance(owner, RuleHook) and owner.owner is self)
+    def hook_entries(self, d: int, t: int) -> list:
+        """The chain's entries for frames of type ``t`` in direction ``d`` (see HookChain): one per rule that
+        can match them, with the rule's stream condition, behind the book-keeping entry ``faults``.
 
-    def _entries(self, d: int, t: int) -> list:
-        wants = t in (HEADERS, PUSH_PROMISE)
-        if t == HEADERS:
+        The book-keeping sees a frame when some rule may (on the streams some rule wants), and, on
+        stream 0 and untracked streams, when a repair may need it: PING and SETTINGS acknowledgements
+        after inject rules, WINDOW_UPDATEs under stall rules, the rest of streams a rule reset or
+        dropped the first block of, DATA counted towards a connection's ``after_bytes``.
+        """
+        key = UNKNOWN if t < 0 else t
+        wants = key in (HEADERS, PUSH_PROMISE)
+        rules = []
+        conds = []
+        for r in self.rules:
+            if r.enabled and r.wants(d, key):
+                h = self._hooks[r.name]
+                cond = _stream_condition(r)
+                rules.append((h.name, h.on_headers if wants else h.on_frame, wants,
+                              None if cond is None else (cond,)))
+                conds.append(cond)
+        repair = self._repair_types()
+        if rules:
+            if any(c is None for c in conds) or key in repair[0]:
+                book_cond = None
+            else:
+                book_cond = tuple(conds)
+        elif key in repair[0]:
+            book_cond = None
+        elif key in repair[1]:
+            book_cond = ()          # only on stream 0 and streams the relay no longer tracks
+        else:
+            return []
+        if key == HEADERS:
             own = self.on_headers
-        elif t == PUSH_PROMISE:
+        elif key == PUSH_PROMISE:
             own = self.on_push_promise
         else:
             own = self.on_frame
-        entries = [(self.name, own, wants)]
-        for r in self.rules:
-            if r.wants(d, t):
-                h = self._hooks[r.name]
-                entries.append((h.name, h.on_headers if wants else h.on_frame, wants))
-        return entries
+        entries = [(self.name, own, wants, book_cond)]
+        if book_cond is not None and book_cond and key in repair[1]:
+            entries.append((self.name, own, wants, ()))
+        return entries + rules
 
-    def _rebuild(self, chain) -> None:
-        tables = chain.table()
-        for d in (C2S, S2C):
-            table = tables[d]
-            for t, entries in list(table.items()):
-                idx = [i for i, e in enumerate(entries) if self._mine(e[1])]
-                if not idx:
-                    continue
-                others = [e for e in entries if not self._mine(e[1])]
-                pos = idx[0]
-                # A new list: a hook chain suspended on the old one (an async hook) finishes with it.
-                table[t] = others[:pos] + self._entries(d, UNKNOWN if t < 0 else t) + others[pos:]
+    def _repair_types(self) -> Tuple[frozenset, frozenset]:
+        """Frame types the book-keeping must see (every stream; stream 0 and untracked streams) for its repairs."""
+        every, untracked = set(), set()
+        for r in self.rules:
+            if not r.enabled or getattr(r, "grpc", False):
+                continue
+            if r.action == "inject":
+                every |= {PING, SETTINGS}
+            if r.action == "stall":
+                every.add(WINDOW_UPDATE)
+            if r.action in ("rst_stream", "drop"):
+                untracked |= _STREAM_TYPES | {UNKNOWN}
+            if r.after_bytes is not None:
+                every.add(DATA)
+        return frozenset(every), frozenset(untracked)
 
     # ------------------------------------------------------------ lifecycle
 
@@ -382,18 +410,6 @@ class FaultHook:
                 if stall.timer is not None:
                     stall.timer.cancel()
             st.stalls.clear()
-
-    def stream_opened(self, ctx, stream) -> None:
-        st = self._state(ctx.conn)
-        st.opened += 1
-        st.ordinals[stream.id] = st.opened
-        if len(st.ordinals) > 10000:
-            del st.ordinals[next(iter(st.ordinals))]
-
-    def stream_closed(self, ctx, stream) -> None:
-        st = self._conns.get(ctx.conn)
-        if st is not None:
-            st.counts.pop(stream.id, None)
 
     # ------------------------------------------------------------ gRPC messages (proxy/grpc/faults.py)
 
@@ -478,7 +494,8 @@ class FaultHook:
         else:
             status = header_value(response, ":status")
         st.info[d] = FrameInfo(d=d, type=t, flag_byte=fb, stream_id=sid, conn=relay.id, nth=n,
-                               stream_ordinal=st.ordinals.get(sid), bytes_before=before, request=request,
+                               stream_ordinal=getattr(stream, "ordinal", None) if stream is not None else None,
+                               bytes_before=before, request=request,
                                response=response, status=status)
         return None
 
@@ -581,6 +598,9 @@ class FaultHook:
             ctx.close(towards, reset)
             if not rule.raw:
                 st.closing = True     # frames behind this one in the same read do not follow it out
+                halt = getattr(ctx.conn, "halt", None)
+                if halt is not None:
+                    halt()
             return (None if p.get("keep", False) else []), f"{'TCP reset' if reset else 'FIN'} towards {towards}"
         if a == "stall":
             return self._stall(rule, ctx, p, st, info, d)
@@ -683,6 +703,9 @@ class FaultHook:
         st.reset[sid] = (drop_dirs, rst_sides)
         if len(st.reset) > 1024:
             st.reset.popitem(last=False)
+        follow = getattr(st.relay, "follow_stream", None)
+        if follow is not None:
+            follow(sid)        # the rest of that stream is this hook's to repair, whichever rule wants it
 
     def _rst(self, rule: Rule, ctx, frame, p, st: _Conn, info: FrameInfo, d: int, note):
         code = p.get("code", int(ErrorCode.CANCEL))
@@ -866,6 +889,13 @@ class FaultHook:
 
 
 # ---------------------------------------------------------------- helpers
+
+def _stream_condition(rule: Rule):
+    """The part of a rule's match decided once per stream (request headers, stream id, ordinal), as a
+    condition on the relay's Stream; None when the rule has none (it may act on every stream)."""
+    fn = getattr(rule, "stream_condition", None)
+    return fn() if fn is not None else None
+
 
 def _chunks(data: bytes, n: int) -> List[bytes]:
     size, extra = divmod(len(data), n)

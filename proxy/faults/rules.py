@@ -668,6 +668,47 @@ class Rule:
             return UNKNOWN in self.types or any(x > ALTSVC for x in self.types)
         return t in self.types
 
+    def stream_condition(self) -> Optional[Callable[[Any], bool]]:
+        """The match keys decided once per stream, as a condition on the relay's stream (its
+        ``request_headers``, ``id`` and ``ordinal``); None when the rule has none of them.
+
+        A stream for which it is false never has a frame this rule matches (:meth:`matches_frame`
+        checks the same keys on each frame), so the relay keeps such streams on its fast path.
+        """
+        try:
+            return self._stream_cond
+        except AttributeError:
+            pass
+        method, authority, path, headers = self.method, self.authority, self.path, self.request_header
+        ids = self.streams if self.streams is not None and 0 not in self.streams else None
+        ordinals = self.nth_stream
+        if method is None and authority is None and path is None and not headers and ids is None \
+                and ordinals is None:
+            self._stream_cond = None
+            return None
+
+        def condition(stream) -> bool:
+            if ids is not None and stream.id not in ids:
+                return False
+            if ordinals is not None and stream.ordinal not in ordinals:
+                return False
+            req = stream.request_headers
+            if method is not None and not _glob_match(header_value(req, ":method"), method):
+                return False
+            if authority is not None and not _glob_match(
+                    header_value(req, ":authority") or header_value(req, "host"), authority):
+                return False
+            if path is not None and not _glob_match(header_value(req, ":path"), path):
+                return False
+            if headers:
+                for name, pattern in headers.items():
+                    if not _glob_match(header_value(req, name), pattern):
+                        return False
+            return True
+
+        self._stream_cond = condition
+        return condition
+
     def matches_frame(self, m: "FrameInfo") -> bool:
         """Every match key against one frame (the counters are not touched)."""
         if not self.enabled or m.d not in self.directions:

@@ -159,6 +159,16 @@ class GrpcHook:
         self.oversized = 0
         self.errors = 0
 
+    def interest(self):
+        """gRPC calls only (a POST with an application/grpc content type), and only while some handler
+        acts on messages; frames on streams the relay no longer tracks too (those of calls it ended)."""
+        from ..hooks.interest import Interest
+        owners = self.owners
+
+        def wanted(request) -> bool:
+            return is_grpc_request(request) and any(getattr(o, "grpc_active", True) for o in owners)
+        return Interest(stream=wanted, decode=("client->server", "server->client"), untracked=True)
+
     # ------------------------------------------------------------ frames
 
     def on_headers(self, ctx, frame, headers):

@@ -11,10 +11,11 @@ import importlib.util
 import inspect
 import logging
 import sys
+import weakref
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
-from ..core.protocol import FRAME_NAMES, HOOK_SUFFIX
+from .interest import ALL_TYPES, EXTENSION, on_request, resolve
 
 log = logging.getLogger("h2proxy")
 
@@ -27,26 +28,58 @@ BUILTINS = {
     "faults": "proxy.faults.hook:FaultHook",
 }
 
-EXTENSION = -1   # table key for frame types the codec does not know
-
 
 class HookLoadError(Exception):
     """A hook named in the config or on the command line could not be loaded."""
 
 
 class HookChain:
-    """The hooks of a proxy, in order, with their dispatch tables."""
+    """The hooks of a proxy, in order, with their dispatch tables.
+
+    Tables map a frame type to the entries ``(hook name, bound method, wants headers,
+    stream condition)`` that must see frames of that type in that direction; types no
+    hook asks for are absent, which is what gives them the fast path. The stream
+    condition is None (every stream) or a tuple of conditions, any of which makes the
+    stream wanted; each is called once per stream with the :class:`~proxy.core.relay.Stream`
+    (its request headers read). See :mod:`proxy.hooks.interest`.
+
+    * :meth:`table`: every entry (what :class:`~proxy.faults.hook.FaultHook` edits);
+    * :meth:`conn_table`: the entries for frames on stream 0 and on streams the relay
+      does not track: those without a stream condition;
+    * :meth:`stream_tables`: a stream's own tables (None when no hook wants it).
+
+    After editing :meth:`table`, call :meth:`changed`: open connections take the new
+    interest at once.
+    """
 
     def __init__(self, hooks: List[Any], grpc=None) -> None:
         self.hooks = list(hooks)
         self._add_grpc(grpc)
         self.errors_logged: set = set()
-        self.needs_headers = any(_wants_headers(h) or getattr(h, "needs_headers", False) for h in self.hooks)
+        self.interests = [resolve(h) for h in self.hooks]
+        #: Per direction, whether some hook needs that direction's header blocks decoded.
+        self.decode = [any(d in i.decode for i in self.interests) for d in (0, 1)]
+        self.needs_headers = self.decode[0] or self.decode[1]
         self._table = self._build()
+        self._full: tuple = ({}, {})
+        self._conn_table: List[Dict[int, list]] = [{}, {}]
+        self._stream_cache: Dict[tuple, Optional[tuple]] = {}
+        self._atoms: List[Callable] = []
+        self._relays: "weakref.WeakSet" = weakref.WeakSet()
+        #: Bumped at every change of the tables.
+        self.version = 0
+        self._derive()
         self._lifecycle = {name: [(self._name(h), getattr(h, name)) for h in self.hooks if hasattr(h, name)]
-                           for name in ("connection_opened", "connection_closed", "stream_opened", "stream_closed")}
-        #: False when no hook has stream lifecycle methods: the relay then skips those calls per stream.
-        self.wants_stream_events = bool(self._lifecycle["stream_opened"] or self._lifecycle["stream_closed"])
+                           for name in ("connection_opened", "connection_closed")}
+        # Stream events: hooks with a stream condition only hear of streams some hook wants.
+        for name in ("stream_opened", "stream_closed"):
+            self._lifecycle[name] = [(self._name(h), getattr(h, name)) for h, i in zip(self.hooks, self.interests)
+                                     if hasattr(h, name) and i.stream is None]
+            self._lifecycle[name + "/wanted"] = [(self._name(h), getattr(h, name))
+                                                 for h, i in zip(self.hooks, self.interests)
+                                                 if hasattr(h, name) and i.stream is not None]
+        self.wants_stream_events = any(self._lifecycle[k] for k in ("stream_opened", "stream_closed",
+                                                                    "stream_opened/wanted", "stream_closed/wanted"))
 
     def _add_grpc(self, options) -> None:
         """Hooks with ``on_grpc_message``: the gRPC message hook goes in front of the first (proxy/grpc/hook.py)."""
@@ -63,25 +96,103 @@ class HookChain:
 
     def _build(self) -> List[Dict[int, list]]:
         tables: List[Dict[int, list]] = [{}, {}]
-        types = list(FRAME_NAMES) + [EXTENSION]
-        for t in types:
-            suffix = HOOK_SUFFIX.get(t, "extension")
-            entries = []
-            for h in self.hooks:
-                method = getattr(h, "on_" + suffix, None)
-                wants = suffix in ("headers", "push_promise") and method is not None
-                if method is None:
-                    method = getattr(h, "on_frame", None)
-                if method is None:
-                    continue
-                entries.append((self._name(h), method, wants))
-            if entries:
+        for h, interest in zip(self.hooks, self.interests):
+            provider = getattr(h, "hook_entries", None)
+            if provider is not None:
+                # A hook that is several entries (the fault rules: one per rule, each with its interest).
                 for d in (0, 1):
-                    tables[d][t] = entries
+                    for t in ALL_TYPES:
+                        entries = provider(d, t)
+                        if entries:
+                            tables[d].setdefault(t, []).extend(entries)
+                continue
+            cond = None if interest.stream is None else (on_request(interest.stream),)
+            for d in (0, 1):
+                for t, (method, wants) in interest.methods[d].items():
+                    entries = tables[d].setdefault(t, [])
+                    entries.append((self._name(h), method, wants, cond))
+                    if cond is not None and interest.untracked:
+                        entries.append((self._name(h), method, wants, ()))
         return tables
+
+    def rebuild(self) -> None:
+        """Ask every hook again (a hook's entries changed): the tables change in place, then :meth:`changed`."""
+        new = self._build()
+        for d in (0, 1):
+            # New lists: a hook chain suspended on an old one (an async hook) finishes with it.
+            self._table[d].clear()
+            self._table[d].update(new[d])
+        self.changed()
 
     def table(self):
         return self._table
+
+    def conn_table(self) -> List[Dict[int, list]]:
+        """Entries for stream 0 and untracked streams (the same dicts for the chain's life)."""
+        return self._conn_table
+
+    def _derive(self) -> None:
+        """Recompute what follows from :meth:`table`: the connection tables, the conditions.
+
+        An entry whose condition is the empty tuple is only for stream 0 and untracked streams.
+        """
+        atoms: Dict[int, Callable] = {}
+        for d in (0, 1):
+            conn = self._conn_table[d]
+            full = self._full[d]
+            conn.clear()
+            full.clear()
+            for t, entries in self._table[d].items():
+                plain = [e for e in entries if e[3] is None or e[3] == ()]
+                if plain:
+                    conn[t] = plain
+                every, seen = [], set()
+                for e in entries:        # (an entry listed twice, for streams and for the rest: once)
+                    if (e[0], e[1]) not in seen:
+                        seen.add((e[0], e[1]))
+                        every.append(e)
+                full[t] = every
+                for e in entries:
+                    for atom in e[3] or ():
+                        atoms[id(atom)] = atom
+        self._atoms = list(atoms.values())
+        self._stream_cache = {}
+
+    def changed(self) -> None:
+        """The tables were edited (rules changed at run time): open connections follow at once."""
+        self._derive()
+        self.version += 1
+        for relay in list(self._relays):
+            relay.interest_changed()
+
+    def stream_tables(self, stream) -> Optional[tuple]:
+        """Per direction, type -> entries for the frames of ``stream``; None when no hook wants any of them.
+
+        Each condition is evaluated once here; streams with the same outcome share their tables.
+        """
+        atoms = self._atoms
+        key = tuple([bool(a(stream)) for a in atoms]) if atoms else ()
+        cache = self._stream_cache
+        try:
+            return cache[key]
+        except KeyError:
+            pass
+        held = {id(a) for a, on in zip(atoms, key) if on}
+        out: List[Dict[int, list]] = [{}, {}]
+        for d in (0, 1):
+            for t, entries in self._table[d].items():
+                kept = [e for e in entries if e[3] is None or any(id(a) in held for a in e[3])]
+                if kept:
+                    out[d][t] = kept
+        result = None if not (out[0] or out[1]) else (out[0], out[1])
+        if len(cache) < 256:
+            cache[key] = result
+        return result
+
+    def full_tables(self) -> tuple:
+        """Every entry, whatever its condition (a stream a hook must follow whole from now on: its
+        repairs); the same dicts for the chain's life."""
+        return self._full
 
     def _call(self, name, *args):
         for hook_name, fn in self._lifecycle[name]:
@@ -93,24 +204,37 @@ class HookChain:
                 log.error("hook %s raised in %s", hook_name, name, exc_info=exc)
 
     def connection_opened(self, relay) -> None:
+        self._relays.add(relay)
         if self._lifecycle["connection_opened"]:
             from ..core.relay import HookCtx
             self._call("connection_opened", HookCtx(relay, 0, "h2proxy", None, None))
 
     def connection_closed(self, relay) -> None:
+        self._relays.discard(relay)
         if self._lifecycle["connection_closed"]:
             from ..core.relay import HookCtx
             self._call("connection_closed", HookCtx(relay, 0, "h2proxy", None, None))
 
     def stream_opened(self, relay, stream) -> None:
-        if self._lifecycle["stream_opened"]:
-            from ..core.relay import HookCtx
-            self._call("stream_opened", HookCtx(relay, 0, "h2proxy", stream, None), stream)
+        self._stream_event("stream_opened", relay, stream)
 
     def stream_closed(self, relay, stream) -> None:
-        if self._lifecycle["stream_closed"]:
+        self._stream_event("stream_closed", relay, stream)
+
+    def _stream_event(self, name: str, relay, stream) -> None:
+        calls = self._lifecycle[name]
+        if stream.hooks is not None and self._lifecycle[name + "/wanted"]:
+            calls = calls + self._lifecycle[name + "/wanted"]
+        if calls:
             from ..core.relay import HookCtx
-            self._call("stream_closed", HookCtx(relay, 0, "h2proxy", stream, None), stream)
+            ctx = HookCtx(relay, 0, "h2proxy", stream, None)
+            for hook_name, fn in calls:
+                try:
+                    result = fn(ctx, stream)
+                    if inspect.isawaitable(result):
+                        _schedule(result)
+                except Exception as exc:
+                    log.error("hook %s raised in %s", hook_name, name, exc_info=exc)
 
 
 def _schedule(awaitable) -> None:
@@ -119,10 +243,6 @@ def _schedule(awaitable) -> None:
         asyncio.ensure_future(awaitable)
     except RuntimeError:
         pass
-
-
-def _wants_headers(hook) -> bool:
-    return any(hasattr(hook, m) for m in ("on_headers", "on_push_promise"))
 
 
 def load_hook(spec: str, options: Optional[dict] = None):

@@ -52,13 +52,19 @@ class Interest:
     ``stream``: a condition on the request headers, or None for every stream;
     ``decode``: directions whose header blocks the hook needs decoded (None: derived:
     the directions it gets HEADERS or PUSH_PROMISE in when it defines ``on_headers`` or
-    ``on_push_promise``, plus client->server when ``stream`` is given).
+    ``on_push_promise``, plus client->server when ``stream`` is given);
+    ``untracked``: with ``stream``, also the frames on streams the relay no longer tracks
+    (frames in flight on a stream the hook ended; the condition cannot be asked there).
+
+    A hook with a ``stream`` condition gets ``stream_opened``/``stream_closed`` only for
+    streams some hook wants.
     """
 
     types: Optional[Iterable[Union[int, str]]] = None
     directions: Iterable[Union[int, str]] = (CLIENT_TO_SERVER, SERVER_TO_CLIENT)
     stream: Optional[StreamCondition] = None
     decode: Optional[Iterable[Union[int, str]]] = None
+    untracked: bool = False
 
     def type_set(self) -> Optional[FrozenSet[int]]:
         if self.types is None:
@@ -92,14 +98,15 @@ def _direction(value) -> int:
 class HookInterest:
     """A hook's interest resolved against its methods: per direction, type -> bound method."""
 
-    __slots__ = ("methods", "stream", "decode")
+    __slots__ = ("methods", "stream", "decode", "untracked")
 
     def __init__(self, methods: Tuple[dict, dict], stream: Optional[StreamCondition],
-                 decode: FrozenSet[int]) -> None:
+                 decode: FrozenSet[int], untracked: bool = False) -> None:
         #: methods[d][t] = (method, wants_headers)
         self.methods = methods
         self.stream = stream
         self.decode = decode
+        self.untracked = untracked
 
 
 def resolve(hook: Any) -> HookInterest:
@@ -136,7 +143,7 @@ def resolve(hook: Any) -> HookInterest:
             decode |= {C2S, S2C}
         if stream is not None:
             decode.add(C2S)
-    return HookInterest(methods, stream, frozenset(decode))
+    return HookInterest(methods, stream, frozenset(decode), bool(declared is not None and declared.untracked))
 
 
 def on_request(condition: StreamCondition) -> Callable[[Any], bool]:

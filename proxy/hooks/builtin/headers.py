@@ -48,6 +48,7 @@ import re
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from ..api import CLIENT_TO_SERVER, SERVER_TO_CLIENT, Headers, Hook, header_value
+from ..interest import Interest
 from .altsvc import HookOptionError
 
 log = logging.getLogger("h2proxy")
@@ -138,20 +139,24 @@ class HeaderRule:
             return False
         if self.request_globs:
             req = headers if direction == CLIENT_TO_SERVER and not is_trailers else request
-            if not req:
+            if not req or not self.request_matches(req):
                 return False
-            for name, glob in self.request_globs:
-                value = header_value(req, name)
-                if name == ":authority" and value is None:
-                    value = header_value(req, "host")
-                if value is None:
-                    return False
-                if name == ":path":
-                    value = value.split("?", 1)[0]
-                if not fnmatch.fnmatchcase(value, glob):
-                    return False
         for name, glob in self.header_globs:
             if not any(n == name and fnmatch.fnmatchcase(v, glob) for n, v in headers):
+                return False
+        return True
+
+    def request_matches(self, req: HeaderList) -> bool:
+        """Whether the request's method, path, authority and scheme match this rule's globs."""
+        for name, glob in self.request_globs:
+            value = header_value(req, name)
+            if name == ":authority" and value is None:
+                value = header_value(req, "host")
+            if value is None:
+                return False
+            if name == ":path":
+                value = value.split("?", 1)[0]
+            if not fnmatch.fnmatchcase(value, glob):
                 return False
         return True
 
@@ -196,6 +201,24 @@ class HeadersHook(Hook):
         super().__init__(rules=rules)
         self.rules = [HeaderRule(r, f"headers: rules[{i}]") for i, r in enumerate(rules)]
         self.changed = 0
+
+    def interest(self) -> Interest:
+        """HEADERS in the directions the rules name, decoded there; when every rule matches on the
+        request (method, path, authority, scheme), only the streams whose request one of them matches
+        (requests are then decoded too)."""
+        directions = set()
+        for rule in self.rules:
+            directions |= {rule.direction} if rule.direction is not None else {CLIENT_TO_SERVER, SERVER_TO_CLIENT}
+        stream = None
+        if self.rules and all(rule.request_globs for rule in self.rules):
+            rules = self.rules
+
+            def stream(request) -> bool:
+                return request is not None and any(rule.request_matches(request) for rule in rules)
+        decode = set(directions)
+        if stream is not None:
+            decode.add(CLIENT_TO_SERVER)
+        return Interest(types=("headers",), directions=tuple(directions), stream=stream, decode=tuple(decode))
 
     def on_headers(self, ctx, frame, headers):
         if headers is None:

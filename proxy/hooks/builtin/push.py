@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from ..api import CLIENT_TO_SERVER, SERVER_TO_CLIENT, Hook, header_value
+from ..interest import Interest
 from .altsvc import HookOptionError
 
 log = logging.getLogger("h2proxy")
@@ -112,6 +113,20 @@ class PushHook(Hook):
         self.refused = 0
         self.refusals: "collections.deque[Tuple[str, str]]" = collections.deque(maxlen=100)
         self._warned: set = set()
+
+    def interest(self) -> Interest:
+        """Only streams whose request some rule matches, and only their HEADERS in the direction ``when``
+        names; requests are decoded (to match them), responses too with ``when = "response"`` (to read
+        their :status)."""
+        rules = self.rules
+
+        def wanted(request) -> bool:
+            return request is not None and any(rule.matches(request) for rule in rules)
+        if self.when == "request":
+            return Interest(types=("headers",), directions=(CLIENT_TO_SERVER,), stream=wanted,
+                            decode=(CLIENT_TO_SERVER,))
+        return Interest(types=("headers",), directions=(SERVER_TO_CLIENT,), stream=wanted,
+                        decode=(CLIENT_TO_SERVER, SERVER_TO_CLIENT))
 
     def on_headers(self, ctx, frame, headers):
         if not self.rules or headers is None or ctx.stream is None or ctx.stream.id % 2 == 0:
