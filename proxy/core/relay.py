@@ -20,7 +20,8 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from framecodec.hpack import (Decoder as HpackDecoder, Encoder as HpackEncoder, OversizedHeaderListError,
+from framecodec.hpack import (Decoder as HpackDecoder, Encoder as HpackEncoder, HpackDecodingError,
+                              OversizedHeaderListError,
                               mark_never_indexed)
 
 from framecodec import frame as fc
