@@ -122,7 +122,7 @@ class WebView:
         try:
             await resp.write(b": connected\n\n")
             while not self._closing.is_set():
-                delta = self.model.delta(version, cursor, max_frames=100)
+                delta = self.model.delta(version, cursor, max_frames=500)
                 if delta is not None:
                     version, cursor = delta["version"], delta["cursor"]
                     await resp.write(f"event: delta\ndata: {_dumps(delta)}\n\n".encode())
