@@ -277,6 +277,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         cfg = merge_args(load_config(args.config), args)
         loop_name = install_loop()
         tune_malloc()
+        if cfg.workers and cfg.workers > 1 and cfg.web_listen:
+            raise ConfigError("--web cannot be combined with --workers (each worker sees only its own "
+                              "connections, and only one could serve the page); drop one of the two")
         if cfg.workers and cfg.workers > 1:
             from .workers import run_workers
             return run_workers(cfg, loop_name)

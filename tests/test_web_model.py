@@ -311,3 +311,17 @@ async def test_a_connection_over_the_budget_is_detached_and_runs_at_full_speed(o
         web.close()
     third = model.snapshot()["conns"][-1]
     assert third["state"] == "closed" and not third["sampled"] and third["streams"] >= 1
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--web", "0.0.0.0:0"], ["loopback only"]),
+    (["--web", "127.0.0.1:0", "--workers", "2"], ["--web cannot be combined with --workers"]),
+])
+async def test_cli_refuses_a_web_view_it_cannot_serve_safely(args, words):
+    import sys
+    from tests.peers import free_port
+    rc, text = await run(sys.executable, "-m", "proxy.cli", "--listen", f"h2c://127.0.0.1:{free_port()}",
+                         "--upstream", "h2c://127.0.0.1:1", *args, timeout=30)
+    assert rc == 2, text
+    for w in words:
+        assert w in text, text
