@@ -168,6 +168,10 @@ async def test_page_and_data_routes_keep_the_admin_checks():
         assert status == 200 and json.loads(body)["mode"] == "live"
         status, _, body = await _get(p, "/api/web/conn/7", token="tok")
         assert status == 404 and "no connection 7" in json.loads(body)["error"]
+        status, _, body = await _get(p, "/api/web/conn/x/stream/1", token="tok")
+        assert status == 400 and "'x'" in json.loads(body)["error"]
+        status, _, body = await _get(p, "/api/web/events?version=soon", token="tok")
+        assert status == 400 and "integers" in json.loads(body)["error"]
         status, _, body = await _get(p, "/static/../model.py", token="tok")
         assert status == 404 and b"import" not in body
         status, _, body = await _get(p, "/static/%2e%2e%2fmodel.py", token="tok")
