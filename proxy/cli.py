@@ -24,7 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="h2proxy",
         description="A frame-level HTTP/2 man-in-the-middle proxy. Subcommands: "
-                    "'h2proxy log {text,pcap,har,stats,replay} ...', 'h2proxy ca [export DIR]'.")
+                    "'h2proxy log {text,pcap,har,stats,replay,web} ...', 'h2proxy ca [export DIR]'.")
     p.add_argument("--version", action="version", version=f"h2proxy {__version__}")
     p.add_argument("--config", metavar="FILE", help="TOML configuration (flags override it)")
     p.add_argument("--listen", metavar="URL", help="h2c://HOST:PORT or https://HOST:PORT "
