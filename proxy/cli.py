@@ -175,6 +175,9 @@ async def run_proxy(cfg: Config, loop_name: str = "asyncio") -> int:
         origin = DemoOrigin()
         await origin.start()
         settings.upstream = parse_endpoint(origin.url, "upstream")
+    if cfg.web_listen:
+        from .faults.admin import parse_admin_listen
+        parse_admin_listen(cfg.web_listen)      # refuse a bad --web before the proxy starts
     hooks = build_hooks(cfg)
     sink = build_sink(cfg)
     web_model = None
