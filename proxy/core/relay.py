@@ -30,6 +30,7 @@ from framecodec.reader import FrameReader, RawFrame
 from ..hooks.api import (CLIENT_TO_SERVER, SERVER_TO_CLIENT, Headers, HookContext, PushRefused,
                          PushStarted, RawBytes)
 from . import messages
+from .blocks import block_frames
 from . import streams as st
 from .limits import Limits, RateCounter
 from .protocol import (ACK, ALTSVC, CONTINUATION, DATA, DEFAULT_WINDOW, END_HEADERS, END_STREAM,
@@ -1293,34 +1294,8 @@ class Relay:
             # A hook may have rebuilt the pairs: what came in never-indexed goes out never-indexed.
             headers = mark_never_indexed(headers, self.decoders[d].never_indexed_seen)
         block = enc.encode(headers)
-        sid = item.stream_id
-        max_size = self.settings[1 - d][Setting.MAX_FRAME_SIZE]
-        # (Built on stream 1, then given the real id: in transparent mode a block on stream 0, or
-        # promising an odd stream, is forwarded too, and the constructors refuse those ids.)
-        if item.promised_stream_id is not None:
-            first_room = max_size - 4
-            head = fc.PushPromiseFrame(sid or 1, data=block[:first_room])
-            head.promised_stream_id = item.promised_stream_id
-            rest = block[first_room:]
-        else:
-            head = fc.HeadersFrame(sid or 1, data=block[:max_size])
-            rest = block[max_size:]
-            if item.end_stream:
-                head.flags.add("END_STREAM")
-        head.stream_id = sid
-        wires = []
-        if not rest:
-            head.flags.add("END_HEADERS")
-            return [head.serialize()]
-        wires.append(head.serialize())
-        while rest:
-            chunk, rest = rest[:max_size], rest[max_size:]
-            cont = fc.ContinuationFrame(sid or 1, data=chunk)
-            cont.stream_id = sid
-            if not rest:
-                cont.flags.add("END_HEADERS")
-            wires.append(cont.serialize())
-        return wires
+        return block_frames(item.stream_id, block, self.settings[1 - d][_MAX_FRAME], bool(item.end_stream),
+                            item.promised_stream_id)
 
     # ---------------------------------------------------------- other frames
 
@@ -1696,7 +1671,7 @@ class Relay:
                         result = method(ctx, call_item, list(hdrs) if hdrs is not None else None)
                     else:
                         result = method(ctx, item)
-                    if inspect.isawaitable(result):
+                    if result is not None and type(result) not in _PLAIN_RESULTS and inspect.isawaitable(result):
                         actions.append({"hook": name, "action": "delayed"})
                         result = yield result
                 except Exception as exc:
@@ -2398,9 +2373,18 @@ def _valid_result(result) -> bool:
         return False
     if result and isinstance(result[0], tuple):
         # A header list: (name, value) pairs of text or bytes.
-        return all(isinstance(h, tuple) and len(h) in (2, 3) and isinstance(h[0], (str, bytes))
-                   and isinstance(h[1], (str, bytes)) for h in result)
+        text = _TEXT
+        for h in result:
+            if type(h) is not tuple or not 2 <= len(h) <= 3 or not isinstance(h[0], text) \
+                    or not isinstance(h[1], text):
+                return False
+        return True
     return all(isinstance(item, _RESULT_ITEMS) for item in result)
+
+
+_TEXT = (str, bytes)
+#: Result types that are never awaitable (the common ones: no inspect call for them).
+_PLAIN_RESULTS = frozenset((list, tuple, Headers, RawBytes, bytes))
 
 
 def _type_name(value) -> str:
