@@ -1614,6 +1614,14 @@ class Relay:
     # ---------------------------------------------------------------- hooks
 
     def _hooked(self, d: int, unit: _Unit, hooks) -> None:
+        for entry in hooks:
+            screen = entry[4] if len(entry) > 4 else None
+            if screen is None or screen(self, d, unit):
+                break
+        else:
+            # Every entry screened the raw frame and none will act on it: no object, no chain.
+            self._finish_unit(d, unit, (UNCHANGED, []))
+            return
         gen = self._hook_chain(d, unit, hooks)
         self._drive(d, gen, lambda result: self._finish_unit(d, unit, result), None, None)
 
@@ -2375,7 +2383,7 @@ def _valid_result(result) -> bool:
         # A header list: (name, value) pairs of text or bytes.
         text = _TEXT
         for h in result:
-            if type(h) is not tuple or not 2 <= len(h) <= 3 or not isinstance(h[0], text) \
+            if not isinstance(h, tuple) or not 2 <= len(h) <= 3 or not isinstance(h[0], text) \
                     or not isinstance(h[1], text):
                 return False
         return True

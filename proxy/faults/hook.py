@@ -139,6 +139,10 @@ class _Conn:
         self.pings: List[set] = [set(), set()]
         self.throttle: Dict[Tuple[str, int], float] = {}
         self.closing = False          # a close rule fired: nothing more goes through
+        #: Per direction: the rules that fire on the frame the relay just screened (FaultHook.screen),
+        #: until the book-keeping takes it; then ``firing``, for the rule entries of that frame.
+        self.screened: List[Optional[set]] = [None, None]
+        self.firing: List[Optional[set]] = [None, None]
 
     def count(self, d: int, sid: int, t: int) -> int:
         per = self.counts.get(sid)
@@ -349,7 +353,7 @@ class FaultHook:
                 h = self._hooks[r.name]
                 cond = _stream_condition(r)
                 rules.append((h.name, h.on_headers if wants else h.on_frame, wants,
-                              None if cond is None else (cond,)))
+                              None if cond is None else (cond,), _decided))
                 conds.append(cond)
         repair = self._repair_types()
         if rules:
@@ -369,9 +373,9 @@ class FaultHook:
             own = self.on_push_promise
         else:
             own = self.on_frame
-        entries = [(self.name, own, wants, book_cond)]
+        entries = [(self.name, own, wants, book_cond, self.screen)]
         if book_cond is not None and book_cond and key in repair[1]:
-            entries.append((self.name, own, wants, ()))
+            entries.append((self.name, own, wants, (), self.screen))
         return entries + rules
 
     def _repair_types(self) -> Tuple[frozenset, frozenset]:
@@ -473,10 +477,20 @@ class FaultHook:
                 if stall.d == d and (stall.scope == "connection" or frame.stream_id == stall.sid):
                     stall.pending[frame.stream_id] = stall.pending.get(frame.stream_id, 0) + frame.window_increment
                     return []
-        # What the rules look at.
+        screened = st.screened[d]
+        if screened is not None:
+            # The relay screened this frame (see screen): counted, and the rules that fire are known.
+            st.screened[d] = None
+            st.firing[d] = screened
+            return None
+        st.firing[d] = None
+        self._count(st, relay, d, t, fb, sid, stream, _flow_length(frame) if t == DATA else 0, headers)
+        return None
+
+    def _count(self, st: _Conn, relay, d: int, t: int, fb: int, sid: int, stream, flow: int, headers) -> FrameInfo:
+        """Count one frame that came in (per stream and type; DATA bytes) and say what the rules see of it."""
         n = st.count(d, sid, t)
         if t == DATA:
-            flow = _flow_length(frame)
             key = (d, sid)
             before = st.bytes.get(key, 0)
             st.bytes[key] = before + flow
@@ -493,11 +507,57 @@ class FaultHook:
             status = header_value(headers, ":status")
         else:
             status = header_value(response, ":status")
-        st.info[d] = FrameInfo(d=d, type=t, flag_byte=fb, stream_id=sid, conn=relay.id, nth=n,
-                               stream_ordinal=getattr(stream, "ordinal", None) if stream is not None else None,
-                               bytes_before=before, request=request,
-                               response=response, status=status)
-        return None
+        info = st.info[d] = FrameInfo(d=d, type=t, flag_byte=fb, stream_id=sid, conn=relay.id, nth=n,
+                                      stream_ordinal=getattr(stream, "ordinal", None) if stream is not None else None,
+                                      bytes_before=before, request=request, response=response, status=status)
+        return info
+
+    def screen(self, relay, d: int, unit) -> bool:
+        """The relay asks, before making a frame object: may any rule of this entry list act on this frame
+        (``unit``: the raw frame or header block, its decoded headers and stream)?
+
+        No repair may apply and no rule fire: False, and the relay forwards the frame as it came, with
+        no object and no call per rule (the frame is counted all the same). Otherwise True, and the
+        hook chain runs: the book-keeping entry takes the outcome decided here (each rule's match is
+        counted once).
+        """
+        st = self._conns.get(relay)
+        if st is None or st.closing:
+            return True
+        first = unit.frames[0]
+        t = first.type
+        fb = first.flags
+        if len(unit.frames) > 1:
+            fb |= 0x04         # (a block's CONTINUATIONs are joined: the rules see END_HEADERS, as in _book)
+        stream = unit.stream
+        sid = stream.id if stream is not None else first.stream_id
+        if (sid and sid in st.reset) or (t == PING and fb & 0x01 and st.pings[1 - d]) \
+                or (t == SETTINGS and (st.settings_marks[1 - d] if fb & 0x01 else st.settings_marks[d])) \
+                or (t == WINDOW_UPDATE and st.stalls):
+            st.screened[d] = None
+            return True        # a repair may apply: the book-keeping decides with the frame object
+        info = self._count(st, relay, d, t, fb, sid, stream, first.length if t == DATA else 0, unit.headers)
+        firing = None
+        for rule in self._screened_rules(d, t, stream):
+            if rule.action == "stall" and rule.name in st.stalled_by:
+                continue
+            if rule.matches_frame(info) and rule.fires():
+                if firing is None:
+                    firing = set()
+                firing.add(rule.name)
+        st.screened[d] = firing
+        return firing is not None
+
+    def _screened_rules(self, d: int, t: int, stream) -> List[Rule]:
+        """The rules with an entry for frames of type t in direction d on this stream (in rule order)."""
+        key = UNKNOWN if t > ALTSVC else t
+        out = []
+        for r in self.rules:
+            if r.enabled and r.wants(d, key):
+                cond = r.stream_condition()
+                if cond is None or (stream is not None and cond(stream)):
+                    out.append(r)
+        return out
 
     # ------------------------------------------------------------ rules (entries "fault:NAME")
 
@@ -509,15 +569,21 @@ class FaultHook:
         info = st.info[d]
         if info is None or _frame_type(frame) != info.type:
             return None      # something an earlier rule injected: rules act on frames that came in
-        fb = flag_byte(frame)
-        if fb != info.flag_byte:
-            info = FrameInfo(**{**info.__dict__, "flag_byte": fb})
-        if rule.action == "stall" and rule.name in st.stalled_by:
-            return None
-        if not rule.matches_frame(info):
-            return None
-        if not rule.fires():
-            return None
+        firing = st.firing[d]
+        if firing is not None:
+            # Decided when the relay screened the frame (matched and counted then).
+            if rule.name not in firing:
+                return None
+        else:
+            fb = flag_byte(frame)
+            if fb != info.flag_byte:
+                info = FrameInfo(**{**info.__dict__, "flag_byte": fb})
+            if rule.action == "stall" and rule.name in st.stalled_by:
+                return None
+            if not rule.matches_frame(info):
+                return None
+            if not rule.fires():
+                return None
         result, detail = self._act(rule, ctx, frame, headers, st, info, d)
         self._record(rule, ctx.conn, info, detail)
         return result
@@ -889,6 +955,11 @@ class FaultHook:
 
 
 # ---------------------------------------------------------------- helpers
+
+def _decided(relay, d: int, unit) -> bool:
+    """The screen of a rule's entry: the book-keeping entry in front of it screened for every rule."""
+    return False
+
 
 def _stream_condition(rule: Rule):
     """The part of a rule's match decided once per stream (request headers, stream id, ordinal), as a

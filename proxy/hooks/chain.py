@@ -37,8 +37,10 @@ class HookChain:
     """The hooks of a proxy, in order, with their dispatch tables.
 
     Tables map a frame type to the entries ``(hook name, bound method, wants headers,
-    stream condition)`` that must see frames of that type in that direction; types no
-    hook asks for are absent, which is what gives them the fast path. The stream
+    stream condition, screen)`` that must see frames of that type in that direction; types no
+    hook asks for are absent, which is what gives them the fast path. ``screen`` is None or
+    ``screen(relay, d, unit)``, asked before a frame object is made: when every entry of a
+    list has one and each says False, the frame goes on as it came (no object, no call). The stream
     condition is None (every stream) or a tuple of conditions, any of which makes the
     stream wanted; each is called once per stream with the :class:`~proxy.core.relay.Stream`
     (its request headers read). See :mod:`proxy.hooks.interest`.
@@ -71,11 +73,11 @@ class HookChain:
         self._derive()
         self._lifecycle = {name: [(self._name(h), getattr(h, name)) for h in self.hooks if hasattr(h, name)]
                            for name in ("connection_opened", "connection_closed")}
-        # Stream events: hooks with a stream condition only hear of streams some hook wants.
+        # Stream events: hooks with a stream condition only hear of the streams it holds for.
         for name in ("stream_opened", "stream_closed"):
             self._lifecycle[name] = [(self._name(h), getattr(h, name)) for h, i in zip(self.hooks, self.interests)
                                      if hasattr(h, name) and i.stream is None]
-            self._lifecycle[name + "/wanted"] = [(self._name(h), getattr(h, name))
+            self._lifecycle[name + "/wanted"] = [(self._name(h), getattr(h, name), on_request(i.stream))
                                                  for h, i in zip(self.hooks, self.interests)
                                                  if hasattr(h, name) and i.stream is not None]
         self.wants_stream_events = any(self._lifecycle[k] for k in ("stream_opened", "stream_closed",
@@ -110,9 +112,9 @@ class HookChain:
             for d in (0, 1):
                 for t, (method, wants) in interest.methods[d].items():
                     entries = tables[d].setdefault(t, [])
-                    entries.append((self._name(h), method, wants, cond))
+                    entries.append((self._name(h), method, wants, cond, None))
                     if cond is not None and interest.untracked:
-                        entries.append((self._name(h), method, wants, ()))
+                        entries.append((self._name(h), method, wants, (), None))
         return tables
 
     def rebuild(self) -> None:
@@ -223,8 +225,9 @@ class HookChain:
 
     def _stream_event(self, name: str, relay, stream) -> None:
         calls = self._lifecycle[name]
-        if stream.hooks is not None and self._lifecycle[name + "/wanted"]:
-            calls = calls + self._lifecycle[name + "/wanted"]
+        wanted = self._lifecycle[name + "/wanted"]
+        if wanted and stream.hooks is not None:
+            calls = calls + [(hook_name, fn) for hook_name, fn, cond in wanted if cond(stream)]
         if calls:
             from ..core.relay import HookCtx
             ctx = HookCtx(relay, 0, "h2proxy", stream, None)

@@ -57,7 +57,7 @@ class Interest:
     (frames in flight on a stream the hook ended; the condition cannot be asked there).
 
     A hook with a ``stream`` condition gets ``stream_opened``/``stream_closed`` only for
-    streams some hook wants.
+    the streams it holds for.
     """
 
     types: Optional[Iterable[Union[int, str]]] = None
