@@ -1,0 +1,262 @@
+"""Interest (issue 16): hooks and fault rules see only the frames they can act on.
+
+A stream no hook wants is forwarded byte for byte with hooks installed (raw sockets on both
+sides of a running proxy); a rule or hook on a path sees exactly the frames of the matching
+streams (the sans-I/O relay); changing rules at run time through the admin API changes what an
+open connection's hooks see at once.
+"""
+from __future__ import annotations
+
+import asyncio
+
+import hpack
+import pytest
+
+from framecodec import frame as fc
+from framecodec.reader import PREFACE, FrameReader
+from proxy.core.relay import C2S, S2C, Relay, RelayOptions
+from proxy.faults import FaultHook
+from proxy.hooks.api import CLIENT_TO_SERVER, SERVER_TO_CLIENT, header_value
+from proxy.hooks.builtin.headers import HeadersHook
+from proxy.hooks.builtin.push import PushHook
+from proxy.hooks.chain import HookChain
+from proxy.hooks.interest import Interest
+from proxy.testing import h2proxy_running
+from tests.rawpeers import SETTINGS, SETTINGS_ACK, Origin, RawClient, raw
+from tests.test_admin_api import http
+from tests.test_relay_playbook import Peer, out, parsed, wire
+
+REQ = [(":method", "POST"), (":scheme", "http"), (":authority", "127.0.0.1"), (":path", "/plain/1")]
+
+
+class PathRecorder:
+    """A user hook that sees every frame type (on_frame) but declares interest in /api/* streams only."""
+
+    name = "recorder"
+
+    def __init__(self) -> None:
+        self.seen = []
+
+    def interest(self):
+        return Interest(stream=lambda req: (header_value(req, ":path") or "").startswith("/api/"))
+
+    def on_frame(self, ctx, frame):
+        self.seen.append((ctx.direction, type(frame).__name__, ctx.stream.id if ctx.stream else frame.stream_id))
+
+    def on_headers(self, ctx, frame, headers):
+        self.seen.append((ctx.direction, "HeadersFrame", ctx.stream.id if ctx.stream else frame.stream_id))
+
+
+def _hooks_wanting_other_paths():
+    """Hooks and rules that are installed but want nothing of /plain/* streams."""
+    return [HeadersHook(rules=[{"match": {"path": "/never/*"}, "set": {"x-rewritten": "1"}}]),
+            PushHook(rules=[{"path": "/never/*", "push": [{"path": "/style.css", "body": "x"}]}]),
+            PathRecorder()]
+
+
+# ---------------------------------------------------------------- byte for byte, real sockets
+
+class RawOrigin:
+    """A raw-socket HTTP/2 server: records every byte received, answers each request HEADERS with
+    bytes it built itself (an HPACK block with literal fields, and DATA), so the test knows them."""
+
+    def __init__(self) -> None:
+        self.received = bytearray()
+        self.sent = []
+        self.enc = hpack.Encoder()
+        self.got_request = asyncio.Event()
+
+    async def start(self) -> "RawOrigin":
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self
+
+    async def _serve(self, reader, writer) -> None:
+        writer.write(SETTINGS)
+        frames = FrameReader(expect_preface=True)
+        try:
+            while True:
+                data = await reader.read(65536)
+                if not data:
+                    break
+                self.received += data
+                for f in frames.feed(data):
+                    if f.type == 0x4 and not f.flags & 0x1:
+                        writer.write(SETTINGS_ACK)
+                    if f.type == 0x0 and f.flags & 0x1:       # the request's last DATA: respond
+                        block = self.enc.encode([(":status", "200"), ("server", "raw-origin"),
+                                                 ("x-stream", str(f.stream_id))])
+                        response = raw(0x1, 0x4, f.stream_id, block) + raw(0x0, 0x1, f.stream_id, b"hello " * 50)
+                        self.sent.append(response)
+                        writer.write(response)
+                        self.got_request.set()
+        finally:
+            writer.close()
+
+    async def stop(self) -> None:
+        self.server.close()
+
+
+async def test_a_stream_no_hook_wants_is_forwarded_byte_for_byte_with_hooks_installed():
+    origin = await RawOrigin().start()
+    rules = ["rst_stream path=/never/*", "drop type=data path=/never/* direction=s2c"]
+    try:
+        async with h2proxy_running(f"h2c://127.0.0.1:{origin.port}", rules, hooks=_hooks_wanting_other_paths()) \
+                as proxy:
+            client = await RawClient.connect(proxy.port)
+            sent = []
+            for sid in (1, 3, 5):
+                request = client.headers(sid, [(k, f"/plain/{sid}" if k == ":path" else v) for k, v in REQ],
+                                         end=False)
+                body = raw(0x0, 0x0, sid, b"a" * 100) + raw(0x0, 0x1, sid, b"b" * 10)
+                sent.append(request + body)
+                client.send(request + body)
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 10
+            while not (len(origin.sent) == 3 and all(r in bytes(client.received) for r in origin.sent)):
+                assert loop.time() < deadline, "the responses did not all arrive"
+                await client.read_some(0.5)
+            bridge = next(iter(proxy.server.bridges))
+            relay_decodes = bridge.relay.decoding
+            client.close()
+        # What each side sent reached the other as the very bytes, frame for frame and in order.
+        upstream = bytes(origin.received)
+        assert upstream.startswith(PREFACE)
+        assert b"".join(sent) in upstream
+        assert len(origin.sent) == 3
+        for response in origin.sent:
+            assert response in bytes(client.received)
+        # (The installed hooks do decode header blocks: the bytes are forwarded all the same.)
+        assert relay_decodes == [True, True]
+        assert proxy.fault_hook.matches("rst_stream-1") == 0
+    finally:
+        await origin.stop()
+
+
+# ---------------------------------------------------------------- exactly the frames of matching streams
+
+class Conn:
+    """A relay between two playbook peers, SETTINGS exchanged."""
+
+    def __init__(self, hooks) -> None:
+        self.chain = HookChain(hooks)
+        for h in hooks:
+            if isinstance(h, FaultHook):
+                h.attach(self.chain)
+        self.relay = Relay(1, RelayOptions(), hooks=self.chain)
+        self.client, self.server = Peer(), Peer()
+        self.relay.receive(C2S, PREFACE + wire(fc.SettingsFrame(0)), 0.0)
+        self.relay.receive(S2C, wire(fc.SettingsFrame(0), fc.SettingsFrame(0, flags=["ACK"])), 0.0)
+        self.relay.receive(C2S, wire(fc.SettingsFrame(0, flags=["ACK"])), 0.0)
+        out(self.relay, C2S), out(self.relay, S2C)
+
+    def send(self, d, *frames):
+        self.relay.receive(d, wire(*frames), 0.0)
+
+    def exchange(self, sid: int, path: str) -> tuple:
+        """A POST with a body and its response; returns the bytes out each way."""
+        req = [(k, path if k == ":path" else v) for k, v in REQ]
+        c = wire(fc.HeadersFrame(sid, data=self.client.enc.encode(req), flags=["END_HEADERS"]),
+                 fc.DataFrame(sid, data=b"x" * 20, flags=["END_STREAM"]))
+        self.relay.receive(C2S, c, 0.0)
+        up = out(self.relay, C2S)
+        s = wire(fc.HeadersFrame(sid, data=self.server.enc.encode([(":status", "200")]), flags=["END_HEADERS"]),
+                 fc.DataFrame(sid, data=b"y" * 30), fc.DataFrame(sid, data=b"", flags=["END_STREAM"]))
+        self.relay.receive(S2C, s, 0.0)
+        down = out(self.relay, S2C)
+        return (c, up), (s, down)
+
+
+def test_a_hook_on_a_path_sees_exactly_the_frames_of_matching_streams():
+    recorder = PathRecorder()
+    c = Conn([recorder])
+    (c1, up1), (s1, down1) = c.exchange(1, "/plain/a")
+    (c3, up3), (s3, down3) = c.exchange(3, "/api/items")
+    (c5, up5), (s5, down5) = c.exchange(5, "/plain/b")
+    assert recorder.seen == [(CLIENT_TO_SERVER, "HeadersFrame", 3), (CLIENT_TO_SERVER, "DataFrame", 3),
+                             (SERVER_TO_CLIENT, "HeadersFrame", 3), (SERVER_TO_CLIENT, "DataFrame", 3),
+                             (SERVER_TO_CLIENT, "DataFrame", 3)]
+    # The others went through as they came.
+    assert (up1, down1, up5, down5) == (c1, s1, c5, s5)
+    # Connection-level frames are no stream's: a hook with a stream condition does not get them.
+    c.send(C2S, fc.PingFrame(0, opaque_data=b"12345678"))
+    assert len(recorder.seen) == 5
+
+
+def test_a_fault_rule_on_a_path_matches_exactly_the_frames_of_matching_streams():
+    # A rule that never fires (after = a million) counts every frame it matches.
+    hook = FaultHook(["drop path=/api/* after=1000000 name=count"])
+    c = Conn([hook])
+    for sid, path in ((1, "/plain/a"), (3, "/api/x"), (5, "/plain/b"), (7, "/api/y")):
+        (cb, up), (sb, down) = c.exchange(sid, path)
+        assert (up, down) == (cb, sb)
+    # Per matching stream: HEADERS + DATA from the client, HEADERS + 2 DATA from the server.
+    assert hook.matches("count") == 2 * 5
+    assert c.relay.streams == {}
+
+
+def test_the_headers_hook_on_responses_decodes_no_request_and_rewrites_only_matching_streams():
+    hook = HeadersHook(rules=[{"match": {"direction": "response", "path": "/api/*"}, "set": {"x-api": "1"}}])
+    c = Conn([hook])
+    assert c.relay.decoding == [True, True]          # (the path is the request's: requests are decoded)
+    (c1, up1), (s1, down1) = c.exchange(1, "/plain")
+    assert (up1, down1) == (c1, s1)
+    (_, _), (_, down3) = c.exchange(3, "/api/v1")
+    heads = [f for f in parsed(down3) if isinstance(f, fc.HeadersFrame)]
+    assert hpack.Decoder().decode(heads[0].data) == [(":status", "200"), ("x-api", "1")]
+    any_path = HeadersHook(rules=[{"match": {"direction": "response"}, "set": {"x-any": "1"}}])
+    assert Conn([any_path]).relay.decoding == [False, True]      # no request is decoded for it
+
+
+def test_a_push_rule_on_a_path_never_requested_leaves_every_frame_alone():
+    push = PushHook(rules=[{"path": "/never/*", "push": [{"path": "/style.css", "body": "x"}]}])
+    c = Conn([push])
+    for sid in (1, 3, 5):
+        (cb, up), (sb, down) = c.exchange(sid, f"/page/{sid}")
+        assert (up, down) == (cb, sb)
+    assert not c.relay.streams and c.relay.decoding == [True, True]
+
+
+# ---------------------------------------------------------------- rules changed at run time
+
+async def test_rules_changed_through_the_admin_api_change_interest_at_once_on_an_open_connection():
+    origin = await Origin().start()
+    try:
+        async with h2proxy_running(origin.url, admin=True, admin_token="tok") as proxy:
+            client = await RawClient.connect(proxy.port)
+            port = proxy.admin.port
+
+            async def status_of(sid: int, path: str):
+                client.send(client.headers(sid, [(k, path if k == ":path" else v) for k, v in REQ], end=True))
+                f = await client.until(lambda f: getattr(f, "stream_id", 0) == sid
+                                       and isinstance(f, (fc.HeadersFrame, fc.RstStreamFrame)))
+                return "reset" if isinstance(f, fc.RstStreamFrame) else "answered"
+
+            assert await status_of(1, "/a") == "answered"
+            relay = next(iter(proxy.server.bridges)).relay
+            # An open stream: the origin holds /hold.
+            client.send(client.headers(3, [(k, "/hold" if k == ":path" else v) for k, v in REQ], end=True))
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 5
+            while not any(3 in conn.streams for conn in origin.conns):      # (the origin has it)
+                assert loop.time() < deadline, "the origin never got the request"
+                await asyncio.wait_for(origin.new_conn.wait(), 5)
+                await asyncio.sleep(0.01)
+            assert relay.streams[3].hooks is None            # nobody wants it yet
+            code, _, _ = await http(port, "POST", "/faults", {"line": "rst_stream path=/a* towards=client "
+                                                                      "name=no-a"}, token="tok")
+            assert code == 201, code
+            assert await status_of(5, "/a") == "reset"          # the same connection, the next request
+            assert await status_of(7, "/b") == "answered"
+            code, _, _ = await http(port, "POST", "/faults", {"line": "drop path=/hold type=rst_stream "
+                                                                      "direction=c2s name=keep-hold"}, token="tok")
+            assert code == 201, code
+            assert relay.streams[3].hooks is not None          # the open stream is wanted now
+            code, _, _ = await http(port, "DELETE", "/faults/no-a", token="tok")
+            assert code in (200, 204), code
+            assert await status_of(9, "/a") == "answered"
+            code, _, _ = await http(port, "DELETE", "/faults/keep-hold", token="tok")
+            assert relay.streams[3].hooks is None              # and not wanted any more
+            client.close()
+    finally:
+        await origin.stop()
