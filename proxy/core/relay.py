@@ -934,15 +934,17 @@ class Relay:
                 return False
         if self.decoding_broken[d]:
             return False
-        f = RawFrame(HEADERS, flags, sid, length, wire)
-        headers = self._decode(d, [f], memoryview(wire)[9:])
-        if headers is None:
+        try:
+            headers = self.decoders[d].decode(memoryview(wire)[9:])
+        except Exception as exc:
+            f = RawFrame(HEADERS, flags, sid, length, wire)
+            self._decode_failed(d, [f], exc)
             if not self.closed:
                 self._header_block(d, [f], None)     # (the general path, with what there is)
             return True
         if s is None:
             if messages.check_block(None, d, headers, bool(end), "request", False) is not None:
-                self._header_block(d, [f], headers)        # (it reports the problem)
+                self._header_block(d, [RawFrame(HEADERS, flags, sid, length, wire)], headers)   # (it reports it)
                 return True
             settings = self.settings
             self.last_stream[CLIENT] = sid
@@ -976,7 +978,7 @@ class Relay:
             if new is _CLOSED:
                 self._close_stream(s)
             return True
-        unit = _Unit(d, [f], s)
+        unit = _Unit(d, [RawFrame(HEADERS, flags, sid, length, wire)], s)
         unit.headers = headers
         if hooks is None:
             self._forward_block(d, unit, UNCHANGED)
@@ -1260,15 +1262,21 @@ class Relay:
             if block is None:
                 block = b"".join(_fragment(f) for f in frames)
             return self.decoders[d].decode(block)      # never-indexed fields stay marked (NeverIndexed)
-        except OversizedHeaderListError as exc:
-            self._limit(d, "max_header_list_size", str(exc))
-            return None
         except (HpackDecodingError, ValueError) as exc:   # (ValueError: padding that leaves no fragment)
-            self.decoding_broken[d] = True
-            self._violation(d, "4.3", ErrorCode.COMPRESSION_ERROR, True,
-                            f"header block on stream {frames[0].stream_id} does not decode: {exc}",
-                            forwarded=not self.strict)
+            self._decode_failed(d, frames, exc)
             return None
+
+    def _decode_failed(self, d: int, frames: List[RawFrame], exc: Exception) -> None:
+        """A block over the header list limit (the connection closes), or one that does not decode."""
+        if isinstance(exc, OversizedHeaderListError):
+            self._limit(d, "max_header_list_size", str(exc))
+            return
+        if not isinstance(exc, (HpackDecodingError, ValueError)):
+            raise exc
+        self.decoding_broken[d] = True
+        self._violation(d, "4.3", ErrorCode.COMPRESSION_ERROR, True,
+                        f"header block on stream {frames[0].stream_id} does not decode: {exc}",
+                        forwarded=not self.strict)
 
     def _start_reencoding(self, d: int) -> HpackEncoder:
         enc = self.encoders[d] = HpackEncoder()

@@ -194,6 +194,7 @@ class FaultHook:
         #: Connections seen since the start (``connections_total``; ``_conns`` holds the open ones).
         self._total = 0
         self._serial = 0
+        self._grpc_active = False
         if file is not None:
             for spec in load_fault_file(file):
                 self.add(spec, source=f"{file}: faults")
@@ -332,6 +333,7 @@ class FaultHook:
             chain.rebuild()
 
     def _rebuild_all(self) -> None:
+        self._grpc_active = any(getattr(r, "grpc", False) for r in self.rules)
         for chain in list(self._chains):
             chain.rebuild()
 
@@ -419,8 +421,10 @@ class FaultHook:
 
     @property
     def grpc_active(self) -> bool:
-        """Whether some rule acts on gRPC messages (else gRPC calls are not followed for this hook)."""
-        return any(getattr(r, "grpc", False) for r in self.rules)
+        """Whether some rule acts on gRPC messages (else gRPC calls are not followed for this hook).
+
+        Asked once per stream: kept up to date when the rules change, not recomputed."""
+        return self._grpc_active
 
     def on_grpc_message(self, ctx, message):
         from ..grpc.faults import apply_rules

@@ -687,23 +687,36 @@ class Rule:
             self._stream_cond = None
             return None
 
+        # (The globs compiled once: fnmatch's own cache costs a look-up per call.)
+        method_rx = _compiled(method)
+        authority_rx = _compiled(authority)
+        path_rx = _compiled(path)
+        header_rx = [(name, _compiled(pattern)) for name, pattern in (headers or {}).items()]
+
         def condition(stream) -> bool:
             if ids is not None and stream.id not in ids:
                 return False
             if ordinals is not None and stream.ordinal not in ordinals:
                 return False
             req = stream.request_headers
-            if method is not None and not _glob_match(header_value(req, ":method"), method):
+            if req is None:
                 return False
-            if authority is not None and not _glob_match(
-                    header_value(req, ":authority") or header_value(req, "host"), authority):
-                return False
-            if path is not None and not _glob_match(header_value(req, ":path"), path):
-                return False
-            if headers:
-                for name, pattern in headers.items():
-                    if not _glob_match(header_value(req, name), pattern):
-                        return False
+            if path_rx is not None:
+                value = header_value(req, ":path")
+                if value is None or path_rx(value) is None:
+                    return False
+            if method_rx is not None:
+                value = header_value(req, ":method")
+                if value is None or method_rx(value) is None:
+                    return False
+            if authority_rx is not None:
+                value = header_value(req, ":authority") or header_value(req, "host")
+                if value is None or authority_rx(value) is None:
+                    return False
+            for name, rx in header_rx:
+                value = header_value(req, name)
+                if value is None or rx(value) is None:
+                    return False
             return True
 
         self._stream_cond = condition
@@ -786,6 +799,11 @@ class FrameInfo:
     response: Optional[list] = None
     status: Optional[str] = None
 
+
+
+def _compiled(pattern: Optional[str]):
+    """A glob as the ``match`` method of its regular expression (None for None)."""
+    return None if pattern is None else re.compile(fnmatch.translate(pattern)).match
 
 
 def _glob_match(value: Optional[str], pattern: str) -> bool:

@@ -166,7 +166,10 @@ class GrpcHook:
         owners = self.owners
 
         def wanted(request) -> bool:
-            return is_grpc_request(request) and any(getattr(o, "grpc_active", True) for o in owners)
+            for o in owners:
+                if getattr(o, "grpc_active", True):
+                    return is_grpc_request(request)
+            return False
         return Interest(stream=wanted, decode=("client->server", "server->client"), untracked=True)
 
     # ------------------------------------------------------------ frames
