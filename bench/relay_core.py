@@ -128,6 +128,7 @@ def main(argv=None) -> int:
     if a.fault:
         from proxy.faults.hook import FaultHook
         fault_hook = FaultHook()
+        fault_hook.static = True          # as h2proxy --fault without --admin
         for line in a.fault:
             fault_hook.add(line)
         extra.append(fault_hook)

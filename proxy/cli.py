@@ -145,7 +145,9 @@ def build_hooks(cfg: Config):
         hooks.extend(load_hook(spec, options))
     if cfg.faults or cfg.fault_lines or cfg.admin_listen:
         from .faults import build_fault_hook
-        hooks.append(build_fault_hook(cfg.faults, cfg.fault_lines))
+        # Without the admin API or the web view the rules cannot change: decode only what they need.
+        hooks.append(build_fault_hook(cfg.faults, cfg.fault_lines,
+                                      static=not (cfg.admin_listen or cfg.web_listen)))
     return HookChain(hooks, grpc=grpc_options(cfg)) if hooks else None
 
 

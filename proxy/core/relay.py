@@ -1624,7 +1624,7 @@ class Relay:
     def _hooked(self, d: int, unit: _Unit, hooks) -> None:
         for entry in hooks:
             screen = entry[4] if len(entry) > 4 else None
-            if screen is None or screen(self, d, unit):
+            if screen is None or screen(self, d, unit, hooks):
                 break
         else:
             # Every entry screened the raw frame and none will act on it: no object, no chain.

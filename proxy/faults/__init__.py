@@ -14,12 +14,17 @@ from .parse import parse_line, rule_from_line, to_line
 from .rules import ACTIONS, KEYS, FaultError, Rule
 
 
-def build_fault_hook(tables: Optional[Iterable[dict]] = None, lines: Optional[Iterable[str]] = None) -> FaultHook:
+def build_fault_hook(tables: Optional[Iterable[dict]] = None, lines: Optional[Iterable[str]] = None,
+                     static: bool = False) -> FaultHook:
     """A FaultHook with the rules of ``[[faults]]`` tables, then of ``--fault`` lines.
+
+    ``static``: the rules will not change once the proxy runs (no admin API): header blocks are then
+    decoded only where the rules need them (see :attr:`FaultHook.static`).
 
     Raises :class:`FaultError` (a ConfigError) naming the rule, the key and the value.
     """
     hook = FaultHook()
+    hook.static = static
     for i, table in enumerate(tables or ()):
         name = table.get("name") if isinstance(table, dict) else None
         hook.add(table, source=f"faults[{i}]{f' ({name})' if name else ''}")

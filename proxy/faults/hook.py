@@ -27,6 +27,7 @@ block was dropped or duplicated.
 from __future__ import annotations
 import asyncio
 import collections
+import dataclasses
 import logging
 import time
 import weakref
@@ -36,6 +37,7 @@ from framecodec import frame as fc
 
 from ..core.protocol import ErrorCode, Setting, error_name, frame_name, setting_name
 from ..hooks.api import CLIENT_TO_SERVER, SERVER_TO_CLIENT, Headers, RawBytes, header_value
+from ..hooks.interest import Interest
 from .parse import parse_line, to_line
 from .rules import (ALTSVC, CONTINUATION, DATA, GOAWAY, HEADERS, PING, PRIORITY, PUSH_PROMISE, RST_STREAM,
                     SETTINGS, UNKNOWN, WINDOW_UPDATE, FaultError, FrameInfo, Rule)
@@ -195,6 +197,12 @@ class FaultHook:
         self._total = 0
         self._serial = 0
         self._grpc_active = False
+        #: id(entry list) -> (the list, the rules of its entries): what screen asks, per table list.
+        self._list_rules: Dict[int, tuple] = {}
+        #: True when the rules cannot change once connections run (no admin API, no web view): header
+        #: blocks are then decoded only in the directions the rules need. Otherwise both, always: a rule
+        #: added at run time may need them, and a direction cannot start being decoded mid-connection.
+        self.static = False
         if file is not None:
             for spec in load_fault_file(file):
                 self.add(spec, source=f"{file}: faults")
@@ -334,8 +342,33 @@ class FaultHook:
 
     def _rebuild_all(self) -> None:
         self._grpc_active = any(getattr(r, "grpc", False) for r in self.rules)
+        self._list_rules = {}
         for chain in list(self._chains):
             chain.rebuild()
+
+    def interest(self) -> Interest:
+        """The directions whose header blocks are decoded (the frame types and conditions are per rule:
+        :meth:`hook_entries`)."""
+        return Interest(decode=self.decode_directions())
+
+    def decode_directions(self) -> Tuple[int, ...]:
+        """Both, unless :attr:`static`; then those where some rule can act on header blocks (dropping or
+        changing one needs the direction re-encoded, hence decoded) or reads them (request keys need
+        the requests, ``status`` and ``response_header`` the responses)."""
+        if not self.static:
+            return (C2S, S2C)
+        dirs = set()
+        for r in self.rules:
+            if not r.enabled or getattr(r, "grpc", False):
+                continue
+            for d in (C2S, S2C):
+                if r.wants(d, HEADERS) or r.wants(d, PUSH_PROMISE) or r.wants(d, CONTINUATION):
+                    dirs.add(d)
+            if r.method is not None or r.authority is not None or r.path is not None or r.request_header:
+                dirs.add(C2S)
+            if r.status is not None or r.response_header:
+                dirs.add(S2C)
+        return tuple(sorted(dirs))
 
     def hook_entries(self, d: int, t: int) -> list:
         """The chain's entries for frames of type ``t`` in direction ``d`` (see HookChain): one per rule that
@@ -516,9 +549,10 @@ class FaultHook:
                                       bytes_before=before, request=request, response=response, status=status)
         return info
 
-    def screen(self, relay, d: int, unit) -> bool:
+    def screen(self, relay, d: int, unit, hooks=None) -> bool:
         """The relay asks, before making a frame object: may any rule of this entry list act on this frame
-        (``unit``: the raw frame or header block, its decoded headers and stream)?
+        (``unit``: the raw frame or header block, its decoded headers and stream; ``hooks``: the entry
+        list, whose rule entries name the rules to ask)?
 
         No repair may apply and no rule fire: False, and the relay forwards the frame as it came, with
         no object and no call per rule (the frame is counted all the same). Otherwise True, and the
@@ -542,7 +576,15 @@ class FaultHook:
             return True        # a repair may apply: the book-keeping decides with the frame object
         info = self._count(st, relay, d, t, fb, sid, stream, first.length if t == DATA else 0, unit.headers)
         firing = None
-        for rule in self._screened_rules(d, t, stream):
+        if hooks is not None:
+            rules = self._list_rules.get(id(hooks))
+            if rules is None or rules[0] is not hooks:
+                rules = self._list_rules[id(hooks)] = (hooks, [self._hooks[e[0][6:]].rule for e in hooks
+                                                               if e[4] is _decided and e[0][6:] in self._hooks])
+            rules = rules[1]
+        else:
+            rules = self._screened_rules(d, t, stream)
+        for rule in rules:
             if rule.action == "stall" and rule.name in st.stalled_by:
                 continue
             if rule.matches_frame(info) and rule.fires():
@@ -581,7 +623,7 @@ class FaultHook:
         else:
             fb = flag_byte(frame)
             if fb != info.flag_byte:
-                info = FrameInfo(**{**info.__dict__, "flag_byte": fb})
+                info = dataclasses.replace(info, flag_byte=fb)
             if rule.action == "stall" and rule.name in st.stalled_by:
                 return None
             if not rule.matches_frame(info):
@@ -960,7 +1002,7 @@ class FaultHook:
 
 # ---------------------------------------------------------------- helpers
 
-def _decided(relay, d: int, unit) -> bool:
+def _decided(relay, d: int, unit, hooks=None) -> bool:
     """The screen of a rule's entry: the book-keeping entry in front of it screened for every rule."""
     return False
 

@@ -783,7 +783,7 @@ class Rule:
         return True
 
 
-@dataclass
+@dataclass(slots=True)
 class FrameInfo:
     """What the rules look at for one frame."""
 

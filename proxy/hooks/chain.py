@@ -39,7 +39,7 @@ class HookChain:
     Tables map a frame type to the entries ``(hook name, bound method, wants headers,
     stream condition, screen)`` that must see frames of that type in that direction; types no
     hook asks for are absent, which is what gives them the fast path. ``screen`` is None or
-    ``screen(relay, d, unit)``, asked before a frame object is made: when every entry of a
+    ``screen(relay, d, unit, entries)``, asked before a frame object is made: when every entry of a
     list has one and each says False, the frame goes on as it came (no object, no call). The stream
     condition is None (every stream) or a tuple of conditions, any of which makes the
     stream wanted; each is called once per stream with the :class:`~proxy.core.relay.Stream`
@@ -86,8 +86,9 @@ class HookChain:
     def _add_grpc(self, options) -> None:
         """Hooks with ``on_grpc_message``: the gRPC message hook goes in front of the first (proxy/grpc/hook.py)."""
         handlers = [h for h in self.hooks if hasattr(h, "on_grpc_message")]
-        if not handlers:
-            return
+        if not handlers or all(getattr(h, "static", False) and not getattr(h, "grpc_active", True)
+                               for h in handlers):
+            return       # (rules that cannot change and act on no message: no call needs following)
         from ..grpc.hook import GrpcHook, GrpcSettingsHook
         now = any(getattr(h, "grpc_active", True) for h in handlers)
         self.hooks.insert(self.hooks.index(handlers[0]), (GrpcSettingsHook if now else GrpcHook)(handlers, options))
@@ -161,7 +162,14 @@ class HookChain:
         self._stream_cache = {}
 
     def changed(self) -> None:
-        """The tables were edited (rules changed at run time): open connections follow at once."""
+        """The tables were edited (rules changed at run time): open connections follow at once.
+
+        (What is decoded changes for new connections only: a direction cannot start being decoded
+        in the middle of one. Hooks whose rules may change decode both directions from the start.)
+        """
+        self.interests = [resolve(h) for h in self.hooks]
+        self.decode = [any(d in i.decode for i in self.interests) for d in (0, 1)]
+        self.needs_headers = self.decode[0] or self.decode[1]
         self._derive()
         self.version += 1
         for relay in list(self._relays):
