@@ -249,7 +249,18 @@ def check_block(s, d: int, headers, end_stream: bool, kind: str, count_body: boo
     remembered for :func:`data_check`.
     """
     if kind == "request":
-        return _memo(request_problem, headers, end_stream)
+        if len(headers) <= _MEMO_FIELDS:
+            try:
+                key = (tuple(headers), end_stream)
+                return _REQUESTS[key]
+            except KeyError:
+                bad = _REQUESTS[key] = request_problem(headers, end_stream)
+                if len(_REQUESTS) > _MEMO_MAX:
+                    _REQUESTS.clear()
+                return bad
+            except TypeError:
+                pass
+        return request_problem(headers, end_stream)
     if d == 0:
         bad = trailers_problem(headers, end_stream)
         if bad is None and count_body:
@@ -258,8 +269,9 @@ def check_block(s, d: int, headers, end_stream: bool, kind: str, count_body: boo
                 bad = _malformed(f"request content is {left} bytes short of its content-length", "8.1.1")
         return bad
     prev = s.response_headers
-    method = _pseudo(s.request_headers or (), ":method")
     if prev is None or _is_informational(prev):
+        req = s.request_headers
+        method = req[0][1] if req and req[0][0] == ":method" else _pseudo(req or (), ":method")
         bad = _memo(response_problem, headers, end_stream, method)
         if bad is None and count_body and not end_stream:
             status = _pseudo(headers, ":status")
@@ -276,6 +288,7 @@ def check_block(s, d: int, headers, end_stream: bool, kind: str, count_body: boo
 #: Outcomes of the header-list rules for lists seen before (real traffic repeats its requests and
 #: responses: the rules then cost one look-up). Bounded: cleared when full.
 _MEMO: dict = {}
+_REQUESTS: dict = {}
 _MEMO_MAX = 2048
 #: Lists longer than this are checked every time (not worth keeping).
 _MEMO_FIELDS = 24

@@ -973,8 +973,14 @@ class Relay:
                 s.trailers = headers
         h = s.hooks
         hooks = h[d].get(HEADERS) if h is not None else None
-        if hooks is None and self.encoders[d] is None:
-            self.out[d].append(wire)
+        if hooks is None and self.greeting[d] is None:
+            if self.encoders[d] is None:
+                self.out[d].append(wire)
+            else:
+                # This direction is re-encoded (a block was dropped or changed before): the proxy's encoder.
+                out = self.out[d]
+                for w in self._encode_block(d, Headers(sid, headers, bool(end))):
+                    out.append(w)
             if new is _CLOSED:
                 self._close_stream(s)
             return True
@@ -1628,6 +1634,16 @@ class Relay:
                 break
         else:
             # Every entry screened the raw frame and none will act on it: no object, no chain.
+            first = unit.frames[0]
+            if (first.type == HEADERS and unit.headers is not None and self.encoders[d] is not None
+                    and self.sink is None and self.greeting[d] is None and not (d == S2C and self.push_map)):
+                # A re-encoded direction's block, as in _decoded_block.
+                out = self.out[d]
+                for w in self._encode_block(d, Headers(first.stream_id, unit.headers,
+                                                       bool(first.flags & END_STREAM))):
+                    out.append(w)
+                self._after_block(unit)
+                return
             self._finish_unit(d, unit, (UNCHANGED, []))
             return
         gen = self._hook_chain(d, unit, hooks)

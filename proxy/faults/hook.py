@@ -49,6 +49,10 @@ CLIENT, SERVER = 0, 1
 _DIRECTIONS = {CLIENT_TO_SERVER: C2S, SERVER_TO_CLIENT: S2C}
 _MAX_WINDOW = 2 ** 31 - 1
 _STREAM_TYPES = frozenset({DATA, HEADERS, PRIORITY, RST_STREAM, PUSH_PROMISE, CONTINUATION, WINDOW_UPDATE})
+#: Actions that may drop, duplicate or change the frame they act on (a header block among them);
+#: the others forward it as it came (delay, throttle, stall, settings on SETTINGS only, inject
+#: next to it; close ends the connection, so the HPACK tables no longer matter).
+_BLOCK_CHANGING = frozenset({"drop", "duplicate", "corrupt", "split", "rst_stream"})
 _MAX_EVENTS = 10000
 _LOGGED_PER_RULE = 20
 
@@ -352,18 +356,19 @@ class FaultHook:
         return Interest(decode=self.decode_directions())
 
     def decode_directions(self) -> Tuple[int, ...]:
-        """Both, unless :attr:`static`; then those where some rule can act on header blocks (dropping or
-        changing one needs the direction re-encoded, hence decoded) or reads them (request keys need
-        the requests, ``status`` and ``response_header`` the responses)."""
+        """Both, unless :attr:`static`; then those where some rule can drop or change header blocks (the
+        direction is then re-encoded, hence decoded) or reads them (request keys need the requests,
+        ``status`` and ``response_header`` the responses)."""
         if not self.static:
             return (C2S, S2C)
         dirs = set()
         for r in self.rules:
             if not r.enabled or getattr(r, "grpc", False):
                 continue
-            for d in (C2S, S2C):
-                if r.wants(d, HEADERS) or r.wants(d, PUSH_PROMISE) or r.wants(d, CONTINUATION):
-                    dirs.add(d)
+            if r.action in _BLOCK_CHANGING or (r.action == "goaway" and not r.params.get("keep", True)):
+                for d in (C2S, S2C):
+                    if r.wants(d, HEADERS) or r.wants(d, PUSH_PROMISE) or r.wants(d, CONTINUATION):
+                        dirs.add(d)
             if r.method is not None or r.authority is not None or r.path is not None or r.request_header:
                 dirs.add(C2S)
             if r.status is not None or r.response_header:
