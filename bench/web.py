@@ -5,7 +5,7 @@
     .venv/bin/python bench/web.py --quick    # 3 rounds of 4 s
 
 Every target runs at the same time against one nghttpd; in each round every target is measured
-once, one after the other. Figures are medians of the rounds; the ratios compare targets of the
+once, one after the other, in an order that rotates from round to round. Figures are medians of the rounds; the ratios compare targets of the
 same run. The issue's bar: a page open and idle, or no page, costs <= 10% of throughput.
 """
 from __future__ import annotations
@@ -62,8 +62,11 @@ def main() -> int:
             page.wait_for_function("document.getElementById('live').textContent === 'live'")
             print(f"bench: page open on {page_url.split('#')[0]}; {rounds} rounds x {duration:.0f} s", flush=True)
             for r in range(rounds):
+                names = list(services)
+                names = names[r % len(names):] + names[:r % len(names)]     # each target goes first in turn
                 for case, spec in CASES.items():
-                    for name, svc in services.items():
+                    for name in names:
+                        svc = services[name]
                         res = h2load(svc.url + spec["path"], clients=spec["clients"], streams=spec["streams"],
                                      duration=duration, warmup=1.0, measure=[svc])
                         if res.failed or res.errored or not res.ok:

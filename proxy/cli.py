@@ -29,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="h2proxy",
         description="A frame-level HTTP/2 man-in-the-middle proxy. Subcommands: "
-                    "'h2proxy log {text,pcap,har,stats,replay} ...', 'h2proxy ca [export DIR]'.")
+                    "'h2proxy log {text,pcap,har,stats,replay,web} ...', 'h2proxy ca [export DIR]'.")
     p.add_argument("--version", action="version", version=f"h2proxy {__version__}")
     p.add_argument("--config", metavar="FILE", help="TOML configuration (flags override it)")
     p.add_argument("--listen", metavar="URL", help="h2c://HOST:PORT or https://HOST:PORT "
@@ -234,6 +234,9 @@ async def run_proxy(cfg: Config, loop_name: str = "asyncio") -> int:
         origin = DemoOrigin()
         await origin.start()
         settings.upstream = parse_endpoint(origin.url, "upstream")
+    if cfg.web_listen:
+        from .faults.admin import parse_admin_listen
+        parse_admin_listen(cfg.web_listen)      # refuse a bad --web before the proxy starts
     hooks = build_hooks(cfg)
     sink = build_sink(cfg)
     web_model = None
@@ -335,6 +338,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         cfg = merge_args(load_config(args.config), args)
         loop_name = install_loop()
         tune_malloc()
+        if cfg.workers and cfg.workers > 1 and cfg.web_listen:
+            raise ConfigError("--web cannot be combined with --workers (each worker sees only its own "
+                              "connections, and only one could serve the page); drop one of the two")
         if cfg.workers and cfg.workers > 1:
             from .workers import run_workers
             return run_workers(cfg, loop_name)

@@ -313,3 +313,15 @@ async def test_frames_in_flight_after_a_fault_reset_are_discarded_quietly(proxy_
             assert [f.error_code for f in to_origin] == [0x7], to_origin     # the rule's one RST_STREAM
     finally:
         await origin.stop()
+
+
+@pytest.mark.parametrize("size", [0, 64])
+async def test_nghttp_header_table_size_with_a_push(nghttpd, proxy_factory, size):
+    """Issue 13.2 with the proxy's own push: its PUSH_PROMISE and pushed response honour the client's table."""
+    origin = nghttpd()
+    push = PushHook(rules=[{"path": "/index.html", "push": [{"path": "/pushed.txt", "body": "pushed\n"}]}])
+    px = await proxy_factory(origin.url, hooks=[push])
+    url = http_url(px.url)
+    rc, out = await nghttp("-nv", "-c", str(size), f"{url}/index.html", f"{url}/small.txt")
+    assert rc == 0 and push.pushed == 1, out
+    assert "recv PUSH_PROMISE" in out and "COMPRESSION_ERROR" not in out and "recv GOAWAY" not in out, out

@@ -194,7 +194,8 @@ async def test_connections_streams_and_frames_appear_live_with_nghttps_fingerpri
     # --web alone has no fault hook (it would slow every frame); the panel says how to get one
     assert "--admin" in await page.inner_text("#no-faults")
     await select_conn(page, 1)
-    row = page.locator("#streams tr.stream", has_text="/size/50000")
+    # the details refresh while records arrive: wait for the stream's end
+    row = page.locator("#streams tr.stream", has_text="/size/50000").filter(has_text="END_STREAM")
     await row.wait_for()
     cells = await row.locator("td").all_inner_texts()
     assert cells[1:4] == ["GET", "/size/50000", "200"] and cells[7] == "END_STREAM", cells
@@ -275,9 +276,9 @@ async def test_a_fault_rule_added_from_the_page_resets_the_next_matching_stream(
         "document.querySelector(\"#faults tr.fault[data-name='refuse77'] .fault-hits\").textContent === '1'")
     await wait_rows(page, "#conns tr.conn", 2)
     await select_conn(page, 1)
-    stream = page.locator("#streams tr.stream", has_text="/size/77")
+    stream = page.locator("#streams tr.stream", has_text="/size/77").filter(
+        has_text="RST_STREAM REFUSED_STREAM from the proxy to client")
     await stream.wait_for()
-    assert "RST_STREAM REFUSED_STREAM from the proxy to client" in await stream.inner_text()
     await stream.click()
     await page.wait_for_selector("#stream-frames tr.hook")
     await shot(page, artifacts, "web-faults.png")
@@ -308,7 +309,8 @@ async def test_a_stalled_download_shows_a_marked_stall_in_the_window_chart(proxy
     await wait_rows(page, "#conns tr.conn", 1)
     await select_conn(page, 1)
     await page.wait_for_selector("#conn-chart rect.stall[data-side='server']")
-    row = page.locator("#conn-stalls tr.stall-row").first
+    row = page.locator("#conn-stalls tr.stall-row").filter(has_text="WINDOW_UPDATE").first
+    await row.wait_for()
     cells = await row.locator("td").all_inner_texts()
     assert cells[0] == "server" and cells[1] == "13" and cells[4] == "WINDOW_UPDATE", cells
     assert 1300 <= int(cells[3].split()[0]) <= 5000, cells
@@ -349,7 +351,7 @@ async def test_a_grpcio_client_shows_its_messages(grpc_echo, tmp_path, page, art
         assert answers == [b"hello web view", b"hello " + b"y" * 300]
         await wait_rows(page, "#conns tr.conn", 1)
         await select_conn(page, 1)
-        row = page.locator("#streams tr.stream[data-stream='1']")
+        row = page.locator("#streams tr.stream[data-stream='1']").filter(has_text="END_STREAM")
         await row.wait_for()
         cells = await row.locator("td").all_inner_texts()
         assert cells[1:4] == ["POST", "/demo.Echo/Say", "200"] and cells[7] == "END_STREAM", cells

@@ -168,6 +168,10 @@ async def test_page_and_data_routes_keep_the_admin_checks():
         assert status == 200 and json.loads(body)["mode"] == "live"
         status, _, body = await _get(p, "/api/web/conn/7", token="tok")
         assert status == 404 and "no connection 7" in json.loads(body)["error"]
+        status, _, body = await _get(p, "/api/web/conn/x/stream/1", token="tok")
+        assert status == 400 and "'x'" in json.loads(body)["error"]
+        status, _, body = await _get(p, "/api/web/events?version=soon", token="tok")
+        assert status == 400 and "integers" in json.loads(body)["error"]
         status, _, body = await _get(p, "/static/../model.py", token="tok")
         assert status == 404 and b"import" not in body
         status, _, body = await _get(p, "/static/%2e%2e%2fmodel.py", token="tok")
@@ -311,3 +315,17 @@ async def test_a_connection_over_the_budget_is_detached_and_runs_at_full_speed(o
         web.close()
     third = model.snapshot()["conns"][-1]
     assert third["state"] == "closed" and not third["sampled"] and third["streams"] >= 1
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--web", "0.0.0.0:0"], ["loopback only"]),
+    (["--web", "127.0.0.1:0", "--workers", "2"], ["--web cannot be combined with --workers"]),
+])
+async def test_cli_refuses_a_web_view_it_cannot_serve_safely(args, words):
+    import sys
+    from tests.peers import free_port
+    rc, text = await run(sys.executable, "-m", "proxy.cli", "--listen", f"h2c://127.0.0.1:{free_port()}",
+                         "--upstream", "h2c://127.0.0.1:1", *args, timeout=30)
+    assert rc == 2, text
+    for w in words:
+        assert w in text, text

@@ -1616,13 +1616,17 @@ class Relay:
         for item in result:
             sent_fcl += self._send_item(d, item, origin, [a for a in actions if a["action"] != "passed"], unit)
         if t == DATA and s is not None:
+            if ahead > 0:
+                # Settled below from what was really sent (splitting a padded frame drops its padding).
+                self.owed[d] -= ahead
+                s.owed[d] -= ahead
             diff = first.length - sent_fcl
             if diff > 0 and not any(isinstance(item, RawBytes) for item in result):
                 # (RawBytes in the result: repairs are off for this frame, no credit.)
                 self._credit_sender(d, s, diff, first.flags & END_STREAM)
-            elif diff < 0 and -diff > ahead:
-                self.owed[d] += -diff - max(ahead, 0)
-                _owe(s, d, -diff - max(ahead, 0))
+            elif diff < 0:
+                self.owed[d] += -diff
+                _owe(s, d, -diff)
             if s.state == st.CLOSED:
                 self._close_stream(s)
 

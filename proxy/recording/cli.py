@@ -1,4 +1,4 @@
-"""``h2proxy log ...``: work on recorded frame logs (text, pcap, har, stats, replay)."""
+"""``h2proxy log ...``: work on recorded frame logs (text, pcap, har, stats, replay, web)."""
 from __future__ import annotations
 
 import argparse

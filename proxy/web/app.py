@@ -88,14 +88,17 @@ class WebView:
                             headers={"Cache-Control": "no-store"})
 
     @staticmethod
-    def _int(request, name: str) -> int:
+    def _int(request, name: str) -> Optional[int]:
         try:
             return int(request.match_info[name])
         except ValueError:
-            raise web.HTTPBadRequest() from None
+            return None
 
     async def _conn(self, request: web.Request) -> web.StreamResponse:
         cid = self._int(request, "cid")
+        if cid is None:
+            return json_response(400, {"error": f"connection id: expected an integer, not "
+                                                f"{request.match_info['cid']!r}"})
         data = self.model.connection(cid)
         if data is None:
             return json_response(404, {"error": f"no connection {cid} (gone from the bounded window, or never seen)"})
@@ -103,6 +106,9 @@ class WebView:
 
     async def _stream(self, request: web.Request) -> web.StreamResponse:
         cid, sid = self._int(request, "cid"), self._int(request, "sid")
+        if cid is None or sid is None:
+            return json_response(400, {"error": f"connection and stream ids: expected integers, not "
+                                                f"{request.match_info['cid']!r}, {request.match_info['sid']!r}"})
         data = self.model.stream(cid, sid)
         if data is None:
             return json_response(404, {"error": f"no stream {sid} on connection {cid}"})
@@ -122,7 +128,7 @@ class WebView:
         try:
             await resp.write(b": connected\n\n")
             while not self._closing.is_set():
-                delta = self.model.delta(version, cursor, max_frames=100)
+                delta = self.model.delta(version, cursor, max_frames=500)
                 if delta is not None:
                     version, cursor = delta["version"], delta["cursor"]
                     await resp.write(f"event: delta\ndata: {_dumps(delta)}\n\n".encode())

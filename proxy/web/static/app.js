@@ -572,6 +572,12 @@ function ruleText(rule) {
   return rule.action + " " + Object.entries(rule).filter(([k]) => !skip.has(k)).map(([k, v]) => `${k}=${Array.isArray(v) ? v.join(",") : v}`).join(" ");
 }
 
+function faultError(text) {
+  // The panel may have been replaced by the "no fault rules" note meanwhile.
+  const box = document.getElementById("fault-error");
+  if (box) box.textContent = text;
+}
+
 function noFaults(text) {
   state.noFaults = true;
   document.getElementById("faults-panel").replaceChildren(el("p", {class: "empty", id: "no-faults"}, text));
@@ -586,7 +592,9 @@ async function loadFaults() {
     const [list, counters] = await Promise.all([api("/faults"), api("/counters")]);
     state.faults = list.faults;
     const rules = counters.rules || {};
-    document.querySelector("#faults tbody").replaceChildren(...list.faults.map((r) => {
+    const tbody = document.querySelector("#faults tbody");
+    if (!tbody) return;
+    tbody.replaceChildren(...list.faults.map((r) => {
       const c = rules[r.name] || {};
       return el("tr", {class: "fault", dataset: {name: r.name}},
         el("td", {}, el("input", {type: "checkbox", class: "fault-enabled", checked: r.enabled !== false,
@@ -596,22 +604,22 @@ async function loadFaults() {
         el("td", {class: "num fault-hits"}, c.hits === undefined ? "" : c.hits),
         el("td", {}, el("button", {type: "button", class: "fault-remove", onclick: () => removeFault(r.name)}, "remove")));
     }));
-    document.getElementById("fault-error").textContent = "";
+    faultError("");
   } catch (e) {
     if (e.status === 503) noFaults(e.message);
-    else document.getElementById("fault-error").textContent = String(e.message || e);
+    else faultError(String(e.message || e));
   }
 }
 
 async function changeFault(name, changes) {
   try { await api(`/faults/${encodeURIComponent(name)}`, {method: "PATCH", json: changes}); }
-  catch (e) { document.getElementById("fault-error").textContent = String(e.message || e); }
+  catch (e) { faultError(String(e.message || e)); }
   await loadFaults();
 }
 
 async function removeFault(name) {
   try { await api(`/faults/${encodeURIComponent(name)}`, {method: "DELETE"}); }
-  catch (e) { document.getElementById("fault-error").textContent = String(e.message || e); }
+  catch (e) { faultError(String(e.message || e)); }
   await loadFaults();
 }
 
@@ -627,9 +635,9 @@ async function addFault(ev) {
     document.getElementById("fault-line").value = "";
     document.getElementById("fault-name").value = "";
     await loadFaults();
-    document.getElementById("fault-error").textContent = "";
+    faultError("");
   } catch (e) {
-    document.getElementById("fault-error").textContent = String(e.message || e);
+    faultError(String(e.message || e));
   }
 }
 
