@@ -91,17 +91,6 @@ class FlowTracker:
 
     # ------------------------------------------------------------ feeding
 
-    def _sender(self, leg: object, d: object) -> Optional[_Sender]:
-        """Who sends on ``leg`` in direction ``d`` (None for records naming no sender)."""
-        if isinstance(leg, str) and isinstance(d, str):
-            return self.senders.get((leg, d))
-        return None
-
-    def _peer(self, leg: object, d: object) -> Optional[_Sender]:
-        """The sender whose receiver sends on ``leg`` in direction ``d``: the one its
-        WINDOW_UPDATEs and SETTINGS are about."""
-        return self._sender(leg, _OTHER.get(d) if isinstance(d, str) else None)
-
     def _stream(self, s: _Sender, sid: int, t: Optional[float]) -> _StreamWindow:
         w = s.streams.get(sid)
         if w is None:
@@ -140,43 +129,43 @@ class FlowTracker:
         if self.stopped is not None:
             return
         ftype = rec.get("type")
-        leg, d = rec.get("leg"), rec.get("dir")
+        # A record without a leg or direction names no sender: ("", "") is none of SENDERS.
+        leg, d = rec.get("leg", ""), rec.get("dir", "")
         t = rec.get("ts")
         if t is not None:
             self.last_t = t
         sid = rec.get("stream") or 0
-        if ftype == "DATA":
-            self._data(rec, self._sender(leg, d), sid, t)
+        if ftype == "DATA":          # the most frequent: handled here, without a further call
+            s = self.senders.get((leg, d))
+            if s is None:
+                return
+            n = rec.get("length") or 0
+            s.conn_window -= n
+            s.data_bytes += n
+            s.samples.append((t, s.conn_window))
+            w = self._stream(s, sid, t)
+            w.window -= n
+            w.samples.append((t, w.window))
+            if rec.get("flags", 0) & 0x1:
+                w.ended = True
+                self._end_stall(s, sid, w, t, "END_STREAM", keep=n > 0)
+            elif w.stalled_since is None and min(s.conn_window, w.window) <= 0:
+                w.stalled_since = t
         elif ftype == "WINDOW_UPDATE":
-            self._window_update(rec, self._peer(leg, d), sid, t)
+            # WINDOW_UPDATEs and SETTINGS are about the windows of the sender in the other direction.
+            self._window_update(rec, self.senders.get((leg, _OTHER.get(d, ""))), sid, t)
         elif ftype == "SETTINGS":
-            self._settings(rec, self._peer(leg, d), t)
+            self._settings(rec, self.senders.get((leg, _OTHER.get(d, ""))), t)
         elif ftype == "HEADERS":
-            s = self._sender(leg, d)
+            s = self.senders.get((leg, d))
             if s is not None and rec.get("flags", 0) & 0x1:
                 self._stream(s, sid, t).ended = True
         elif ftype == "RST_STREAM":
             self._rst_stream(rec, leg, d, sid, t)
         elif ftype == "GOAWAY":
             if (rec.get("fields") or {}).get("error") == "FLOW_CONTROL_ERROR":
-                self.errors.append({"t": t, "side": side_of(leg, d), "stream": 0,
+                self.errors.append({"t": t, "side": SIDE_OF.get((leg, d)), "stream": 0,
                                     "what": "GOAWAY FLOW_CONTROL_ERROR"})
-
-    def _data(self, rec: Record, s: Optional[_Sender], sid: int, t: Optional[float]) -> None:
-        if s is None:
-            return
-        n = rec.get("length") or 0
-        s.conn_window -= n
-        s.data_bytes += n
-        s.samples.append((t, s.conn_window))
-        w = self._stream(s, sid, t)
-        w.window -= n
-        w.samples.append((t, w.window))
-        if rec.get("flags", 0) & 0x1:
-            w.ended = True
-            self._end_stall(s, sid, w, t, "END_STREAM", keep=n > 0)
-        elif w.stalled_since is None and min(s.conn_window, w.window) <= 0:
-            w.stalled_since = t
 
     def _window_update(self, rec: Record, s: Optional[_Sender], sid: int, t: Optional[float]) -> None:
         inc = (rec.get("fields") or {}).get("increment")
@@ -208,15 +197,16 @@ class FlowTracker:
                             w.samples.append((t, w.window))
                     self._check_open(s, t, "SETTINGS")
 
-    def _rst_stream(self, rec: Record, leg: object, d: object, sid: int, t: Optional[float]) -> None:
+    def _rst_stream(self, rec: Record, leg: str, d: str, sid: int, t: Optional[float]) -> None:
         code = (rec.get("fields") or {}).get("error")
-        for s in (self._sender(leg, d), self._peer(leg, d)):
+        for key in ((leg, d), (leg, _OTHER.get(d, ""))):
+            s = self.senders.get(key)
             w = s.streams.get(sid) if s is not None else None
             if s is not None and w is not None:
                 w.ended = True
                 self._end_stall(s, sid, w, t, f"RST_STREAM {code}")
         if code == "FLOW_CONTROL_ERROR":
-            self.errors.append({"t": t, "side": side_of(leg, d), "stream": sid,
+            self.errors.append({"t": t, "side": SIDE_OF.get((leg, d)), "stream": sid,
                                 "what": "RST_STREAM FLOW_CONTROL_ERROR"})
 
     def violation(self, rec: Record) -> None:
