@@ -64,8 +64,8 @@ async def test_control_characters_are_escaped_in_live_and_log_text(proxy_process
         # (The h2 origin refuses such a request: GOAWAY PROTOCOL_ERROR, or RST_STREAM.)
         await c.until(lambda f: getattr(f, "stream_id", 0) == 1 or isinstance(f, fc.GoAwayFrame))
         # The origin got the request exactly as the client sent it (transparent mode changes nothing).
-        assert any(wire in conn.received for conn in origin.conns), \
-            [bytes(conn.received[-200:]) for conn in origin.conns]
+        assert any(wire in conn.received for conn in origin.conns), (
+            [bytes(conn.received[-200:]) for conn in origin.conns])
         await served(get)
         c.close()
         close()

@@ -7,6 +7,7 @@ names the key and the value. :data:`KEYS` is the single list of keys (docs and
 tests are checked against it).
 """
 from __future__ import annotations
+
 import difflib
 import fnmatch
 import random
@@ -630,7 +631,7 @@ class Rule:
 
     def to_dict(self) -> Dict[str, Any]:
         """The rule as JSON: its spec (as given), the effective seed and the counters."""
-        out = {"name": self.name, "action": self.action}
+        out: Dict[str, Any] = {"name": self.name, "action": self.action}
         for k, v in self.spec.items():
             if k not in out:
                 out[k] = v if not isinstance(v, (bytes, bytearray)) else v.hex()
