@@ -20,7 +20,6 @@ import random
 import sys
 import tempfile
 import threading
-import time
 from pathlib import Path
 from typing import Callable, Dict, List
 
@@ -28,6 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(ROOT))          # (first: bench/proxy.py must not hide the proxy package)
 from common import children, raise_nofile, rss_bytes, start_h2proxy  # noqa: E402
+
 from framecodec import frame as fc  # noqa: E402
 from framecodec.reader import PREFACE  # noqa: E402
 from tests.rawpeers import Origin, RawClient, h2_get, raw, req  # noqa: E402
@@ -231,7 +231,8 @@ async def run_one(name: str, tmp: Path) -> dict:
             output += Path(extra[extra.index("--record") + 1]).stat().st_size
         return {"attack": name, "figure": figure, "alive": svc.alive(),
                 "bystander": before_ok and after_ok,
-                "rss_mib": [round(base[p] / MiB, 1) for p in pids], "peak_mib": [round(peaks[p] / MiB, 1) for p in pids],
+                "rss_mib": [round(base[p] / MiB, 1) for p in pids],
+                "peak_mib": [round(peaks[p] / MiB, 1) for p in pids],
                 "output_bytes": output}
     finally:
         svc.stop()

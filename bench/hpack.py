@@ -29,7 +29,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Callable, List, Tuple
+from typing import Callable, Tuple
 
 ROOT = Path(__file__).resolve().parents[1]
 # This file is named like the library it measures: take bench/ off the path so `import hpack` finds that.
@@ -39,7 +39,8 @@ sys.path.insert(0, str(ROOT))
 import hpack  # noqa: E402
 
 from framecodec import hpack as ours  # noqa: E402
-from framecodec.hpack import decoder as ours_decoder, encoder as ours_encoder  # noqa: E402
+from framecodec.hpack import decoder as ours_decoder  # noqa: E402
+from framecodec.hpack import encoder as ours_encoder  # noqa: E402
 
 REQUEST = [(":method", "GET"), (":scheme", "https"), (":authority", "www.example.com"),
            (":path", "/assets/app.js?v=20261202"),
@@ -153,6 +154,25 @@ def per_block(fn: Callable[[], None], n: int) -> float:
     return best * 1e6
 
 
+def decoding(lib, kind: str, first: bytes, block: bytes) -> Callable[[], None]:
+    """What per_block times: ``block`` decoded by a fresh decoder ("first"), or twice by one that has
+    decoded ``first`` ("repeat": the table is unchanged)."""
+    if kind == "first":
+        return lambda: lib.Decoder().decode(block)
+    dec = lib.Decoder()
+    dec.decode(first)
+    return lambda: (dec.decode(block), dec.decode(block))[0]
+
+
+def encoding(lib, kind: str) -> Callable[[], None]:
+    """What per_block times: RESPONSE encoded by a fresh encoder ("first"), or by one that has encoded it."""
+    if kind == "first":
+        return lambda: lib.Encoder().encode(RESPONSE)
+    enc = lib.Encoder()
+    enc.encode(RESPONSE)
+    return lambda: enc.encode(RESPONSE)
+
+
 def bench_blocks(n: int) -> None:
     print(f"\nper block, microseconds (best of 5 x {n}):")
     print(f"  {'':42s} {'framecodec':>12s} {'hpack':>12s}  {'':9s} {'speed-up':>7s}")
@@ -162,24 +182,12 @@ def bench_blocks(n: int) -> None:
         enc.encode(headers)
         repeat = enc.encode(headers)
         for kind, block in (("first", first), ("repeat", repeat)):
-            def mk(lib):
-                if kind == "first":
-                    return lambda: lib.Decoder().decode(block)
-                dec = lib.Decoder()
-                dec.decode(first)
-                return lambda: (dec.decode(block), dec.decode(block))[0]   # (the table is unchanged)
-            a, b = per_block(mk(ours), n), per_block(mk(hpack), n)
+            a, b = per_block(decoding(ours, kind, first, block), n), per_block(decoding(hpack, kind, first, block), n)
             if kind == "repeat":
                 a, b = a / 2, b / 2
             print(f"  {'decode ' + label + ', ' + kind:42s} {a:>12.2f} {b:>12.2f}  {'us':9s} {b / a:>6.1f}x")
     for kind in ("first", "repeat"):
-        def mk(lib):
-            if kind == "first":
-                return lambda: lib.Encoder().encode(RESPONSE)
-            enc = lib.Encoder()
-            enc.encode(RESPONSE)
-            return lambda: enc.encode(RESPONSE)
-        a, b = per_block(mk(ours), n), per_block(mk(hpack), n)
+        a, b = per_block(encoding(ours, kind), n), per_block(encoding(hpack, kind), n)
         print(f"  {'encode response, 6 fields, ' + kind:42s} {a:>12.2f} {b:>12.2f}  {'us':9s} {b / a:>6.1f}x")
 
 

@@ -128,8 +128,8 @@ def main(argv=None) -> int:
                     "`git archive OLD | tar -x -C DIR`): before/after in the same run")
     ap.add_argument("--keep", action="store_true", help="keep the work directory (logs) and print its path")
     ap.add_argument("--only", metavar="KEYS", help="measure only these targets (comma-separated: h2proxy, nghttpx, "
-                    "relay, record, hook, headers, nghttpx_hdr, fault_none, push_never, fault_1pct, workers, h2proxy_tls, "
-                    "mitm); the origin is always measured")
+                    "relay, record, hook, headers, nghttpx_hdr, fault_none, push_never, fault_1pct, workers, "
+                    "h2proxy_tls, mitm); the origin is always measured")
     args = ap.parse_args(argv)
     rounds = args.rounds or (3 if args.quick else 5)
     duration = args.duration or (1.0 if args.quick else 2.0)
@@ -238,38 +238,14 @@ def main(argv=None) -> int:
         for rnd in range(rounds):
             t_round = time.monotonic()
             for case, keys in plan:
-                path, c, m, _ = CASES[case]
                 keys = [k for k in keys if k in targets]
                 if not keys:
                     continue
                 shift = rnd % len(keys)
                 for key in keys[shift:] + keys[:shift]:  # rotate the order each round
                     t = targets[key]
-                    if not t.service.alive():
-                        continue
-                    want_lat = case in ("small", "small_tls", "latency")
-                    try:
-                        res = h2load(t.service.url + path, clients=c, streams=m, duration=duration, warmup=warmup,
-                                     log_file=work / "h2load.log" if want_lat else None,
-                                     measure=[t.service] if (t.cpu and case in ("small", "small_tls")) else [],
-                                     timeout=warmup + duration + 60)
-                    except RuntimeError as exc:
-                        notes.append(f"{t.label} {case} round {rnd + 1}: {exc}")
-                        continue
-                    if res.ok == 0:
-                        notes.append(f"{t.label} {case} round {rnd + 1}: no request completed "
-                                     f"({res.failed + res.errored} failed); round left out")
-                        continue
-                    sample = {"rps": res.rps, "mib_s": res.mib_s, "ok": res.ok, "failed": res.failed + res.errored,
-                              "mean_ms": res.mean_s * 1e3}
-                    if res.latencies:
-                        sample["median_ms"] = res.pct(50) * 1e3
-                        sample["p99_ms"] = res.pct(99) * 1e3
-                    if t.service.name in res.cpu and res.ok:
-                        sample["cpu_us"] = res.cpu[t.service.name] / res.ok * 1e6
-                    if sample["failed"]:
-                        notes.append(f"{t.label} {case} round {rnd + 1}: {sample['failed']} requests failed")
-                    t.samples.setdefault(case, []).append(sample)
+                    if t.service.alive():
+                        measure(t, case, f"round {rnd + 1}", duration, warmup, work, notes)
                 if "record" in targets:
                     _truncate(work / "rec" / "frames.jsonl")
             log(f"bench: round {rnd + 1}/{rounds} done in {time.monotonic() - t_round:.1f} s")
@@ -299,6 +275,35 @@ def main(argv=None) -> int:
         Path(args.json).write_text(json.dumps(out, indent=2))
         print(f"wrote {args.json}")
     return 0
+
+
+def measure(t: Target, case: str, when: str, duration: float, warmup: float, work: Path,
+            notes: List[str]) -> None:
+    """One h2load run of ``case`` against ``t``: a sample in ``t.samples``, or a note saying why there is none."""
+    path, c, m, _ = CASES[case]
+    want_lat = case in ("small", "small_tls", "latency")
+    try:
+        res = h2load(t.service.url + path, clients=c, streams=m, duration=duration, warmup=warmup,
+                     log_file=work / "h2load.log" if want_lat else None,
+                     measure=[t.service] if (t.cpu and case in ("small", "small_tls")) else [],
+                     timeout=warmup + duration + 60)
+    except RuntimeError as exc:
+        notes.append(f"{t.label} {case} {when}: {exc}")
+        return
+    if res.ok == 0:
+        notes.append(f"{t.label} {case} {when}: no request completed "
+                     f"({res.failed + res.errored} failed); round left out")
+        return
+    sample = {"rps": res.rps, "mib_s": res.mib_s, "ok": res.ok, "failed": res.failed + res.errored,
+              "mean_ms": res.mean_s * 1e3}
+    if res.latencies:
+        sample["median_ms"] = res.pct(50) * 1e3
+        sample["p99_ms"] = res.pct(99) * 1e3
+    if t.service.name in res.cpu and res.ok:
+        sample["cpu_us"] = res.cpu[t.service.name] / res.ok * 1e6
+    if sample["failed"]:
+        notes.append(f"{t.label} {case} {when}: {sample['failed']} requests failed")
+    t.samples.setdefault(case, []).append(sample)
 
 
 def _truncate(path: Path) -> None:

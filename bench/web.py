@@ -5,8 +5,9 @@
     .venv/bin/python bench/web.py --quick    # 3 rounds of 4 s
 
 Every target runs at the same time against one nghttpd; in each round every target is measured
-once, one after the other, in an order that rotates from round to round. Figures are medians of the rounds; the ratios compare targets of the
-same run. The issue's bar: a page open and idle, or no page, costs <= 10% of throughput.
+once, one after the other, in an order that rotates from round to round. Figures are medians of
+the rounds; the ratios compare targets of the same run. The issue's bar: a page open and idle, or
+no page, costs <= 10% of throughput.
 """
 from __future__ import annotations
 

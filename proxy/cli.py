@@ -10,7 +10,7 @@ import asyncio
 import logging
 import signal
 import sys
-from typing import List, Optional
+from typing import TYPE_CHECKING, List, Optional
 
 from . import __version__
 from .config import Config, check_admin_token, load_config
@@ -18,6 +18,9 @@ from .core.limits import check_limit
 from .memtune import tune_malloc
 from .printable import printable
 from .server import ConfigError, ProxyServer, ProxySettings, parse_endpoint
+
+if TYPE_CHECKING:
+    from .recording.sink import FrameSink  # (the recording modules load only when a sink is asked for)
 
 log = logging.getLogger("h2proxy")
 
@@ -73,7 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
     for name in ("listen", "upstream", "mode", "strict", "altsvc", "cert", "key", "ca_dir", "upstream_ca", "insecure",
-                 "record", "record_conn", "record_stream", "record_max_bytes", "workers", "admin_token", "proto_descriptor", "grpc_max_message"):
+                 "record", "record_conn", "record_stream", "record_max_bytes", "workers", "admin_token",
+                 "proto_descriptor", "grpc_max_message"):
         value = getattr(args, name, None)
         if value is not None:
             setattr(cfg, name, value)
@@ -163,9 +167,9 @@ def grpc_options(cfg: Config):
     return GrpcOptions(max_message=cfg.grpc_max_message, descriptor=cfg.proto_descriptor)
 
 
-def build_sink(cfg: Config):
+def build_sink(cfg: Config) -> Optional[FrameSink]:
     grpc = grpc_options(cfg)
-    sinks = []
+    sinks: List[FrameSink] = []
     if cfg.record:
         from .recording.offload import ProcessRecorder
         try:
@@ -239,16 +243,16 @@ async def run_proxy(cfg: Config, loop_name: str = "asyncio") -> int:
     sink = build_sink(cfg)
     web_model = None
     if cfg.web_listen:
-        from .web.model import WebModel
-        from .web.sink import WebSink
-        from .recording.sink import MultiSink
         from .hooks.chain import HookChain
-        from .web.sink import FollowHook
+        from .recording.sink import MultiSink
+        from .web.model import WebModel
+        from .web.sink import FollowHook, WebSink
         web_model = WebModel("live", stall_threshold=cfg.web_stall_ms / 1000.0)
         web_sink = WebSink(web_model)
         sink = web_sink if sink is None else MultiSink([sink, web_sink])
         # Lets the web sink detach connections busier than its budget (only when it is the only sink).
         hooks = HookChain((hooks.hooks if hooks is not None else []) + [FollowHook(web_sink)])
+    server: ProxyServer
     if cfg.mode == "forward":
         from .forward import ForwardProxyServer
         server = ForwardProxyServer(settings, cfg, hooks=hooks, sink=sink)
@@ -261,10 +265,9 @@ async def run_proxy(cfg: Config, loop_name: str = "asyncio") -> int:
         admin = AdminServer(cfg.admin_listen, cfg.admin_token, hooks)
         await admin.start()
     web_server = None
-    if web_model is not None:
-        from .faults.admin import AdminServer
+    if web_model is not None and cfg.web_listen:
+        from .faults.admin import AdminServer, find_fault_hook
         from .web.app import WebView
-        from .faults.admin import find_fault_hook
         try:   # --web alone adds no fault hook: it would take every frame off the relay's fast path
             faults = find_fault_hook(hooks) if hooks is not None else None
         except ConfigError:

@@ -30,13 +30,29 @@ import re
 import socket
 import ssl
 import time
-from typing import Dict, Iterable, List, Optional, Sequence, Set, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Optional, Sequence, Set, Tuple, Union
 
 from .core.relay import CLIENT, SERVER, Relay, RelayOptions
-from .server import (Bridge, ConfigError, Endpoint, ProxyServer, ProxySettings, _SideProtocol, _addr,
-                     _describe_connect_error, _nodelay, _tls_info)
+from .server import (
+    Bridge,
+    ConfigError,
+    Endpoint,
+    ProxyServer,
+    ProxySettings,
+    _addr,
+    _describe_connect_error,
+    _nodelay,
+    _SideProtocol,
+    _tls_info,
+)
+
+if TYPE_CHECKING:
+    from .certs import CertificateAuthority  # (imported when the proxy starts: it loads cryptography)
 
 log = logging.getLogger("h2proxy")
+
+#: A server-side context's SNI callback (ssl.SSLContext.sni_callback).
+SniCallback = Callable[[ssl.SSLObject, Optional[str], ssl.SSLContext], None]
 
 #: Largest CONNECT request head (request line and header fields) the proxy reads.
 MAX_HEAD = 8192
@@ -209,14 +225,15 @@ class _ConnectProtocol(_HandOver):
         if self.successor is not None:
             self.successor.data_received(data)
             return
-        if self.transport.is_closing():   # answered already
+        t = self.transport
+        if t is None or t.is_closing():   # answered already (None: not connected, which cannot be)
             return
         if self.head_done:
             # Bytes after the head (a client that does not wait for the 200): kept for the tunnel.
             self.chunks.append(data)
             self.chunks_size += len(data)
             if self.chunks_size > SETUP_BUFFER:
-                self.transport.pause_reading()
+                t.pause_reading()
             return
         self.buf += data
         if self.buf[:1] == b"\x16":
@@ -240,7 +257,7 @@ class _ConnectProtocol(_HandOver):
         if rest:
             self.chunks.append(rest)
             self.chunks_size = len(rest)
-        self.transport.pause_reading()
+        t.pause_reading()
         self.server.request(self, head)
 
     def lost_before_hand_over(self) -> None:
@@ -273,7 +290,7 @@ class _Holder(_HandOver):
     """Keeps what one socket sends while the connection is being set up, to hand it over later."""
 
     def __init__(self) -> None:
-        self.transport: Optional[asyncio.BaseTransport] = None
+        self.transport: Optional[asyncio.Transport] = None
         self.chunks: List[bytes] = []
         self.size = 0
         self.paused = False
@@ -328,7 +345,7 @@ class PipeBridge(Bridge):
             # the connection around for the whole ssl_shutdown_timeout.
             asyncio.get_running_loop().call_later(CLOSE_GRACE, self._abort_side, 1 - side, other)
 
-    def _abort_side(self, side: int, t) -> None:
+    def _abort_side(self, side: int, t: asyncio.Transport) -> None:
         if self.transports[side] is t:
             t.abort()
 
@@ -356,10 +373,10 @@ class ForwardProxyServer(ProxyServer):
         #: Local (address, port) of each upstream socket the proxy opened -> its transport: a client
         #: connection coming from one of them is the proxy talking to itself (a CONNECT loop).
         self.outgoing: Dict[Tuple[str, int], asyncio.BaseTransport] = {}
-        self.ca = None
+        self.ca: Optional[CertificateAuthority] = None
         self.ctx_upstream: Optional[ssl.SSLContext] = None
         self.ctx_upstream_h1: Optional[ssl.SSLContext] = None
-        self._sni_callbacks: Dict[tuple, object] = {}
+        self._sni_callbacks: Dict[Tuple[str, ...], SniCallback] = {}
 
     # -- start / stop -----------------------------------------------------
 
@@ -373,7 +390,7 @@ class ForwardProxyServer(ProxyServer):
         from .certs import CertificateAuthority
         from .tlsutil import client_context
         try:
-            self.ca = CertificateAuthority(s.ca_dir)
+            self.ca = ca = CertificateAuthority(s.ca_dir)
         except OSError as exc:
             raise ConfigError(f"ca_dir: cannot use {s.ca_dir or '~/.h2proxy'}: {exc.strerror or exc}") from None
         try:
@@ -395,9 +412,10 @@ class ForwardProxyServer(ProxyServer):
                 reuse_address=True, reuse_port=s.reuse_port or None, backlog=1024)
         except OSError as exc:
             raise ConfigError(f"listen: cannot listen on {s.listen}: {exc.strerror or exc}") from None
+        port = s.listen.port
         for sock in self.server.sockets:
             name = sock.getsockname()
-            self.port = name[1]
+            self.port = port = name[1]
             self.own_ports.add(name[1])
             self.own_addresses.add(name[0])
             self.listening.add((_normal_ip(name[0]), name[1]))
@@ -405,12 +423,12 @@ class ForwardProxyServer(ProxyServer):
         try:
             for info in await asyncio.wait_for(
                     loop.getaddrinfo(socket.gethostname(), None, type=socket.SOCK_STREAM), 2.0):
-                self.own_addresses.add(info[4][0])
+                self.own_addresses.add(str(info[4][0]))
         except (OSError, asyncio.TimeoutError):
             pass
         self._ticker = loop.call_later(1.0, self._tick)
-        self.settings.listen = Endpoint(s.listen.scheme, s.listen.host, self.port)
-        log.info("forward proxy on %s; leaf certificates from the CA in %s", self.url, self.ca.directory)
+        self.settings.listen = Endpoint(s.listen.scheme, s.listen.host, port)
+        log.info("forward proxy on %s; leaf certificates from the CA in %s", self.url, ca.directory)
 
     @property
     def url(self) -> str:
@@ -572,7 +590,7 @@ class ForwardProxyServer(ProxyServer):
         s = self.settings
         endpoint = Endpoint("https" if ctx is not None else "tcp", host, port)
 
-        async def attempt():
+        async def attempt() -> asyncio.Transport:
             last: Optional[BaseException] = None
             for info in infos:
                 try:
@@ -585,9 +603,11 @@ class ForwardProxyServer(ProxyServer):
                     raise
                 except OSError as exc:
                     last = exc
-            raise last  # type: ignore[misc]
+            if last is None:        # (never: _resolve refuses an empty list)
+                raise OSError(f"no address to connect to for {host}")
+            raise last
 
-        async def checked():
+        async def checked() -> asyncio.Transport:
             transport = await attempt()
             if self._loops_back(transport):
                 transport.abort()
@@ -726,13 +746,15 @@ class ForwardProxyServer(ProxyServer):
         # A client that never answers the TLS close must not keep the socket.
         loop.call_later(CLOSE_GRACE, tls.abort)
 
-    def _client_context(self, host: str, offer: tuple) -> ssl.SSLContext:
+    def _client_context(self, host: str, offer: Tuple[str, ...]) -> ssl.SSLContext:
         """A server-side context for the client leg: a leaf for ``host``, swapped for the SNI name if it differs."""
+        ca = self.ca
+        if ca is None:
+            raise RuntimeError("the forward proxy has not started (no CA yet)")
         cb = self._sni_callbacks.get(offer)
         if cb is None:
-            ca = self.ca
-
-            def cb(sslobj, name, _ctx, offer=offer):
+            # (sslobj is an ssl.SSLObject, typed Any: it is given an attribute of ours, _h2proxy_sni.)
+            def sni(sslobj: Any, name: Optional[str], _ctx: ssl.SSLContext, offer: Tuple[str, ...] = offer) -> None:
                 try:
                     sslobj._h2proxy_sni = name
                 except AttributeError:
@@ -743,12 +765,13 @@ class ForwardProxyServer(ProxyServer):
                     except Exception as exc:  # a bad SNI must not kill the connection setup
                         log.warning("no certificate for SNI %r: %s", name, exc)
                 return None
-            self._sni_callbacks[offer] = cb
-        ctx = self.ca.ssl_context_for(host, alpn=offer)
+            cb = self._sni_callbacks[offer] = sni
+        ctx = ca.ssl_context_for(host, alpn=offer)
         ctx.sni_callback = cb
         return ctx
 
-    def _join(self, bridge: Bridge, client, c_holder, up, up_holder: _Holder, info: Optional[dict] = None) -> None:
+    def _join(self, bridge: Bridge, client: asyncio.Transport, c_holder: Union[_ConnectProtocol, _Holder],
+              up: asyncio.Transport, up_holder: _Holder, info: Optional[dict] = None) -> None:
         """Hand both transports to ``bridge`` (with a relay when ``info`` is given) and replay what was held.
 
         ``c_holder`` and ``up_holder`` are the protocols that held each socket during the setup
@@ -779,7 +802,7 @@ class ForwardProxyServer(ProxyServer):
             proto = _SideProtocol(bridge, side)
             t.set_protocol(proto)
             holder.successor = proto
-        for side, t, holder in held:
+        for side, _t, holder in held:
             chunks, holder.chunks = holder.chunks, []
             for chunk in chunks:
                 if bridge.transports[1 - side] is not None:
@@ -791,7 +814,7 @@ class ForwardProxyServer(ProxyServer):
                 # The peer closed while the setup protocol held the socket; with uvloop the TLS
                 # shutdown that started then may wait for a peer that says nothing more.
                 t.abort()
-        for side, t, holder in held:
+        for side, t, _holder in held:
             if bridge.transports[side] is not None and not bridge.paused_reading[side]:
                 try:
                     t.resume_reading()

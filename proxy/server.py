@@ -14,7 +14,7 @@ import socket
 import ssl
 import time
 from dataclasses import dataclass, field
-from typing import Callable, List, Optional, Set
+from typing import Any, Callable, Dict, List, Optional, Set, Union, cast
 from urllib.parse import urlsplit
 
 from .core.limits import Limits
@@ -127,6 +127,8 @@ class Bridge:
 
     def data(self, side: int, data: bytes) -> None:
         relay = self.relay
+        if relay is None:          # (a connection refused before its relay was made: nothing to relay)
+            return
         other = self.transports[1 - side]
         if other is not None and not self._closed_sides[1 - side] and other.is_closing():
             self._notice_closing(1 - side)
@@ -139,16 +141,19 @@ class Bridge:
 
     def _count_answers(self, side: int) -> None:
         """Frames the relay made in answer to ``side`` go towards it while it reads nothing: count them."""
+        relay = self.relay
+        if relay is None:
+            return
         n = 0
-        for buf in self.relay.out[1 - side]:
+        for buf in relay.out[1 - side]:
             if len(buf) < 9 or buf[3] != 0:      # (DATA, held for it until it opened a window, is not counted)
                 n += 1
         self.unread[side] += n
         limit = self.server.settings.limits.max_queued_control_frames
-        if self.unread[side] > limit and not self.relay.closed:
-            self.relay._limit(side, "max_queued_control_frames",
-                              f"{self.unread[side]} frames made by the proxy queued towards the "
-                              f"{_SIDE[side]}, which does not read them")
+        if self.unread[side] > limit and not relay.closed:
+            relay._limit(side, "max_queued_control_frames",
+                         f"{self.unread[side]} frames made by the proxy queued towards the "
+                         f"{_SIDE[side]}, which does not read them")
 
     def _notice_closing(self, side: int) -> None:
         """Asyncio has started closing ``side``'s socket (its peer's EOF or reset, seen in this loop
@@ -187,6 +192,8 @@ class Bridge:
 
     def flush(self) -> None:
         relay = self.relay
+        if relay is None:          # (not yet made, or a PipeBridge, which overrides this)
+            return
         out = relay.out
         t_client, t_server = self.transports
         if out[0] and t_server is not None:
@@ -208,6 +215,8 @@ class Bridge:
     def _check_queued(self) -> None:
         """A side's socket is backed up: past max_queued_bytes it gets ENHANCE_YOUR_CALM."""
         relay = self.relay
+        if relay is None:
+            return
         limit = self.server.settings.limits.max_queued_bytes
         for side in (CLIENT, SERVER):
             t = self.transports[side]
@@ -224,6 +233,9 @@ class Bridge:
                     return
 
     async def _await_hook(self, cmd: AwaitHook) -> None:
+        relay = self.relay
+        if relay is None:          # (commands come only from a relay)
+            return
         d = cmd.direction
         # Stop reading the side whose frames are held while the hook waits, once too much is queued.
         try:
@@ -231,11 +243,11 @@ class Bridge:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            self.relay.resume(d, None, exc)
+            relay.resume(d, None, exc)
         else:
-            self.relay.resume(d, result)
+            relay.resume(d, result)
         self.flush()
-        if self.paused_reading[d] and not self.relay.inbox[d]:
+        if self.paused_reading[d] and not relay.inbox[d]:
             self._resume(d)
 
     # -- backpressure -----------------------------------------------------
@@ -272,6 +284,9 @@ class Bridge:
     def check_stall(self, now: float, timeout: float) -> None:
         """Once a second: a side whose socket stays backed up without reading a byte for ``timeout``
         seconds gets ENHANCE_YOUR_CALM (limit zero_window_timeout, the TCP window's share)."""
+        relay = self.relay
+        if relay is None:
+            return
         for side in (CLIENT, SERVER):
             t = self.transports[side]
             if not self.write_paused[side] or t is None:
@@ -281,10 +296,10 @@ class Bridge:
             seen = self.stall[side]
             if seen is None or size < seen[1]:
                 self.stall[side] = (now, size)         # (it read something since: start again)
-            elif now - seen[0] > timeout and not self.relay.closed:
-                self.relay._limit(side, "zero_window_timeout",
-                                  f"the {_SIDE[side]} read nothing of the {size} bytes queued for it "
-                                  f"for {now - seen[0]:.0f} s")
+            elif now - seen[0] > timeout and not relay.closed:
+                relay._limit(side, "zero_window_timeout",
+                             f"the {_SIDE[side]} read nothing of the {size} bytes queued for it "
+                             f"for {now - seen[0]:.0f} s")
                 self.flush()
                 return
 
@@ -406,8 +421,9 @@ class ClientProtocol(_SideProtocol):
         self.server = server
         super().__init__(Bridge(server, server.next_id()), CLIENT)
 
-    def connection_made(self, transport: asyncio.Transport) -> None:
-        self.server.accepted(self.bridge, transport)
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # (A stream server's transports are read-write Transports.)
+        self.server.accepted(self.bridge, cast(asyncio.Transport, transport))
 
 
 class ProxyServer:
@@ -418,7 +434,7 @@ class ProxyServer:
         self.settings = settings
         self.hooks = hooks
         self.sink = sink
-        self.server: Optional[asyncio.AbstractServer] = None
+        self.server: Optional[Union[asyncio.Server, PeekingTLSListener]] = None
         self.bridges: Set[Bridge] = set()
         self._next = 0
         self.total_connections = 0
@@ -433,13 +449,19 @@ class ProxyServer:
 
     # -- start / stop -----------------------------------------------------
 
+    def _upstream(self) -> Endpoint:
+        """The upstream every client is relayed to (reverse mode cannot start without one)."""
+        up = self.settings.upstream
+        if up is None:
+            raise ConfigError("upstream: no upstream given")
+        return up
+
     async def start(self) -> None:
         s = self.settings
-        if s.upstream is None:
-            raise ConfigError("upstream: no upstream given")
+        upstream = self._upstream()
         if s.listen.tls:
             self.ssl_listen = self._listen_context()
-        if s.upstream.tls:
+        if upstream.tls:
             from .tlsutil import client_context, keylog
             try:
                 self.ssl_upstream = client_context(verify=not s.insecure, cafile=s.upstream_ca)
@@ -450,8 +472,9 @@ class ProxyServer:
         loop = asyncio.get_running_loop()
         try:
             if self.ssl_listen is not None:
-                self.server = PeekingTLSListener(self, self.ssl_listen)
-                self.server.listen(s.listen.host, s.listen.port)
+                listener = PeekingTLSListener(self, self.ssl_listen)
+                self.server = listener
+                listener.listen(s.listen.host, s.listen.port)
             else:
                 self.server = await loop.create_server(
                     lambda: ClientProtocol(self), s.listen.host, s.listen.port,
@@ -555,11 +578,12 @@ class ProxyServer:
 
     def accepted(self, bridge: Bridge, transport: asyncio.Transport) -> None:
         s = self.settings
+        up = self._upstream()
         peer = transport.get_extra_info("peername")
         sock_name = transport.get_extra_info("sockname")
-        info = {"client_addr": _addr(peer), "listen_addr": _addr(sock_name),
-                "upstream_addr": f"{s.upstream.host}:{s.upstream.port}", "mode": "reverse",
-                "client_tls": None, "upstream_tls": None}
+        info: Dict[str, Any] = {"client_addr": _addr(peer), "listen_addr": _addr(sock_name),
+                                "upstream_addr": f"{up.host}:{up.port}", "mode": "reverse",
+                                "client_tls": None, "upstream_tls": None}
         sslobj = transport.get_extra_info("ssl_object")
         if sslobj is not None:
             info["client_tls"] = _tls_info(sslobj)
@@ -572,6 +596,7 @@ class ProxyServer:
             log.warning("limit max_connections = %d reached; refusing %s with GOAWAY ENHANCE_YOUR_CALM",
                         s.limits.max_connections, info["client_addr"])
             from framecodec import frame as fc
+
             from .core.protocol import ErrorCode
             # The server's preface (SETTINGS), then GOAWAY saying why, then close.
             transport.write(fc.SettingsFrame(0).serialize() + fc.GoAwayFrame(
@@ -614,7 +639,7 @@ class ProxyServer:
 
     async def _connect_upstream(self, bridge: Bridge) -> None:
         s = self.settings
-        up = s.upstream
+        up = self._upstream()
         loop = asyncio.get_running_loop()
         try:
             transport, _ = await asyncio.wait_for(
@@ -654,6 +679,7 @@ class ProxyServer:
         if relay is None or t is None:
             return
         from framecodec import frame as fc
+
         from .core.protocol import ErrorCode
         # A server's first frame must be SETTINGS (RFC 9113 3.4), then GOAWAY saying why.
         relay._out(1, fc.SettingsFrame(0).serialize(), None, [{"hook": "h2proxy", "action": "injected"}])
@@ -781,7 +807,7 @@ class PeekingTLSListener:
             log.warning("client %s did not start a TLS handshake on a TLS listener; closed", peer)
             conn.close()
             return
-        if b"h2" not in offer:
+        if isinstance(offer, list) and b"h2" not in offer:       # (None: not known here, the TLS layer decides)
             log.warning("TLS client %s offered ALPN %s without h2; refused with the no_application_protocol "
                         "alert", peer, [p.decode("ascii", "replace") for p in offer] or "(none)")
             try:
@@ -908,4 +934,6 @@ def _describe_connect_error(exc: BaseException, up: Endpoint, timeout: float) ->
         return f"upstream {up} TLS certificate rejected: {exc.verify_message or exc}"
     if isinstance(exc, ssl.SSLError):
         return f"upstream {up} TLS handshake failed: {exc.reason or exc}"
-    return f"upstream {up} unreachable: {exc.strerror or exc}"
+    if isinstance(exc, OSError):
+        return f"upstream {up} unreachable: {exc.strerror or exc}"
+    return f"upstream {up} unreachable: {exc}"

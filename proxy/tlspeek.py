@@ -26,8 +26,9 @@ MAX_HELLO = 16384 + 5
 def client_hello_alpn(data: bytes) -> Union[List[bytes], None, str]:
     """The ALPN protocol names a ClientHello offers.
 
-    Returns a list (possibly empty when the extension is absent), ``INCOMPLETE``
-    when more bytes are needed, or ``NOT_TLS``.
+    Returns a list (possibly empty when the extension is absent), None when the
+    offer cannot be read here (a ClientHello split over several TLS records),
+    ``INCOMPLETE`` when more bytes are needed, or ``NOT_TLS``.
     """
     if len(data) < 5:
         return INCOMPLETE
@@ -42,8 +43,8 @@ def client_hello_alpn(data: bytes) -> Union[List[bytes], None, str]:
             return NOT_TLS
         hello_len = int.from_bytes(body[1:4], "big")
         if hello_len + 4 > len(body):
-            # A ClientHello spread over several records: let the TLS layer decide.
-            return []
+            # A ClientHello spread over several records: not known here, let the TLS layer decide.
+            return None
         p = 4 + 2 + 32                      # header, legacy version, random
         p += 1 + body[p]                     # session id
         p += 2 + struct.unpack_from(">H", body, p)[0]   # cipher suites

@@ -35,7 +35,8 @@ from pathlib import Path
 from typing import Dict, Optional, Sequence, Tuple, Union
 
 __all__ = ["free_port", "wait_port", "await_port", "need", "run", "Nghttpd", "make_docroot", "nghttp", "curl",
-           "h2load", "parse_h2load", "H2loadResult", "http_url", "HeldUpstream", "ProxyLog", "check_behaved", "first_frame_received"]
+           "h2load", "parse_h2load", "H2loadResult", "http_url", "HeldUpstream", "ProxyLog", "check_behaved",
+           "first_frame_received"]
 
 LOOPBACK = "127.0.0.1"
 
@@ -56,9 +57,10 @@ def wait_port(port: int, timeout: float = 10.0, host: str = LOOPBACK, proc: Opti
             return
         except OSError:
             if proc is not None and proc.poll() is not None:
-                raise RuntimeError(f"the process meant to listen on {host}:{port} exited with {proc.returncode}")
+                raise RuntimeError(f"the process meant to listen on {host}:{port} exited with "
+                                   f"{proc.returncode}") from None
             if time.monotonic() > deadline:
-                raise TimeoutError(f"nothing listens on {host}:{port} after {timeout} s")
+                raise TimeoutError(f"nothing listens on {host}:{port} after {timeout} s") from None
             time.sleep(0.02)
 
 
@@ -72,7 +74,7 @@ async def await_port(port: int, timeout: float = 10.0, host: str = LOOPBACK) -> 
             return
         except OSError:
             if time.monotonic() > deadline:
-                raise TimeoutError(f"nothing listens on {host}:{port} after {timeout} s")
+                raise TimeoutError(f"nothing listens on {host}:{port} after {timeout} s") from None
             await asyncio.sleep(0.02)
 
 
@@ -291,10 +293,10 @@ def parse_h2load(output: str) -> H2loadResult:
     if m is None:
         raise ValueError(f"no 'requests:' line in h2load's output:\n{output[-2000:]}")
     result = H2loadResult(zip(("total", "started", "done", "succeeded", "failed", "errored", "timeout"),
-                              map(int, m.groups())))
+                              map(int, m.groups()), strict=True))
     s = _STATUS.search(output)
     if s is not None:
-        result.update(zip(("2xx", "3xx", "4xx", "5xx"), map(int, s.groups())))
+        result.update(zip(("2xx", "3xx", "4xx", "5xx"), map(int, s.groups()), strict=True))
     result.output = output
     return result
 

@@ -53,7 +53,7 @@ def test_message_split_across_frames_is_held_then_sent_whole_with_credits():
 def test_whole_unchanged_messages_go_on_byte_for_byte():
     hook = Upper()
     r = start(hooks=[hook])
-    c, s = Peer(), Peer()
+    c = Peer()
     r.receive(C2S, wire(c.headers(1, GRPC_REQ)), 0.0)
     out(r, C2S)
     frame = fc.DataFrame(1, data=frame_message(b"a") + frame_message(b"") + frame_message(b"bc"))

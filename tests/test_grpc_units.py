@@ -9,8 +9,16 @@ import zlib
 import pytest
 
 from proxy.grpc.calls import GrpcOptions, is_grpc_content_type, split_path
-from proxy.grpc.framing import (DecompressError, Message, MessageReader, Oversized, Passthrough, compress,
-                                decompress, frame_message)
+from proxy.grpc.framing import (
+    DecompressError,
+    Message,
+    MessageReader,
+    Oversized,
+    Passthrough,
+    compress,
+    decompress,
+    frame_message,
+)
 from proxy.grpc.protowire import WireError, decode_raw, describe, format_raw
 from proxy.grpc.status import parse_status, percent_decode, percent_encode, status_name
 from proxy.grpc.tracker import GrpcTracker
@@ -190,6 +198,7 @@ def test_docs_fault_lines_and_tables_parse():
     import shlex
     import tomllib
     from pathlib import Path
+
     from proxy.faults import build_fault_hook
     doc = (Path(__file__).resolve().parents[1] / "docs/grpc.md").read_text()
     lines = [shlex.split(m)[0] for m in re.findall(r"--fault ('[^']*')", doc)]

@@ -6,8 +6,15 @@ from __future__ import annotations
 import hpack
 import pytest
 
-from framecodec.hpack import (Decoder, Encoder, HpackDecodingError, NeverIndexed, OversizedHeaderListError,
-                              is_never_indexed, mark_never_indexed)
+from framecodec.hpack import (
+    Decoder,
+    Encoder,
+    HpackDecodingError,
+    NeverIndexed,
+    OversizedHeaderListError,
+    is_never_indexed,
+    mark_never_indexed,
+)
 from framecodec.hpack.encoder import encode_integer
 from framecodec.hpack.huffman import CODE_LENGTHS, CODES, huffman_decode, huffman_encode, huffman_length
 
@@ -38,7 +45,7 @@ def test_integer_examples_c1():
 ], ids=["C.3", "C.4"])
 def test_request_examples(blocks):
     dec = Decoder()
-    for block, expected in zip(blocks, REQUESTS):
+    for block, expected in zip(blocks, REQUESTS, strict=True):
         assert dec.decode(bytes.fromhex(block)) == expected
     # C.3.3 / C.4.3: the dynamic table after the third request
     assert dec.table_entries == [(b"custom-key", b"custom-value"), (b"cache-control", b"no-cache"),

@@ -82,7 +82,7 @@ def _one_block(enc, theirs, ours, fields, expected, marks, raw):
     assert got_theirs == expected and got_ours == expected
     # Marked fields stay marked (our encoder adds authorization and short cookies).
     assert _marks(got_ours) == _marks(got_theirs)
-    assert all(m <= got for m, got in zip(marks, _marks(got_ours)))
+    assert all(m <= got for m, got in zip(marks, _marks(got_ours), strict=True))
     assert [(bytes(n), bytes(v)) for n, v in theirs.header_table.dynamic_entries] == ours.table_entries
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 
 import hpack
-import pytest
 
 from framecodec import frame as fc
 from framecodec.reader import PREFACE, FrameReader

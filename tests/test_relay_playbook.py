@@ -4,7 +4,6 @@ No sockets: each test feeds bytes to :class:`Relay` and reads what it would writ
 """
 from __future__ import annotations
 
-
 import hpack
 import pytest
 
@@ -437,7 +436,7 @@ def test_reencoded_blocks_honour_the_receivers_table_size(size, update):
     r.receive(S2C, wire(server.headers(1, RESP, end=True)), 0.0)
     assert not r.violations
     block = _first_block(out(r, S2C))
-    assert block.startswith(update) and not block[len(update):][:1] in (b"\x20", b"\x3f")
+    assert block.startswith(update) and block[len(update):][:1] not in (b"\x20", b"\x3f")
     dec = hpack.Decoder()
     dec.max_allowed_table_size = size
     assert ("x-via", "h2proxy") in [(n, v) for n, v in dec.decode(block, raw=False)]

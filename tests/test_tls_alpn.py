@@ -35,6 +35,16 @@ def test_partial_and_foreign_bytes():
     assert client_hello_alpn(b"\x16\x03\x01\x00\x05\x02\x00\x00\x00\x00") == NOT_TLS
 
 
+def test_a_client_hello_split_over_two_records_is_left_to_the_tls_layer():
+    """Not refused as "no h2 offered": the first record alone cannot tell (RFC 8446 5.1 allows the split)."""
+    hello = client_hello(["h2"])
+    body = hello[5:]
+    cut = len(body) // 2
+    first = hello[:3] + cut.to_bytes(2, "big") + body[:cut]
+    second = hello[:3] + (len(body) - cut).to_bytes(2, "big") + body[cut:]
+    assert client_hello_alpn(first + second) is None
+
+
 async def _tls_proxy(proxy_factory, pki):
     return await proxy_factory("h2c://127.0.0.1:9", listen="https://127.0.0.1:0", cert=pki["cert"],
                                key=pki["key"])

@@ -17,5 +17,5 @@ from .encoder import Encoder
 from .errors import HpackDecodingError, HpackError, HuffmanDecodingError, OversizedHeaderListError
 from .headers import NeverIndexed, is_never_indexed, mark_never_indexed
 
-__all__ = ["Decoder", "Encoder", "NeverIndexed", "is_never_indexed", "mark_never_indexed", "HpackError", "HpackDecodingError",
-           "HuffmanDecodingError", "OversizedHeaderListError", "DEFAULT_MAX_HEADER_LIST_SIZE"]
+__all__ = ["Decoder", "Encoder", "NeverIndexed", "is_never_indexed", "mark_never_indexed", "HpackError",
+           "HpackDecodingError", "HuffmanDecodingError", "OversizedHeaderListError", "DEFAULT_MAX_HEADER_LIST_SIZE"]

@@ -19,7 +19,7 @@ a header list or a string over the limits raises
 from __future__ import annotations
 
 from collections import deque
-from typing import Deque, Dict, List, Optional, Set, Tuple, Union
+from typing import Any, Deque, Dict, List, Literal, Optional, Set, Tuple, Union, overload
 
 from .cache import TwoGenerationCache
 from .errors import HpackDecodingError, OversizedHeaderListError
@@ -40,6 +40,9 @@ BLOCK_CACHE_MAX_OCTETS = 512
 NEVER_INDEXED_REMEMBERED = 64
 
 Entry = Tuple[Tuple[bytes, bytes], Optional[Tuple[str, str]], int]
+#: A decoded header: a (name, value) pair of str, or of bytes when the decoder is asked for raw octets.
+#: Never-indexed literals are :class:`NeverIndexed` pairs.
+Header = Union[Tuple[str, str], Tuple[bytes, bytes]]
 
 #: Huffman-coded string -> its decoding (strings up to HUFFMAN_CACHE_MAX_STRING octets).
 HUFFMAN_CACHE_ENTRIES = 4096
@@ -56,8 +59,9 @@ def _entry(name: bytes, value: bytes) -> Entry:
     return (name, value), text, len(name) + len(value) + 32
 
 
-#: Index -> entry; index 0 is not valid (RFC 7541 §6.1) and holds None.
-_STATIC: List[Optional[Entry]] = [None] + [_entry(n, v) for n, v in STATIC_TABLE]
+#: Index -> entry. Index 0 is not valid (RFC 7541 §6.1): every look-up rules it out first, and its
+#: slot holds a placeholder that is never handed out.
+_STATIC: List[Entry] = [((b"", b""), None, 0)] + [_entry(n, v) for n, v in STATIC_TABLE]
 
 
 def _read_int(data: bytes, pos: int, value: int) -> Tuple[int, int]:
@@ -95,12 +99,12 @@ class Decoder:
         self.max_allowed_table_size = DEFAULT_TABLE_SIZE
         #: The never-indexed fields this decoder has handed out (up to NEVER_INDEXED_REMEMBERED), so an
         #: intermediary can keep them never-indexed even when a hook rebuilt the header list.
-        self.never_indexed_seen: Set[NeverIndexed] = set()
+        self.never_indexed_seen: Set[Union[NeverIndexed[str], NeverIndexed[bytes]]] = set()
         self._table: Deque[Entry] = deque()     # newest first: dynamic index 62 is _table[0]
         self._version = 0                        # bumped by every change to the table
         # Blocks that left the table as it was (only indexed fields and literals not indexed) decode
         # the same while the table does not change: block -> (version, raw, limits, headers).
-        self._blocks: Dict[bytes, tuple] = {}
+        self._blocks: Dict[bytes, Tuple[int, bool, Tuple[int, Optional[int]], List[Header]]] = {}
         self._size = 0
         self._max = DEFAULT_TABLE_SIZE
 
@@ -168,18 +172,30 @@ class Decoder:
         if index <= STATIC_LENGTH:
             if index == 0:
                 raise HpackDecodingError("index 0 (RFC 7541 §6.1: not a valid index)")
-            return _STATIC[index]          # type: ignore[return-value]
+            return _STATIC[index]
         try:
             return self._table[index - STATIC_LENGTH - 1]
         except IndexError:
             raise HpackDecodingError(f"index {index} is past the tables: {STATIC_LENGTH} static + "
                                      f"{len(self._table)} dynamic entries") from None
 
-    def decode(self, data: Union[bytes, bytearray, memoryview], raw: bool = False) -> list:
+    @overload
+    def decode(self, data: Union[bytes, bytearray, memoryview],
+               raw: Literal[False] = False) -> List[Tuple[str, str]]: ...
+
+    @overload
+    def decode(self, data: Union[bytes, bytearray, memoryview], raw: Literal[True]) -> List[Tuple[bytes, bytes]]: ...
+
+    @overload
+    def decode(self, data: Union[bytes, bytearray, memoryview], raw: bool) -> List[Header]: ...
+
+    def decode(self, data: Union[bytes, bytearray, memoryview], raw: bool = False) -> List[Any]:
         """Decode one complete header block; headers as ``str`` pairs, or ``bytes`` pairs when ``raw``.
 
         Never-indexed literals come out as :class:`NeverIndexed`. Raises
         HpackDecodingError (OversizedHeaderListError for the limits).
+
+        (The list holds str pairs or bytes pairs as ``raw`` says: the overloads give its type.)
         """
         if type(data) is not bytes:
             data = bytes(data)
@@ -189,10 +205,10 @@ class Decoder:
         if (hit is not None and hit[0] == version and hit[1] == raw and hit[2] == limits
                 and self._max <= self.max_allowed_table_size):
             return list(hit[3])
-        k = 0 if raw else 1
+        k: Literal[0, 1] = 0 if raw else 1
         table = self._table
         static = _STATIC
-        out: list = []
+        out: List[Header] = []
         append = out.append
         pos = 0
         end = len(data)
@@ -218,10 +234,10 @@ class Decoder:
                         e = table[index - 62]
                     else:
                         e = self._lookup(index)                # raises, naming the index
-                    h = e[k]                                    # type: ignore[index]
+                    h = e[k]
                     if h is None:
                         raise HpackDecodingError("indexed field is not UTF-8 text")
-                    total += e[2]                               # type: ignore[index]
+                    total += e[2]
                     if total > limit:
                         raise OversizedHeaderListError(f"the header list is larger than the limit, {limit}")
                     append(h)
@@ -230,82 +246,37 @@ class Decoder:
                     index = b & 0x3F
                     if index == 0x3F:
                         index, pos = _read_int(data, pos, 0x3F)
-                    kind = 1
                 elif b & 0x20:                                  # §6.3 dynamic table size update
-                    if out:
-                        raise HpackDecodingError("dynamic table size update after a header field "
-                                                 "(RFC 7541 §4.2: only at the start of a block)")
-                    size = b & 0x1F
-                    if size == 0x1F:
-                        size, pos = _read_int(data, pos, 0x1F)
-                    if size > self.max_allowed_table_size:
-                        raise HpackDecodingError(f"dynamic table size update to {size}, above the "
-                                                 f"SETTINGS_HEADER_TABLE_SIZE of {self.max_allowed_table_size}")
-                    self._resize(size)
+                    pos = self._size_update(data, pos, b, bool(out))
                     continue
                 else:                                           # §6.2.2 without / §6.2.3 never indexed
                     index = b & 0x0F
                     if index == 0x0F:
                         index, pos = _read_int(data, pos, 0x0F)
-                    kind = 2 if b & 0x10 else 0
                 if index:
-                    if 0 < index <= STATIC_LENGTH:
-                        name = static[index][0][0]              # type: ignore[index]
-                    else:
-                        name = self._lookup(index)[0][0]
+                    name = (static[index] if 0 < index <= STATIC_LENGTH else self._lookup(index))[0][0]
                 else:
                     name, pos = self._string(data, pos, "name")
                 # The value string, inlined for its common forms (short, and cached when Huffman-coded).
-                b = data[pos] if pos < end else 0x7F
-                length = b & 0x7F
+                b2 = data[pos] if pos < end else 0x7F
+                length = b2 & 0x7F
                 stop = pos + 1 + length
                 if length == 0x7F or stop > end or length > slimit:
                     value, pos = self._string(data, pos, "value")
                 else:
                     value = data[pos + 1:stop]
                     pos = stop
-                    if b & 0x80:
-                        raw_value = value
-                        value = hot.get(raw_value)
-                        if value is None:
-                            value = self._huffman_miss(raw_value)
+                    if b2 & 0x80:
+                        decoded = hot.get(value)
+                        value = decoded if decoded is not None else self._huffman_miss(value)
                 size = len(name) + len(value) + 32
                 total += size
                 if total > limit:
                     raise OversizedHeaderListError(f"the header list is larger than the limit, {limit}")
-                if kind == 1:
-                    pair = (name, value)
-                    try:
-                        text = (name.decode("utf-8"), value.decode("utf-8"))
-                    except UnicodeDecodeError:
-                        text = None
-                        if not raw:
-                            raise HpackDecodingError("literal field is not UTF-8 text") from None
-                    # Insert (RFC 7541 §4.4), inlined.
-                    self._version += 1
-                    if size > self._max:
-                        table.clear()
-                        self._size = 0
-                    else:
-                        self._size += size
-                        while self._size > self._max:
-                            self._size -= table.pop()[2]
-                        table.appendleft((pair, text, size))
-                    append(text if k else pair)
-                    continue
-                if not raw:
-                    try:
-                        name = name.decode("utf-8")             # type: ignore[assignment]
-                        value = value.decode("utf-8")           # type: ignore[assignment]
-                    except UnicodeDecodeError:
-                        raise HpackDecodingError("literal field is not UTF-8 text") from None
-                if kind == 2:
-                    h = NeverIndexed(name, value)
-                    if len(self.never_indexed_seen) < NEVER_INDEXED_REMEMBERED:
-                        self.never_indexed_seen.add(h)
-                    append(h)
+                if b & 0x40:
+                    append(self._insert(name, value, size, raw))
                 else:
-                    append((name, value))
+                    append(self._not_indexed(name, value, bool(b & 0x10), raw))
         except HpackDecodingError as exc:
             raise type(exc)(f"header block field {len(out) + 1} at offset {start}: {exc}") from None
         if self._max > self.max_allowed_table_size:
@@ -319,3 +290,58 @@ class Decoder:
             blocks[data] = (version, raw, limits, out)
             return list(out)
         return out
+
+    def _size_update(self, data: bytes, pos: int, b: int, after_field: bool) -> int:
+        """A dynamic table size update (§6.3) whose first octet ``b`` was read: position after it."""
+        if after_field:
+            raise HpackDecodingError("dynamic table size update after a header field "
+                                     "(RFC 7541 §4.2: only at the start of a block)")
+        size = b & 0x1F
+        if size == 0x1F:
+            size, pos = _read_int(data, pos, 0x1F)
+        if size > self.max_allowed_table_size:
+            raise HpackDecodingError(f"dynamic table size update to {size}, above the "
+                                     f"SETTINGS_HEADER_TABLE_SIZE of {self.max_allowed_table_size}")
+        self._resize(size)
+        return pos
+
+    def _insert(self, name: bytes, value: bytes, size: int, raw: bool) -> Header:
+        """A literal with incremental indexing (§6.2.1): the header, added to the table (§4.4)."""
+        pair = (name, value)
+        try:
+            text: Optional[Tuple[str, str]] = (name.decode("utf-8"), value.decode("utf-8"))
+        except UnicodeDecodeError:
+            if not raw:
+                raise HpackDecodingError("literal field is not UTF-8 text") from None
+            text = None
+        self._version += 1
+        table = self._table
+        if size > self._max:
+            table.clear()
+            self._size = 0
+        else:
+            self._size += size
+            while self._size > self._max:
+                self._size -= table.pop()[2]
+            table.appendleft((pair, text, size))
+        if raw or text is None:
+            return pair
+        return text
+
+    def _not_indexed(self, name: bytes, value: bytes, never: bool, raw: bool) -> Header:
+        """A literal without indexing (§6.2.2), or never indexed (§6.2.3) when ``never``."""
+        if raw:
+            if not never:
+                return name, value
+            h: Union[NeverIndexed[str], NeverIndexed[bytes]] = NeverIndexed(name, value)
+        else:
+            try:
+                text = (name.decode("utf-8"), value.decode("utf-8"))
+            except UnicodeDecodeError:
+                raise HpackDecodingError("literal field is not UTF-8 text") from None
+            if not never:
+                return text
+            h = NeverIndexed(*text)
+        if len(self.never_indexed_seen) < NEVER_INDEXED_REMEMBERED:
+            self.never_indexed_seen.add(h)
+        return h

@@ -27,7 +27,7 @@ never-indexed literals), ``authorization`` and ``proxy-authorization``, and
 from __future__ import annotations
 
 from collections import deque
-from typing import Deque, Dict, Iterable, List, Optional, Tuple, Union
+from typing import Any, Deque, Dict, Iterable, List, Optional, Tuple, Union
 
 from .cache import TwoGenerationCache
 from .huffman import huffman_encode, huffman_length
@@ -45,8 +45,14 @@ BLOCK_CACHE_MAX_OCTETS = 512
 
 _TUPLE_ONLY = frozenset((tuple,))
 
+#: A header as the encoder takes it: a (name, value) pair (a tuple, or a tuple subclass marked
+#: never-indexed) of str, bytes-like or anything else written as its ``str()`` (see _to_bytes).
+Header = Tuple[object, object]
+#: What :meth:`Encoder.encode` takes: headers, or a dict of them taken in its order.
+Headers = Union[Iterable[Header], Dict[Any, Any]]
 
-def _all_plain(headers: tuple) -> bool:
+
+def _all_plain(headers: Tuple[Header, ...]) -> bool:
     """True when every header is a plain tuple (none marked never-indexed, which compare equal)."""
     return frozenset(map(type, headers)) == _TUPLE_ONLY
 
@@ -94,12 +100,11 @@ def encoded_string(data: bytes) -> bytes:
     return out
 
 
-def _to_bytes(x) -> bytes:
+def _to_bytes(x: object) -> bytes:
     """A name or value as octets: str as UTF-8, bytes-like as is, anything else as its ``str()``."""
-    t = type(x)
-    if t is bytes:
+    if type(x) is bytes:
         return x
-    if t is str or isinstance(x, str):
+    if isinstance(x, str):
         return x.encode("utf-8")
     if isinstance(x, (bytes, bytearray, memoryview)):
         return bytes(x)
@@ -113,7 +118,7 @@ def _to_bytes(x) -> bytes:
 Plan = Union[bytes, Tuple[Tuple[bytes, bytes], int, int, bytes, bytes]]
 
 
-def make_plan(name, value, never: bool) -> Plan:
+def make_plan(name: object, value: object, never: bool) -> Plan:
     """Work out everything about one header's representation that does not depend on the table."""
     nb = _to_bytes(name)
     vb = _to_bytes(value)
@@ -128,15 +133,16 @@ def make_plan(name, value, never: bool) -> Plan:
     return (nb, vb), len(nb) + len(vb) + 32, name_index, encoded_string(nb), encoded_string(vb)
 
 
-_CACHEABLE = (str, bytes)
 #: (name, value) as given -> plan, for plain tuples; the same for headers marked never-indexed.
 plans: TwoGenerationCache[Plan] = TwoGenerationCache(PLAN_CACHE_ENTRIES)
 never_plans: TwoGenerationCache[Plan] = TwoGenerationCache(PLAN_CACHE_ENTRIES)
 
 
-def _cached_plan(cache: TwoGenerationCache[Plan], key: tuple, never: bool) -> Plan:
+def _cached_plan(cache: TwoGenerationCache[Plan], key: Tuple[object, ...], never: bool) -> Plan:
+    """The plan for ``key``, a (name, value) pair (its length checked by the caller), from ``cache``."""
     name, value = key
-    keep = (type(name) in _CACHEABLE and type(value) in _CACHEABLE      # (not mutable, nor converted by str())
+    keep = ((type(name) is str or type(name) is bytes)           # (not mutable, nor converted by str())
+            and (type(value) is str or type(value) is bytes)
             and len(name) + len(value) <= CACHE_MAX_STRING)
     return cache.miss(key, lambda: make_plan(name, value, never), keep)
 
@@ -162,7 +168,7 @@ class Encoder:
         self._version = 0                                # bumped by every change to the table
         # Lists of plain tuples whose block added nothing to the table encode the same while the
         # table does not change: tuple of the headers -> (version, block).
-        self._blocks: Dict[tuple, Tuple[int, bytes]] = {}
+        self._blocks: Dict[Tuple[Header, ...], Tuple[int, bytes]] = {}
         if table_size != DEFAULT_TABLE_SIZE:
             self.header_table_size = table_size
 
@@ -204,15 +210,16 @@ class Encoder:
             if names.get(key[0]) == number:
                 del names[key[0]]
 
-    def encode(self, headers: Iterable, huffman: bool = True) -> bytes:
+    def encode(self, headers: Headers, huffman: bool = True) -> bytes:
         """One header block for ``headers`` (pairs of str or bytes; a dict is taken in its order).
 
         ``huffman`` is accepted for the ``hpack`` library's signature: strings
         are always written in the shorter of the two forms.
         """
         if isinstance(headers, dict):
-            headers = headers.items()
-        headers = tuple(headers)
+            headers = tuple(headers.items())
+        else:
+            headers = tuple(headers)
         version = self._version
         try:
             hit = self._blocks.get(headers)
@@ -261,17 +268,17 @@ class Encoder:
                     plan = make_plan(key[0], key[1], never)
                 if plan is None:
                     plan = _cached_plan(cache, key, never)
-            if type(plan) is bytes:
+            if isinstance(plan, bytes):
                 append(plan)
                 continue
-            key, size, name_index, ename, evalue = plan    # type: ignore[misc]
-            number = fields.get(key)
+            field, size, name_index, ename, evalue = plan
+            number = fields.get(field)
             if number is not None:
                 index = STATIC_LENGTH + self._next - number
                 append(indexed[index] if index < 512 else encode_integer(index, 7, 0x80))
                 continue
             if not name_index:
-                number = names.get(key[0])
+                number = names.get(field[0])
                 if number is not None:
                     name_index = STATIC_LENGTH + self._next - number
             if size <= self._index_limit:                 # §6.2.1 with incremental indexing
@@ -287,10 +294,10 @@ class Encoder:
                     self._evict(self._max - size)
                 number = self._next
                 self._next = number + 1
-                entries.appendleft((key, number, size))
+                entries.appendleft((field, number, size))
                 self._size += size
-                fields[key] = number
-                names[key[0]] = number
+                fields[field] = number
+                names[field[0]] = number
             else:                                          # §6.2.2 without indexing
                 if name_index:
                     append(encode_integer(name_index, 4))

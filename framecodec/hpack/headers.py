@@ -12,31 +12,34 @@ library's NeverIndexedHeaderTuple included).
 """
 from __future__ import annotations
 
-from typing import AbstractSet, Iterable, List
+from typing import AbstractSet, Any, Iterable, List, Tuple, TypeVar
+
+#: A header's name and value: ``str``, or ``bytes`` from a decoder asked for raw octets.
+S = TypeVar("S", bound="str | bytes")
 
 
-class NeverIndexed(tuple):
+class NeverIndexed(Tuple[S, S]):
     """A ``(name, value)`` pair that must never enter an HPACK dynamic table."""
 
     __slots__ = ()
     indexable = False
 
-    def __new__(cls, name, value) -> "NeverIndexed":
+    def __new__(cls, name: S, value: S) -> NeverIndexed[S]:
         return tuple.__new__(cls, (name, value))
 
-    def __getnewargs__(self):
-        return tuple(self)
+    def __getnewargs__(self) -> Tuple[S, S]:
+        return (self[0], self[1])
 
     def __repr__(self) -> str:
         return f"NeverIndexed({self[0]!r}, {self[1]!r})"
 
 
-def is_never_indexed(field) -> bool:
+def is_never_indexed(field: object) -> bool:
     """True for a header field marked never-indexed (ours or the ``hpack`` library's)."""
     return type(field) is not tuple and not getattr(field, "indexable", True)
 
 
-def mark_never_indexed(headers: Iterable, sensitive: AbstractSet) -> List:
+def mark_never_indexed(headers: Iterable[Tuple[Any, Any]], sensitive: AbstractSet[object]) -> List[Tuple[Any, Any]]:
     """``headers`` with every field whose (name, value) is in ``sensitive`` marked :class:`NeverIndexed`."""
     return [h if type(h) is NeverIndexed or tuple(h) not in sensitive else NeverIndexed(h[0], h[1])
             for h in headers]

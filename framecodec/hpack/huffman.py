@@ -124,7 +124,7 @@ def huffman_decode(data: bytes) -> bytes:
     """Decode a Huffman-coded string; HuffmanDecodingError when it holds EOS or is badly padded."""
     table = _TRANSITIONS
     state = 0           # the current node, shifted left by 8
-    parts = []
+    parts: List[bytes] = []
     append = parts.append
     for octet in data:
         entry = table[state | octet]

@@ -90,7 +90,7 @@ _ZERO_OFF = {"settings_ack_timeout", "idle_timeout", "zero_window_timeout", "gra
              "upstream_settings_timeout", "upstream_silence_timeout"}
 
 
-def check_limit(name: str, value) -> Optional[str]:
+def check_limit(name: str, value: object) -> Optional[str]:
     """Why ``value`` is not a sensible value for the limit ``name`` (None when it is).
 
     Negative counts, a zero connection budget, NaN or infinite timeouts would not limit anything:

@@ -15,12 +15,19 @@ from __future__ import annotations
 
 import re
 import struct
-from typing import List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Collection, Dict, Iterable, List, Optional, Sequence, Tuple
+
+from framecodec.reader import RawFrame
 
 from .protocol import DATA, END_STREAM, HEADERS, PADDED, PRIORITY_FLAG, PUSH_PROMISE, ErrorCode
 
+if TYPE_CHECKING:
+    from .relay import Relay, Stream, _Unit
+
 #: (RFC 9113 section, error code, connection error?, message)
 Problem = Tuple[str, int, bool, str]
+#: A decoded header list: (name, value) pairs.
+Fields = Sequence[Tuple[str, str]]
 
 _u32 = struct.Struct(">L")
 
@@ -42,7 +49,7 @@ def _malformed(message: str, section: str = "8.1.1") -> Problem:
 
 # --------------------------------------------------------------- frames
 
-def frame_problem(f) -> Optional[Problem]:
+def frame_problem(f: RawFrame) -> Optional[Problem]:
     """Padding longer than the frame (6.1, 6.2, 6.6), a PUSH_PROMISE with no room for its promised
     stream id (6.6) and a HEADERS priority on itself (5.3.1).
 
@@ -80,7 +87,7 @@ def _name(t: int) -> str:
     return {DATA: "DATA", HEADERS: "HEADERS", PUSH_PROMISE: "PUSH_PROMISE"}.get(t, str(t))
 
 
-def data_length(f) -> int:
+def data_length(f: RawFrame) -> int:
     """The content bytes a DATA frame carries (its length less the padding)."""
     if f.flags & PADDED and f.length:
         return max(0, f.length - 1 - f.payload[0])
@@ -89,7 +96,7 @@ def data_length(f) -> int:
 
 # --------------------------------------------------------- header lists
 
-def field_problem(headers: Sequence[Tuple[str, str]], allowed_pseudo, what: str) -> Optional[Problem]:
+def field_problem(headers: Fields, allowed_pseudo: Collection[str], what: str) -> Optional[Problem]:
     """The rules every header list follows: names, values, pseudo-header placement, hop-by-hop fields."""
     regular_seen = False
     seen_pseudo = set()
@@ -126,7 +133,7 @@ def field_problem(headers: Sequence[Tuple[str, str]], allowed_pseudo, what: str)
     return None
 
 
-def _pseudo(headers, name: str) -> Optional[str]:
+def _pseudo(headers: Iterable[Tuple[str, str]], name: str) -> Optional[str]:
     for k, v in headers:
         if k == name:
             return v
@@ -135,7 +142,7 @@ def _pseudo(headers, name: str) -> Optional[str]:
     return None
 
 
-def content_length(headers) -> Tuple[Optional[int], Optional[Problem]]:
+def content_length(headers: Iterable[Tuple[str, str]]) -> Tuple[Optional[int], Optional[Problem]]:
     """The content-length of a header list (None without one), or the problem with its value."""
     value = None
     for k, v in headers:
@@ -152,7 +159,7 @@ def content_length(headers) -> Tuple[Optional[int], Optional[Problem]]:
     return value, None
 
 
-def request_problem(headers, end_stream: bool) -> Optional[Problem]:
+def request_problem(headers: Fields, end_stream: bool) -> Optional[Problem]:
     """A request header list (HEADERS opening a client stream)."""
     bad = field_problem(headers, REQUEST_PSEUDO, "request")
     if bad is not None:
@@ -188,7 +195,7 @@ def request_problem(headers, end_stream: bool) -> Optional[Problem]:
     return None
 
 
-def response_problem(headers, end_stream: bool, request_method: Optional[str]) -> Optional[Problem]:
+def response_problem(headers: Fields, end_stream: bool, request_method: Optional[str]) -> Optional[Problem]:
     """A response header list (the server's HEADERS on a stream whose final response has not come)."""
     bad = field_problem(headers, RESPONSE_PSEUDO, "response")
     if bad is not None:
@@ -210,14 +217,14 @@ def response_problem(headers, end_stream: bool, request_method: Optional[str]) -
     return None
 
 
-def trailers_problem(headers, end_stream: bool) -> Optional[Problem]:
+def trailers_problem(headers: Fields, end_stream: bool) -> Optional[Problem]:
     """A header block after the message's (final) header section: trailers, which end the stream."""
     if not end_stream:
         return _malformed("a second header block (trailers) without END_STREAM", "8.1")
     return field_problem(headers, (), "trailers")
 
 
-def push_problem(headers) -> Optional[Problem]:
+def push_problem(headers: Fields) -> Optional[Problem]:
     """The request a PUSH_PROMISE carries (RFC 9113 8.4): complete, and safe and cacheable."""
     bad = request_problem(headers, True)
     if bad is not None:
@@ -239,7 +246,8 @@ def expects_body(status_or_method: Optional[str], request_method: Optional[str])
 
 # ----------------------------------------------------------- the relay's entry points
 
-def check_block(s, d: int, headers, end_stream: bool, kind: str, count_body: bool) -> Optional[Problem]:
+def check_block(s: Optional[Stream], d: int, headers: Fields, end_stream: bool, kind: str,
+                count_body: bool) -> Optional[Problem]:
     """Check one decoded header block sent in direction ``d`` (0: by the client) on stream ``s``.
 
     ``kind``: ``"request"`` (the block opens a client stream; ``s`` is None, the stream is not
@@ -261,6 +269,7 @@ def check_block(s, d: int, headers, end_stream: bool, kind: str, count_body: boo
             except TypeError:
                 pass
         return request_problem(headers, end_stream)
+    assert s is not None     # (only a request's block comes before its stream is registered)
     if d == 0:
         bad = trailers_problem(headers, end_stream)
         if bad is None and count_body:
@@ -287,14 +296,14 @@ def check_block(s, d: int, headers, end_stream: bool, kind: str, count_body: boo
 
 #: Outcomes of the header-list rules for lists seen before (real traffic repeats its requests and
 #: responses: the rules then cost one look-up). Bounded: cleared when full.
-_MEMO: dict = {}
-_REQUESTS: dict = {}
+_MEMO: Dict[Tuple[Any, ...], Optional[Problem]] = {}
+_REQUESTS: Dict[Tuple[Any, ...], Optional[Problem]] = {}
 _MEMO_MAX = 2048
 #: Lists longer than this are checked every time (not worth keeping).
 _MEMO_FIELDS = 24
 
 
-def _memo(rule, headers, *args) -> Optional[Problem]:
+def _memo(rule: Callable[..., Optional[Problem]], headers: Sequence[Tuple[str, str]], *args: Any) -> Optional[Problem]:
     """``rule(headers, *args)``, remembered for header lists seen before (the rules are pure functions)."""
     if len(headers) > _MEMO_FIELDS:
         return rule(headers, *args)
@@ -312,7 +321,7 @@ def _memo(rule, headers, *args) -> Optional[Problem]:
     return bad
 
 
-def body_state(s) -> List[Optional[int]]:
+def body_state(s: Stream) -> List[Optional[int]]:
     """``[request bytes still due, response bytes still due]`` (None: no content-length to hold to)."""
     if s.body is None:
         declared = None
@@ -322,7 +331,7 @@ def body_state(s) -> List[Optional[int]]:
     return s.body
 
 
-def data_check(relay, d: int, s, f, sid: int) -> Optional[Problem]:
+def data_check(relay: Relay, d: int, s: Optional[Stream], f: RawFrame, sid: int) -> Optional[Problem]:
     """Strict mode, for each DATA frame: padding, the sender's flow-control windows, content-length."""
     if f.flags & PADDED:
         bad = frame_problem(f)
@@ -342,11 +351,12 @@ def data_check(relay, d: int, s, f, sid: int) -> Optional[Problem]:
             return bad
     if s is None:
         return None
-    left = body_state(s)[d]
+    body = body_state(s)
+    left = body[d]
     if left is None:
         return None
     left -= data_length(f)
-    s.body[d] = left
+    body[d] = left
     if left < 0:
         return _malformed(f"DATA on stream {sid} goes {-left} bytes past the content-length", "8.1.1")
     if f.flags & END_STREAM and left:
@@ -368,13 +378,13 @@ def window_problem(window: int, owed: int, stream_window: Optional[int], stream_
     return None
 
 
-def refused(relay, sid: int) -> None:
+def refused(relay: Relay, sid: int) -> None:
     """Strict mode refused stream ``sid`` (a malformed request or push) before the other side saw it:
     later frames on it are dropped instead of reaching a peer that never heard of the stream."""
     relay.recently_closed[sid] = "refused"     # (remembers a bounded number of streams itself)
 
 
-def unknown_stream(relay, sid: int) -> str:
+def unknown_stream(relay: Relay, sid: int) -> str:
     """What a stream id the relay does not track is: ``"idle"``, ``"refused"`` or ``"closed"``."""
     if relay.recently_closed.get(sid) == "refused":
         return "refused"
@@ -385,12 +395,12 @@ def unknown_stream(relay, sid: int) -> str:
     return "idle" if idle else "closed"
 
 
-def _is_informational(headers) -> bool:
+def _is_informational(headers: Iterable[Tuple[str, str]]) -> bool:
     status = _pseudo(headers, ":status")
-    return bool(status) and status.startswith("1")
+    return status is not None and status.startswith("1")
 
 
-def block_dropped(relay, d: int, unit) -> None:
+def block_dropped(relay: Relay, d: int, unit: _Unit) -> None:
     """A header block was decoded but not forwarded (strict mode refused its stream).
 
     The sender's HPACK encoder went on as if the receiver had it, so the receiver's

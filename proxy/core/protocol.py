@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from enum import IntEnum
+from typing import Dict
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
@@ -89,7 +90,7 @@ def setting_name(ident: int) -> str:
 
 
 #: The value of each setting before the peer's first SETTINGS frame (RFC 9113 6.5.2).
-INITIAL_SETTINGS = {
+INITIAL_SETTINGS: Dict[int, int] = {
     Setting.HEADER_TABLE_SIZE: 4096,
     Setting.ENABLE_PUSH: 1,
     Setting.MAX_CONCURRENT_STREAMS: 2 ** 31 - 1,  # "initially, there is no limit"

@@ -13,34 +13,85 @@ the very bytes that arrived.
 """
 from __future__ import annotations
 
+import enum
 import inspect
 import logging
 import struct
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Tuple
-
-from framecodec.hpack import (Decoder as HpackDecoder, Encoder as HpackEncoder, HpackDecodingError,
-                              OversizedHeaderListError, mark_never_indexed)
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Awaitable,
+    Callable,
+    Dict,
+    Final,
+    Generator,
+    Iterable,
+    List,
+    Optional,
+    Sequence,
+    Set,
+    Tuple,
+    Union,
+)
 
 from framecodec import frame as fc
 from framecodec.exceptions import FrameCodecError, FrameTooLargeError, PrefaceError
-from framecodec.reader import FrameReader, RawFrame
+from framecodec.hpack import Decoder as HpackDecoder
+from framecodec.hpack import Encoder as HpackEncoder
+from framecodec.hpack import HpackDecodingError, OversizedHeaderListError, mark_never_indexed
+from framecodec.reader import Chunk, FrameFields, FrameReader, RawFrame, Wire
 
-from ..hooks.api import (CLIENT_TO_SERVER, SERVER_TO_CLIENT, Headers, HookContext, PushRefused,
-                         PushStarted, RawBytes)
+from ..hooks.api import (
+    CLIENT_TO_SERVER,
+    SERVER_TO_CLIENT,
+    HeaderList,
+    Headers,
+    HookContext,
+    PushRefused,
+    PushStarted,
+    RawBytes,
+)
 from . import messages
-from .blocks import block_frames
 from . import streams as st
+from .blocks import block_frames
+from .interfaces import Actions, Counters, HeldData, HeldOutput, HookEntry, HookRunner, HookTable, StreamTables
 from .limits import Limits, RateCounter
-from .protocol import (ACK, ALTSVC, CONTINUATION, DATA, DEFAULT_WINDOW, END_HEADERS, END_STREAM,
-                       GOAWAY, HEADERS, INITIAL_SETTINGS, MAX_WINDOW, PADDED, PING,
-                       PREFACE, PRIORITY, PRIORITY_FLAG, PUSH_PROMISE, RST_STREAM, SETTINGS,
-                       WINDOW_UPDATE, ErrorCode, Setting, error_name, frame_name, parse_error_code)
+from .protocol import (
+    ACK,
+    ALTSVC,
+    CONTINUATION,
+    DATA,
+    DEFAULT_WINDOW,
+    END_HEADERS,
+    END_STREAM,
+    GOAWAY,
+    HEADERS,
+    INITIAL_SETTINGS,
+    MAX_WINDOW,
+    PADDED,
+    PING,
+    PREFACE,
+    PRIORITY,
+    PRIORITY_FLAG,
+    PUSH_PROMISE,
+    RST_STREAM,
+    SETTINGS,
+    WINDOW_UPDATE,
+    ErrorCode,
+    Setting,
+    error_name,
+    frame_name,
+    parse_error_code,
+)
+
+if TYPE_CHECKING:
+    from ..recording.sink import FrameSink
 
 log = logging.getLogger("h2proxy")
 #: Directions whose "re-encoded from now on" line was logged at info level (once per process).
-_REENCODING_LOGGED: set = set()
+_REENCODING_LOGGED: Set[int] = set()
 
 C2S, S2C = 0, 1                      # directions; the sending side of direction d is side d
 CLIENT, SERVER = 0, 1                # sides
@@ -104,20 +155,21 @@ class Stream:
 
     #: owed/held only matter once the proxy changed DATA on this stream: made on first use.
     owed: Optional[List[int]] = None
-    held: Optional[List[list]] = None
-    #: Flow-controlled bytes in ``held`` per direction (may overstate after a queue was cleared).
-    held_fcl: Optional[List[int]] = None
-    request_headers: Optional[list] = None
-    response_headers: Optional[list] = None
-    trailers: Optional[list] = None
+    held: Optional[List[List[HeldData]]] = None
+    #: Flow-controlled bytes in ``held`` per direction (may overstate after a queue was cleared); set with ``held``.
+    held_fcl: List[int]
+    request_headers: Optional[HeaderList] = None
+    response_headers: Optional[HeaderList] = None
+    trailers: Optional[HeaderList] = None
     proxy_owned = False
     push_body: Optional[memoryview] = None
-    reset_by: Optional[int] = None
+    #: The direction whose sender reset the stream, or the proxy's own reset (see ProxyReset).
+    reset_by: Union[int, ProxyReset, None] = None
     #: Strict mode: content-length still due per direction.
     body: Optional[List[Optional[int]]] = None
     #: The hook entries for this stream's frames, per direction (type -> entries), decided when its
     #: request was read (:meth:`HookChain.stream_tables`); None: no hook wants any frame of it.
-    hooks: Optional[tuple] = None
+    hooks: Optional[StreamTables] = None
     #: The how-manieth stream the client opened on the connection (1 = first); None for pushes.
     ordinal: Optional[int] = None
 
@@ -183,7 +235,7 @@ class ProxyReset:
 
     __slots__ = ("sides",)
 
-    def __init__(self, sides) -> None:
+    def __init__(self, sides: Iterable[int]) -> None:
         self.sides = frozenset(sides)
 
     def __repr__(self) -> str:
@@ -198,12 +250,28 @@ class _Unit:
     def __init__(self, d: int, frames: List[RawFrame], stream: Optional[Stream]) -> None:
         self.d = d
         self.frames = frames
-        self.headers: Optional[list] = None
+        self.headers: Optional[HeaderList] = None
         self.seqs: List[Optional[int]] = [None] * len(frames)
         self.stream = stream
 
 
-UNCHANGED = object()
+class _Unchanged(enum.Enum):
+    """The type of :data:`UNCHANGED` (an enum member, so that type checkers tell it from a list)."""
+    UNCHANGED = "unchanged"
+
+
+#: The hooks' outcome for a frame they left as it came: it is forwarded byte for byte.
+UNCHANGED: Final = _Unchanged.UNCHANGED
+#: What hooks may produce in place of a frame: frames, header lists to encode, raw bytes.
+HookItem = Union[fc.Frame, Headers, RawBytes, bytes, bytearray, memoryview]
+#: What the hooks made of a unit: UNCHANGED, or the items to send instead (an empty list drops it).
+HookResult = Union[_Unchanged, List[HookItem]]
+#: The hooks' outcome and what each hook did.
+HookOutcome = Tuple[HookResult, Actions]
+#: A hook chain run as a generator: it yields what an async hook returned, to be awaited by the shell.
+HookGen = Generator[Awaitable[Any], Any, HookOutcome]
+#: What to do with a hook chain's outcome once it finished.
+Finish = Callable[[HookOutcome], None]
 
 
 class MalformedFrame(fc.ExtensionFrame):
@@ -213,13 +281,14 @@ class MalformedFrame(fc.ExtensionFrame):
     """
 
     __slots__ = ("problem",)
+    problem: str
 
 
 class Relay:
     """Relays one HTTP/2 connection between a client and an upstream server."""
 
-    def __init__(self, conn_id: int, options: Optional[RelayOptions] = None, hooks=None, sink=None,
-                 now: float = 0.0, info: Optional[dict] = None) -> None:
+    def __init__(self, conn_id: int, options: Optional[RelayOptions] = None, hooks: Optional[HookRunner] = None,
+                 sink: Optional[FrameSink] = None, now: float = 0.0, info: Optional[Dict[str, Any]] = None) -> None:
         self.id = conn_id
         self.options = options or RelayOptions()
         self.limits = self.options.limits
@@ -230,8 +299,9 @@ class Relay:
         self.started = now
         self.hooks = hooks
         #: Entries for frames on stream 0 and on streams not tracked (those of every stream).
-        self.hook_table = hooks.conn_table() if hooks is not None else [{}, {}]
-        self.stream_tables = hooks.stream_tables if hooks is not None else None
+        self.hook_table: List[HookTable] = hooks.conn_table() if hooks is not None else [{}, {}]
+        self.stream_tables: Optional[Callable[[Stream], Optional[StreamTables]]] = (
+            hooks.stream_tables if hooks is not None else None)
         # Stream lifecycle calls cost two calls per stream: made only when some hook has those methods.
         self.stream_hooks = hooks if hooks is not None and getattr(hooks, "wants_stream_events", True) else None
         everything = bool(self.options.decode_headers or self.options.strict
@@ -244,13 +314,13 @@ class Relay:
         self.decode = self.decoding[0] or self.decoding[1]
         max_read = self.limits.max_frame_size
         self.readers = [FrameReader(max_read, expect_preface=True), FrameReader(max_read)]
-        self.out: List[list] = [[], []]
+        self.out: List[List[Wire]] = [[], []]
         # Per direction, what the proxy itself sends before the receiver has had a SETTINGS frame
         # (RFC 9113 3.4: an endpoint's first frame is SETTINGS): held here as (wire, origin,
         # actions) until the sender's SETTINGS goes out, then sent right behind it; None once
         # released. See :meth:`_out` and :meth:`_release_held`.
-        self.greeting: List[Optional[list]] = [[], []]
-        self.commands: list = []
+        self.greeting: List[Optional[List[HeldOutput]]] = [[], []]
+        self.commands: List[Union[Close, AwaitHook]] = []
         self.settings = [dict(INITIAL_SETTINGS), dict(INITIAL_SETTINGS)]   # as announced by each side
         self.settings_seen = [False, False]
         self.unacked_settings = [0, 0]
@@ -263,7 +333,7 @@ class Relay:
         self.push_map: Dict[int, int] = {}   # server-leg pushed id -> client-leg id (once renumbering started)
         self.push_unmap: Dict[int, int] = {}
         self.renumber_pushes = False
-        self.proxy_ids: set = set()          # client-leg ids of streams the proxy created (pushes)
+        self.proxy_ids: Set[int] = set()         # client-leg ids of streams the proxy created (pushes)
         self.client_streams_open = 0         # client-initiated streams not yet closed (for MAX_CONCURRENT_STREAMS)
         self.client_streams_total = 0        # client-initiated streams opened (Stream.ordinal)
         self.held_streams: List["OrderedDict[int, Stream]"] = [OrderedDict(), OrderedDict()]
@@ -277,13 +347,13 @@ class Relay:
         self.decoding_broken = [False, False]
         self.encoders: List[Optional[HpackEncoder]] = [None, None]   # set once a direction is re-encoded
         self.goaway_from: List[Optional[Tuple[int, int]]] = [None, None]
-        self.paused: List[Optional[Any]] = [None, None]      # a suspended hook chain per direction
-        self.inbox: List[list] = [[], []]
+        self.paused: List[Optional[Tuple[HookGen, Finish]]] = [None, None]   # a suspended hook chain per direction
+        self.inbox: List[List[FrameFields]] = [[], []]
         self.closed = False
         #: Set by :meth:`halt`: nothing more is relayed (the connection is being closed on a hook's behalf).
         self.halted = False
         self.preface_forwarded = False
-        self.counters = {"frames_in": [0, 0], "frames_out": [0, 0], "bytes_in": [0, 0],
+        self.counters: Counters = {"frames_in": [0, 0], "frames_out": [0, 0], "bytes_in": [0, 0],
                          "violations": 0, "streams": 0, "resets": [0, 0], "hook_errors": 0,
                          "pushes": 0}
         # Per side: the client's RST_STREAMs (rapid reset), and in strict mode the streams the proxy
@@ -294,17 +364,17 @@ class Relay:
                            RateCounter(self.limits.max_empty_frames_per_second, 1.0)]
         self.control_rate = [RateCounter(self.limits.max_control_frames_per_second, 1.0),
                              RateCounter(self.limits.max_control_frames_per_second, 1.0)]
-        self.violations: List[dict] = []
+        self.violations: List[Dict[str, Any]] = []
         self.fast_headers = [False, False]
         self.fast_data = [False, False]
         self.fast_decoded = [False, False]
         # With a sink that takes batches, fast-path frames are recorded per read, not per frame.
-        self.rec: Optional[List[list]] = [[], []] if sink is not None and hasattr(sink, "forwarded") else None
+        self.rec: Optional[List[List[Wire]]] = [[], []] if sink is not None and hasattr(sink, "forwarded") else None
         self._update_fast_path()
         self.last_activity = now
-        self.settings_sent_at: List[list] = [[], []]     # times of each side's SETTINGS not yet ACKed
+        self.settings_sent_at: List[List[float]] = [[], []]   # times of each side's SETTINGS not yet ACKed
         # Per side, the SETTINGS_HEADER_TABLE_SIZE of each of its SETTINGS not yet ACKed (None: not in it).
-        self.table_sizes_due: List[list] = [[], []]
+        self.table_sizes_due: List[List[Optional[int]]] = [[], []]
         self.stalled_since: List[Optional[float]] = [None, None]
         self.heard = [now, now]              # when each side last sent bytes (the upstream's silence)
         self.preface_at = now                # when the upstream was sent the connection preface
@@ -318,7 +388,7 @@ class Relay:
 
     # ------------------------------------------------------------------ input
 
-    def receive(self, d: int, data, now: float) -> None:
+    def receive(self, d: int, data: Chunk, now: float) -> None:
         """Bytes arrived on the socket of side ``d`` (0: from the client, 1: from the server)."""
         if self.closed:
             return
@@ -372,7 +442,7 @@ class Relay:
         if rec is not None and (rec[0] or rec[1]):
             self._rec_flush()
 
-    def _run(self, d: int, frames) -> None:
+    def _run(self, d: int, frames: List[FrameFields]) -> None:
         """Process one read batch's frames, ``(type, flags, stream id, length, wire)`` tuples, in order.
 
         Most traffic is DATA and one-frame HEADERS on streams the proxy already
@@ -430,31 +500,6 @@ class Relay:
                                 out_d = self.out[d]
                                 rec_d = self.rec[d] if self.rec is not None else None
                         continue
-                    if t == HEADERS and fast_decoded[d] and flags & END_HEADERS and not flags & _PAD_PRIO \
-                            and length <= max_hb and self._decoded_block(d, s, flags, sid, length, wire):
-                        out_d = self.out[d]
-                        rec_d = self.rec[d] if self.rec is not None else None
-                        if paused[d] is not None:
-                            rest = frames[i + 1:]
-                            if rest:
-                                self.inbox[d][:0] = rest
-                            return
-                        continue
-                elif t == HEADERS and d == C2S and fast_decoded[0] and flags & END_HEADERS \
-                        and not flags & _PAD_PRIO and length <= max_hb and not self.fast_new_streams:
-                    settings = self.settings
-                    if (sid & 1 and sid > self.last_stream[CLIENT]
-                            and self.client_streams_open < settings[SERVER][_MAX_CONCURRENT]
-                            and len(streams) < self.limits.max_streams
-                            and self._decoded_block(d, None, flags, sid, length, wire)):
-                        out_d = self.out[d]
-                        rec_d = self.rec[d] if self.rec is not None else None
-                        if paused[d] is not None:
-                            rest = frames[i + 1:]
-                            if rest:
-                                self.inbox[d][:0] = rest
-                            return
-                        continue
                 elif t == HEADERS and d == C2S and self.fast_new_streams and flags & END_HEADERS and length <= max_hb:
                     # A new client stream (the request of a new exchange).
                     settings = self.settings
@@ -478,7 +523,10 @@ class Relay:
                             out_d = self.out[d]
                             rec_d = self.rec[d] if self.rec is not None else None
                         continue
-            process(d, RawFrame(t, flags, sid, length, wire))
+            if not (t == HEADERS and fast_decoded[d] and flags & END_HEADERS and not flags & _PAD_PRIO
+                    and length <= max_hb and block[d] is None
+                    and self._decoded_block(d, streams.get(sid), flags, sid, length, wire)):
+                process(d, RawFrame(t, flags, sid, length, wire))
             out_d = self.out[d]
             rec_d = self.rec[d] if self.rec is not None else None
             if paused[d] is not None:
@@ -669,7 +717,7 @@ class Relay:
                         total += len(item[0])
         return total
 
-    def take_output(self, d: int) -> list:
+    def take_output(self, d: int) -> List[Wire]:
         """The buffers to write towards the receiver of direction d, in order (and forget them)."""
         out = self.out[d]
         if out:
@@ -682,10 +730,13 @@ class Relay:
     def _rec_flush(self) -> None:
         """Hand frames recorded on the fast path to the sink, before any other record."""
         rec = self.rec
+        sink = self.sink
+        if rec is None or sink is None:
+            return
         for d in (C2S, S2C):
             if rec[d]:
                 wires, rec[d] = rec[d], []
-                self.sink.forwarded(self.id, RECV_LEG[d], SEND_LEG[d], self.now, wires)
+                sink.forwarded(self.id, RECV_LEG[d], SEND_LEG[d], self.now, wires)
 
     def detach_sink(self) -> None:
         """Stop reporting to the sink (a busy web view asks this, between reads): what was recorded on
@@ -716,9 +767,10 @@ class Relay:
     def interest_changed(self) -> None:
         """The hooks' interest changed (rules changed at run time): every open stream takes it now."""
         tables = self.stream_tables
-        if tables is not None:
+        if tables is not None and self.hooks is not None:
+            followed = self.hooks.full_tables()
             for s in self.streams.values():
-                if not s.proxy_owned and s.hooks is not self.hooks.full_tables():
+                if not s.proxy_owned and s.hooks is not followed:
                     s.hooks = tables(s)
         self._update_fast_path()
 
@@ -832,7 +884,8 @@ class Relay:
             return
         self._hooked(d, _Unit(d, [f], s), hooks)
 
-    def _send_data(self, d: int, s: Optional[Stream], wire, fcl: int, sid: int, origin, actions) -> None:
+    def _send_data(self, d: int, s: Optional[Stream], wire: Wire, fcl: int, sid: int, origin: Optional[int],
+                   actions: Optional[Actions]) -> None:
         """Send one DATA frame towards the receiver of ``d``, inside its flow-control windows."""
         if d == S2C and self.push_map:
             wire = self._map_ids(d, wire)
@@ -854,7 +907,8 @@ class Relay:
             which = "connection" if self.window[d] < 0 else f"stream {sid}"
             self._violation(d, "6.9.1", ErrorCode.FLOW_CONTROL_ERROR, self.window[d] < 0,
                             f"DATA of {fcl} bytes on stream {sid} exceeds the {which} flow-control window "
-                            f"(now {self.window[d] if self.window[d] < 0 else s.window[d]})", sid, forwarded=True)
+                            f"(now {self.window[d] if self.window[d] < 0 or s is None else s.window[d]})", sid,
+                            forwarded=True)
         self._out(d, wire, origin, actions)
 
     def _flush_held(self, d: int) -> None:
@@ -919,20 +973,25 @@ class Relay:
 
     # ----------------------------------------------------------- header blocks
 
-    def _decoded_block(self, d: int, s: Optional[Stream], flags: int, sid: int, length: int, wire) -> bool:
+    def _decoded_block(self, d: int, s: Optional[Stream], flags: int, sid: int, length: int, wire: Wire) -> bool:
         """A one-frame HEADERS block with neither padding nor priority, in a direction whose blocks are
-        decoded, on stream ``s`` (None: it opens client stream ``sid``, which the caller checked may be
-        opened). Decoded, checked (transparent mode: a problem is logged and the block goes on), then
+        decoded, on stream ``s`` (None: it opens client stream ``sid``, when the proxy may open it at
+        once). Decoded, checked (transparent mode: a problem is logged and the block goes on), then
         handed to the hooks that want it on this stream, or forwarded (re-encoded when the direction is).
 
         False, with nothing done, when the block must take the general path instead.
         """
         end = flags & END_STREAM
+        new: Optional[str] = None
         if s is not None:
             new = _HEADERS_NEXT[d][end].get(s.state)
             if new is None:
                 return False
-        if self.decoding_broken[d]:
+        elif not (d == C2S and sid & 1 and sid > self.last_stream[CLIENT]
+                  and self.client_streams_open < self.settings[SERVER][_MAX_CONCURRENT]
+                  and len(self.streams) < self.limits.max_streams):
+            return False          # (not a new client stream the proxy may open at once: the general path)
+        if self.decoding_broken[d] or self.decoders is None:
             return False
         try:
             headers = self.decoders[d].decode(memoryview(wire)[9:])
@@ -959,8 +1018,8 @@ class Relay:
                 s.hooks = self.stream_tables(s)
             if self.stream_hooks is not None:
                 self.stream_hooks.stream_opened(self, s)
-            new = None
         else:
+            assert new is not None
             s.state = new
             bad = messages.check_block(s, d, headers, bool(end), "next", False)
             if bad is not None:
@@ -1201,7 +1260,7 @@ class Relay:
                   "dropped, the promised stream cancelled", self.id, promised, unit.frames[0].stream_id)
         return True
 
-    def _forward_block(self, d: int, unit: _Unit, result, actions=None) -> None:
+    def _forward_block(self, d: int, unit: _Unit, result: HookResult, actions: Optional[Actions] = None) -> None:
         """Send a header block on: unchanged (byte for byte, unless re-encoding), or as changed."""
         frames = unit.frames
         if result is UNCHANGED and (self.encoders[d] is None or unit.headers is None):
@@ -1224,11 +1283,13 @@ class Relay:
             return
         seqs = self._record_block_in(d, unit, actions)
         origin = seqs[0]
+        acts: Optional[Actions]
         if result is UNCHANGED:
             promised = None
             if frames[0].type == PUSH_PROMISE:
                 promised = self._promised_id(frames[0])
                 promised = self.push_map.get(promised, promised)
+            assert unit.headers is not None     # (blocks not decoded were forwarded as received above)
             result = [Headers(frames[0].stream_id, unit.headers, bool(frames[0].flags & END_STREAM), promised)]
             acts = [{"hook": "h2proxy", "action": "reencoded"}]
         else:
@@ -1246,7 +1307,7 @@ class Relay:
         if s is not None and s.state == st.CLOSED and unit.frames[0].type == HEADERS:
             self._close_stream(s)
 
-    def _map_promised(self, wire, flags: int):
+    def _map_promised(self, wire: Wire, flags: int) -> Wire:
         """Rewrite the promised stream id of a raw PUSH_PROMISE frame when the push was renumbered."""
         off = 10 if flags & PADDED else 9
         promised = _u32.unpack_from(wire, off)[0]
@@ -1259,11 +1320,13 @@ class Relay:
 
     def _promised_id(self, f: RawFrame) -> int:
         off = 1 if f.flags & PADDED else 0
-        return _u32.unpack_from(f.payload, off)[0] & 0x7FFFFFFF
+        promised: int = _u32.unpack_from(f.payload, off)[0]
+        return promised & 0x7FFFFFFF
 
-    def _decode(self, d: int, frames: List[RawFrame], block=None) -> Optional[list]:
+    def _decode(self, d: int, frames: List[RawFrame], block: Optional[Chunk] = None) -> Optional[HeaderList]:
         """The decoded header list of a block (``block``: its bytes when known), or None when it does not
         decode (reported; the direction's later blocks are not decoded) or is over a limit (connection closed)."""
+        assert self.decoders is not None     # (called only when decoding)
         try:
             if block is None:
                 block = b"".join(_fragment(f) for f in frames)
@@ -1326,51 +1389,22 @@ class Relay:
             if self._settings(d, f):
                 return
         elif t == PING:
-            if sid != 0 and self._violation(d, "6.7", ErrorCode.PROTOCOL_ERROR, True, f"PING on stream {sid}"):
-                return
-            if f.length != 8 and self._violation(d, "6.7", ErrorCode.FRAME_SIZE_ERROR, True,
-                                                 f"PING with a body of {f.length} bytes, not 8"):
-                return
-            if self.control_rate[d].hit(self.now):
-                self._limit(d, "max_control_frames_per_second", "PING flood")
+            if self._ping(d, f):
                 return
         elif t == RST_STREAM:
             if self._rst_stream(d, f):
                 return
         elif t == PRIORITY:
-            if self.control_rate[d].hit(self.now):
-                # (Before the checks: a PRIORITY that is a stream error counts too.)
-                self._limit(d, "max_control_frames_per_second", "PRIORITY churn")
-                return
-            if sid == 0 and self._violation(d, "6.3", ErrorCode.PROTOCOL_ERROR, True, "PRIORITY on stream 0"):
-                return
-            if f.length != 5 and self._violation(d, "6.3", ErrorCode.FRAME_SIZE_ERROR, False,
-                                                 f"PRIORITY on stream {sid} with a body of {f.length} bytes, not 5",
-                                                 sid):
-                return
-            if f.length == 5 and (_u32.unpack_from(f.payload)[0] & 0x7FFFFFFF) == sid:
-                if self._violation(d, "5.3.1", ErrorCode.PROTOCOL_ERROR, False,
-                                   f"PRIORITY: stream {sid} depends on itself", sid):
-                    return
-            if d == C2S and sid in self.streams and self.streams[sid].proxy_owned:
-                self._record_in(d, f, [{"hook": "h2proxy", "action": "consumed"}])
+            if self._priority(d, f):
                 return
         elif t == GOAWAY:
-            if sid != 0 and self._violation(d, "6.8", ErrorCode.PROTOCOL_ERROR, True, f"GOAWAY on stream {sid}"):
+            if self._goaway_frame(d, f):
                 return
-            if f.length < 8:
-                if self._violation(d, "6.8", ErrorCode.FRAME_SIZE_ERROR, True,
-                                   f"GOAWAY with a body of {f.length} bytes, shorter than 8"):
-                    return
-            else:
-                last, code = _goaway_head.unpack_from(f.payload)
-                self.goaway_from[d] = (last & 0x7FFFFFFF, code)
         elif t == CONTINUATION:
             if self._violation(d, "6.10", ErrorCode.PROTOCOL_ERROR, True,
                                f"CONTINUATION on stream {sid} without a HEADERS or PUSH_PROMISE before it"):
                 return
-        if d == S2C and self.push_map and sid in self.push_map:
-            pass  # renumbered below in _out via _map_ids
+        # (On renumbered pushed streams, _map_ids gives the frame the other leg's stream id.)
         s = self.streams.get(sid) if sid else None
         if s is None:
             hooks = self.hook_table[d].get(t if t <= ALTSVC else -1)
@@ -1383,6 +1417,55 @@ class Relay:
             self._out(d, wire, self._record_in(d, f), None)
             return
         self._hooked(d, _Unit(d, [f], s), hooks)
+
+    def _ping(self, d: int, f: RawFrame) -> bool:
+        """The checks and the flood limit for a PING; True when the frame is dropped."""
+        sid = f.stream_id
+        if sid != 0 and self._violation(d, "6.7", ErrorCode.PROTOCOL_ERROR, True, f"PING on stream {sid}"):
+            return True
+        if f.length != 8 and self._violation(d, "6.7", ErrorCode.FRAME_SIZE_ERROR, True,
+                                             f"PING with a body of {f.length} bytes, not 8"):
+            return True
+        if self.control_rate[d].hit(self.now):
+            self._limit(d, "max_control_frames_per_second", "PING flood")
+            return True
+        return False
+
+    def _priority(self, d: int, f: RawFrame) -> bool:
+        """The checks and the churn limit for a PRIORITY; True when the frame is dropped (or consumed)."""
+        sid = f.stream_id
+        if self.control_rate[d].hit(self.now):
+            # (Before the checks: a PRIORITY that is a stream error counts too.)
+            self._limit(d, "max_control_frames_per_second", "PRIORITY churn")
+            return True
+        if sid == 0 and self._violation(d, "6.3", ErrorCode.PROTOCOL_ERROR, True, "PRIORITY on stream 0"):
+            return True
+        if f.length != 5 and self._violation(d, "6.3", ErrorCode.FRAME_SIZE_ERROR, False,
+                                             f"PRIORITY on stream {sid} with a body of {f.length} bytes, not 5",
+                                             sid):
+            return True
+        if f.length == 5 and (_u32.unpack_from(f.payload)[0] & 0x7FFFFFFF) == sid:
+            if self._violation(d, "5.3.1", ErrorCode.PROTOCOL_ERROR, False,
+                               f"PRIORITY: stream {sid} depends on itself", sid):
+                return True
+        if d == C2S and sid in self.streams and self.streams[sid].proxy_owned:
+            self._record_in(d, f, [{"hook": "h2proxy", "action": "consumed"}])
+            return True
+        return False
+
+    def _goaway_frame(self, d: int, f: RawFrame) -> bool:
+        """The checks for a GOAWAY, and what it says (``goaway_from``); True when the frame is dropped."""
+        sid = f.stream_id
+        if sid != 0 and self._violation(d, "6.8", ErrorCode.PROTOCOL_ERROR, True, f"GOAWAY on stream {sid}"):
+            return True
+        if f.length < 8:
+            if self._violation(d, "6.8", ErrorCode.FRAME_SIZE_ERROR, True,
+                               f"GOAWAY with a body of {f.length} bytes, shorter than 8"):
+                return True
+        else:
+            last, code = _goaway_head.unpack_from(f.payload)
+            self.goaway_from[d] = (last & 0x7FFFFFFF, code)
+        return False
 
     def _proxy_stream_frame(self, f: RawFrame) -> None:
         """The client's WINDOW_UPDATE, RST_STREAM or PRIORITY on a stream the proxy pushed: handled here."""
@@ -1407,26 +1490,7 @@ class Relay:
         if sid != 0 and self._violation(d, "6.5", ErrorCode.PROTOCOL_ERROR, True, f"SETTINGS on stream {sid}"):
             return True
         if f.flags & ACK:
-            if f.length and self._violation(d, "6.5", ErrorCode.FRAME_SIZE_ERROR, True,
-                                            f"SETTINGS ACK with a body of {f.length} bytes"):
-                return True
-            other = 1 - d
-            if self.unacked_settings[other]:
-                self.unacked_settings[other] -= 1
-            pending = self.table_sizes_due[other]
-            if pending:
-                size = pending.pop(0)
-                if size is not None and self.decoders is not None:
-                    # From now on side d's encoder is held to the size (RFC 7541 4.2: the update
-                    # follows the SETTINGS acknowledgement); a larger one still unacknowledged stays allowed.
-                    later = [v for v in pending if v is not None]
-                    self.decoders[d].max_allowed_table_size = max([size] + later)
-            if self.settings_sent_at[other]:
-                self.settings_sent_at[other].pop(0)
-            if self.control_rate[d].hit(self.now):
-                self._limit(d, "max_control_frames_per_second", "SETTINGS flood")
-                return True
-            return False
+            return self._settings_ack(d, f)
         if f.length % 6:
             return self._violation(d, "6.5", ErrorCode.FRAME_SIZE_ERROR, True,
                                    f"SETTINGS body of {f.length} bytes is not a multiple of 6")
@@ -1468,9 +1532,10 @@ class Relay:
                     # may still use the old size.
                     dec = self.decoders[receiving]
                     dec.max_allowed_table_size = max(dec.max_allowed_table_size, value)
-                if self.encoders[receiving] is not None:
+                enc = self.encoders[receiving]
+                if enc is not None:
                     # RFC 7541 §4.2: the next block re-encoded for this side starts with a size update.
-                    self.encoders[receiving].header_table_size = min(4096, value)
+                    enc.header_table_size = min(4096, value)
             mine[ident] = value
         if self.strict:
             self.readers[receiving].max_frame_size = min(self.limits.max_frame_size,
@@ -1483,6 +1548,29 @@ class Relay:
             self.settings_sent_at[d].append(self.now)
         if self.held_streams[receiving]:
             self._flush_held(receiving)
+        return False
+
+    def _settings_ack(self, d: int, f: RawFrame) -> bool:
+        """Side d acknowledged the other side's SETTINGS; True when the frame is dropped."""
+        if f.length and self._violation(d, "6.5", ErrorCode.FRAME_SIZE_ERROR, True,
+                                        f"SETTINGS ACK with a body of {f.length} bytes"):
+            return True
+        other = 1 - d
+        if self.unacked_settings[other]:
+            self.unacked_settings[other] -= 1
+        pending = self.table_sizes_due[other]
+        if pending:
+            size = pending.pop(0)
+            if size is not None and self.decoders is not None:
+                # From now on side d's encoder is held to the size (RFC 7541 4.2: the update
+                # follows the SETTINGS acknowledgement); a larger one still unacknowledged stays allowed.
+                later = [v for v in pending if v is not None]
+                self.decoders[d].max_allowed_table_size = max([size] + later)
+        if self.settings_sent_at[other]:
+            self.settings_sent_at[other].pop(0)
+        if self.control_rate[d].hit(self.now):
+            self._limit(d, "max_control_frames_per_second", "SETTINGS flood")
+            return True
         return False
 
     def _window_update(self, d: int, f: RawFrame) -> bool:
@@ -1534,10 +1622,11 @@ class Relay:
                     if self._violation(d, "6.9.1", ErrorCode.FLOW_CONTROL_ERROR, False,
                                        f"stream {sid} window raised to {s.window[other]}, above 2^31-1", sid):
                         return True
-                if s.proxy_owned or (s.owed is not None and s.owed[other]):
-                    take = inc if s.proxy_owned else min(s.owed[other], inc)
-                    if not s.proxy_owned:
-                        s.owed[other] -= take
+                owed_s = s.owed
+                if s.proxy_owned or (owed_s is not None and owed_s[other]):
+                    take = inc if s.proxy_owned or owed_s is None else min(owed_s[other], inc)
+                    if not s.proxy_owned and owed_s is not None:
+                        owed_s[other] -= take
                     if self.held_streams[other]:
                         self._flush_held(other)
                     if take == inc:
@@ -1627,7 +1716,7 @@ class Relay:
 
     # ---------------------------------------------------------------- hooks
 
-    def _hooked(self, d: int, unit: _Unit, hooks) -> None:
+    def _hooked(self, d: int, unit: _Unit, hooks: List[HookEntry]) -> None:
         for entry in hooks:
             screen = entry[4] if len(entry) > 4 else None
             if screen is None or screen(self, d, unit, hooks):
@@ -1649,7 +1738,7 @@ class Relay:
         gen = self._hook_chain(d, unit, hooks)
         self._drive(d, gen, lambda result: self._finish_unit(d, unit, result), None, None)
 
-    def _drive(self, d, gen, finish, value, error) -> None:
+    def _drive(self, d: int, gen: HookGen, finish: Finish, value: Any, error: Optional[BaseException]) -> None:
         try:
             if error is not None:
                 awaitable = gen.throw(error)
@@ -1661,7 +1750,7 @@ class Relay:
         self.paused[d] = (gen, finish)
         self.commands.append(AwaitHook(d, awaitable))
 
-    def _hook_chain(self, d: int, unit: _Unit, hooks):
+    def _hook_chain(self, d: int, unit: _Unit, hooks: List[HookEntry]) -> HookGen:
         """Run the hooks on one unit; a generator so that an async hook can suspend it."""
         first = unit.frames[0]
         try:
@@ -1678,17 +1767,17 @@ class Relay:
             return UNCHANGED, []
         return (yield from self._run_hooks(d, unit, hooks, frame))
 
-    def _run_hooks(self, d: int, unit: _Unit, hooks, frame):
+    def _run_hooks(self, d: int, unit: _Unit, hooks: List[HookEntry], frame: fc.Frame) -> HookGen:
         first = unit.frames[0]
         original = frame.serialize() if unit.frames[0].type in (HEADERS, PUSH_PROMISE) else None
-        items: list = [frame]
-        actions: list = []
+        items: List[HookItem] = [frame]
+        actions: Actions = []
         changed = False
         for entry in hooks:
             name, method, wants_headers = entry[0], entry[1], entry[2]
-            new_items = []
+            new_items: List[HookItem] = []
             for item in items:
-                hdrs = unit.headers
+                hdrs: Optional[Sequence[Tuple[Any, Any]]] = unit.headers
                 if isinstance(item, Headers) and wants_headers and item.stream_id == first.stream_id:
                     # An earlier hook's header list: later header hooks see it (hooks run in order).
                     call_item, hdrs = frame, item.headers
@@ -1726,12 +1815,12 @@ class Relay:
                 if isinstance(result, (list, tuple)):
                     if result and isinstance(result[0], tuple):
                         if isinstance(item, Headers):
-                            hdrs = Headers(item.stream_id, result, item.end_stream, item.promised_stream_id)
+                            block = Headers(item.stream_id, result, item.end_stream, item.promised_stream_id)
                         else:
-                            hdrs = Headers(item.stream_id, result, "END_STREAM" in item.flags,
-                                           getattr(item, "promised_stream_id", None)
-                                           if isinstance(item, fc.PushPromiseFrame) else None)
-                        new_items.append(hdrs)
+                            block = Headers(item.stream_id, result, "END_STREAM" in item.flags,
+                                            getattr(item, "promised_stream_id", None)
+                                            if isinstance(item, fc.PushPromiseFrame) else None)
+                        new_items.append(block)
                         actions.append({"hook": name, "action": "changed"})
                     else:
                         new_items.extend(result)
@@ -1748,15 +1837,16 @@ class Relay:
             return UNCHANGED, actions
         return items, actions
 
-    def _frame_object(self, unit: _Unit):
+    def _frame_object(self, unit: _Unit) -> fc.Frame:
         frames = unit.frames
         frame = frames[0].parse()
-        if len(frames) > 1:
+        # (Only a header block has more than one frame: its first is HEADERS or PUSH_PROMISE.)
+        if len(frames) > 1 and isinstance(frame, (fc.HeadersFrame, fc.PushPromiseFrame)):
             frame.data = b"".join([frame.data] + [bytes(f.payload) for f in frames[1:]])
             frame.flags.add("END_HEADERS")
         return frame
 
-    def _finish_unit(self, d: int, unit: _Unit, outcome) -> None:
+    def _finish_unit(self, d: int, unit: _Unit, outcome: HookOutcome) -> None:
         if self.closed:
             return
         result, actions = outcome
@@ -1792,11 +1882,12 @@ class Relay:
             if ahead > 0:
                 # Settled below from what was really sent (splitting a padded frame drops its padding).
                 self.owed[d] -= ahead
+                assert s.owed is not None     # (made by _owe above)
                 s.owed[d] -= ahead
             diff = first.length - sent_fcl
             if diff > 0 and not any(isinstance(item, RawBytes) for item in result):
                 # (RawBytes in the result: repairs are off for this frame, no credit.)
-                self._credit_sender(d, s, diff, first.flags & END_STREAM)
+                self._credit_sender(d, s, diff, bool(first.flags & END_STREAM))
             elif diff < 0:
                 self.owed[d] += -diff
                 _owe(s, d, -diff)
@@ -1813,7 +1904,8 @@ class Relay:
             self._out(back, fc.WindowUpdateFrame(sid, window_increment=amount).serialize(), None,
                       [{"hook": "h2proxy", "action": "window-credit"}])
 
-    def _send_item(self, d: int, item, origin, actions, unit: Optional[_Unit]) -> int:
+    def _send_item(self, d: int, item: HookItem, origin: Optional[int], actions: Optional[Actions],
+                   unit: Optional[_Unit]) -> int:
         """Send one thing a hook produced towards the receiver of d; returns DATA bytes sent."""
         if isinstance(item, RawBytes):
             self._out_raw(d, item.data, item.note)
@@ -1858,7 +1950,8 @@ class Relay:
         self._out(d, self._map_ids(d, item.serialize()), origin, actions)
         return 0
 
-    def _hook_error(self, name: str, exc: BaseException, f: RawFrame, method=None) -> None:
+    def _hook_error(self, name: str, exc: BaseException, f: RawFrame,
+                    method: Optional[Callable[..., Any]] = None) -> None:
         self.counters["hook_errors"] += 1
         key = (name, type(exc).__name__, method is not None)
         seen = self.hooks.errors_logged if self.hooks is not None else set()
@@ -1877,7 +1970,7 @@ class Relay:
 
     # -------------------------------------------------------- proxy actions
 
-    def inject(self, d: int, item, origin=None, note: str = "injected") -> None:
+    def inject(self, d: int, item: HookItem, origin: Optional[int] = None, note: str = "injected") -> None:
         """Send a frame, a Headers block or RawBytes towards the receiver of d, with repairs."""
         if self.closed:
             return
@@ -1968,7 +2061,8 @@ class Relay:
                 last = self.last_stream[CLIENT] if side == CLIENT else self.last_stream[SERVER]
             self._send_goaway(d, last, code, debug, note)
 
-    def push(self, parent: Optional[Stream], path: str, headers, body: bytes, status: int):
+    def push(self, parent: Optional[Stream], path: str, headers: Iterable[Tuple[Any, Any]], body: bytes,
+             status: int) -> Union[PushRefused, PushStarted]:
         """Push a resource to the client on ``parent``'s stream, as the server would."""
         if parent is None or parent.id % 2 == 0:
             return PushRefused("pushes need a client-initiated stream to be promised on")
@@ -2039,7 +2133,7 @@ class Relay:
 
     # ------------------------------------------------------------- output
 
-    def _out(self, d: int, wire, origin, actions) -> None:
+    def _out(self, d: int, wire: Wire, origin: Optional[int], actions: Optional[Actions]) -> None:
         greeting = self.greeting[d]
         if greeting is not None:
             if wire[3] != SETTINGS or wire[4] & ACK:
@@ -2066,14 +2160,15 @@ class Relay:
                 self._rec_flush()
             self.sink.raw(self.id, SEND_LEG[d], "send", self.now, data, note)
 
-    def _record_in(self, d: int, f: RawFrame, actions=None, headers=None) -> Optional[int]:
+    def _record_in(self, d: int, f: RawFrame, actions: Optional[Actions] = None,
+                   headers: Optional[HeaderList] = None) -> Optional[int]:
         if self.sink is None:
             return None
         if self.rec is not None and (self.rec[0] or self.rec[1]):
             self._rec_flush()
         return self.sink.frame(self.id, RECV_LEG[d], "recv", self.now, f.wire, headers, None, actions)
 
-    def _record_block_in(self, d: int, unit: _Unit, actions) -> List[Optional[int]]:
+    def _record_block_in(self, d: int, unit: _Unit, actions: Optional[Actions]) -> List[Optional[int]]:
         if self.sink is None:
             return [None] * len(unit.frames)
         if self.rec is not None and (self.rec[0] or self.rec[1]):
@@ -2083,7 +2178,7 @@ class Relay:
                                 unit.headers if i == last else None, None, actions if i == 0 else None)
                 for i, f in enumerate(unit.frames)]
 
-    def _map_ids(self, d: int, wire):
+    def _map_ids(self, d: int, wire: Wire) -> Wire:
         """Rewrite stream ids of frames on renumbered pushed streams."""
         if d == S2C:
             table = self.push_map
@@ -2132,7 +2227,7 @@ class Relay:
         for held in greeting:
             self._out(d, *held)
 
-    def _send_goaway(self, d: int, last: int, code: int, debug, note: str = "h2proxy") -> None:
+    def _send_goaway(self, d: int, last: int, code: int, debug: Union[str, bytes], note: str = "h2proxy") -> None:
         if isinstance(debug, str):
             debug = debug.encode("utf-8", "replace")
         frame = fc.GoAwayFrame(0, last_stream_id=last, error_code=int(code), additional_data=debug[:1024])
@@ -2172,7 +2267,7 @@ class Relay:
             self._stream_error(d, sid, code, message)
         return True
 
-    def _blame(self, d: int) -> dict:
+    def _blame(self, d: int) -> Dict[str, Any]:
         """Fields for a log record about side d's error: which connection and peer (for log filters
         and the tests' check that no peer that behaved is blamed)."""
         return {"h2proxy_conn": self.id, "h2proxy_side": SIDE_NAME[d],
@@ -2251,7 +2346,7 @@ class Relay:
         if self.sink is not None:
             self.sink.error(self.id, self.now, message)
 
-    def _finish(self, reason: str, close_sides=(CLIENT, SERVER)) -> None:
+    def _finish(self, reason: str, close_sides: Tuple[int, ...] = (CLIENT, SERVER)) -> None:
         if self.closed:
             return
         if self.rec is not None:
@@ -2281,7 +2376,7 @@ class HookCtx(HookContext):
 
     __slots__ = ("relay", "d", "hook", "stream", "frame")
 
-    def __init__(self, relay: Relay, d: int, hook: str, stream: Optional[Stream], frame) -> None:
+    def __init__(self, relay: Relay, d: int, hook: str, stream: Optional[Stream], frame: Optional[fc.Frame]) -> None:
         self.relay = relay
         self.d = d
         self.hook = hook
@@ -2297,33 +2392,42 @@ class HookCtx(HookContext):
         return self.relay
 
     @property
-    def request_headers(self):
+    def request_headers(self) -> Optional[HeaderList]:
         return self.stream.request_headers if self.stream is not None else None
 
-    def inject(self, frame, direction: Optional[str] = None) -> None:
+    def inject(self, frame: HookItem, direction: Optional[str] = None) -> None:
         d = self.d if direction is None else _direction(direction)
         self.relay.inject(d, frame, note=self.hook)
 
-    def reset_stream(self, stream_id=None, code="CANCEL", towards="both") -> None:
-        sid = stream_id if stream_id is not None else (self.stream.id if self.stream else self.frame.stream_id)
-        self.relay.reset_stream(sid, parse_error_code(code), towards, note=self.hook)
+    def reset_stream(self, stream_id: Optional[int] = None, code: Union[int, str] = "CANCEL",
+                     towards: str = "both") -> None:
+        if stream_id is None:
+            if self.stream is not None:
+                stream_id = self.stream.id
+            elif self.frame is not None:
+                stream_id = self.frame.stream_id
+            else:
+                raise ValueError("reset_stream: give the stream_id (this hook call has no frame)")
+        self.relay.reset_stream(stream_id, parse_error_code(code), towards, note=self.hook)
 
-    def goaway(self, code="NO_ERROR", last_stream_id=None, debug=b"", towards="both") -> None:
+    def goaway(self, code: Union[int, str] = "NO_ERROR", last_stream_id: Optional[int] = None, debug: bytes = b"",
+               towards: str = "both") -> None:
         self.relay.goaway(parse_error_code(code), last_stream_id, debug, towards, note=self.hook)
 
-    def push(self, path, headers=(), body=b"", status=200):
+    def push(self, path: str, headers: Iterable[Tuple[str, str]] = (), body: bytes = b"",
+             status: int = 200) -> Union[PushRefused, PushStarted]:
         result = self.relay.push(self.stream, path, headers, body, status)
-        if not result:
+        if isinstance(result, PushRefused):
             log.info("c%d: push of %s refused: %s", self.relay.id, path, result.reason)
         return result
 
-    def close(self, towards="both", reset=False) -> None:
+    def close(self, towards: str = "both", reset: bool = False) -> None:
         for side in _sides(towards):
             self.relay._release_held(1 - side, True)
             self.relay.commands.append(Close(side, f"hook {self.hook} closed the connection", abort=reset))
 
 
-def _sides(towards: str):
+def _sides(towards: str) -> Tuple[int, ...]:
     towards = towards.lower()
     if towards == "both":
         return (CLIENT, SERVER)
@@ -2334,7 +2438,7 @@ def _sides(towards: str):
     raise ValueError(f"towards must be 'client', 'server' or 'both', not {towards!r}")
 
 
-def _direction(direction) -> int:
+def _direction(direction: Union[int, str]) -> int:
     if direction in (C2S, CLIENT_TO_SERVER, "c2s", "to_server", "server", "upstream"):
         return C2S
     if direction in (S2C, SERVER_TO_CLIENT, "s2c", "to_client", "client", "downstream"):
@@ -2363,7 +2467,7 @@ def _fragment(f: RawFrame) -> bytes:
     return bytes(p[start:end])
 
 
-def _block_intact(frames: List[RawFrame], result) -> bool:
+def _block_intact(frames: List[RawFrame], result: List[HookItem]) -> bool:
     """Whether a hook's result carries the received header block's bytes exactly once, in order."""
     sent = []
     for item in result:
@@ -2377,7 +2481,7 @@ def _block_intact(frames: List[RawFrame], result) -> bool:
         return False
 
 
-def _split_block(frame, max_size: int) -> List[bytes]:
+def _split_block(frame: Union[fc.HeadersFrame, fc.PushPromiseFrame], max_size: int) -> List[bytes]:
     """Split a HEADERS or PUSH_PROMISE frame whose block is too large into the frame + CONTINUATIONs."""
     data = frame.data
     first_room = max_size - 20
@@ -2397,7 +2501,7 @@ def _split_block(frame, max_size: int) -> List[bytes]:
 _RESULT_ITEMS = (fc.Frame, Headers, RawBytes, bytes, bytearray, memoryview)
 
 
-def _valid_result(result) -> bool:
+def _valid_result(result: object) -> bool:
     """Whether a hook's return value is one the relay knows how to send (None aside)."""
     if isinstance(result, _RESULT_ITEMS):
         return True
@@ -2419,7 +2523,7 @@ _TEXT = (str, bytes)
 _PLAIN_RESULTS = frozenset((list, tuple, Headers, RawBytes, bytes))
 
 
-def _type_name(value) -> str:
+def _type_name(value: object) -> str:
     if isinstance(value, (list, tuple)):
         bad = next((v for v in value if not isinstance(v, _RESULT_ITEMS)), None)
         return f"a {type(value).__name__} holding {type(bad).__name__}"
@@ -2433,13 +2537,13 @@ def _owe(s: Stream, d: int, amount: int) -> None:
     s.owed[d] += amount
 
 
-def _header(headers, name: str) -> Optional[str]:
+def _header(headers: Sequence[Tuple[str, str]], name: str) -> Optional[str]:
     for k, v in headers:
         if k == name:
             return v
     return None
 
 
-def _is_informational(headers) -> bool:
+def _is_informational(headers: Sequence[Tuple[str, str]]) -> bool:
     status = _header(headers, ":status")
-    return bool(status) and status.startswith("1")
+    return status is not None and status.startswith("1")

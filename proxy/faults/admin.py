@@ -101,7 +101,7 @@ class AdminServer:
         # No hooks: a server for a recorded log (``h2proxy log web``), with no rules to manage.
         self.faults = find_fault_hook(hooks) if hooks is not None else None
         chain = hooks if hasattr(hooks, "table") else None
-        if chain is not None:
+        if chain is not None and self.faults is not None:
             self.faults.attach(chain)
         self.generated = not token
         self.token = token or secrets.token_urlsafe(24)
@@ -146,7 +146,7 @@ class AdminServer:
             self._runner = None
             raise ConfigError(f"admin listen: cannot listen on {self.host}:{self.requested_port}: "
                               f"{exc.strerror or exc}") from None
-        self.port = site._server.sockets[0].getsockname()[1]
+        self.port = self._runner.addresses[0][1]
         if self.announce:
             text = f"h2proxy: admin API on {self.url}"
             if self.generated:
@@ -227,6 +227,8 @@ class AdminServer:
                 "GET /faults", "POST /faults", "DELETE /faults", "GET /faults/NAME", "PATCH /faults/NAME",
                 "PUT /faults/NAME", "DELETE /faults/NAME", "GET /counters", "POST /counters/reset",
                 "GET /events?rule=NAME&limit=N"]}
+        if faults is None:      # (every route below is one of the fault hook's)
+            raise _HTTPError(404, f"no such endpoint: {parts.path}")
         if path == ["faults"]:
             if method == "GET":
                 return 200, {"faults": [r.to_dict() for r in faults.rules]}
@@ -273,9 +275,9 @@ class AdminServer:
         if path == ["events"]:
             _allow(method, "GET")
             events = faults.injected
-            rule = query.get("rule", [None])[0]
-            if rule is not None:
-                events = [e for e in events if e["rule"] == rule]
+            rule_name = query.get("rule", [None])[0]
+            if rule_name is not None:
+                events = [e for e in events if e["rule"] == rule_name]
             try:
                 limit = int(query.get("limit", ["1000"])[0])
             except ValueError:

@@ -7,6 +7,7 @@ names the key and the value. :data:`KEYS` is the single list of keys (docs and
 tests are checked against it).
 """
 from __future__ import annotations
+
 import difflib
 import fnmatch
 import random
@@ -532,6 +533,10 @@ def canonical_action(value, source: str = "fault") -> str:
 class Rule:
     """One checked fault rule, with its counters and its random numbers."""
 
+    #: :meth:`stream_condition`, made on first use.
+    _stream_cond: Optional[Callable[[Any], bool]] = None
+    _stream_cond_made = False
+
     def __init__(self, spec: Dict[str, Any], source: str = "fault", default_name: Optional[str] = None,
                  default_seed: Optional[int] = None) -> None:
         if not isinstance(spec, dict):
@@ -630,7 +635,7 @@ class Rule:
 
     def to_dict(self) -> Dict[str, Any]:
         """The rule as JSON: its spec (as given), the effective seed and the counters."""
-        out = {"name": self.name, "action": self.action}
+        out: Dict[str, Any] = {"name": self.name, "action": self.action}
         for k, v in self.spec.items():
             if k not in out:
                 out[k] = v if not isinstance(v, (bytes, bytearray)) else v.hex()
@@ -675,10 +680,9 @@ class Rule:
         A stream for which it is false never has a frame this rule matches (:meth:`matches_frame`
         checks the same keys on each frame), so the relay keeps such streams on its fast path.
         """
-        try:
+        if self._stream_cond_made:
             return self._stream_cond
-        except AttributeError:
-            pass
+        self._stream_cond_made = True
         method, authority, path, headers = self.method, self.authority, self.path, self.request_header
         ids = self.streams if self.streams is not None and 0 not in self.streams else None
         ordinals = self.nth_stream

@@ -32,9 +32,28 @@ import secrets
 import time
 from typing import Any, Dict, FrozenSet, List, Optional
 
-from ..faults.rules import (ACTION_ALIASES, C2S, S2C, FaultError, Key, Rule, _Bad, _bool, _direction, _glob,
-                            _int_min, _int_value, _ms, _name, _offsets, _pos_list, _probability, _text, _where)
-from ..hooks.api import CLIENT_TO_SERVER, SERVER_TO_CLIENT
+from ..faults.rules import (
+    ACTION_ALIASES,
+    C2S,
+    S2C,
+    FaultError,
+    Key,
+    Rule,
+    _Bad,
+    _bool,
+    _direction,
+    _glob,
+    _int_min,
+    _int_value,
+    _ms,
+    _name,
+    _offsets,
+    _pos_list,
+    _probability,
+    _text,
+    _where,
+)
+from ..hooks.api import CLIENT_TO_SERVER
 from .status import parse_status, status_name
 
 log = logging.getLogger("h2proxy")

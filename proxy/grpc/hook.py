@@ -27,8 +27,16 @@ from framecodec.frame import DataFrame, RstStreamFrame
 
 from ..hooks.api import CLIENT_TO_SERVER, SERVER_TO_CLIENT, Headers
 from .calls import GrpcOptions, header, is_grpc_request, split_path
-from .framing import (DecompressError, Message, MessageReader, Oversized, Passthrough, compress, decompress,
-                      frame_message)
+from .framing import (
+    DecompressError,
+    Message,
+    MessageReader,
+    Oversized,
+    Passthrough,
+    compress,
+    decompress,
+    frame_message,
+)
 from .status import parse_status, percent_encode
 
 log = logging.getLogger("h2proxy")

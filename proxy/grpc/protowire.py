@@ -217,15 +217,19 @@ def encode_fields(fields: List[Field]) -> bytes:
     for f in fields:
         v = f.value
         if f.wire_type == SGROUP:
+            if not isinstance(v, list):
+                raise TypeError(f"field {f.number}: a group's value is a list of Field, not {type(v).__name__}")
             out += _varint(f.number << 3 | SGROUP) + encode_fields(v) + _varint(f.number << 3 | EGROUP)
             continue
         out += _varint(f.number << 3 | f.wire_type)
         if f.wire_type == VARINT:
+            if not isinstance(v, int):
+                raise TypeError(f"field {f.number}: a varint value is an int, not {type(v).__name__}")
             out += _varint(v)
-        elif f.wire_type == I64:
-            out += int(v).to_bytes(8, "little")
-        elif f.wire_type == I32:
-            out += int(v).to_bytes(4, "little")
+        elif f.wire_type in (I64, I32):
+            if isinstance(v, list):
+                raise TypeError(f"field {f.number}: an {WIRE_NAMES[f.wire_type]} value is a number, not a list")
+            out += int(v).to_bytes(8 if f.wire_type == I64 else 4, "little")
         else:
             body = encode_fields(v) if isinstance(v, list) else (v.encode("utf-8") if isinstance(v, str) else bytes(v))
             out += _varint(len(body)) + body

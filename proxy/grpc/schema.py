@@ -24,7 +24,8 @@ class Schema:
     def __init__(self, path) -> None:
         self.path = str(path)
         try:
-            from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+            # (protobuf ships no type hints and types-protobuf is not a dependency: its API is untyped here.)
+            from google.protobuf import descriptor_pb2, descriptor_pool, message_factory  # type: ignore[import-untyped]
         except ImportError:
             raise SchemaError(f"--proto-descriptor {self.path}: needs the protobuf package "
                               f"(pip install 'h2proxy[grpc]')") from None

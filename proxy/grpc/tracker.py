@@ -27,7 +27,8 @@ class Call:
     __slots__ = ("conn", "stream", "path", "start", "readers", "encodings", "messages", "response_seen",
                  "status", "message", "end", "problems")
 
-    def __init__(self, conn, stream: int, path: str, start: float, encoding: Optional[str], max_size: int) -> None:
+    def __init__(self, conn, stream: int, path: str, start: Optional[float], encoding: Optional[str],
+                 max_size: int) -> None:
         self.conn = conn
         self.stream = stream
         self.path = path

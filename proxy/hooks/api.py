@@ -114,7 +114,10 @@ class HookContext:
     ``response_headers``, or None on stream 0), ``hook`` (the hook's name).
     """
 
-    direction: str
+    @property
+    def direction(self) -> str:
+        """:data:`CLIENT_TO_SERVER` or :data:`SERVER_TO_CLIENT`: the way the frame goes."""
+        raise NotImplementedError
 
     def inject(self, frame, direction: Optional[str] = None) -> None:
         """Send a frame (or :class:`Headers`, :class:`RawBytes`) towards one side (default: this frame's way)."""

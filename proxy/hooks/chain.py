@@ -13,9 +13,9 @@ import logging
 import sys
 import weakref
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from .interest import ALL_TYPES, EXTENSION, on_request, resolve
+from .interest import ALL_TYPES, on_request, resolve
 
 log = logging.getLogger("h2proxy")
 
@@ -71,17 +71,20 @@ class HookChain:
         #: Bumped at every change of the tables.
         self.version = 0
         self._derive()
-        self._lifecycle = {name: [(self._name(h), getattr(h, name)) for h in self.hooks if hasattr(h, name)]
-                           for name in ("connection_opened", "connection_closed")}
+        self._lifecycle: Dict[str, List[Tuple[str, Callable[..., Any]]]] = {
+            name: [(self._name(h), getattr(h, name)) for h in self.hooks if hasattr(h, name)]
+            for name in ("connection_opened", "connection_closed")}
         # Stream events: hooks with a stream condition only hear of the streams it holds for.
+        self._wanted_events: Dict[str, List[Tuple[str, Callable[..., Any], Callable[[Any], bool]]]] = {}
+        pairs = list(zip(self.hooks, self.interests, strict=True))
         for name in ("stream_opened", "stream_closed"):
-            self._lifecycle[name] = [(self._name(h), getattr(h, name)) for h, i in zip(self.hooks, self.interests)
+            self._lifecycle[name] = [(self._name(h), getattr(h, name)) for h, i in pairs
                                      if hasattr(h, name) and i.stream is None]
-            self._lifecycle[name + "/wanted"] = [(self._name(h), getattr(h, name), on_request(i.stream))
-                                                 for h, i in zip(self.hooks, self.interests)
-                                                 if hasattr(h, name) and i.stream is not None]
-        self.wants_stream_events = any(self._lifecycle[k] for k in ("stream_opened", "stream_closed",
-                                                                    "stream_opened/wanted", "stream_closed/wanted"))
+            self._wanted_events[name] = [(self._name(h), getattr(h, name), on_request(i.stream))
+                                         for h, i in pairs if hasattr(h, name) and i.stream is not None]
+        self.wants_stream_events = bool(self._lifecycle["stream_opened"] or self._lifecycle["stream_closed"]
+                                        or self._wanted_events["stream_opened"]
+                                        or self._wanted_events["stream_closed"])
 
     def _add_grpc(self, options) -> None:
         """Hooks with ``on_grpc_message``: the gRPC message hook goes in front of the first (proxy/grpc/hook.py)."""
@@ -99,7 +102,7 @@ class HookChain:
 
     def _build(self) -> List[Dict[int, list]]:
         tables: List[Dict[int, list]] = [{}, {}]
-        for h, interest in zip(self.hooks, self.interests):
+        for h, interest in zip(self.hooks, self.interests, strict=True):
             provider = getattr(h, "hook_entries", None)
             if provider is not None:
                 # A hook that is several entries (the fault rules: one per rule, each with its interest).
@@ -187,7 +190,7 @@ class HookChain:
             return cache[key]
         except KeyError:
             pass
-        held = {id(a) for a, on in zip(atoms, key) if on}
+        held = {id(a) for a, on in zip(atoms, key, strict=True) if on}
         out: List[Dict[int, list]] = [{}, {}]
         for d in (0, 1):
             for t, entries in self._table[d].items():
@@ -233,7 +236,7 @@ class HookChain:
 
     def _stream_event(self, name: str, relay, stream) -> None:
         calls = self._lifecycle[name]
-        wanted = self._lifecycle[name + "/wanted"]
+        wanted = self._wanted_events[name]
         if wanted and stream.hooks is not None:
             calls = calls + [(hook_name, fn) for hook_name, fn, cond in wanted if cond(stream)]
         if calls:

@@ -23,7 +23,7 @@ both directions when it defines ``on_headers`` or ``on_push_promise``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, FrozenSet, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, FrozenSet, Iterable, Optional, Sequence, Tuple, Union
 
 from ..core.protocol import FRAME_NAMES, HOOK_SUFFIX
 from .api import CLIENT_TO_SERVER, SERVER_TO_CLIENT
@@ -138,12 +138,13 @@ def resolve(hook: Any) -> HookInterest:
     stream = declared.stream if declared is not None else None
     decode = declared.decode_set() if declared is not None else None
     if decode is None:
-        decode = set(header_dirs)
+        derived = set(header_dirs)
         if getattr(hook, "needs_headers", False):
-            decode |= {C2S, S2C}
+            derived |= {C2S, S2C}
         if stream is not None:
-            decode.add(C2S)
-    return HookInterest(methods, stream, frozenset(decode), bool(declared is not None and declared.untracked))
+            derived.add(C2S)
+        decode = frozenset(derived)
+    return HookInterest(methods, stream, decode, bool(declared is not None and declared.untracked))
 
 
 def on_request(condition: StreamCondition) -> Callable[[Any], bool]:

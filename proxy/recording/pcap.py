@@ -149,12 +149,13 @@ def _teardown(w: _Writer, flow: _Flow, ts: float) -> None:
 
 def write_pcapng(records: List[dict], out_path: str) -> dict:
     """Write the capture; returns {"packets", "ports" (server-side ports to decode as HTTP/2), "flows"}."""
-    flows: Dict[Tuple[int, str], _Flow] = {}
-    infos: Dict[int, dict] = {}
+    # (Keyed by the records' connection id: None for a record that lacks one.)
+    flows: Dict[Tuple[Optional[int], str], _Flow] = {}
+    infos: Dict[Optional[int], dict] = {}
     used = set()
     server_ports = set()
 
-    def flow_for(conn: int, leg: str) -> _Flow:
+    def flow_for(conn: Optional[int], leg: str) -> _Flow:
         key = (conn, leg)
         f = flows.get(key)
         if f is not None:

@@ -36,7 +36,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, Iterable, List, Optional, TextIO, Tuple
 from urllib.parse import urlsplit
 
 from framecodec.reader import PREFACE, FrameReader
@@ -108,7 +108,7 @@ class _Peer:
         self.error: Optional[str] = None
         self.goaway: Optional[dict] = None
         self._block: Optional[Tuple[dict, List[bytes]]] = None
-        self.on_frame = None                       # callback(summary) after each frame
+        self.on_frame: Optional[Callable[[dict], None]] = None   # callback(summary) after each frame
         #: Automatic answers wait until our own first SETTINGS is out (it must be our first frame).
         self.hold_answers = True
         self._held: List[bytes] = []
@@ -429,7 +429,7 @@ def _type_sequence(frames: List[dict]) -> List[str]:
     WINDOW_UPDATE and PRIORITY left out."""
     out: List[str] = []
     for f in frames:
-        t = f.get("type")
+        t = f.get("type") or "?"
         if t in ("CONTINUATION", "WINDOW_UPDATE", "PRIORITY"):
             continue
         if t == "DATA" and out and out[-1] == "DATA":
@@ -449,7 +449,7 @@ class _Answer:
         # A PUSH_PROMISE's block continues in CONTINUATION frames: those headers are not this stream's.
         self._promise_open = False
 
-    def add(self, type_: str, flags: int, headers, data_len: int, frame: dict) -> None:
+    def add(self, type_: Optional[str], flags: int, headers: Optional[list], data_len: int, frame: dict) -> None:
         self.frames.append(frame)
         if type_ == "PUSH_PROMISE" or (type_ == "CONTINUATION" and self._promise_open):
             # The request of the promised stream, not a response block of this one (RFC 9113 8.4).
@@ -557,7 +557,7 @@ async def _send_unit(peer: _Peer, unit: _Unit, sid_map, wait: float, notes: List
             frames = [_with_sid(wire, live_sid) if live_sid != sid else wire]
         for fr in frames:
             n = len(fr) - 9
-            if n and not await peer.wait_for(lambda: peer.window(live_sid) >= n, wait):
+            if n and not await peer.wait_for(lambda n=n: peer.window(live_sid) >= n, wait):
                 notes.append(f"DATA on stream {live_sid}: the peer's flow-control window stayed below {n} bytes "
                              f"for {wait:g} s; sent anyway")
             peer.consumed(live_sid, n)
@@ -615,22 +615,9 @@ def _connect_args(url: str, insecure: bool, cacert: Optional[str]):
     return host, port, ctx
 
 
-async def replay_client(records: List[dict], url: str, *, conn: Optional[int] = None, insecure: bool = False,
-                        cacert: Optional[str] = None, timeout: float = 10.0, wait: float = 2.0,
-                        compare_leg: str = "client", ignore_headers=(), out=None) -> int:
-    """Replay the recorded client of one connection against ``url``; 0 when every stream answered as
-    recorded, 1 when some differ."""
-    out = out or sys.stdout
-    c = _pick_connection(records, conn, "client")
-    plan = c.byte_records("client", "recv")
-    if compare_leg == "upstream":
-        incoming = c.frames("upstream", "recv")
-    else:
-        incoming = c.frames("client", "send")
-    units = _units(plan)
-    if not units or units[0].first.get("record") != "preface":
-        units.insert(0, _Unit([{"record": "preface", "seq": 0}]))
-    expect = _expectations(units, incoming)
+async def _open_client(url: str, insecure: bool, cacert: Optional[str], timeout: float,
+                       out: TextIO) -> Tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """Connect to the server at ``url`` (warning on ``out`` when TLS did not choose h2)."""
     host, port, ctx = _connect_args(url, insecure, cacert)
     try:
         reader, writer = await asyncio.wait_for(
@@ -642,29 +629,29 @@ async def replay_client(records: List[dict], url: str, *, conn: Optional[int] = 
         alpn = sslobj.selected_alpn_protocol() if sslobj else None
         if alpn != "h2":
             print(f"warning: the server chose ALPN {alpn!r}, not h2", file=out)
-    print(f"replaying connection {c.conn} (the client leg: {len(plan)} records) to {url}", file=out)
-    peer = _Peer(reader, writer, server_side=False)
-    live: Counter = Counter()
-    push_map: Dict[int, int] = {}
-    recorded_pushes = [(r.get("fields") or {}).get("promised_stream_id") for r in incoming
-                       if r.get("type") == "PUSH_PROMISE"]
+    return reader, writer
 
-    def on_frame(s: dict) -> None:
-        if s["type"] == "PUSH_PROMISE" and s.get("promised_stream_id"):
-            n = len(push_map)
-            if n < len(recorded_pushes) and recorded_pushes[n]:
-                push_map[s["promised_stream_id"]] = recorded_pushes[n]
-        for kind, sid in _live_milestones(s):
-            live[(kind, push_map.get(sid, sid))] += 1
 
-    peer.on_frame = on_frame
+async def _stop_peer(peer: _Peer, reading: asyncio.Future) -> None:
+    """Close the live connection and end its read loop."""
+    await peer.close()
+    reading.cancel()
+    try:
+        await reading
+    except BaseException:
+        pass
+
+
+async def _play_to_server(peer: _Peer, units: List[_Unit], expect: List[Counter], live: Counter, timeout: float,
+                          wait: float, notes: List[str]) -> List[int]:
+    """Send the recorded client's units to the live server, each once the server has sent what the recorded
+    one had before it; then wait for the streams to end. Returns the stream ids opened, in order."""
     reading = asyncio.ensure_future(peer.read_loop())
-    notes: List[str] = []
     opened: List[int] = []
     sid_map = _Identity()
     started = time.monotonic()
     try:
-        for unit, needed in zip(units, expect):
+        for unit, needed in zip(units, expect, strict=True):
             if peer.eof:
                 notes.append("the server closed the connection before the replay ended")
                 break
@@ -692,39 +679,52 @@ async def replay_client(records: List[dict], url: str, *, conn: Optional[int] = 
             peer.send(_frame(0x7, 0, 0, struct.pack(">LL", 0, 0)))
             await peer.drain()
     finally:
-        await peer.close()
-        reading.cancel()
-        try:
-            await reading
-        except BaseException:
-            pass
+        await _stop_peer(peer, reading)
     if peer.error:
         notes.append(f"connection error: {peer.error}")
+    return opened
 
+
+def _recorded_answers(incoming: List[dict]) -> Dict[int, _Answer]:
+    """What the recorded server sent, per stream."""
     recorded: Dict[int, _Answer] = {}
     for r in incoming:
         sid = r.get("stream") or 0
         if sid:
             recorded.setdefault(sid, _Answer()).add(r.get("type"), r.get("flags") or 0, r.get("headers"),
                                                     (r.get("fields") or {}).get("data_length") or 0, r)
+    return recorded
+
+
+def _live_answers(summaries: List[dict], push_map: Dict[int, int]) -> Dict[int, _Answer]:
+    """What the live server sent, per stream (pushed streams under their recorded ids)."""
     actual: Dict[int, _Answer] = {}
-    for s in peer.incoming:
+    for s in summaries:
         sid = s["stream"]
         if sid:
             sid = push_map.get(sid, sid)
             actual.setdefault(sid, _Answer()).add(s["type"], s["flags"], s.get("headers"),
                                                   len(s.get("data", b"")), s)
-    requests = {}
+    return actual
+
+
+def _recorded_requests(units: List[_Unit], incoming: List[dict]) -> Tuple[Dict[int, list], Dict[int, list]]:
+    """The request headers per stream: those the client sent, and those of the streams the server promised."""
+    requests: Dict[int, list] = {}
     for u in units:
         if u.first.get("type") == "HEADERS" and u.last.get("headers"):
-            requests.setdefault(u.first.get("stream"), u.last["headers"])
-    promised = {}
+            requests.setdefault(u.first.get("stream") or 0, u.last["headers"])
+    promised: Dict[int, list] = {}
     for u in _units(incoming):
         promised_id = (u.first.get("fields") or {}).get("promised_stream_id")
         if u.first.get("type") == "PUSH_PROMISE" and promised_id and u.last.get("headers"):
             promised.setdefault(promised_id, u.last["headers"])
-    ignore = DATE_LIKE_HEADERS | frozenset(h.lower() for h in ignore_headers)
-    streams = sorted(set(opened) | {s for s in recorded if s % 2 == 0} | {s for s in actual if s % 2 == 0})
+    return requests, promised
+
+
+def _report_streams(streams: List[int], recorded: Dict[int, _Answer], actual: Dict[int, _Answer],
+                    requests: Dict[int, list], promised: Dict[int, list], ignore: frozenset, out: TextIO) -> int:
+    """One line per stream, same or DIFFERENT from the recording; returns how many differ."""
     differ = 0
     for sid in streams:
         req = requests.get(sid) or promised.get(sid) or []
@@ -742,6 +742,52 @@ async def replay_client(records: List[dict], url: str, *, conn: Optional[int] = 
         else:
             print(printable(f"stream {sid}: {what}: same ({live_a.status}, {live_a.body} body bytes, "
                             f"{' '.join(_type_sequence(live_a.frames))})"), file=out)
+    return differ
+
+
+async def replay_client(records: List[dict], url: str, *, conn: Optional[int] = None, insecure: bool = False,
+                        cacert: Optional[str] = None, timeout: float = 10.0, wait: float = 2.0,
+                        compare_leg: str = "client", ignore_headers: Iterable[str] = (),
+                        out: Optional[TextIO] = None) -> int:
+    """Replay the recorded client of one connection against ``url``; 0 when every stream answered as
+    recorded, 1 when some differ."""
+    out = out or sys.stdout
+    c = _pick_connection(records, conn, "client")
+    plan = c.byte_records("client", "recv")
+    if compare_leg == "upstream":
+        incoming = c.frames("upstream", "recv")
+    else:
+        incoming = c.frames("client", "send")
+    units = _units(plan)
+    if not units or units[0].first.get("record") != "preface":
+        units.insert(0, _Unit([{"record": "preface", "seq": 0}]))
+    expect = _expectations(units, incoming)
+    reader, writer = await _open_client(url, insecure, cacert, timeout, out)
+    print(f"replaying connection {c.conn} (the client leg: {len(plan)} records) to {url}", file=out)
+    peer = _Peer(reader, writer, server_side=False)
+    live: Counter = Counter()
+    push_map: Dict[int, int] = {}
+    recorded_pushes = [(r.get("fields") or {}).get("promised_stream_id") for r in incoming
+                       if r.get("type") == "PUSH_PROMISE"]
+
+    def on_frame(s: dict) -> None:
+        if s["type"] == "PUSH_PROMISE" and s.get("promised_stream_id"):
+            n = len(push_map)
+            recorded_id = recorded_pushes[n] if n < len(recorded_pushes) else None
+            if recorded_id:
+                push_map[s["promised_stream_id"]] = recorded_id
+        for kind, sid in _live_milestones(s):
+            live[(kind, push_map.get(sid, sid))] += 1
+
+    peer.on_frame = on_frame
+    notes: List[str] = []
+    opened = await _play_to_server(peer, units, expect, live, timeout, wait, notes)
+    recorded = _recorded_answers(incoming)
+    actual = _live_answers(peer.incoming, push_map)
+    requests, promised = _recorded_requests(units, incoming)
+    ignore = DATE_LIKE_HEADERS | frozenset(h.lower() for h in ignore_headers)
+    streams = sorted(set(opened) | {s for s in recorded if s % 2 == 0} | {s for s in actual if s % 2 == 0})
+    differ = _report_streams(streams, recorded, actual, requests, promised, ignore, out)
     for note in notes:
         print(printable(f"note: {note}"), file=out)
     print(f"result: {differ} of {len(streams)} streams differ from the recording", file=out)
@@ -837,7 +883,7 @@ async def _serve_one(reader, writer, c: Connection, units: List[_Unit], expect: 
         if not await peer.wait_for(lambda: peer.preface_received, timeout):
             notes.append("no client preface")
             return 1
-        for unit, needed in zip(units, expect):
+        for unit, needed in zip(units, expect, strict=True):
             if peer.eof:
                 notes.append("the client closed the connection before the replay ended")
                 break
@@ -851,18 +897,13 @@ async def _serve_one(reader, writer, c: Connection, units: List[_Unit], expect: 
         left = max(timeout - (time.monotonic() - started), 0.1)
         await peer.wait_for(lambda: peer.eof, left)
     finally:
-        await peer.close()
-        reading.cancel()
-        try:
-            await reading
-        except BaseException:
-            pass
+        await _stop_peer(peer, reading)
     if peer.error and "PrefaceError" in peer.error:
         notes.append(f"connection error: {peer.error}")
     recorded_requests: Dict[int, list] = {}
     for r in incoming_recorded:
         if r.get("type") in ("HEADERS", "CONTINUATION") and r.get("headers") is not None:
-            recorded_requests.setdefault(r.get("stream"), r["headers"])
+            recorded_requests.setdefault(r.get("stream") or 0, r["headers"])
     differ = 0
     for live_sid, headers in sorted(requests.items()):
         rec_sid = smap.recorded(live_sid)

@@ -14,10 +14,17 @@ producing example logs::
 """
 from __future__ import annotations
 
+import asyncio
 import time
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
-from framecodec.reader import PREFACE, FrameReader
+import h2.config
+import h2.connection
+import h2.events
+
+from framecodec.frame import ContinuationFrame, HeadersFrame, PushPromiseFrame
+from framecodec.hpack import Decoder
+from framecodec.reader import PREFACE, FrameReader, RawFrame
 
 from .sink import FrameSink
 
@@ -51,48 +58,59 @@ class _Clock:
         return self.t
 
 
-def simulate(sink: FrameSink, requests: Sequence[Request], handler: Callable[..., Response] = default_handler,
-             *, conn_id: int = 1, t0: Optional[float] = None, step: float = 0.001,
-             info: Optional[dict] = None, ping: bool = False, authority: str = "127.0.0.1:8080",
-             scheme: str = "http", close: bool = True, transcript: Optional[dict] = None) -> Dict[int, dict]:
-    """Run ``requests`` through an in-memory client, pretend proxy and server, reporting to ``sink``.
+def _text_headers(headers: Iterable[Tuple[bytes, bytes]]) -> List[Tuple[str, str]]:
+    """h2's header pairs (octets: the connections decode nothing) as str pairs."""
+    return [(bytes(n).decode("utf-8"), bytes(v).decode("utf-8")) for n, v in headers]
 
-    Returns what the client got, per stream: ``{"status", "headers", "body", "request"}``.
-    ``transcript``, when given, is filled with the bytes of each socket: ``{(leg, direction): bytes}``.
-    """
-    import h2.config
-    import h2.connection
-    import h2.events
-    from framecodec.hpack import Decoder
 
-    clock = _Clock(time.time() if t0 is None else t0, step)
-    client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
-    server = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False, header_encoding="utf-8"))
-    c_reader = FrameReader(expect_preface=True)
-    u_reader = FrameReader()
-    decoders = {"c2s": Decoder(), "s2c": Decoder()}
-    blocks: Dict[str, List[bytes]] = {"c2s": [], "s2c": []}
-    if info is None:
-        info = {"client_addr": "127.0.0.1:50001", "listen_addr": "127.0.0.1:8080",
-                "upstream_addr": "127.0.0.1:9090", "client_tls": None, "upstream_tls": None, "mode": "reverse"}
-    sink.connection_opened(conn_id, clock(), info)
+class _Simulation:
+    """One connection: the h2 client and server and the pretend proxy's frame readers between them."""
 
-    requests_seen: Dict[int, dict] = {}
-    pending_bodies: Dict[int, bytes] = {}
-    results: Dict[int, dict] = {}
+    def __init__(self, sink: FrameSink, handler: Callable[..., Response], conn_id: int, clock: _Clock,
+                 transcript: Optional[dict]) -> None:
+        self.sink = sink
+        self.handler = handler
+        self.conn_id = conn_id
+        self.clock = clock
+        self.transcript = transcript
+        self.client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+        self.server = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))
+        self.readers = {"c2s": FrameReader(expect_preface=True), "s2c": FrameReader()}
+        self.decoders = {"c2s": Decoder(), "s2c": Decoder()}
+        self.blocks: Dict[str, List[bytes]] = {"c2s": [], "s2c": []}
+        self.requests_seen: Dict[int, dict] = {}
+        self.pending_bodies: Dict[int, bytes] = {}
+        #: What the client got, per stream: {"status", "headers", "body", "request"}.
+        self.results: Dict[int, dict] = {}
 
-    def decode(way: str, raw) -> Optional[list]:
-        if raw.type in (0x1, 0x5, 0x9):
-            frame = raw.parse()
-            blocks[way].append(bytes(frame.data))
+    def request(self, method: str, path: str, headers: Sequence[Tuple[str, str]], body: bytes, scheme: str,
+                authority: str) -> None:
+        """The client sends one request; everything it sets off is run."""
+        client = self.client
+        sid = client.get_next_available_stream_id()
+        hdrs = [(":method", method), (":scheme", scheme), (":authority", authority), (":path", path)]
+        hdrs += list(headers)
+        client.send_headers(sid, hdrs, end_stream=not body)
+        if body:
+            client.send_data(sid, body, end_stream=True)
+        self.results.setdefault(sid, {"body": b""})["request"] = (method, path)
+        self.pump()
+
+    def decode(self, way: str, raw: RawFrame) -> Optional[List[Tuple[str, str]]]:
+        """The decoded header list once ``raw`` ends a header block (HEADERS, PUSH_PROMISE, CONTINUATION)."""
+        frame = raw.parse() if raw.type in (0x1, 0x5, 0x9) else None
+        if isinstance(frame, (HeadersFrame, PushPromiseFrame, ContinuationFrame)):
+            self.blocks[way].append(bytes(frame.data))
             if raw.flags & 0x04:
-                block = b"".join(blocks[way])
-                blocks[way] = []
-                return [(n, v) for n, v in decoders[way].decode(block)]
+                block = b"".join(self.blocks[way])
+                self.blocks[way] = []
+                return [(n, v) for n, v in self.decoders[way].decode(block)]
         return None
 
-    def relay(way: str, data: bytes) -> bytes:
-        reader = c_reader if way == "c2s" else u_reader
+    def relay(self, way: str, data: bytes) -> bytes:
+        """What the pretend proxy forwards of ``data`` (every frame recorded on both legs)."""
+        sink, conn_id, transcript = self.sink, self.conn_id, self.transcript
+        reader = self.readers[way]
         recv_leg, send_leg = ("client", "upstream") if way == "c2s" else ("upstream", "client")
         had_preface = reader.preface_pending
         frames = reader.feed(data)
@@ -100,13 +118,13 @@ def simulate(sink: FrameSink, requests: Sequence[Request], handler: Callable[...
         if transcript is not None:
             transcript[(recv_leg, "recv")] = transcript.get((recv_leg, "recv"), b"") + bytes(data)
         if had_preface and not reader.preface_pending:
-            t = clock()
+            t = self.clock()
             sink.preface(conn_id, recv_leg, "recv", t, PREFACE)
             sink.preface(conn_id, send_leg, "send", t, PREFACE)
             out.append(PREFACE)
         for raw in frames:
-            t = clock()
-            headers = decode(way, raw)
+            t = self.clock()
+            headers = self.decode(way, raw)
             seq = sink.frame(conn_id, recv_leg, "recv", t, raw.wire, headers)
             wire = bytes(raw.wire)
             sink.frame(conn_id, send_leg, "send", t, wire, None, seq, [])
@@ -116,25 +134,28 @@ def simulate(sink: FrameSink, requests: Sequence[Request], handler: Callable[...
             transcript[(send_leg, "send")] = transcript.get((send_leg, "send"), b"") + sent
         return sent
 
-    def server_events(events) -> None:
+    def server_events(self, events: Iterable[h2.events.Event]) -> None:
+        server = self.server
         for ev in events:
             if isinstance(ev, h2.events.RequestReceived):
-                requests_seen[ev.stream_id] = {"headers": list(ev.headers), "body": b""}
+                self.requests_seen[ev.stream_id] = {"headers": _text_headers(ev.headers), "body": b""}
             elif isinstance(ev, h2.events.DataReceived):
-                requests_seen[ev.stream_id]["body"] += ev.data
+                self.requests_seen[ev.stream_id]["body"] += ev.data
                 if ev.flow_controlled_length:
                     server.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
             elif isinstance(ev, h2.events.StreamEnded):
-                req = requests_seen[ev.stream_id]
+                req = self.requests_seen[ev.stream_id]
                 hd = dict(req["headers"])
-                status, headers, body = handler(hd.get(":method"), hd.get(":path"), req["headers"], req["body"])
+                status, headers, body = self.handler(hd.get(":method"), hd.get(":path"), req["headers"], req["body"])
                 server.send_headers(ev.stream_id, [(":status", str(status))] + list(headers), end_stream=not body)
                 if body:
-                    pending_bodies[ev.stream_id] = body
+                    self.pending_bodies[ev.stream_id] = body
 
-    def send_bodies() -> None:
-        for sid in list(pending_bodies):
-            body = pending_bodies[sid]
+    def send_bodies(self) -> None:
+        server = self.server
+        pending = self.pending_bodies
+        for sid in list(pending):
+            body = pending[sid]
             while body:
                 room = min(server.local_flow_control_window(sid), server.max_outbound_frame_size)
                 if room <= 0:
@@ -142,52 +163,63 @@ def simulate(sink: FrameSink, requests: Sequence[Request], handler: Callable[...
                 chunk, body = body[:room], body[room:]
                 server.send_data(sid, chunk, end_stream=not body)
             if body:
-                pending_bodies[sid] = body
+                pending[sid] = body
             else:
-                del pending_bodies[sid]
+                del pending[sid]
 
-    def client_events(events) -> None:
+    def client_events(self, events: Iterable[h2.events.Event]) -> None:
         for ev in events:
             if isinstance(ev, h2.events.ResponseReceived):
-                r = results.setdefault(ev.stream_id, {"body": b""})
-                r["headers"] = list(ev.headers)
-                r["status"] = int(dict(ev.headers)[":status"])
+                r = self.results.setdefault(ev.stream_id, {"body": b""})
+                r["headers"] = _text_headers(ev.headers)
+                r["status"] = int(dict(r["headers"])[":status"])
             elif isinstance(ev, h2.events.DataReceived):
-                results.setdefault(ev.stream_id, {"body": b""})["body"] += ev.data
+                self.results.setdefault(ev.stream_id, {"body": b""})["body"] += ev.data
                 if ev.flow_controlled_length:
-                    client.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+                    self.client.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
 
-    def pump() -> None:
+    def pump(self) -> None:
+        """Move bytes both ways until neither side has anything more to send."""
+        client, server = self.client, self.server
         for _ in range(100000):
-            send_bodies()
+            self.send_bodies()
             c = client.data_to_send()
             if c:
-                server_events(server.receive_data(relay("c2s", c)))
+                self.server_events(server.receive_data(self.relay("c2s", c)))
             s = server.data_to_send()
             if s:
-                client_events(client.receive_data(relay("s2c", s)))
+                self.client_events(client.receive_data(self.relay("s2c", s)))
             if not c and not s:
                 return
 
-    client.initiate_connection()
-    server.initiate_connection()
+
+def simulate(sink: FrameSink, requests: Sequence[Request], handler: Callable[..., Response] = default_handler,
+             *, conn_id: int = 1, t0: Optional[float] = None, step: float = 0.001,
+             info: Optional[dict] = None, ping: bool = False, authority: str = "127.0.0.1:8080",
+             scheme: str = "http", close: bool = True, transcript: Optional[dict] = None) -> Dict[int, dict]:
+    """Run ``requests`` through an in-memory client, pretend proxy and server, reporting to ``sink``.
+
+    Returns what the client got, per stream: ``{"status", "headers", "body", "request"}``.
+    ``transcript``, when given, is filled with the bytes of each socket: ``{(leg, direction): bytes}``.
+    """
+    clock = _Clock(time.time() if t0 is None else t0, step)
+    sim = _Simulation(sink, handler, conn_id, clock, transcript)
+    if info is None:
+        info = {"client_addr": "127.0.0.1:50001", "listen_addr": "127.0.0.1:8080",
+                "upstream_addr": "127.0.0.1:9090", "client_tls": None, "upstream_tls": None, "mode": "reverse"}
+    sink.connection_opened(conn_id, clock(), info)
+    sim.client.initiate_connection()
+    sim.server.initiate_connection()
     for method, path, headers, body in requests:
-        sid = client.get_next_available_stream_id()
-        hdrs = [(":method", method), (":scheme", scheme), (":authority", authority), (":path", path)]
-        hdrs += list(headers)
-        client.send_headers(sid, hdrs, end_stream=not body)
-        if body:
-            client.send_data(sid, body, end_stream=True)
-        results.setdefault(sid, {"body": b""})["request"] = (method, path)
-        pump()
+        sim.request(method, path, headers, body, scheme, authority)
     if ping:
-        client.ping(b"pingpong")
-        pump()
+        sim.client.ping(b"pingpong")
+        sim.pump()
     if close:
-        client.close_connection()
-        pump()
+        sim.client.close_connection()
+        sim.pump()
         sink.connection_closed(conn_id, clock(), "client closed the connection")
-    return results
+    return sim.results
 
 
 class RecordingRelay:
@@ -200,7 +232,6 @@ class RecordingRelay:
     """
 
     def __init__(self, sink: FrameSink, upstream: Tuple[str, int], host: str = "127.0.0.1") -> None:
-        import asyncio
         self.sink = sink
         self.upstream = upstream
         self.host = host
@@ -208,10 +239,9 @@ class RecordingRelay:
         self._next_id = 0
         self.closed = 0
         self._changed = asyncio.Event()
-        self.server = None
+        self.server: Optional[asyncio.Server] = None
 
     async def start(self) -> int:
-        import asyncio
         self.server = await asyncio.start_server(self._handle, self.host, 0)
         self.port = self.server.sockets[0].getsockname()[1]
         return self.port
@@ -222,7 +252,6 @@ class RecordingRelay:
 
     async def wait_closed_connections(self, n: int, timeout: float = 10.0) -> None:
         """Wait until ``n`` relayed connections have been closed and reported."""
-        import asyncio
         deadline = asyncio.get_running_loop().time() + timeout
         while self.closed < n:
             self._changed.clear()
@@ -234,7 +263,6 @@ class RecordingRelay:
             await self.server.wait_closed()
 
     async def _handle(self, c_reader, c_writer) -> None:
-        import asyncio
         self._next_id += 1
         conn = self._next_id
         try:

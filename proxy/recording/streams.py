@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Dict, List, Optional
 
-from framecodec.frame import Frame
+from framecodec.frame import DataFrame, Frame
 
 from .decode import unb64
 from .logfile import Connection
@@ -23,6 +23,8 @@ def data_bytes(rec: dict) -> Optional[bytes]:
         return None
     try:
         frame, length = Frame.parse_frame_header(memoryview(wire)[:9])
+        if not isinstance(frame, DataFrame):
+            return None
         frame.parse_body(memoryview(wire)[9:9 + length])
         return bytes(frame.data)
     except Exception:

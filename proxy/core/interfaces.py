@@ -1,0 +1,73 @@
+"""The types the relay exchanges with what plugs into it: hook chains, frame records, held DATA.
+
+The core does not import the hook machinery (``proxy.hooks.chain``) nor the recorders: it only
+needs the few methods it calls on them, spelled out here as protocols so that the sans-I/O core
+stays checked strictly without depending on the shell's modules.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Protocol, Set, Tuple, TypedDict
+
+from framecodec.reader import Wire
+
+if TYPE_CHECKING:
+    from .relay import Relay, Stream
+
+#: What the proxy did to a frame, as the frame log records it: ``{"hook": name, "action": verb}``.
+Action = Dict[str, str]
+Actions = List[Action]
+#: One hook method in a per-direction table: (hook name, bound method, whether it takes the header
+#: list, stream condition, screen). The condition is None (every stream), () (only stream 0 and
+#: untracked streams) or a tuple of conditions on the Stream, any of which makes it want the stream;
+#: the screen is None or ``screen(relay, d, unit, entries) -> bool``, asked before a frame object is
+#: made (see proxy.hooks.chain.HookChain).
+HookEntry = Tuple[str, Callable[..., Any], bool, Optional[Tuple[Callable[..., bool], ...]],
+                  Optional[Callable[..., bool]]]
+#: Per direction: frame type (-1 for extension frames) -> the hook methods to run on it, in order.
+HookTable = Dict[int, List[HookEntry]]
+#: A stream's own tables, per direction (HookChain.stream_tables).
+StreamTables = Tuple[HookTable, HookTable]
+#: A DATA frame held back for flow control: (wire, flow-controlled length, origin record, actions).
+HeldData = Tuple[Wire, int, Optional[int], Optional[Actions]]
+#: A frame the proxy sends before the receiver has had SETTINGS: (wire, origin record, actions).
+HeldOutput = Tuple[Wire, Optional[int], Optional[Actions]]
+
+
+class Counters(TypedDict):
+    """A connection's counters (``relay.counters``); the per-direction ones are [client->server, server->client]."""
+
+    frames_in: List[int]
+    frames_out: List[int]
+    bytes_in: List[int]
+    violations: int
+    streams: int
+    resets: List[int]
+    hook_errors: int
+    pushes: int
+
+
+class HookRunner(Protocol):
+    """What the relay needs of a hook chain (``proxy.hooks.chain.HookChain`` implements it)."""
+
+    #: True when some hook wants decoded header lists (the relay then decodes HPACK).
+    needs_headers: bool
+    #: Per direction, whether some hook needs that direction's header blocks decoded.
+    decode: List[bool]
+    #: (hook, exception type, wrong return) already logged with a traceback: logged once each.
+    errors_logged: Set[Tuple[str, str, bool]]
+
+    def table(self) -> List[HookTable]: ...
+
+    def conn_table(self) -> List[HookTable]: ...
+
+    def stream_tables(self, stream: Stream) -> Optional[StreamTables]: ...
+
+    def full_tables(self) -> StreamTables: ...
+
+    def connection_opened(self, relay: Relay) -> None: ...
+
+    def connection_closed(self, relay: Relay) -> None: ...
+
+    def stream_opened(self, relay: Relay, stream: Stream) -> None: ...
+
+    def stream_closed(self, relay: Relay, stream: Stream) -> None: ...
