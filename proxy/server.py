@@ -151,9 +151,9 @@ class Bridge:
         self.unread[side] += n
         limit = self.server.settings.limits.max_queued_control_frames
         if self.unread[side] > limit and not relay.closed:
-            relay._limit(side, "max_queued_control_frames",
-                         f"{self.unread[side]} frames made by the proxy queued towards the "
-                         f"{_SIDE[side]}, which does not read them")
+            relay.limit_exceeded(side, "max_queued_control_frames",
+                                 f"{self.unread[side]} frames made by the proxy queued towards the "
+                                 f"{_SIDE[side]}, which does not read them")
 
     def _notice_closing(self, side: int) -> None:
         """Asyncio has started closing ``side``'s socket (its peer's EOF or reset, seen in this loop
@@ -223,8 +223,8 @@ class Bridge:
             if self.write_paused[side] and t is not None:
                 size = t.get_write_buffer_size()
                 if size > limit:
-                    relay._limit(side, "max_queued_bytes",
-                                 f"{size} bytes queued towards the {_SIDE[side]}, which does not read them")
+                    relay.limit_exceeded(side, "max_queued_bytes",
+                                         f"{size} bytes queued towards the {_SIDE[side]}, which does not read them")
                     t_client, t_server = self.transports
                     if relay.out[0] and t_server is not None:
                         _write(t_server, relay.take_output(0))
@@ -297,9 +297,9 @@ class Bridge:
             if seen is None or size < seen[1]:
                 self.stall[side] = (now, size)         # (it read something since: start again)
             elif now - seen[0] > timeout and not relay.closed:
-                relay._limit(side, "zero_window_timeout",
-                             f"the {_SIDE[side]} read nothing of the {size} bytes queued for it "
-                             f"for {now - seen[0]:.0f} s")
+                relay.limit_exceeded(side, "zero_window_timeout",
+                                     f"the {_SIDE[side]} read nothing of the {size} bytes queued for it "
+                                     f"for {now - seen[0]:.0f} s")
                 self.flush()
                 return
 
@@ -630,11 +630,7 @@ class ProxyServer:
         relay = bridge.relay
         if relay is not None and not relay.closed and not relay.preface_forwarded \
                 and bridge.transports[CLIENT] is not None:
-            from framecodec import frame as fc
-            # The server's preface (SETTINGS), then GOAWAY ENHANCE_YOUR_CALM naming the limit.
-            relay._out(1, fc.SettingsFrame(0).serialize(), None, [{"hook": "h2proxy", "action": "injected"}])
-            relay._limit(CLIENT, "preface_timeout", "no connection preface within "
-                         f"{self.settings.limits.preface_timeout:.1f} s")
+            relay.preface_timeout(self.settings.limits.preface_timeout)
             bridge.flush()
 
     async def _connect_upstream(self, bridge: Bridge) -> None:
@@ -678,15 +674,7 @@ class ProxyServer:
         t = bridge.transports[CLIENT]
         if relay is None or t is None:
             return
-        from framecodec import frame as fc
-
-        from .core.protocol import ErrorCode
-        # A server's first frame must be SETTINGS (RFC 9113 3.4), then GOAWAY saying why.
-        relay._out(1, fc.SettingsFrame(0).serialize(), None, [{"hook": "h2proxy", "action": "injected"}])
-        relay._send_goaway(1, 0, ErrorCode.INTERNAL_ERROR, f"h2proxy: {why}")
-        if relay.sink is not None:
-            relay.sink.error(relay.id, time.time(), why)
-        relay._finish(why)
+        relay.upstream_failed(why, time.time())
         bridge._resume(CLIENT)
         bridge.flush()
 

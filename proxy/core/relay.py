@@ -2370,6 +2370,33 @@ class Relay:
         """The shell is done with this connection (both sockets gone)."""
         self._finish(reason)
 
+    # ------------------------------------------------- what the shell reports (public boundary)
+
+    def limit_exceeded(self, side: int, name: str, detail: str) -> None:
+        """The shell saw side ``side`` exceed limit ``name`` (bytes or frames it does not read, a window
+        held at zero): ENHANCE_YOUR_CALM to it, a clean GOAWAY to the other side, both closed."""
+        self._limit(side, name, detail)
+
+    def preface_timeout(self, seconds: float) -> None:
+        """The client sent no connection preface in time: the server's SETTINGS (a server speaks
+        first with them, RFC 9113 3.4), then GOAWAY ENHANCE_YOUR_CALM naming the limit."""
+        if self.closed or self.preface_forwarded:
+            return
+        self._out(S2C, _EMPTY_SETTINGS, None, [{"hook": "h2proxy", "action": "injected"}])
+        self._limit(CLIENT, "preface_timeout", f"no connection preface within {seconds:.1f} s")
+
+    def upstream_failed(self, why: str, now: float) -> None:
+        """The upstream could not be reached (or spoke no HTTP/2): the client gets SETTINGS, then GOAWAY
+        INTERNAL_ERROR saying why, and the connection ends."""
+        if self.closed:
+            return
+        self.now = now
+        self._out(S2C, _EMPTY_SETTINGS, None, [{"hook": "h2proxy", "action": "injected"}])
+        self._send_goaway(S2C, 0, ErrorCode.INTERNAL_ERROR, f"h2proxy: {why}")
+        if self.sink is not None:
+            self.sink.error(self.id, self.now, why)
+        self._finish(why)
+
 
 class HookCtx(HookContext):
     """The context a hook method gets: this frame's connection, stream and direction."""
