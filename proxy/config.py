@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from .core.limits import Limits, check_limit
-from .server import ConfigError
+from .endpoints import ConfigError
 
 
 @dataclass

@@ -33,7 +33,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from aiohttp import web
 
-from ..server import ConfigError
+from ..endpoints import ConfigError
 from .hook import FaultHook
 from .rules import FaultError
 

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, FrozenSet, List, Optional, Tuple
 
 from ..core.protocol import FRAME_NAMES, ErrorCode, Setting, error_name, parse_error_code
+from ..endpoints import ConfigError
 from ..hooks.api import CLIENT_TO_SERVER, SERVER_TO_CLIENT, header_value
-from ..server import ConfigError
 
 C2S, S2C = 0, 1
 UNKNOWN = -1                       # "any frame type the codec does not know" (the relay's extension key)
