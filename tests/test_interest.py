@@ -259,3 +259,40 @@ async def test_rules_changed_through_the_admin_api_change_interest_at_once_on_an
             client.close()
     finally:
         await origin.stop()
+
+
+# ---------------------------------------------------------------- dropping a block that changed no table
+
+def _requests_through(rule: str, n: int = 3):
+    """n GET requests with the same headers through a relay with ``rule``; (relay, the client's blocks,
+    what reached the server, the header lists the server decodes from it)."""
+    hook = FaultHook([rule])
+    c = Conn([hook])
+    req = [(":method", "GET"), (":scheme", "http"), (":authority", "example.org"), (":path", "/same"),
+           ("user-agent", "interest-test")]
+    sent = []
+    for i in range(n):
+        block = wire(fc.HeadersFrame(2 * i + 1, data=c.client.enc.encode(req), flags=["END_HEADERS", "END_STREAM"]))
+        sent.append(block)
+        c.relay.receive(C2S, block, 0.0)
+    upstream = out(c.relay, C2S)
+    server = hpack.Decoder()
+    decoded = [server.decode(f.data) for f in parsed(upstream) if isinstance(f, fc.HeadersFrame)]
+    return c.relay, sent, upstream, decoded, req
+
+
+def test_a_dropped_block_that_changed_no_hpack_table_needs_no_reencoding():
+    # The 2nd request is all indexed (the 1st filled the table): dropping it keeps the server in step.
+    relay, sent, upstream, decoded, req = _requests_through(
+        "rst_stream type=headers direction=c2s nth_stream=2 towards=client")
+    assert relay.encoders[C2S] is None
+    assert upstream == sent[0] + sent[2]                       # the others byte for byte
+    assert decoded == [req, req]
+
+
+def test_a_dropped_block_that_filled_the_table_makes_the_direction_reencoded():
+    relay, sent, upstream, decoded, req = _requests_through(
+        "rst_stream type=headers direction=c2s nth_stream=1 towards=client")
+    assert relay.encoders[C2S] is not None
+    assert upstream != sent[1] + sent[2]
+    assert decoded == [req, req]                                 # and the server still decodes them right

@@ -125,6 +125,13 @@ class Decoder:
         return self._size
 
     @property
+    def table_version(self) -> int:
+        """Changes whenever the dynamic table does (an insertion, an eviction, a size update): a block
+        decoded with the same version before and after left the table as it was (a proxy may then drop
+        it without the receiver's table falling out of step)."""
+        return self._version
+
+    @property
     def table_entries(self) -> List[Tuple[bytes, bytes]]:
         """The dynamic table, newest entry (index 62) first."""
         return [e[0] for e in self._table]

@@ -407,6 +407,6 @@ def block_dropped(relay: Relay, d: int, unit: _Unit) -> None:
     dynamic table no longer follows: from now on the proxy re-encodes this direction's
     blocks (the first one empties the receiver's table).
     """
-    if relay.closed or relay.encoders[d] is not None or unit.headers is None:
-        return
+    if relay.closed or relay.encoders[d] is not None or unit.headers is None or unit.neutral:
+        return       # (a block that changed no HPACK table leaves the receiver in step when dropped)
     relay._start_reencoding(d)

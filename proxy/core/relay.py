@@ -245,12 +245,15 @@ class ProxyReset:
 class _Unit:
     """A frame, or a whole header block, on its way through the pipeline."""
 
-    __slots__ = ("d", "frames", "headers", "seqs", "stream")
+    __slots__ = ("d", "frames", "headers", "seqs", "stream", "neutral")
 
     def __init__(self, d: int, frames: List[RawFrame], stream: Optional[Stream]) -> None:
         self.d = d
         self.frames = frames
         self.headers: Optional[HeaderList] = None
+        #: The block was decoded and left the decoder's dynamic table as it was (all indexed fields, no
+        #: insertion, no size update): dropping it, or sending it again, keeps the receiver in step.
+        self.neutral = False
         self.seqs: List[Optional[int]] = [None] * len(frames)
         self.stream = stream
 
@@ -993,8 +996,10 @@ class Relay:
             return False          # (not a new client stream the proxy may open at once: the general path)
         if self.decoding_broken[d] or self.decoders is None:
             return False
+        decoder = self.decoders[d]
+        version = decoder.table_version
         try:
-            headers = self.decoders[d].decode(memoryview(wire)[9:])
+            headers = decoder.decode(memoryview(wire)[9:])
         except Exception as exc:
             f = RawFrame(HEADERS, flags, sid, length, wire)
             self._decode_failed(d, [f], exc)
@@ -1045,6 +1050,7 @@ class Relay:
             return True
         unit = _Unit(d, [RawFrame(HEADERS, flags, sid, length, wire)], s)
         unit.headers = headers
+        unit.neutral = decoder.table_version == version
         if hooks is None:
             self._forward_block(d, unit, UNCHANGED)
         else:
@@ -1068,7 +1074,10 @@ class Relay:
         if predecoded is not _UNDECODED:
             unit.headers = predecoded
         elif self.decoding[d] and not self.decoding_broken[d] and not malformed:
+            version = self.decoders[d].table_version if self.decoders is not None else -1
             unit.headers = self._decode(d, frames)
+            unit.neutral = unit.headers is not None and self.decoders is not None \
+                and self.decoders[d].table_version == version
             if self.closed:
                 return
         if bad is not None and self._violation(d, *bad, sid=sid):
@@ -1296,9 +1305,11 @@ class Relay:
             acts = actions
         for item in result:
             self._send_item(d, item, origin, acts, unit)
-        if self.encoders[d] is None and unit.headers is not None and not _block_intact(frames, result):
+        if self.encoders[d] is None and unit.headers is not None and not _block_intact(frames, result) \
+                and not (unit.neutral and _neutral_kept(frames, result)):
             # The receiver did not get the sender's block as it was (dropped, duplicated, replaced):
-            # its HPACK table no longer follows the sender's, so later blocks are re-encoded.
+            # its HPACK table no longer follows the sender's, so later blocks are re-encoded. (Not when
+            # the block changed no table and was only dropped or repeated as it was.)
             self._start_reencoding(d)
         self._after_block(unit)
 
@@ -2506,6 +2517,24 @@ def _block_intact(frames: List[RawFrame], result: List[HookItem]) -> bool:
         return b"".join(sent) == b"".join(_fragment(f) for f in frames)
     except ValueError:
         return False
+
+
+def _neutral_kept(frames: List[RawFrame], result: Sequence[Any]) -> bool:
+    """Whether a hook's result holds no header block but copies of the received one, whole (a block that
+    changed no HPACK table may be dropped or repeated so: the receiver's table stays in step)."""
+    original: Optional[bytes] = None
+    for item in result:
+        if isinstance(item, (Headers, RawBytes, bytes, bytearray, memoryview, fc.ContinuationFrame)):
+            return False
+        if isinstance(item, (fc.HeadersFrame, fc.PushPromiseFrame)):
+            if original is None:
+                try:
+                    original = b"".join(_fragment(f) for f in frames)
+                except ValueError:
+                    return False
+            if bytes(item.data) != original or "END_HEADERS" not in item.flags:
+                return False
+    return True
 
 
 def _split_block(frame: Union[fc.HeadersFrame, fc.PushPromiseFrame], max_size: int) -> List[bytes]:
