@@ -1735,13 +1735,20 @@ class Relay:
         else:
             # Every entry screened the raw frame and none will act on it: no object, no chain.
             first = unit.frames[0]
-            if (first.type == HEADERS and unit.headers is not None and self.encoders[d] is not None
-                    and self.sink is None and self.greeting[d] is None and not (d == S2C and self.push_map)):
-                # A re-encoded direction's block, as in _decoded_block.
+            if (first.type == HEADERS and self.sink is None and self.greeting[d] is None
+                    and not (d == S2C and self.push_map) and not (d == C2S and self.push_unmap)):
                 out = self.out[d]
-                for w in self._encode_block(d, Headers(first.stream_id, unit.headers,
-                                                       bool(first.flags & END_STREAM))):
-                    out.append(w)
+                if self.encoders[d] is None:
+                    for f in unit.frames:
+                        out.append(f.wire)
+                elif unit.headers is not None:
+                    # A re-encoded direction's block, as in _decoded_block.
+                    for w in self._encode_block(d, Headers(first.stream_id, unit.headers,
+                                                           bool(first.flags & END_STREAM))):
+                        out.append(w)
+                else:
+                    self._finish_unit(d, unit, (UNCHANGED, []))
+                    return
                 self._after_block(unit)
                 return
             self._finish_unit(d, unit, (UNCHANGED, []))

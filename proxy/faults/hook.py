@@ -150,12 +150,21 @@ class _Conn:
         self.screened: List[Optional[set]] = [None, None]
         self.firing: List[Optional[set]] = [None, None]
 
-    def count(self, d: int, sid: int, t: int) -> int:
-        per = self.counts.get(sid)
-        if per is None:
-            per = self.counts[sid] = {}
-            if len(self.counts) > 4096:
-                del self.counts[next(iter(self.counts))]
+    def count(self, d: int, sid: int, t: int, stream: Any = None) -> int:
+        """The how-manieth frame of type t in direction d on stream sid this one is (counted now).
+
+        A tracked stream keeps its counts itself (they go with it when it closes); stream 0 and
+        untracked streams are counted here, the oldest forgotten past 4096 streams."""
+        if stream is not None:
+            per = stream.__dict__.get("fault_counts")
+            if per is None:
+                per = stream.fault_counts = {}
+        else:
+            per = self.counts.get(sid)
+            if per is None:
+                per = self.counts[sid] = {}
+                if len(self.counts) > 4096:
+                    self.counts = dict(list(self.counts.items())[2048:])     # (not one by one: O(n) each)
         n = per.get((d, t), 0) + 1
         per[(d, t)] = n
         return n
@@ -531,14 +540,14 @@ class FaultHook:
 
     def _count(self, st: _Conn, relay, d: int, t: int, fb: int, sid: int, stream, flow: int, headers) -> FrameInfo:
         """Count one frame that came in (per stream and type; DATA bytes) and say what the rules see of it."""
-        n = st.count(d, sid, t)
+        n = st.count(d, sid, t, stream)
         if t == DATA:
             key = (d, sid)
             before = st.bytes.get(key, 0)
             st.bytes[key] = before + flow
             st.conn_bytes[d] += flow
             if len(st.bytes) > 8192:
-                del st.bytes[next(iter(st.bytes))]
+                st.bytes = dict(list(st.bytes.items())[4096:])    # (the oldest half at once: not O(n) each)
         elif sid:
             before = st.bytes.get((d, sid), 0)
         else:
