@@ -23,6 +23,8 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/codec.py
 	$(BIN)/python bench/proxy.py
+	$(BIN)/python bench/log_read.py
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m slow
 
 clean:
 	rm -rf $(VENV) build *.egg-info
