@@ -42,6 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--record-stream", metavar="N", type=int, action="append", help="record only these streams")
     p.add_argument("--record-types", metavar="T,T", help="record only these frame types (e.g. HEADERS,RST_STREAM)")
     p.add_argument("--record-max-bytes", metavar="N", type=int, help="stop recording frames past this file size")
+    p.add_argument("--record-rotate", metavar="SIZE", type=_size,
+                   help="write the log as numbered files of about SIZE each (e.g. 100M), each readable alone")
     p.add_argument("-s", "--script", metavar="HOOK", action="append", default=[],
                    help="load a hook: a file path, module:Class or a built-in name (repeatable)")
     p.add_argument("--fault", metavar="RULE", action="append", default=[],
@@ -61,9 +63,19 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _size(text: str) -> int:
+    """An argparse type for sizes such as 100M (see proxy.recording.logwriter.parse_size)."""
+    from .recording.logwriter import parse_size
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
     for name in ("listen", "upstream", "mode", "strict", "altsvc", "cert", "key", "ca_dir", "upstream_ca", "insecure",
-                 "record", "record_conn", "record_stream", "record_max_bytes", "workers", "admin_token"):
+                 "record", "record_conn", "record_stream", "record_max_bytes", "record_rotate", "workers",
+                 "admin_token"):
         value = getattr(args, name, None)
         if value is not None:
             setattr(cfg, name, value)
@@ -123,7 +135,8 @@ def build_sink(cfg: Config):
         from .recording.offload import ProcessRecorder
         try:
             sinks.append(ProcessRecorder(cfg.record, filter_conn=cfg.record_conn, filter_stream=cfg.record_stream,
-                                         filter_types=cfg.record_types, max_bytes=cfg.record_max_bytes))
+                                         filter_types=cfg.record_types, max_bytes=cfg.record_max_bytes,
+                                         rotate=cfg.record_rotate))
         except (OSError, ValueError) as exc:
             raise ConfigError(f"--record {cfg.record}: {exc}") from None
     if cfg.verbose:

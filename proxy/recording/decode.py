@@ -234,6 +234,32 @@ class HpackState:
             self._broken.add(key)
             return None, f"{type(exc).__name__}: {exc}"
 
+    def tables(self, conn) -> Dict[str, dict]:
+        """The HPACK dynamic tables of a connection, per ``"leg direction"``: ``{"max_size", "entries"}``,
+        entries ``[name, value]`` in base64, newest first (HPACK index order from 62).
+
+        A rotated log writes them at the top of each new file so that a reader
+        of that file alone can decode its header blocks (:meth:`restore`).
+        """
+        out: Dict[str, dict] = {}
+        for key, dec in self._decoders.items():
+            if key[0] != conn or key in self._broken:
+                continue
+            table = dec.header_table
+            out[f"{key[1]} {key[2]}"] = {"max_size": table.maxsize,
+                                         "entries": [[b64(n), b64(v)] for n, v in table.dynamic_entries]}
+        return out
+
+    def restore(self, conn, tables: Dict[str, dict]) -> None:
+        """Set a connection's decoders to the tables :meth:`tables` gave (a ``connection_state`` record)."""
+        for name, state in (tables or {}).items():
+            leg, _, direction = name.partition(" ")
+            dec = self._decoder((conn, leg, direction))
+            table = dec.header_table
+            table.maxsize = int(state.get("max_size", 4096))
+            for n, v in reversed(state.get("entries") or []):
+                table.add(unb64(n), unb64(v))
+
     def forget(self, conn) -> None:
         for store in (self._decoders, self._pending):
             for key in [k for k in store if k[0] == conn]:

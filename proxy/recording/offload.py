@@ -29,6 +29,7 @@ import sys
 import time
 from typing import Optional
 
+from .logwriter import numbered_path
 from .recorder import JsonlRecorder, ThreadedSink, _live_sinks
 
 #: Each batch on the pipe: its length (4 bytes, big-endian), then the pickled list of events. 0 ends.
@@ -95,12 +96,12 @@ class ProcessRecorder(ThreadedSink):
 
     def __init__(self, path, *, filter_conn=None, filter_stream=None, filter_types=None,
                  max_bytes: Optional[int] = None, max_queue: int = 1_000_000,
-                 max_queue_bytes: int = 256 << 20) -> None:
+                 max_queue_bytes: int = 256 << 20, rotate: Optional[int] = None) -> None:
         self.path = os.fspath(path)
         # Fail here, in the proxy, when the file cannot be written at all.
-        open(self.path, "a").close()
+        open(numbered_path(self.path, 1) if rotate else self.path, "a").close()
         options = {"filter_conn": filter_conn, "filter_stream": filter_stream, "filter_types": filter_types,
-                   "max_bytes": max_bytes}
+                   "max_bytes": max_bytes, "rotate": rotate}
         ctx = multiprocessing.get_context("spawn")
         reader, writer = ctx.Pipe(duplex=False)
         self._proc = ctx.Process(target=_child_main, args=(reader, self.path, options), daemon=True,
