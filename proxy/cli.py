@@ -44,6 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--record-max-bytes", metavar="N", type=int, help="stop recording frames past this file size")
     p.add_argument("--record-rotate", metavar="SIZE", type=_size,
                    help="write the log as numbered files of about SIZE each (e.g. 100M), each readable alone")
+    p.add_argument("--record-ring", metavar="SIZE", type=_size,
+                   help="flight recorder: keep the last SIZE of frames in memory and write them to "
+                        "FILE-dump-NNNN on a violation, a limit, a fault rule hit, SIGUSR1 or POST /record/dump")
     p.add_argument("-s", "--script", metavar="HOOK", action="append", default=[],
                    help="load a hook: a file path, module:Class or a built-in name (repeatable)")
     p.add_argument("--fault", metavar="RULE", action="append", default=[],
@@ -74,8 +77,8 @@ def _size(text: str) -> int:
 
 def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
     for name in ("listen", "upstream", "mode", "strict", "altsvc", "cert", "key", "ca_dir", "upstream_ca", "insecure",
-                 "record", "record_conn", "record_stream", "record_max_bytes", "record_rotate", "workers",
-                 "admin_token"):
+                 "record", "record_conn", "record_stream", "record_max_bytes", "record_rotate", "record_ring",
+                 "workers", "admin_token"):
         value = getattr(args, name, None)
         if value is not None:
             setattr(cfg, name, value)
@@ -136,7 +139,7 @@ def build_sink(cfg: Config):
         try:
             sinks.append(ProcessRecorder(cfg.record, filter_conn=cfg.record_conn, filter_stream=cfg.record_stream,
                                          filter_types=cfg.record_types, max_bytes=cfg.record_max_bytes,
-                                         rotate=cfg.record_rotate))
+                                         rotate=cfg.record_rotate, ring=cfg.record_ring))
         except (OSError, ValueError) as exc:
             raise ConfigError(f"--record {cfg.record}: {exc}") from None
     if cfg.verbose:

@@ -64,7 +64,15 @@ def _child_main(reader, path: str, options: dict) -> None:
             pass
     fd = reader.fileno()
     os.set_blocking(fd, True)
-    rec = JsonlRecorder(path, **options)
+    ring = options.pop("ring", None)
+    after = options.pop("ring_after", 1.0)
+    if ring:
+        from .ring import FlightRecorder
+        rec = FlightRecorder(path, ring, after=after)
+        handle, flush = rec.handle, rec.flush
+    else:
+        rec = JsonlRecorder(path, **options)
+        handle, flush = rec._handle, rec.flush_output
     try:
         while True:
             try:
@@ -75,8 +83,8 @@ def _child_main(reader, path: str, options: dict) -> None:
             except (EOFError, OSError):
                 break
             for item in pickle.loads(data):
-                rec._handle(item)
-            rec.flush_output()
+                handle(item)
+            flush()
     finally:
         rec.close()
 
@@ -96,12 +104,22 @@ class ProcessRecorder(ThreadedSink):
 
     def __init__(self, path, *, filter_conn=None, filter_stream=None, filter_types=None,
                  max_bytes: Optional[int] = None, max_queue: int = 1_000_000,
-                 max_queue_bytes: int = 256 << 20, rotate: Optional[int] = None) -> None:
+                 max_queue_bytes: int = 256 << 20, rotate: Optional[int] = None,
+                 ring: Optional[int] = None, ring_after: float = 1.0) -> None:
         self.path = os.fspath(path)
+        #: The flight recorder's size (``--record-ring``): frames are kept in memory, dumped on triggers
+        #: with what follows for ``ring_after`` seconds (proxy/recording/ring.py).
+        self.ring = ring
         # Fail here, in the proxy, when the file cannot be written at all.
-        open(numbered_path(self.path, 1) if rotate else self.path, "a").close()
+        if ring:
+            folder = os.path.dirname(os.path.abspath(self.path))
+            if not os.access(folder, os.W_OK):
+                raise OSError(f"cannot write in {folder}")
+        else:
+            open(numbered_path(self.path, 1) if rotate else self.path, "a").close()
         options = {"filter_conn": filter_conn, "filter_stream": filter_stream, "filter_types": filter_types,
-                   "max_bytes": max_bytes, "rotate": rotate}
+                   "max_bytes": max_bytes, "rotate": rotate, "ring": ring, "ring_after": ring_after}
+        self._signal_loop = None
         ctx = multiprocessing.get_context("spawn")
         reader, writer = ctx.Pipe(duplex=False)
         self._proc = ctx.Process(target=_child_main, args=(reader, self.path, options), daemon=True,
@@ -146,6 +164,8 @@ class ProcessRecorder(ThreadedSink):
                 self._scheduled = True
                 self._loop = loop
                 loop.call_later(self.ship_delay, self._ship)
+                if self.ring and self._signal_loop is not loop:
+                    self._listen_sigusr1(loop)
             elif len(pending) >= self.ship_at:
                 self._ship()
         elif self._pending_bytes >= self.ship_bytes:
@@ -266,6 +286,24 @@ class ProcessRecorder(ThreadedSink):
         self._unwatch()
         print(f"h2proxy: the recorder process for {self.path} is gone ({exc}); recording stopped",
               file=sys.stderr)
+
+    # ------------------------------------------------------------ flight recorder
+
+    def request_dump(self, reason: str = "requested") -> bool:
+        """Have the flight recorder write out what it holds (False: this recorder has no ring)."""
+        if not self.ring or self._closed:
+            return False
+        self._put(("dump", reason, time.time()))
+        self._ship()
+        return True
+
+    def _listen_sigusr1(self, loop: asyncio.AbstractEventLoop) -> None:
+        """SIGUSR1 dumps the ring (installed on the proxy's loop, where the sink's calls run)."""
+        self._signal_loop = loop
+        try:
+            loop.add_signal_handler(signal.SIGUSR1, self.request_dump, "SIGUSR1")
+        except (NotImplementedError, RuntimeError, ValueError, AttributeError):
+            pass   # not the main thread, or no signals on this platform: the admin API still works
 
     # ------------------------------------------------------------ control
 

@@ -417,7 +417,8 @@ class JsonlRecorder(ThreadedSink):
 
     def __init__(self, path, *, filter_conn=None, filter_stream=None, filter_types=None,
                  max_bytes: Optional[int] = None, max_queue: int = 1_000_000,
-                 max_queue_bytes: int = 256 << 20, rotate: Optional[int] = None) -> None:
+                 max_queue_bytes: int = 256 << 20, rotate: Optional[int] = None,
+                 header_extra: Optional[dict] = None) -> None:
         self.path = os.fspath(path)
         self.max_bytes = max_bytes
         self.rotate = rotate
@@ -436,6 +437,8 @@ class JsonlRecorder(ThreadedSink):
                         "max_bytes": max_bytes}
         if rotate:
             self._header["rotate"] = rotate
+        if header_extra:
+            self._header.update(header_extra)
         self._out = LogFileWriter(self.path, rotate=rotate, opening_lines=self._opening_lines)
         try:
             self._out.flush()

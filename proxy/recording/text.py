@@ -158,6 +158,8 @@ class Renderer:
                     f"{self._c(_HOOK, 'hook')} {rec.get('hook')}: {rec.get('action')}{extra}"]
         if kind == "truncated":
             return [f"*** log truncated: {rec.get('message', '')}"]
+        if kind == "dump":
+            return [f"*** flight recorder dump: {rec.get('reason', '')}"]
         if kind == "header":
             return []
         return [f"(record of unknown kind {kind!r})"]
