@@ -139,7 +139,7 @@ def build_sink(cfg: Config):
         try:
             sinks.append(ProcessRecorder(cfg.record, filter_conn=cfg.record_conn, filter_stream=cfg.record_stream,
                                          filter_types=cfg.record_types, max_bytes=cfg.record_max_bytes,
-                                         rotate=cfg.record_rotate, ring=cfg.record_ring))
+                                         rotate=cfg.record_rotate, ring=cfg.record_ring, detach=True))
         except (OSError, ValueError) as exc:
             raise ConfigError(f"--record {cfg.record}: {exc}") from None
     if cfg.verbose:

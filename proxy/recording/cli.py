@@ -5,6 +5,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import sys
 import textwrap
 from typing import IO, Iterator, List, Optional
@@ -33,7 +34,7 @@ def _note(args) -> IO:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="h2proxy log", description="Work on frame logs written with --record FILE "
                                                                "(format: docs/frame-log.md).")
-    sub = p.add_subparsers(dest="cmd", metavar="{text,pcap,har,stats,replay}")
+    sub = p.add_subparsers(dest="cmd", metavar="{text,pcap,har,stats,replay,convert}")
 
     t = sub.add_parser("text", help="print the log in the layout of nghttp -v")
     t.add_argument("file", nargs="+", help=_FILES_HELP)
@@ -63,6 +64,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("file", nargs="+", help=_FILES_HELP)
     s.add_argument("--json", action="store_true", help="print JSON")
     s.add_argument("-o", "--output", default="-", metavar="OUT", help="write here ('-': standard output, the default)")
+
+    v = sub.add_parser("convert", help="write the log of a recording journal (FILE.journal) the proxy's "
+                                       "converter did not finish")
+    v.add_argument("journal", metavar="FILE.journal")
+    v.add_argument("-o", "--output", help="the log to write (default: the file the proxy was recording to)")
+    v.add_argument("--keep", action="store_true", help="keep the journal afterwards")
 
     r = sub.add_parser("replay", help="replay a recorded client against a server, or a recorded server to clients")
     r.add_argument("file", nargs="+", help=_FILES_HELP)
@@ -301,6 +308,12 @@ def log_main(argv: List[str]) -> int:
     if not args.cmd:
         parser.print_help()
         return 2
+    if args.cmd == "convert":
+        from .journal import convert
+        if not os.path.exists(args.journal):
+            print(f"h2proxy log convert: {args.journal}: no such file", file=sys.stderr)
+            return 2
+        return convert(args.journal, args.output, keep=args.keep)
     try:
         def open_log(line_filter=None) -> LogReader:
             return LogReader(args.file, line_filter=line_filter, label=f"log {args.cmd}")
@@ -313,7 +326,6 @@ def log_main(argv: List[str]) -> int:
         return 2
     except BrokenPipeError:  # e.g. piped into head: stop quietly
         try:
-            import os
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         except Exception:
             pass

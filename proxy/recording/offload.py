@@ -25,10 +25,12 @@ import pickle
 import select
 import signal
 import struct
+import subprocess
 import sys
 import time
 from typing import Optional
 
+from .journal import journal_path, write_journal_header, writer_main
 from .logwriter import numbered_path
 from .recorder import JsonlRecorder, ThreadedSink, _live_sinks
 
@@ -36,6 +38,17 @@ from .recorder import JsonlRecorder, ThreadedSink, _live_sinks
 _LENGTH = struct.Struct(">I")
 #: fcntl's F_SETPIPE_SZ (Linux): a larger pipe absorbs bursts while the child catches up.
 _F_SETPIPE_SZ = 1031
+
+
+def _plain(values):
+    """Filter values as JSON can carry them (the journal's header)."""
+    return sorted(values, key=str) if isinstance(values, (set, frozenset)) else \
+        (list(values) if values is not None else None)
+
+
+def _package_root() -> str:
+    """The folder holding the ``proxy`` package (so the converter imports this very code)."""
+    return os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _read_exact(fd: int, n: int) -> bytes:
@@ -105,11 +118,14 @@ class ProcessRecorder(ThreadedSink):
     def __init__(self, path, *, filter_conn=None, filter_stream=None, filter_types=None,
                  max_bytes: Optional[int] = None, max_queue: int = 1_000_000,
                  max_queue_bytes: int = 256 << 20, rotate: Optional[int] = None,
-                 ring: Optional[int] = None, ring_after: float = 1.0) -> None:
+                 ring: Optional[int] = None, ring_after: float = 1.0, detach: bool = False) -> None:
         self.path = os.fspath(path)
         #: The flight recorder's size (``--record-ring``): frames are kept in memory, dumped on triggers
         #: with what follows for ``ring_after`` seconds (proxy/recording/ring.py).
         self.ring = ring
+        #: False: close() returns once the log is complete. True (the proxy's command line): close() returns
+        #: once the frames are in the journal, and the converter finishes the log on its own.
+        self.detach = detach
         # Fail here, in the proxy, when the file cannot be written at all.
         if ring:
             folder = os.path.dirname(os.path.abspath(self.path))
@@ -117,15 +133,37 @@ class ProcessRecorder(ThreadedSink):
                 raise OSError(f"cannot write in {folder}")
         else:
             open(numbered_path(self.path, 1) if rotate else self.path, "a").close()
-        options = {"filter_conn": filter_conn, "filter_stream": filter_stream, "filter_types": filter_types,
-                   "max_bytes": max_bytes, "rotate": rotate, "ring": ring, "ring_after": ring_after}
+        options = {"filter_conn": _plain(filter_conn), "filter_stream": _plain(filter_stream),
+                   "filter_types": _plain(filter_types), "max_bytes": max_bytes, "rotate": rotate}
         self._signal_loop = None
+        #: The process that writes the log from the journal (None with a ring: that is written in the child).
+        self._converter: Optional[subprocess.Popen] = None
+        self.journal: Optional[str] = None
         ctx = multiprocessing.get_context("spawn")
         reader, writer = ctx.Pipe(duplex=False)
-        self._proc = ctx.Process(target=_child_main, args=(reader, self.path, options), daemon=True,
-                                 name="h2proxy-recorder")
+        if ring:
+            self._proc = ctx.Process(target=_child_main, args=(reader, self.path, {**options, "ring": ring,
+                                                                                   "ring_after": ring_after}),
+                                     daemon=True, name="h2proxy-recorder")
+        else:
+            # Frames go to the journal at once (normal priority: it only copies), the log is made from it by
+            # a converter at the lowest priority that finishes on its own (proxy/recording/journal.py).
+            self.journal = journal_path(self.path)
+            fd = os.open(self.journal, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            try:
+                write_journal_header(fd, self.path, options)
+            finally:
+                os.close(fd)
+            self._proc = ctx.Process(target=writer_main, args=(reader, self.journal),
+                                     daemon=True, name="h2proxy-journal")
         self._proc.start()
         reader.close()
+        if self.journal is not None:
+            self._converter = subprocess.Popen(
+                [sys.executable, "-m", "proxy.recording.journal", self.journal, "--follow-pid", str(self._proc.pid),
+                 "--background"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, start_new_session=True,
+                cwd=os.getcwd(), env={**os.environ, "PYTHONPATH": _package_root() + os.pathsep +
+                                      os.environ.get("PYTHONPATH", "")})
         self._pipe = writer
         self._fd = writer.fileno()
         try:
@@ -335,3 +373,24 @@ class ProcessRecorder(ThreadedSink):
         self._proc.join(self.close_timeout)
         if self._proc.is_alive():
             self._proc.terminate()
+        conv = self._converter
+        if conv is not None and not self.detach:
+            conv.wait()
+        elif conv is not None and conv.poll() is None:
+            try:
+                left = os.path.getsize(self.journal)
+            except OSError:
+                left = 0
+            if left > (16 << 20):
+                print(f"h2proxy: the frame log {self.path} is being finished by process {conv.pid} from "
+                      f"{self.journal} ({left >> 20} MiB recorded); it ends on its own (docs/frame-log.md)",
+                      file=sys.stderr, flush=True)
+
+    def wait_log(self, timeout: Optional[float] = None) -> Optional[int]:
+        """Wait until the log is written (the converter is done); its exit status (0: complete)."""
+        if self._converter is None:
+            return 0
+        try:
+            return self._converter.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
