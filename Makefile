@@ -22,7 +22,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/codec.py
-	$(BIN)/python bench/proxy.py
+	$(BIN)/python bench/proxy.py --record-load 30
 	$(BIN)/python bench/log_read.py
 	$(BIN)/python -m pytest -q -p no:cacheprovider -m slow
 

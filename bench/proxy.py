@@ -104,6 +104,9 @@ def main(argv=None) -> int:
     ap.add_argument("--keep", action="store_true", help="keep the work directory (logs) and print its path")
     ap.add_argument("--only", metavar="KEYS", help="measure only these targets (comma-separated: h2proxy, nghttpx, "
                     "relay, record, hook, workers, h2proxy_tls, mitm); the origin is always measured")
+    ap.add_argument("--record-load", type=float, metavar="SECONDS",
+                    help="also run bench/record_load.py: recording at full load for SECONDS per size (1 KiB, "
+                         "1 MiB): throughput vs off, drops, log completeness, stop time, recorder MB/s")
     args = ap.parse_args(argv)
     rounds = args.rounds or (3 if args.quick else 5)
     duration = args.duration or (1.0 if args.quick else 2.0)
@@ -244,6 +247,13 @@ def main(argv=None) -> int:
                "summary": summary, "notes": notes}
         Path(args.json).write_text(json.dumps(out, indent=2))
         print(f"wrote {args.json}")
+    if args.record_load:
+        # Its own processes, after the others have stopped: the recorder's converter must not run beside them.
+        print("\nrecording at full load (bench/record_load.py)", flush=True)
+        rc = subprocess.run([sys.executable, str(ROOT / "bench" / "record_load.py"), "--duration",
+                             str(args.record_load)]).returncode
+        if rc:
+            print("recording at full load: BELOW TARGET")
     return 0
 
 
@@ -309,7 +319,7 @@ def report(targets: Dict[str, Target], notes: List[str], rounds: int, duration: 
         added = g("h2proxy", "latency", "median_ms") - g("origin", "latency", "median_ms")
     check("added median latency at low load (ms)", added, "<=", 0.2, " ms")
     slow = ratio(g("record", "small", "rps"), g("h2proxy", "small", "rps"))
-    check("recording on: slowdown vs off", None if slow is None else 1 - slow, "<=", 0.25)
+    check("recording on: slowdown vs off", None if slow is None else 1 - slow, "<=", 0.15)   # issue 19: >= 0.85x
 
     info = {
         "nghttpx / origin req/s": ratio(g("nghttpx", "small", "rps"), g("origin", "small", "rps")),

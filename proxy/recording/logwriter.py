@@ -128,14 +128,14 @@ class LogFileWriter:
         for line in opening:
             self._put(line)
 
-    def _put(self, line: str) -> None:
-        data = line.encode("utf-8") + b"\n"
+    def _put(self, line) -> None:
+        data = (line if isinstance(line, bytes) else line.encode("utf-8")) + b"\n"
         self._fh.write(data)
         self.written += len(data)
         self.file_written += len(data)
 
-    def write(self, line: str) -> None:
-        """One record's line (without its newline).
+    def write(self, line) -> None:
+        """One record's line (str or UTF-8 bytes, without its newline).
 
         When the line fills the file, the file is closed and the opening lines
         of the next one are taken at once (the connection state right after

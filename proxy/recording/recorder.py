@@ -55,6 +55,21 @@ def dumps(record: dict) -> str:
     return json.dumps(record, separators=(",", ":"), default=_json_default)
 
 
+try:  # 8x faster than json.dumps on frame records (measured in the converter's profile)
+    import orjson as _orjson
+
+    def dumps_bytes(record: dict) -> bytes:
+        """One record as one line of UTF-8 JSON: orjson, or json.dumps for what orjson refuses (lone
+        surrogates from undecodable header bytes, integers past 64 bits)."""
+        try:
+            return _orjson.dumps(record, default=_json_default)
+        except TypeError:
+            return dumps(record).encode("utf-8")
+except ImportError:  # pragma: no cover - orjson is a dependency
+    def dumps_bytes(record: dict) -> bytes:
+        return dumps(record).encode("utf-8")
+
+
 _live_sinks: "weakref.WeakSet[ThreadedSink]" = weakref.WeakSet()
 
 
@@ -469,7 +484,7 @@ class JsonlRecorder(ThreadedSink):
     def emit(self, record: dict) -> None:
         if self._truncated:
             return
-        line = dumps(record)
+        line = dumps_bytes(record)
         if self.max_bytes is not None and self._out.written + len(line) + 1 > self.max_bytes:
             self._truncated = True
             self._halted = True
