@@ -40,6 +40,9 @@ TARGET_RATIO = 0.85
 
 def port_free(port: int) -> bool:
     with socket.socket() as s:
+        # SO_REUSEADDR, as servers bind: connections the proxy closed may sit in TIME_WAIT on the port; what
+        # matters is that nothing listens on it any more.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
             return True

@@ -69,6 +69,9 @@ async def test_recording_under_h2load_drops_nothing_and_rebuilds_the_bytes(nghtt
 
 def _port_free(port: int) -> bool:
     with socket.socket() as s:
+        # SO_REUSEADDR, as servers bind: connections the proxy closed may sit in TIME_WAIT on the port; what
+        # matters is that nothing listens on it any more.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
             return True
@@ -89,8 +92,8 @@ def test_sigterm_frees_the_port_at_once_and_the_log_finishes_on_its_own(nghttpd,
         assert out.returncode == 0, out.stdout
         proxy.send_signal(signal.SIGTERM)
         # The listening socket closes first: the port is free while the proxy finishes its streams.
-        proxy.wait(30)
-        assert _port_free(port)
+        proxy.wait(60)
+        assert _port_free(port), proxy.stderr.read()
     finally:
         if proxy.poll() is None:
             proxy.kill()
@@ -99,7 +102,7 @@ def test_sigterm_frees_the_port_at_once_and_the_log_finishes_on_its_own(nghttpd,
     deadline = time.monotonic() + 300
     while os.path.exists(journal) and time.monotonic() < deadline:
         time.sleep(0.1)       # the converter runs in its own session: its only sign of being done is this
-    assert not os.path.exists(journal), "the converter did not finish the log"
+    assert not os.path.exists(journal), f"the converter did not finish the log: {proxy.stderr.read()}"
     streams = _check(log)
     client_got = sum(len(v) for (c, leg, d), v in streams.items() if leg == "client" and d == "send")
     assert client_got == _traffic(out.stdout)

@@ -86,10 +86,44 @@ class _Compressed:
             self.raw.close()
 
 
+class _LineFile:
+    """A plain log file written in whole lines: lines are gathered and each flush is one write() of whole
+    lines, so a recorder killed at any moment leaves no half line (a buffered file could split one)."""
+
+    #: Bytes gathered before they are written without waiting for a flush.
+    limit = 1 << 20
+
+    def __init__(self, path: str) -> None:
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        self._parts: List[bytes] = []
+        self._size = 0
+
+    def write(self, data: bytes) -> None:
+        self._parts.append(data)
+        self._size += len(data)
+        if self._size >= self.limit:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self._parts:
+            return
+        view = memoryview(b"".join(self._parts))
+        self._parts.clear()
+        self._size = 0
+        while view:
+            view = view[os.write(self._fd, view):]
+
+    def close(self) -> None:
+        try:
+            self.flush()
+        finally:
+            os.close(self._fd)
+
+
 def _open(path: str):
     if path.endswith(".gz") or path.endswith(".zst"):
         return _Compressed(path)
-    return open(path, "wb", buffering=1 << 16)
+    return _LineFile(path)
 
 
 class LogFileWriter:
