@@ -11,9 +11,15 @@ feeder thread would take the GIL from the event loop at every hand-over, which
 cost more than the pickling itself.
 
 When the child falls behind, the pipe fills up; what does not fit waits in
-memory, up to ``max_queue_bytes``, and is written as the pipe drains (the loop
-watches the pipe). Past that bound events are dropped, counted, and reported in
-the log as an ``error`` record, so memory stays bounded whatever the traffic.
+memory and is written as the pipe drains (the loop watches the pipe). Past
+``congestion_high`` bytes waiting, the proxy server (``on_congestion``) stops
+reading its sockets until the backlog is under ``congestion_low``: the traffic
+slows down to what the recorder takes instead of frames being lost. Past
+``max_queue_bytes`` (only reached by what arrives after the sockets paused)
+events are dropped, counted, and reported in the log as an ``error`` record, so
+memory stays bounded whatever happens.
+
+Without a ring, the child is the journal writer of :mod:`proxy.recording.journal`.
 """
 from __future__ import annotations
 
@@ -114,6 +120,12 @@ class ProcessRecorder(ThreadedSink):
     ship_bytes = 256 << 10
     #: Bytes asked for the pipe's buffer.
     pipe_size = 1 << 20
+    #: Backlog (bytes the pipe has not taken) past which the proxy stops reading its sockets, and under which
+    #: it reads again: the recording slows the traffic down to what the disk takes rather than dropping frames.
+    congestion_high = 64 << 20
+    congestion_low = 16 << 20
+    #: Set by the proxy server: called with True / False when the backlog crosses those marks.
+    on_congestion = None
 
     def __init__(self, path, *, filter_conn=None, filter_stream=None, filter_types=None,
                  max_bytes: Optional[int] = None, max_queue: int = 1_000_000,
@@ -178,6 +190,7 @@ class ProcessRecorder(ThreadedSink):
         self._pending_bytes = 0      # frame bytes gathered for the next batch
         self._unsent_bytes = 0       # pickled bytes the pipe has not taken yet
         self._partial = False
+        self._congested = False
         self._scheduled = False
         self._watching = False
         self._loop: Optional[asyncio.AbstractEventLoop] = None
@@ -250,6 +263,15 @@ class ProcessRecorder(ThreadedSink):
             self._unsent_bytes += len(rest)
         if unsent:
             self._watch()
+            if self._unsent_bytes > self.congestion_high and not self._congested and self.on_congestion is not None:
+                self._congested = True
+                self.on_congestion(True)
+
+    def _decongest(self) -> None:
+        if self._congested and self._unsent_bytes < self.congestion_low:
+            self._congested = False
+            if self.on_congestion is not None:
+                self.on_congestion(False)
 
     def _watch(self) -> None:
         """Have the loop call :meth:`_drain` when the pipe takes more (or write now, with no loop)."""
@@ -281,12 +303,15 @@ class ProcessRecorder(ThreadedSink):
             while unsent:
                 self._drain_once()
                 if self._partial:
+                    self._decongest()
                     return       # the pipe is full again: wait for the next call
         except BlockingIOError:
+            self._decongest()
             return
         except OSError as exc:
             self._gone(exc)
         self._unwatch()
+        self._decongest()
 
     def _write_all(self, timeout: float) -> bool:
         """Write everything not written yet, waiting for the pipe up to ``timeout`` seconds."""
@@ -322,6 +347,7 @@ class ProcessRecorder(ThreadedSink):
         self._unsent.clear()
         self._unsent_bytes = 0
         self._unwatch()
+        self._decongest()
         print(f"h2proxy: the recorder process for {self.path} is gone ({exc}); recording stopped",
               file=sys.stderr)
 
