@@ -133,3 +133,41 @@ def test_a_stopped_converter_ends_the_log_with_a_truncated_record(tmp_path):
     again = list(LogReader(str(tmp_path / "again.jsonl"), progress=False))
     assert sum(1 for r in again if r["record"] == "frame") > 200 * 4
     assert not any(r["record"] == "truncated" for r in again)
+
+
+async def test_a_recorder_that_cannot_keep_up_pauses_the_proxy_instead_of_dropping(tmp_path):
+    """The journal writer is held still: the backlog crosses the high mark (the proxy is told to stop reading),
+    and once the writer runs again and the backlog is under the low mark, to read again; nothing is dropped."""
+    import asyncio
+    from framecodec.frame import DataFrame
+    log = str(tmp_path / "slow.jsonl")
+    sink = ProcessRecorder(log)
+    sink.congestion_high, sink.congestion_low = 4 << 20, 1 << 20
+    calls = []
+    resumed = asyncio.Event()
+
+    def congestion(congested: bool) -> None:
+        calls.append(congested)
+        if not congested:
+            resumed.set()
+    sink.on_congestion = congestion
+    frame = DataFrame(1, data=b"x" * 16000).serialize()
+    sink.connection_opened(1, 1.0, {"client_addr": "127.0.0.1:1"})
+    os.kill(sink._proc.pid, signal.SIGSTOP)
+    try:
+        sent = 0
+        while not calls:
+            sink.forwarded(1, "upstream", "client", 2.0, [frame] * 16)
+            sink._ship()
+            sent += 16
+            assert sent < 10_000, "the backlog never crossed the high mark"
+    finally:
+        os.kill(sink._proc.pid, signal.SIGCONT)
+    assert calls == [True] and sink.dropped == 0
+    await asyncio.wait_for(resumed.wait(), 60)
+    assert calls == [True, False]
+    sink.connection_closed(1, 3.0, "done")
+    sink.close()
+    records = list(LogReader(log, progress=False))
+    assert sum(1 for r in records if r["record"] == "frame") == 2 * sent
+    assert not any(r["record"] == "error" for r in records)
