@@ -23,7 +23,6 @@ import re
 import shutil
 import signal
 import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -52,7 +51,6 @@ def port_free(port: int) -> bool:
 
 def check_log(path: str) -> dict:
     """Drops, and the bytes of each leg and direction, from the finished log."""
-    import base64
     dropped = 0
     errors = []
     per = {}

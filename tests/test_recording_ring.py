@@ -1,7 +1,6 @@
 """The flight recorder (--record-ring): the last SIZE of frames in memory, written out around a trigger."""
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import os

@@ -6,7 +6,6 @@ import gzip
 import json
 import os
 import pty
-import resource
 import subprocess
 import sys
 

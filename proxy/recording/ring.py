@@ -33,7 +33,7 @@ import sys
 import time
 from typing import Deque, Optional
 
-from .decode import HpackState, parse_header
+from .decode import HpackState, decode_fields, parse_header
 from .recorder import JsonlRecorder, dumps, expand_forwarded
 
 __all__ = ["FlightRecorder", "dump_path", "EVENT_COST"]
@@ -127,12 +127,11 @@ class FlightRecorder:
     def _decode(self, item) -> tuple:
         """The frame event with the header list its block decodes to (on the frame that ends the block)."""
         _, seq, conn, leg, d, t, wire, headers, origin, actions, keep = item
-        ftype, flags, _, length, _ = parse_header(wire)
-        from .decode import decode_fields
+        flags = parse_header(wire)[1]
         fields, fragment = decode_fields(wire)
         if fragment is None or "parse_error" in fields:
             return item
-        decoded, err = self.hpack.feed((conn, leg, d), fragment, bool(flags & 0x04))
+        decoded, _ = self.hpack.feed((conn, leg, d), fragment, bool(flags & 0x04))
         if decoded is None:
             return item
         return ("frame", seq, conn, leg, d, t, wire, decoded, origin, actions, keep)
