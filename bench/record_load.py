@@ -1,8 +1,9 @@
 """Recording at full load: throughput with --record vs without, drops, completeness, stop time, log finish time.
 
-For each response size (1 KiB, 1 MiB): h2load ``-c 10 -m 10`` for ``--duration``
-seconds through h2proxy without recording, then with ``--record`` the same number
-of requests h2load made without (counted, so that its byte count is exact); then SIGTERM
+For each response size (1 KiB, 1 MiB), in ``--rounds`` rounds sharing ``--duration``
+seconds: h2load ``-c 10 -m 10`` through h2proxy without recording, then through
+one with ``--record`` for the same number of requests (counted, so that h2load's
+byte counts are exact); the ratio is the median of the rounds. Then SIGTERM
 to the recording proxy, measuring how long until its port is free and it has
 exited, and how long the converter takes to finish the log after that. The log
 is then checked: no ``error`` record about events not recorded, and the bytes
@@ -80,6 +81,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--duration", type=float, default=30.0, help="seconds of h2load per run (default 30)")
     ap.add_argument("--sizes", default="1k,1m", help="responses to fetch: 1k, 1m (default both)")
+    ap.add_argument("--rounds", type=int, default=3, help="off/on rounds sharing the duration (default 3)")
     ap.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
     ap.add_argument("--json", metavar="OUT", help="write the figures as JSON")
     args = ap.parse_args()
@@ -93,20 +95,25 @@ def main() -> int:
         for size in args.sizes.split(","):
             path = f"/{size}"
             plain = start_h2proxy(origin.url.replace("http://", "h2c://"), work, name=f"plain-{size}")
-            try:
-                off = h2load(plain.url + path, duration=args.duration, measure=[plain])
-            finally:
-                plain.stop()
             log = str(work / f"rec-{size}.jsonl")
             rec = start_h2proxy(origin.url.replace("http://", "h2c://"), work, name=f"record-{size}",
                                 extra=["--record", log])
             try:
-                # As many requests as the proxy without recording served in the same time, counted (not timed):
-                # h2load's byte count then covers every byte the log holds for the client leg.
-                count = max(1000, int(off.rps * args.duration))
-                started = time.monotonic()
-                on = h2load(rec.url + path, requests=count, measure=[rec], timeout=20 * args.duration + 120)
-                ran = time.monotonic() - started
+                # Rounds of: recording off for the duration, then recording on for as many requests as that
+                # served (counted, not timed: h2load's byte counts then cover every byte the log holds for the
+                # client leg). The machine's noise falls on both alike; the ratio is the median of the rounds.
+                ratios, offs, ons, total, ran = [], [], [], 0, 0.0
+                for _ in range(args.rounds):
+                    off = h2load(plain.url + path, duration=args.duration / args.rounds, measure=[plain])
+                    count = max(1000, int(off.rps * args.duration / args.rounds))
+                    started = time.monotonic()
+                    on = h2load(rec.url + path, requests=count, measure=[rec], timeout=20 * args.duration + 120)
+                    ran += time.monotonic() - started
+                    total += max(h2load_total(on.output), 0)
+                    offs.append(off)
+                    ons.append(on)
+                    ratios.append(on.rps / off.rps if off.rps else 0.0)
+                plain.stop()
                 t0 = time.monotonic()
                 rec.proc.send_signal(signal.SIGTERM)
                 port_at = None
@@ -119,6 +126,7 @@ def main() -> int:
                     port_at = exited
             finally:
                 rec.stop()
+                plain.stop()
             journal = log + ".journal"
             jsize = os.path.getsize(journal) if os.path.exists(journal) else 0
             t1 = time.monotonic()
@@ -128,10 +136,11 @@ def main() -> int:
             log_size = os.path.getsize(log)
             checked = check_log(log)
             client_got = checked["bytes"].get("client send", 0)
-            total = h2load_total(on.output)
-            ratio = on.rps / off.rps if off.rps else 0.0
+            ratio = sorted(ratios)[len(ratios) // 2]
+            off = sorted(offs, key=lambda r: r.rps)[len(offs) // 2]
+            on = sorted(ons, key=lambda r: r.rps)[len(ons) // 2]
             row = {"rps_off": off.rps, "rps_on": on.rps, "ratio": ratio, "mib_s_off": off.mib_s,
-                   "mib_s_on": on.mib_s, "requests_on": on.ok, "dropped": checked["dropped"],
+                   "mib_s_on": on.mib_s, "ratios": ratios, "dropped": checked["dropped"],
                    "truncated": checked["truncated"], "client_send_bytes": client_got, "h2load_bytes": total,
                    "complete": client_got == total and not checked["dropped"] and not checked["truncated"],
                    "port_free_s": port_at, "exit_s": exited, "journal_mb": jsize / 1e6,
@@ -142,7 +151,7 @@ def main() -> int:
             good = ratio >= TARGET_RATIO and row["complete"] and port_at < 5
             ok &= good
             print(f"{size}: off {off.rps:.0f} req/s ({off.mib_s:.1f} MiB/s), record on {on.rps:.0f} req/s "
-                  f"({on.mib_s:.1f} MiB/s): {ratio:.2f}x; dropped {checked['dropped']}; client-leg bytes in log "
+                  f"({on.mib_s:.1f} MiB/s): {ratio:.2f}x (median of {', '.join(f'{r:.2f}' for r in ratios)}); dropped {checked['dropped']}; client-leg bytes in log "
                   f"{client_got} vs h2load {total} ({'complete' if row['complete'] else 'INCOMPLETE'}); "
                   f"stop: port free {port_at:.2f} s, exit {exited:.2f} s; journal {jsize / 1e6:.0f} MB "
                   f"({jsize / 1e6 / ran:.1f} MB/s written during the {ran:.0f} s run); log {log_size / 1e6:.0f} MB "
