@@ -62,7 +62,7 @@ def parse_serialize_rate(module, wires, frames_per_round: int) -> float:
     views = [(memoryview(w)[:9], memoryview(w)[9:]) for w in wires]
     reps = max(1, frames_per_round // len(views))
     # A sanity check outside the timed loop: both codecs must give the bytes back.
-    for (h, b), w in zip(views, wires):
+    for (h, b), w in zip(views, wires, strict=True):
         f, n = parse_header(h)
         f.parse_body(b[:n])
         assert f.serialize() == w, (module.__name__, w[:9].hex())
@@ -94,7 +94,8 @@ def bench_codecs(rounds: int, frames_per_round: int) -> None:
     a, b = statistics.median(ours), statistics.median(theirs)
     print(f"\nparse + serialize, realistic mix, median of {rounds} rounds of {frames_per_round} frames:")
     print(f"  framecodec        {a:>12,.0f} frames/s   (rounds: {min(ours):,.0f} .. {max(ours):,.0f})")
-    print(f"  hyperframe {hyperframe.__version__:6s} {b:>12,.0f} frames/s   (rounds: {min(theirs):,.0f} .. {max(theirs):,.0f})")
+    print(f"  hyperframe {hyperframe.__version__:6s} {b:>12,.0f} frames/s   "
+          f"(rounds: {min(theirs):,.0f} .. {max(theirs):,.0f})")
     print(f"  ratio             {a / b:>12.2f}x")
 
     print("\nper frame type (median of 3 short rounds, frames/s):")

@@ -61,7 +61,7 @@ def wait_port(port: int, timeout: float = 15.0, proc: Optional[subprocess.Popen]
             return
         except OSError:
             if time.monotonic() > deadline:
-                raise RuntimeError(f"{what}: nothing listens on 127.0.0.1:{port} after {timeout} s")
+                raise RuntimeError(f"{what}: nothing listens on 127.0.0.1:{port} after {timeout} s") from None
             time.sleep(0.02)
 
 
@@ -254,11 +254,17 @@ def start_nghttpd(docroot: Path, workdir: Path, tls: Optional[Dict[str, str]] = 
 
 
 def start_h2proxy(upstream_url: str, workdir: Path, tls: bool = False, extra: Sequence[str] = (),
-                  name: str = "h2proxy", timeout: float = 30.0) -> Service:
-    """Start ``h2proxy`` as a subprocess and wait for its "listening on" line."""
+                  name: str = "h2proxy", timeout: float = 30.0, tree: Optional[Path] = None) -> Service:
+    """Start ``h2proxy`` as a subprocess and wait for its "listening on" line.
+
+    ``tree``: run the h2proxy of that source tree instead (e.g. a checkout of an earlier commit, for
+    before/after figures in one run), with this virtualenv's Python.
+    """
     port = free_port()
     listen = f"{'https' if tls else 'h2c'}://127.0.0.1:{port}"
-    cmd = [H2PROXY, "--listen", listen, "--upstream", upstream_url, "-q", *extra]
+    exe = [H2PROXY] if tree is None else [
+        PYTHON, "-c", f"import sys; sys.path.insert(0, {str(tree)!r}); from proxy.cli import main; sys.exit(main())"]
+    cmd = [*exe, "--listen", listen, "--upstream", upstream_url, "-q", *extra]
     proc, logs = _spawn(cmd, workdir, name, cwd=ROOT)
     deadline = time.monotonic() + timeout
     err = logs[1]
@@ -285,12 +291,12 @@ def start_h2proxy(upstream_url: str, workdir: Path, tls: bool = False, extra: Se
     return svc
 
 
-def start_nghttpx(origin_port: int, workdir: Path, name: str = "nghttpx") -> Service:
+def start_nghttpx(origin_port: int, workdir: Path, name: str = "nghttpx", extra: Sequence[str] = ()) -> Service:
     """nghttpx as an h2c reverse proxy (one worker thread, single process so its CPU is one PID)."""
     port = free_port()
     cmd = [tool("nghttpx") or "nghttpx", "--conf=/dev/null", f"--frontend=127.0.0.1,{port};no-tls",
            f"--backend=127.0.0.1,{origin_port};;proto=h2", "--workers=1", "--single-process",
-           f"--errorlog-file={workdir / (name + '.errorlog')}", "--no-ocsp"]
+           f"--errorlog-file={workdir / (name + '.errorlog')}", "--no-ocsp", *extra]
     proc, logs = _spawn(cmd, workdir, name)
     logs.append(workdir / (name + ".errorlog"))
     wait_port(port, proc=proc, what=name)
@@ -456,7 +462,7 @@ def fmt(value: float, digits: int = 1) -> str:
 
 def request_headers(port: int, path: str = "/1k") -> bytes:
     """A HEADERS frame (stream 1, END_STREAM|END_HEADERS) for GET ``path``, HPACK-encoded."""
-    import hpack
+    from framecodec import hpack
     block = hpack.Encoder().encode([(":method", "GET"), (":scheme", "http"), (":authority", f"127.0.0.1:{port}"),
                                     (":path", path), ("user-agent", "h2proxy-bench")])
     return frame(0x1, 0x5, 1, block)

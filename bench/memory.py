@@ -28,8 +28,7 @@ from pathlib import Path
 from typing import List
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (fd_count, h2load, make_docroot, open_h2, raise_nofile, require, start_h2proxy,  # noqa: E402
-                    start_nghttpd)
+from common import fd_count, h2load, make_docroot, open_h2, raise_nofile, require, start_h2proxy, start_nghttpd  # noqa: E402
 
 MiB = 2 ** 20
 

@@ -54,7 +54,7 @@ class Sampler(threading.Thread):
 
 
 async def client(port: int, size: int, stall: float, pid: int) -> dict:
-    import hpack
+    from framecodec import hpack
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
     sock.setblocking(False)

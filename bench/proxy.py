@@ -25,9 +25,24 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (ROOT, Service, _spawn, fmt, free_port, h2load, make_cert, make_docroot, median,  # noqa: E402
-                    raise_nofile, require, start_h2proxy, start_nghttpd, start_nghttpx, start_relay_floor,
-                    wait_port)
+from common import (  # noqa: E402
+    ROOT,
+    Service,
+    _spawn,
+    fmt,
+    free_port,
+    h2load,
+    make_cert,
+    make_docroot,
+    median,
+    raise_nofile,
+    require,
+    start_h2proxy,
+    start_nghttpd,
+    start_nghttpx,
+    start_relay_floor,
+    wait_port,
+)
 
 MITM_VENV = ROOT / ".venv-bench-mitm"
 
@@ -92,6 +107,10 @@ CASES = {
 }
 
 
+#: The response header both the headers hook and nghttpx --add-response-header set.
+ADDED_HEADER = ("x-via-h2proxy", "1")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description="h2proxy against nghttpx, a bare relay and mitmproxy")
     ap.add_argument("--quick", action="store_true", help="3 short rounds (~1-2 minutes)")
@@ -101,9 +120,12 @@ def main(argv=None) -> int:
     ap.add_argument("--no-mitm", action="store_true", help="skip mitmproxy (and the TLS comparison)")
     ap.add_argument("--proxy-arg", action="append", default=[], metavar="ARG",
                     help="extra argument for every h2proxy started (repeatable), e.g. --proxy-arg=--altsvc=forward")
+    ap.add_argument("--baseline-tree", type=Path, metavar="DIR",
+                    help="also measure the headers hook with the h2proxy of this source tree (e.g. "
+                    "`git archive OLD | tar -x -C DIR`): before/after in the same run")
     ap.add_argument("--keep", action="store_true", help="keep the work directory (logs) and print its path")
     ap.add_argument("--only", metavar="KEYS", help="measure only these targets (comma-separated: h2proxy, nghttpx, "
-                    "relay, record, hook, workers, h2proxy_tls, mitm); the origin is always measured")
+                    "relay, record, hook, headers, nghttpx_hdr, workers, h2proxy_tls, mitm); the origin is always measured")
     ap.add_argument("--record-load", type=float, metavar="SECONDS",
                     help="also run bench/record_load.py: recording at full load for SECONDS per size (1 KiB, "
                          "1 MiB): throughput vs off, drops, log completeness, stop time, recorder MB/s")
@@ -156,6 +178,20 @@ def main(argv=None) -> int:
         add("hook", "h2proxy -s hooks_rewrite.py", lambda: start_h2proxy(
             f"h2c://127.0.0.1:{origin.port}", work, name="h2proxy-hook",
             extra=["-s", str(ROOT / "bench" / "hooks_rewrite.py"), *pargs]), cpu=True)
+        # The same one-header rewrite in both: the built-in headers hook, nghttpx --add-response-header.
+        headers_cfg = work / "headers-hook.toml"
+        headers_cfg.write_text('[[hooks]]\nuse = "headers"\n[[hooks.rules]]\nmatch = { direction = "response" }\n'
+                               f'set = {{ "{ADDED_HEADER[0]}" = "{ADDED_HEADER[1]}" }}\n')
+        add("headers", "h2proxy headers hook", lambda: start_h2proxy(
+            f"h2c://127.0.0.1:{origin.port}", work, name="h2proxy-headers",
+            extra=["--config", str(headers_cfg), *pargs]), cpu=True)
+        if args.baseline_tree:
+            add("headers_base", f"headers hook ({args.baseline_tree.name})", lambda: start_h2proxy(
+                f"h2c://127.0.0.1:{origin.port}", work, name="h2proxy-headers-base",
+                extra=["--config", str(headers_cfg), *pargs], tree=args.baseline_tree.resolve()), cpu=True)
+        add("nghttpx_hdr", "nghttpx --add-response-header", lambda: start_nghttpx(
+            origin.port, work, name="nghttpx-hdr",
+            extra=[f"--add-response-header={ADDED_HEADER[0]}: {ADDED_HEADER[1]}"]), cpu=True)
         add("workers", "h2proxy --workers 2", lambda: start_h2proxy(
             f"h2c://127.0.0.1:{origin.port}", work, name="h2proxy-workers", extra=["--workers", "2", *pargs]),
             cpu=True)
@@ -176,7 +212,8 @@ def main(argv=None) -> int:
             notes.append("mitmproxy and TLS: skipped (--no-mitm)")
 
         plan = [
-            ("small", ["origin", "h2proxy", "nghttpx", "relay", "record", "hook", "workers"]),
+            ("small", ["origin", "h2proxy", "nghttpx", "relay", "record", "hook", "headers", "headers_base",
+                       "nghttpx_hdr", "workers"]),
             ("small_tls", ["origin_tls", "h2proxy_tls", "mitm"]),
             ("large", ["origin", "h2proxy", "nghttpx", "relay"]),
             ("latency", ["origin", "h2proxy", "nghttpx", "relay"]),
@@ -320,6 +357,8 @@ def report(targets: Dict[str, Target], notes: List[str], rounds: int, duration: 
     check("added median latency at low load (ms)", added, "<=", 0.2, " ms")
     slow = ratio(g("record", "small", "rps"), g("h2proxy", "small", "rps"))
     check("recording on: slowdown vs off", None if slow is None else 1 - slow, "<=", 0.15)   # issue 19: >= 0.85x
+    check("headers hook / nghttpx add-header req/s",
+          ratio(g("headers", "small", "rps"), g("nghttpx_hdr", "small", "rps")), ">=", 0.3)
 
     info = {
         "nghttpx / origin req/s": ratio(g("nghttpx", "small", "rps"), g("origin", "small", "rps")),
@@ -327,6 +366,13 @@ def report(targets: Dict[str, Target], notes: List[str], rounds: int, duration: 
         "h2proxy / bare relay req/s": ratio(g("h2proxy", "small", "rps"), g("relay", "small", "rps")),
         "hook on: slowdown vs off": None if ratio(g("hook", "small", "rps"), g("h2proxy", "small", "rps")) is None
         else 1 - ratio(g("hook", "small", "rps"), g("h2proxy", "small", "rps")),
+        "headers hook on: slowdown vs off": None if ratio(g("headers", "small", "rps"),
+                                                          g("h2proxy", "small", "rps")) is None
+        else 1 - ratio(g("headers", "small", "rps"), g("h2proxy", "small", "rps")),
+        "headers hook, this tree / baseline tree req/s": ratio(g("headers", "small", "rps"),
+                                                               g("headers_base", "small", "rps")),
+        "nghttpx --add-response-header / nghttpx req/s": ratio(g("nghttpx_hdr", "small", "rps"),
+                                                               g("nghttpx", "small", "rps")),
         "--workers 2 / 1 worker req/s": ratio(g("workers", "small", "rps"), g("h2proxy", "small", "rps")),
         "h2proxy TLS / h2c req/s": ratio(g("h2proxy_tls", "small_tls", "rps"), g("h2proxy", "small", "rps")),
         "CPU per request h2proxy / nghttpx": ratio(g("h2proxy", "small", "cpu_us"), g("nghttpx", "small", "cpu_us")),

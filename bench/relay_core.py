@@ -6,10 +6,11 @@ responses of HEADERS + 1 KiB DATA), and prints the CPU time per exchange. The
 socket side of the proxy costs about as much as a bare byte relay; this is the
 part on top of it, and the figure to watch while changing the core's hot path.
 
-    .venv/bin/python bench/relay_core.py [--requests N] [--rounds R] [--record] [--hook]
+    .venv/bin/python bench/relay_core.py [--requests N] [--rounds R] [--record] [--hook | --headers-hook]
 
 ``--record`` adds a recording sink (built in a child process, as with
-``--record FILE``) and ``--hook`` a header-rewriting hook, to see what each costs.
+``--record FILE``) and ``--hook`` a header-rewriting hook (``--headers-hook``: the built-in
+``headers`` hook setting one response header), to see what each costs.
 """
 from __future__ import annotations
 
@@ -22,12 +23,11 @@ import time
 from pathlib import Path
 from typing import Tuple
 
-import hpack
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from framecodec import frame as fc  # noqa: E402
+from framecodec import hpack  # noqa: E402
 from proxy.core.relay import Relay  # noqa: E402
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
@@ -98,6 +98,8 @@ def main(argv=None) -> int:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--record", action="store_true", help="with a recording sink (child process)")
     ap.add_argument("--hook", action="store_true", help="with bench/hooks_rewrite.py's header hook")
+    ap.add_argument("--headers-hook", action="store_true",
+                    help="with the built-in headers hook setting one response header")
     a = ap.parse_args(argv)
     sink = hooks = None
     tmp = None
@@ -108,6 +110,11 @@ def main(argv=None) -> int:
     if a.hook:
         from proxy.hooks.chain import HookChain, load_hook
         hooks = HookChain(load_hook(str(ROOT / "bench" / "hooks_rewrite.py")))
+    if a.headers_hook:
+        from proxy.hooks.builtin.headers import HeadersHook
+        from proxy.hooks.chain import HookChain
+        hooks = HookChain([HeadersHook(rules=[{"match": {"direction": "response"},
+                                                "set": {"x-via-h2proxy": "1"}}])])
     runs = [run_once(a.requests, sink, hooks) for _ in range(a.rounds)]
     samples = [r[0] * 1e6 for r in runs]
     print(f"relay core: {statistics.median(samples):.2f} us CPU per request/response exchange "

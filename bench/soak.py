@@ -31,8 +31,20 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (PREFACE, fd_count, h2load, make_docroot, open_h2, raise_nofile,  # noqa: E402
-                    read_response, request_headers, require, slope_per_minute, start_h2proxy, start_nghttpd)
+from common import (  # noqa: E402
+    PREFACE,
+    fd_count,
+    h2load,
+    make_docroot,
+    open_h2,
+    raise_nofile,
+    read_response,
+    request_headers,
+    require,
+    slope_per_minute,
+    start_h2proxy,
+    start_nghttpd,
+)
 
 MiB = 2 ** 20
 MAX_OPS_PER_CLIENT = 10_000_000  # a count bound besides the time bound

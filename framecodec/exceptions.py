@@ -6,9 +6,20 @@ frame type, the stream id, the field and the offending value.
 """
 from __future__ import annotations
 
+from typing import Any, List, Optional
+
 
 class FrameCodecError(Exception):
-    """Base class of every framecodec error."""
+    """Base class of every framecodec error.
+
+    Errors about one frame's field also say, as attributes, which frame type, stream,
+    field and value (``None`` where the error is not about one field).
+    """
+
+    frame_type: Optional[int] = None
+    stream_id: Optional[int] = None
+    field: Optional[str] = None
+    value: Any = None
 
 
 #: The name hyperframe uses for its base class, so ported code keeps working.
@@ -45,6 +56,9 @@ class FrameTooLargeError(InvalidFrameError):
     """A frame's length exceeds the receiver's maximum frame size (RFC 9113 4.2: FRAME_SIZE_ERROR)."""
 
     def __init__(self, frame_type: int, stream_id: int, length: int, max_frame_size: int) -> None:
+        #: The complete frames that came before this one in the chunk: :class:`RawFrame`
+        #: objects from ``FrameReader.feed``, field tuples from ``FrameReader.feed_fields``.
+        self.frames: List[Any] = []
         self.frame_type = frame_type
         self.stream_id = stream_id
         self.length = length
@@ -60,10 +74,12 @@ class PrefaceError(FrameCodecError):
 
     def __init__(self, received: bytes) -> None:
         self.received = bytes(received)
-        methods = (b"GET ", b"POST ", b"PUT ", b"HEAD ", b"DELETE ", b"OPTIONS ", b"PATCH ", b"CONNECT ", b"TRACE ")
+        methods = (b"GET ", b"POST ", b"PUT ", b"HEAD ", b"DELETE ", b"OPTIONS ", b"PATCH ", b"CONNECT ",
+                   b"TRACE ")
         head = self.received[:8]
         looks_http1 = bool(head) and any(m.startswith(head) or head.startswith(m) for m in methods)
         hint = " (this looks like an HTTP/1.1 request)" if looks_http1 else ""
         super().__init__(
-            f"connection preface: expected b'PRI * HTTP/2.0\\r\\n\\r\\nSM\\r\\n\\r\\n', received {self.received[:24]!r}{hint}"
+            f"connection preface: expected b'PRI * HTTP/2.0\\r\\n\\r\\nSM\\r\\n\\r\\n', "
+            f"received {self.received[:24]!r}{hint}"
         )

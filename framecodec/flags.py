@@ -21,7 +21,7 @@ class Flag(NamedTuple):
     bit: int
 
 
-class Flags(MutableSet):
+class Flags(MutableSet[str]):
     """A mutable set of flag names restricted to a frame type's defined flags."""
 
     __slots__ = ("_valid_flags", "_flags")

@@ -22,7 +22,7 @@ Wire format: RFC 9113 sections 4 and 6; ALTSVC: RFC 7838 section 4.
 from __future__ import annotations
 
 import struct
-from typing import Any, Dict, Iterable, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Optional, Tuple, Type, TypeVar
 
 from .exceptions import (
     FrameCodecError,
@@ -49,7 +49,7 @@ FRAME_MAX_ALLOWED_LEN = 2 ** 24 - 1
 _STREAM_ASSOC_HAS_STREAM = "has-stream"
 _STREAM_ASSOC_NO_STREAM = "no-stream"
 _STREAM_ASSOC_EITHER = "either"
-_ASSOC_CODES = {_STREAM_ASSOC_HAS_STREAM: 1, _STREAM_ASSOC_NO_STREAM: 2}
+_ASSOC_CODES: Dict[Optional[str], int] = {_STREAM_ASSOC_HAS_STREAM: 1, _STREAM_ASSOC_NO_STREAM: 2}
 
 # Precompiled layouts. The header is read as (length << 8 | type, flags, R + stream id).
 _HEADER = struct.Struct(">LBL")
@@ -88,7 +88,8 @@ def _raw_data_repr(data: Any) -> str:
     return f"<hex:{head}...>" if len(data) > 10 else f"<hex:{head}>"
 
 
-def _fail(exc_class: type, frame: "Frame", field: str, detail: str, value: Any) -> FrameCodecError:
+def _fail(exc_class: Type[FrameCodecError], frame: "Frame", field: str, detail: str,
+          value: Any) -> FrameCodecError:
     """An exception whose message and attributes name the frame, stream, field and value."""
     err = exc_class(f"{frame._describe()}: {detail} (field: {field})")
     err.frame_type = frame.type
@@ -107,6 +108,11 @@ class Frame:
     """
 
     __slots__ = ("stream_id", "body_len", "_flag_bits", "_flags", "_reserved")
+    stream_id: int
+    body_len: int
+    _flag_bits: int             # the flags byte as received or built (see _flag_byte)
+    _flags: Optional[Flags]     # the Flags set, once .flags has been read
+    _reserved: int              # the reserved stream-id bit, in place (0 or 0x80000000)
 
     #: The flags defined on this type of frame.
     defined_flags: List[Flag] = []
@@ -136,7 +142,7 @@ class Frame:
         # parent's specialised one that does not call serialize_body.
         if "serialize_body" in cls.__dict__ and "serialize" not in cls.__dict__ \
                 and getattr(cls.serialize, "_specialised", False):
-            cls.serialize = Frame.serialize
+            cls.serialize = Frame.serialize  # type: ignore[method-assign]  # on purpose: undo the specialisation
         cls._setup_class()
 
     @classmethod
@@ -308,16 +314,17 @@ class Frame:
             # A type this codec does not know.
             if strict:
                 raise UnknownFrameError(word & 0xFF, word >> 8, stream_id=sid & 0x7FFFFFFF) from None
-            frame = _new(ExtensionFrame)
-            frame.stream_id = sid & 0x7FFFFFFF
-            frame._flag_bits = 0
-            frame._flags = None
-            frame._reserved = sid & 0x80000000
-            frame.type = word & 0xFF
-            frame.flag_byte = flag_byte
-            return frame, word >> 8
+            ext: ExtensionFrame = _new(ExtensionFrame)
+            ext.stream_id = sid & 0x7FFFFFFF
+            ext._flag_bits = 0
+            ext._flags = None
+            ext._reserved = sid & 0x80000000
+            ext.type = word & 0xFF
+            ext.flag_byte = flag_byte
+            return ext, word >> 8
         except AttributeError:
             mode = 0  # a class registered in FRAMES that is not a Frame subclass
+        frame: Frame
         if mode:
             frame = _new(cls)
             frame.stream_id = stream_id = sid & 0x7FFFFFFF
@@ -353,7 +360,10 @@ class Frame:
         try:
             body = self.serialize_body()
             n = self.body_len = len(body)
-            return _pack_header((n << 8) | self.type, self._flag_byte(),
+            t = self.type
+            if t is None:
+                raise NotImplementedError(f"{type(self).__name__} has no frame type: it cannot be serialized")
+            return _pack_header((n << 8) | t, self._flag_byte(),
                                 (self.stream_id & _SID_MASK) | self._reserved) + body
         except struct.error as err:
             raise self._pack_error(err) from None
@@ -377,16 +387,27 @@ class Frame:
         return _fail(InvalidDataError, self, "frame", f"cannot serialize: {err}", None)
 
 
-def _specialised(method: Any) -> Any:
+_Method = TypeVar("_Method", bound=Callable[..., Any])
+
+
+def _specialised(method: _Method) -> _Method:
     """Mark a serialize() that builds the frame itself instead of calling serialize_body()."""
-    method._specialised = True
+    method._specialised = True  # type: ignore[attr-defined]  # a marker on the function object
     return method
 
 
 Frame._setup_class()
 
+# The mixins below are Frame subclasses to the type checker (they use the frame's flags and
+# name it in errors) but plain classes at run time, and their fields live in the slots of the
+# concrete frame classes, which the type checker cannot see: hence no __slots__ for it.
+if TYPE_CHECKING:
+    _Mixin = Frame
+else:
+    _Mixin = object
 
-class Padding:
+
+class Padding(_Mixin):
     """Mixin for frames that may be padded (DATA, HEADERS, PUSH_PROMISE).
 
     With the ``PADDED`` flag the body starts with a one-byte pad length and
@@ -394,10 +415,13 @@ class Padding:
     zero are kept and sent back unchanged (see :attr:`padding`).
     """
 
-    __slots__ = ()
+    if not TYPE_CHECKING:
+        __slots__ = ()
+    pad_length: int
+    _padding: Optional[bytes]   # padding bytes received or set, when not all zero
 
     def __init__(self, stream_id: int, pad_length: int = 0, **kwargs: Any) -> None:
-        super().__init__(stream_id, **kwargs)  # type: ignore[call-arg]
+        super().__init__(stream_id, **kwargs)
         #: The number of padding bytes.
         self.pad_length = pad_length
         self._padding = None
@@ -412,7 +436,7 @@ class Padding:
     @property
     def padding(self) -> bytes:
         """The padding bytes that go on the wire (zeros unless others were received or set)."""
-        if "PADDED" not in self.flags:  # type: ignore[attr-defined]
+        if "PADDED" not in self.flags:
             return b""
         return self._padding_bytes()
 
@@ -424,15 +448,15 @@ class Padding:
 
     def serialize_padding_data(self) -> bytes:
         """The pad-length byte, or nothing when the frame is not PADDED."""
-        if "PADDED" in self.flags:  # type: ignore[attr-defined]
+        if "PADDED" in self.flags:
             return _U8.pack(self.pad_length)
         return b""
 
     def parse_padding_data(self, data: memoryview) -> int:
         """Read the pad-length byte when PADDED; return how many bytes it took (0 or 1)."""
-        if "PADDED" in self.flags:  # type: ignore[attr-defined]
+        if "PADDED" in self.flags:
             if not len(data):
-                raise _fail(InvalidFrameError, self, "pad length",  # type: ignore[arg-type]
+                raise _fail(InvalidFrameError, self, "pad length",
                             "body length 0, expected at least 1 byte for the pad length", 0)
             self.pad_length = data[0]
             return 1
@@ -446,7 +470,7 @@ class Padding:
         return self.pad_length
 
 
-class Priority:
+class Priority(_Mixin):
     """Mixin for frames that carry priority data (HEADERS, PRIORITY).
 
     Five bytes on the wire: the exclusive bit and the 31-bit stream
@@ -454,11 +478,15 @@ class Priority:
     on the wire (0..255, meaning a weight of 1..256).
     """
 
-    __slots__ = ()
+    if not TYPE_CHECKING:
+        __slots__ = ()
+    depends_on: int
+    stream_weight: int
+    exclusive: bool
 
     def __init__(self, stream_id: int, depends_on: int = 0x0, stream_weight: int = 0x0,
                  exclusive: bool = False, **kwargs: Any) -> None:
-        super().__init__(stream_id, **kwargs)  # type: ignore[call-arg]
+        super().__init__(stream_id, **kwargs)
         #: The stream this one depends on.
         self.depends_on = depends_on
         #: The weight byte (0..255).
@@ -472,7 +500,7 @@ class Priority:
 
     def parse_priority_data(self, data: memoryview) -> int:
         if len(data) < 5:
-            raise _fail(InvalidFrameError, self, "priority",  # type: ignore[arg-type]
+            raise _fail(InvalidFrameError, self, "priority",
                         f"{len(data)} bytes left for the priority data, expected 5", len(data))
         dep, self.stream_weight = _PRIORITY.unpack_from(data)
         self.depends_on = dep & _SID_MASK
@@ -493,6 +521,8 @@ class DataFrame(Padding, Frame):
     """
 
     __slots__ = ("_data", "_view", "pad_length", "_padding")
+    _data: bytes                  # the payload, unless _view holds it
+    _view: Optional[memoryview]   # the payload not yet copied out of the parsed buffer
 
     defined_flags = [Flag("END_STREAM", 0x01), Flag("PADDED", 0x08)]
     type = 0x0
@@ -545,7 +575,7 @@ class DataFrame(Padding, Frame):
         if n >= _LAZY_MIN and type(data) is memoryview and data.readonly:
             # A view of its own, so that the caller may release the one it passed.
             self._view = data[:]
-            self._data = None
+            self._data = b""
         else:
             self._data = bytes(data)
             self._view = None
@@ -561,11 +591,12 @@ class DataFrame(Padding, Frame):
     @_specialised
     def serialize(self) -> bytes:
         try:
-            d = self._view
+            d: bytes | memoryview | None = self._view
             if d is None:
-                d = self._data
-                if type(d) is not bytes:
-                    d = self._data = bytes(d)
+                data = self._data
+                if type(data) is not bytes:   # a bytearray or view someone assigned
+                    data = self._data = bytes(data)
+                d = data
             fb = self._flag_bits if self._flags is None else self._flag_byte()
             if fb & 0x08:
                 d = b"".join((_U8.pack(self.pad_length), d, self._padding_bytes()))
@@ -681,6 +712,9 @@ class SettingsFrame(Frame):
     """
 
     __slots__ = ("settings", "_wire", "_wire_settings")
+    settings: Dict[int, int]
+    _wire: Optional[bytes]                   # the parameters as parsed, in wire order
+    _wire_settings: Optional[Dict[int, int]]  # what settings held when _wire was parsed
 
     defined_flags = [Flag("ACK", 0x01)]
     type = 0x04
@@ -1193,6 +1227,9 @@ class ExtensionFrame(Frame):
     """
 
     __slots__ = ("type", "flag_byte", "body")
+    type: int   # an instance field here: the type byte as received
+    flag_byte: int
+    body: bytes
 
     stream_association = _STREAM_ASSOC_EITHER
     _int_fields = (("type", "type", 8), ("flag_byte", "flag byte", 8))
@@ -1253,7 +1290,7 @@ class ExtensionFrame(Frame):
             raise self._pack_error(err) from None
 
 
-_FRAME_CLASSES: List[type] = [
+_FRAME_CLASSES: List[Type[Frame]] = [
     DataFrame,
     HeadersFrame,
     PriorityFrame,
@@ -1268,4 +1305,4 @@ _FRAME_CLASSES: List[type] = [
 ]
 
 #: Frame type byte -> the class that represents it.
-FRAMES: Dict[int, type] = {cls.type: cls for cls in _FRAME_CLASSES}
+FRAMES: Dict[int, Type[Frame]] = {cls.type: cls for cls in _FRAME_CLASSES if cls.type is not None}

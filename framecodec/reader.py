@@ -11,9 +11,12 @@ which keeps the proxy's path for untouched frames short.
 from __future__ import annotations
 
 import struct
-from typing import List, Optional, Tuple
+from typing import TYPE_CHECKING, Callable, List, Optional, Tuple, Union
 
 from .exceptions import FrameTooLargeError, PrefaceError
+
+if TYPE_CHECKING:
+    from .frame import Frame
 
 #: The client connection preface, RFC 9113 section 3.4.
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
@@ -24,6 +27,11 @@ _unpack_header = _HEADER.unpack_from
 
 #: The default SETTINGS_MAX_FRAME_SIZE (RFC 9113 6.5.2).
 DEFAULT_MAX_FRAME_SIZE = 16384
+
+#: A chunk of bytes as a socket or a caller hands it over.
+Chunk = Union[bytes, bytearray, memoryview]
+#: A frame's wire bytes: a view of the chunk it arrived in, or bytes when it spanned chunks.
+Wire = Union[bytes, memoryview]
 
 
 def _view(view: memoryview) -> memoryview:
@@ -40,7 +48,7 @@ class RawFrame:
 
     __slots__ = ("type", "flags", "stream_id", "length", "wire")
 
-    def __init__(self, type: int, flags: int, stream_id: int, length: int, wire) -> None:
+    def __init__(self, type: int, flags: int, stream_id: int, length: int, wire: Wire) -> None:
         self.type = type
         self.flags = flags
         self.stream_id = stream_id
@@ -56,7 +64,7 @@ class RawFrame:
     def reserved_bit(self) -> bool:
         return bool(self.wire[5] & 0x80)
 
-    def parse(self, strict: bool = False):
+    def parse(self, strict: bool = False) -> Frame:
         """Build the full :class:`framecodec.frame.Frame` for this frame."""
         from .frame import Frame
 
@@ -70,7 +78,7 @@ class RawFrame:
 
 
 #: One frame as :meth:`FrameReader.feed_fields` gives it: ``(type, flags, stream_id, length, wire)``.
-FrameFields = Tuple[int, int, int, int, memoryview]
+FrameFields = Tuple[int, int, int, int, Wire]
 
 
 class FrameReader:
@@ -92,10 +100,10 @@ class FrameReader:
         #: True until the whole preface has been read (only when expected).
         self.preface_pending = expect_preface
         self._preface_seen = b""
-        self._pending: List = []      # chunks of an incomplete frame
+        self._pending: List[Wire] = []  # chunks of an incomplete frame
         self._pending_len = 0
         self._need = 9                # bytes the incomplete frame needs in all
-        self._header: Optional[tuple] = None
+        self._header: Optional[Tuple[int, int, int, int]] = None  # (type, flags, stream id, length)
         self.bytes_in = 0
         self.frames_in = 0
 
@@ -104,7 +112,7 @@ class FrameReader:
         """Bytes held for a frame that is not complete yet."""
         return self._pending_len + len(self._preface_seen)
 
-    def feed(self, data) -> List[RawFrame]:
+    def feed(self, data: Chunk) -> List[RawFrame]:
         """Take the next chunk; return the frames it completes, in order.
 
         When a frame is too large, :class:`FrameTooLargeError` is raised and its
@@ -116,7 +124,7 @@ class FrameReader:
             exc.frames = [RawFrame(*fields) for fields in exc.frames]
             raise
 
-    def feed_fields(self, data) -> List[FrameFields]:
+    def feed_fields(self, data: Chunk) -> List[FrameFields]:
         """Like :meth:`feed`, but each frame is a plain tuple ``(type, flags, stream_id, length, wire)``.
 
         A tuple costs a fraction of an object to make and to read; a relay that
@@ -130,7 +138,7 @@ class FrameReader:
             exc.frames = frames
             raise
 
-    def _feed(self, data, frames: List[FrameFields]) -> List[FrameFields]:
+    def _feed(self, data: Chunk, frames: List[FrameFields]) -> List[FrameFields]:
         self.bytes_in += len(data)
         if self.preface_pending:
             data = self._read_preface(data)
@@ -138,7 +146,7 @@ class FrameReader:
                 return frames
         view = memoryview(data)
         # Immutable chunks can be held as views; anything else is copied before it is kept.
-        keep = _view if isinstance(data, (bytes, memoryview)) else bytes
+        keep: Callable[[memoryview], Wire] = _view if isinstance(data, (bytes, memoryview)) else bytes
         size = len(view)
         pos = 0
         while self._pending_len:
@@ -178,7 +186,8 @@ class FrameReader:
         self.frames_in += len(frames)
         return frames
 
-    def _split(self, view: memoryview, pos: int, frames: List[FrameFields], keep=bytes) -> None:
+    def _split(self, view: memoryview, pos: int, frames: List[FrameFields],
+               keep: Callable[[memoryview], Wire] = bytes) -> None:
         """Split ``view[pos:]``, which starts on a frame boundary, into ``frames``."""
         append = frames.append
         size = len(view)
@@ -204,7 +213,7 @@ class FrameReader:
             self._pending = [keep(view[pos:])]
             self._pending_len = size - pos
 
-    def _read_preface(self, data):
+    def _read_preface(self, data: Chunk) -> Chunk:
         seen = self._preface_seen
         want = len(PREFACE) - len(seen)
         head = bytes(data[:want])

@@ -34,10 +34,13 @@ from typing import Dict, List, Optional, Tuple, Union
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 log = logging.getLogger("h2proxy")
+
+#: The key types a CA may sign leaves with (SHA-256 signatures).
+CAKey = Union[ec.EllipticCurvePrivateKey, rsa.RSAPrivateKey]
 
 CA_CERT = "h2proxy-ca.pem"
 CA_KEY = "h2proxy-ca-key.pem"
@@ -120,7 +123,8 @@ def _general_name(name: str) -> x509.GeneralName:
         return x509.DNSName(name)
 
 
-def _issue(ca_cert: x509.Certificate, ca_key, subject_public_key, names: List[str], days: int) -> x509.Certificate:
+def _issue(ca_cert: x509.Certificate, ca_key: CAKey, subject_public_key: ec.EllipticCurvePublicKey, names: List[str],
+           days: int) -> x509.Certificate:
     """A server certificate for ``names`` (already normalized), signed by the CA."""
     now = _now()
     start = now - datetime.timedelta(days=1)
@@ -195,6 +199,8 @@ class CertificateAuthority:
         self.ca_key_path = self.directory / CA_KEY
         self.cache_size = max(1, int(cache_size))
         self.created = False
+        #: The CA's signing key: EC when h2proxy made the CA, EC or RSA when one was brought.
+        self.key: CAKey
         self._lock = threading.Lock()
         self._cache: "OrderedDict[str, Tuple[Path, Path]]" = OrderedDict()
         self._contexts: "OrderedDict[Tuple[str, tuple], ssl.SSLContext]" = OrderedDict()
@@ -237,9 +243,13 @@ class CertificateAuthority:
     def _load(self) -> None:
         try:
             self.cert = x509.load_pem_x509_certificate(self.ca_cert_path.read_bytes())
-            self.key = serialization.load_pem_private_key(self.ca_key_path.read_bytes(), password=None)
+            key = serialization.load_pem_private_key(self.ca_key_path.read_bytes(), password=None)
         except (ValueError, TypeError) as exc:
             raise CAError(f"cannot load the CA in {self.directory}: {exc}") from None
+        if not isinstance(key, (ec.EllipticCurvePrivateKey, rsa.RSAPrivateKey)):
+            # Leaves are signed with SHA-256, which EC and RSA keys do and others (Ed25519, DH) do not.
+            raise CAError(f"{self.ca_key_path} is a {type(key).__name__}: the CA key must be an EC or RSA key")
+        self.key = key
         if self.key.public_key().public_bytes(serialization.Encoding.DER,
                                               serialization.PublicFormat.SubjectPublicKeyInfo) != \
                 self.cert.public_key().public_bytes(serialization.Encoding.DER,

@@ -13,8 +13,10 @@ import sys
 from typing import List, Optional
 
 from . import __version__
-from .config import Config, load_config
+from .config import Config, check_admin_token, load_config
+from .core.limits import check_limit
 from .memtune import tune_malloc
+from .printable import printable
 from .server import ConfigError, ProxyServer, ProxySettings, parse_endpoint
 
 log = logging.getLogger("h2proxy")
@@ -24,7 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="h2proxy",
         description="A frame-level HTTP/2 man-in-the-middle proxy. Subcommands: "
-                    "'h2proxy log {text,pcap,har,stats,replay} ...', 'h2proxy ca [export DIR]'.")
+                    "'h2proxy log {text,pcap,har,stats,replay,web} ...', 'h2proxy ca [export DIR]'.")
     p.add_argument("--version", action="version", version=f"h2proxy {__version__}")
     p.add_argument("--config", metavar="FILE", help="TOML configuration (flags override it)")
     p.add_argument("--listen", metavar="URL", help="h2c://HOST:PORT or https://HOST:PORT "
@@ -53,6 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a fault rule in one line, e.g. 'rst_stream code=REFUSED_STREAM path=/api/* every=3'")
     p.add_argument("--admin", metavar="HOST:PORT", help="serve the admin HTTP API here (loopback only)")
     p.add_argument("--admin-token", metavar="TOKEN", help="the admin API token (default: generated, printed)")
+    p.add_argument("--web", metavar="HOST:PORT", help="serve the live web view (and the admin API) here "
+                                                     "(loopback only; docs/web.md)")
+    p.add_argument("--web-stall", metavar="MS", type=float,
+                   help="web view: a window held at zero this long counts as a stall (default 500)")
     p.add_argument("--cert", metavar="FILE", help="certificate chain for the TLS listener (PEM)")
     p.add_argument("--key", metavar="FILE", help="private key for --cert (PEM)")
     p.add_argument("--ca-dir", metavar="DIR", help="where the proxy's CA lives (default ~/.h2proxy)")
@@ -61,6 +67,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ignore-hosts", metavar="REGEX", action="append", help="forward mode: tunnel these hosts")
     p.add_argument("--allow-hosts", metavar="REGEX", action="append", help="forward mode: intercept only these")
     p.add_argument("--workers", metavar="N", type=int, help="processes sharing the listening port (SO_REUSEPORT)")
+    p.add_argument("--proto-descriptor", metavar="FILE",
+                   help="a FileDescriptorSet (protoc --descriptor_set_out): gRPC messages shown with named fields")
+    p.add_argument("--grpc-max-message", metavar="BYTES", type=int,
+                   help="gRPC messages longer than this are reported, not decoded (default 4194304)")
     p.add_argument("--limit", metavar="NAME=VALUE", action="append", default=[],
                    help="override a resource limit, e.g. --limit max_streams=1000")
     return p
@@ -78,10 +88,14 @@ def _size(text: str) -> int:
 def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
     for name in ("listen", "upstream", "mode", "strict", "altsvc", "cert", "key", "ca_dir", "upstream_ca", "insecure",
                  "record", "record_conn", "record_stream", "record_max_bytes", "record_rotate", "record_ring",
-                 "workers", "admin_token"):
+                 "workers", "admin_token", "proto_descriptor", "grpc_max_message"):
         value = getattr(args, name, None)
         if value is not None:
             setattr(cfg, name, value)
+    if args.listen is not None:
+        cfg.listen_from = "--listen"
+    if args.workers is not None and args.workers < 1:
+        raise ConfigError(f"--workers {args.workers}: the number of processes must be 1 or more")
     if args.verbose is not None:
         cfg.verbose = args.verbose
     if args.record_types:
@@ -92,6 +106,10 @@ def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
         cfg.allow_hosts = args.allow_hosts
     if args.admin:
         cfg.admin_listen = args.admin
+    if args.web:
+        cfg.web_listen = args.web
+    if args.web_stall is not None:
+        cfg.web_stall_ms = args.web_stall
     for spec in args.script:
         cfg.hooks.append((spec, {}))
     cfg.fault_lines.extend(args.fault)
@@ -104,13 +122,27 @@ def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
             setattr(cfg.limits, name.strip(), type(current)(value))
         except ValueError:
             raise ConfigError(f"--limit {item}: {value!r} is not a {type(current).__name__}") from None
+        problem = check_limit(name.strip(), getattr(cfg.limits, name.strip()))
+        if problem:
+            raise ConfigError(f"--limit {item}: {problem}")
+    for problem in cfg.limits.problems():
+        raise ConfigError(problem)
+    check_admin_token(cfg.admin_token)
     return cfg
+
+
+class PrintableFormatter(logging.Formatter):
+    """Log lines with every control character of the message escaped (messages quote peers' bytes)."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = printable(record.message)
+        return super().formatMessage(record)
 
 
 def setup_logging(verbose: int, quiet: bool) -> None:
     level = logging.WARNING if quiet else logging.INFO
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("h2proxy: %(message)s"))
+    handler.setFormatter(PrintableFormatter("h2proxy: %(message)s"))
     root = logging.getLogger("h2proxy")
     root.handlers[:] = [handler]
     root.setLevel(level)
@@ -129,22 +161,37 @@ def build_hooks(cfg: Config):
     if cfg.faults or cfg.fault_lines or cfg.admin_listen:
         from .faults import build_fault_hook
         hooks.append(build_fault_hook(cfg.faults, cfg.fault_lines))
-    return HookChain(hooks) if hooks else None
+    return HookChain(hooks, grpc=grpc_options(cfg)) if hooks else None
+
+
+def grpc_options(cfg: Config):
+    """How gRPC messages are decoded (-v, recordings, gRPC hooks); a bad descriptor set is a ConfigError."""
+    from .grpc.calls import GrpcOptions
+    if cfg.proto_descriptor:
+        from .grpc.schema import SchemaError, load_schema
+        try:
+            load_schema(cfg.proto_descriptor)      # a bad file stops the proxy at start, with one line
+        except SchemaError as exc:
+            raise ConfigError(str(exc)) from None
+    return GrpcOptions(max_message=cfg.grpc_max_message, descriptor=cfg.proto_descriptor)
 
 
 def build_sink(cfg: Config):
+    grpc = grpc_options(cfg)
     sinks = []
     if cfg.record:
         from .recording.offload import ProcessRecorder
         try:
             sinks.append(ProcessRecorder(cfg.record, filter_conn=cfg.record_conn, filter_stream=cfg.record_stream,
                                          filter_types=cfg.record_types, max_bytes=cfg.record_max_bytes,
-                                         rotate=cfg.record_rotate, ring=cfg.record_ring, detach=True))
+                                         rotate=cfg.record_rotate, ring=cfg.record_ring, detach=True,
+                                         max_header_list_size=cfg.limits.max_header_list_size, grpc=grpc))
         except (OSError, ValueError) as exc:
             raise ConfigError(f"--record {cfg.record}: {exc}") from None
     if cfg.verbose:
         from .recording.text import LivePrinter
-        sinks.append(LivePrinter(sys.stderr, verbosity=cfg.verbose))
+        sinks.append(LivePrinter(sys.stderr, verbosity=cfg.verbose,
+                                 max_header_list_size=cfg.limits.max_header_list_size, grpc=grpc))
     if not sinks:
         return None
     if len(sinks) == 1:
@@ -154,7 +201,23 @@ def build_sink(cfg: Config):
 
 
 def settings_from(cfg: Config) -> ProxySettings:
-    listen = parse_endpoint(cfg.listen, f"{cfg.source}: listen" if cfg.source != "<defaults>" else "--listen")
+    key = cfg.listen_from or "--listen"
+    text = cfg.listen
+    scheme = text.partition("://")[0].lower() if "://" in text else ""
+    if cfg.mode == "forward":
+        if cfg.listen_from is None:
+            text = "http://127.0.0.1:8080"        # (the default: forward mode takes HTTP/1.1 CONNECT requests)
+        elif scheme == "h2c":
+            raise ConfigError(f"{key}: {text!r}: forward mode takes HTTP/1.1 CONNECT requests; "
+                              f"use http://HOST:PORT")
+    elif scheme == "http":
+        raise ConfigError(f"{key}: {text!r}: reverse mode takes HTTP/2; use h2c://HOST:PORT (cleartext, prior "
+                          f"knowledge) or https://HOST:PORT (http:// is for --mode forward)")
+    listen = parse_endpoint(text, key, need_port=True)
+    if bool(cfg.cert) != bool(cfg.key):
+        given, missing = ("cert", "key") if cfg.cert else ("key", "cert")
+        raise ConfigError(f"--{given} (tls.{given}) needs --{missing} (tls.{missing}): the TLS listener "
+                          f"presents a certificate with its private key")
     upstream = parse_endpoint(cfg.upstream, "upstream") if cfg.upstream else None
     return ProxySettings(listen=listen, upstream=upstream, strict=cfg.strict, limits=cfg.limits, cert=cfg.cert,
                          key=cfg.key, ca_dir=cfg.ca_dir, upstream_ca=cfg.upstream_ca, insecure=cfg.insecure,
@@ -183,19 +246,54 @@ async def run_proxy(cfg: Config, loop_name: str = "asyncio") -> int:
         origin = DemoOrigin()
         await origin.start()
         settings.upstream = parse_endpoint(origin.url, "upstream")
+    if cfg.web_listen:
+        from .faults.admin import parse_admin_listen
+        parse_admin_listen(cfg.web_listen)      # refuse a bad --web before the proxy starts
     hooks = build_hooks(cfg)
     sink = build_sink(cfg)
+    web_model = None
+    if cfg.web_listen:
+        from .web.model import WebModel
+        from .web.sink import WebSink
+        from .recording.sink import MultiSink
+        from .hooks.chain import HookChain
+        from .web.sink import FollowHook
+        web_model = WebModel("live", stall_threshold=cfg.web_stall_ms / 1000.0)
+        web_sink = WebSink(web_model)
+        sink = web_sink if sink is None else MultiSink([sink, web_sink])
+        # Lets the web sink detach connections busier than its budget (only when it is the only sink).
+        hooks = HookChain((hooks.hooks if hooks is not None else []) + [FollowHook(web_sink)])
     if cfg.mode == "forward":
         from .forward import ForwardProxyServer
         server = ForwardProxyServer(settings, cfg, hooks=hooks, sink=sink)
     else:
         server = ProxyServer(settings, hooks=hooks, sink=sink)
     await server.start()
+    record_routes = []         # POST /record/dump on the admin API (and the web view) with --record-ring
+    if cfg.record_ring:
+        from .recording.dump_route import RecordRoutes, flight_recorders
+        if any(True for _ in flight_recorders(sink)):
+            record_routes.append(RecordRoutes(sink))
     admin = None
     if cfg.admin_listen:
         from .faults.admin import AdminServer
-        admin = AdminServer(cfg.admin_listen, cfg.admin_token, hooks)
+        admin = AdminServer(cfg.admin_listen, cfg.admin_token, hooks, extensions=record_routes)
         await admin.start()
+    web_server = None
+    if web_model is not None:
+        from .faults.admin import AdminServer
+        from .web.app import WebView
+        from .faults.admin import find_fault_hook
+        try:   # --web alone adds no fault hook: it would take every frame off the relay's fast path
+            faults = find_fault_hook(hooks) if hooks is not None else None
+        except ConfigError:
+            faults = None
+        view = WebView(web_model)
+        web_server = AdminServer(cfg.web_listen, cfg.admin_token or (admin.token if admin else None),
+                                 hooks if faults is not None else None, announce=False,
+                                 extensions=[view, *record_routes])
+        await web_server.start()
+        print(f"h2proxy: web view and admin API on {view.page_url}", file=sys.stderr, flush=True)
     target = "CONNECT targets (forward mode)" if cfg.mode == "forward" else str(settings.upstream)
     print(f"h2proxy {__version__}: listening on {server.url}, forwarding to {target}"
           f"{' (embedded demo origin)' if origin else ''}; event loop {loop_name}"
@@ -218,6 +316,8 @@ async def run_proxy(cfg: Config, loop_name: str = "asyncio") -> int:
     await server.stop()
     if admin is not None:
         await admin.stop()
+    if web_server is not None:
+        await web_server.stop()
     if origin is not None:
         await origin.stop()
     if sink is not None:
@@ -257,6 +357,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         cfg = merge_args(load_config(args.config), args)
         loop_name = install_loop()
         tune_malloc()
+        if cfg.workers and cfg.workers > 1 and cfg.web_listen:
+            raise ConfigError("--web cannot be combined with --workers (each worker sees only its own "
+                              "connections, and only one could serve the page); drop one of the two")
         if cfg.workers and cfg.workers > 1:
             from .workers import run_workers
             return run_workers(cfg, loop_name)

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from .core.limits import Limits
+from .core.limits import Limits, check_limit
 from .server import ConfigError
 
 
@@ -24,6 +24,9 @@ class Config:
     workers: int = 1
     decode_headers: bool = False
     altsvc: str = "drop"
+    # gRPC message decoding (-v, recordings): a FileDescriptorSet, and the largest message decoded
+    proto_descriptor: Optional[str] = None
+    grpc_max_message: int = 4 << 20
     # tls
     cert: Optional[str] = None
     key: Optional[str] = None
@@ -47,12 +50,17 @@ class Config:
     # admin API
     admin_listen: Optional[str] = None
     admin_token: Optional[str] = None
+    # web view (--web): where it listens, and how long a zero window must hold data to count as a stall
+    web_listen: Optional[str] = None
+    web_stall_ms: float = 500.0
     limits: Limits = field(default_factory=Limits)
     source: str = "<defaults>"
+    #: Where ``listen`` was given (the flag or the file's key), None for the default: checks name it.
+    listen_from: Optional[str] = None
 
 
 _TOP = {"listen": str, "upstream": str, "mode": str, "strict": bool, "verbose": int, "workers": int,
-        "decode_headers": bool, "altsvc": str}
+        "decode_headers": bool, "altsvc": str, "proto_descriptor": str, "grpc_max_message": int}
 _TLS = {"cert": str, "key": str, "ca_dir": str, "upstream_ca": str, "insecure": bool,
         "ignore_hosts": list, "allow_hosts": list}
 _RECORD = {"file": str, "conn": list, "stream": list, "types": list, "max_bytes": int, "rotate": int, "ring": int}
@@ -83,6 +91,22 @@ def _check(value: Any, kind, where: str) -> Any:
     return value
 
 
+#: Fewest characters of an admin API token chosen by the user (a generated one has 32).
+MIN_TOKEN_LENGTH = 16
+
+
+def check_admin_token(token: Optional[str]) -> None:
+    """Refuse a token anyone could guess: the admin API can reset, delay and corrupt all traffic."""
+    if token is None:
+        return
+    if len(token) < MIN_TOKEN_LENGTH:
+        raise ConfigError(f"admin token: {len(token)} characters is too short to be a secret; use at least "
+                          f"{MIN_TOKEN_LENGTH} (or leave it out: the proxy then generates one and prints it)")
+    if not token.isprintable() or any(c.isspace() for c in token):
+        raise ConfigError("admin token: it must be printable characters without spaces "
+                          "(it travels in an Authorization header)")
+
+
 def load_config(path: Optional[str]) -> Config:
     """Read a TOML file into a Config; None gives the defaults."""
     cfg = Config()
@@ -104,6 +128,8 @@ def load_config(path: Optional[str]) -> Config:
                           "(use a [[hooks]] table with use = \"altsvc\" to rewrite)")
     if cfg.mode not in ("reverse", "forward"):
         raise ConfigError(f"{p}: mode: {cfg.mode!r} is not 'reverse' or 'forward'")
+    if cfg.workers < 1:
+        raise ConfigError(f"{p}: workers: {cfg.workers} is not a number of processes; use 1 or more")
     return cfg
 
 
@@ -112,6 +138,8 @@ def apply_table(cfg: Config, data: Dict[str, Any], source: str) -> None:
         where = f"{source}: {key}"
         if key in _TOP:
             setattr(cfg, key, _check(value, _TOP[key], where))
+            if key == "listen":
+                cfg.listen_from = where
         elif key == "tls":
             for k, v in _table(value, where).items():
                 if k not in _TLS:
@@ -135,6 +163,9 @@ def apply_table(cfg: Config, data: Dict[str, Any], source: str) -> None:
                     raise ConfigError(f"{source}: limits.{k}: unknown limit (known: {', '.join(known)})")
                 kind = float if known[k] in (float, "float") else int
                 setattr(cfg.limits, k, _check(v, kind, f"{source}: limits.{k}"))
+                problem = check_limit(k, getattr(cfg.limits, k))
+                if problem:
+                    raise ConfigError(f"{source}: limits.{k}: {problem}")
         elif key == "hooks":
             if not isinstance(value, list):
                 raise ConfigError(f"{where}: expected [[hooks]] tables")
@@ -151,7 +182,8 @@ def apply_table(cfg: Config, data: Dict[str, Any], source: str) -> None:
             for i, table in enumerate(value):
                 cfg.faults.append(dict(_table(table, f"{where}[{i}]")))
         else:
-            raise ConfigError(f"{where}: unknown key (known: {', '.join(list(_TOP) + ['tls', 'record', 'admin', 'limits', 'hooks', 'faults'])})")
+            all_keys = list(_TOP) + ["tls", "record", "admin", "limits", "hooks", "faults"]
+            raise ConfigError(f"{where}: unknown key (known: {', '.join(all_keys)})")
 
 
 def _table(value, where: str) -> dict:

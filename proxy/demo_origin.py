@@ -42,7 +42,7 @@ import logging
 import signal
 import ssl
 import sys
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple, cast
 
 import h2.config
 import h2.connection
@@ -139,7 +139,7 @@ class OriginProtocol(asyncio.Protocol):
             h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: 1000,
             h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 1 << 20,
             h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: 1 << 16})
-        self.transport: Optional[asyncio.Transport] = None
+        self.transport: asyncio.Transport     # set by connection_made, before any other callback
         self.requests: Dict[int, _Request] = {}
         self.pending: Dict[int, _Out] = {}
         self.paused = False
@@ -200,12 +200,12 @@ class OriginProtocol(asyncio.Protocol):
             return
         try:
             for event in events:
-                kind = type(event)
-                if kind is h2.events.RequestReceived:
-                    req = self.requests[event.stream_id] = _Request(event.headers)
+                if isinstance(event, h2.events.RequestReceived):
+                    # header_encoding="utf-8" (see __init__): h2 hands out str pairs.
+                    self.requests[event.stream_id] = _Request(cast(List[Tuple[str, str]], event.headers))
                     if event.stream_ended is not None:
                         self._respond(event.stream_id)
-                elif kind is h2.events.DataReceived:
+                elif isinstance(event, h2.events.DataReceived):
                     req = self.requests.get(event.stream_id)
                     if req is not None:
                         if len(req.body) + len(event.data) <= MAX_ECHO:
@@ -214,13 +214,13 @@ class OriginProtocol(asyncio.Protocol):
                             req.too_big = True
                     if event.flow_controlled_length:
                         conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
-                elif kind is h2.events.StreamEnded:
+                elif isinstance(event, h2.events.StreamEnded):
                     if event.stream_id in self.requests:
                         self._respond(event.stream_id)
-                elif kind is h2.events.StreamReset:
+                elif isinstance(event, h2.events.StreamReset):
                     self.pending.pop(event.stream_id, None)
                     self.requests.pop(event.stream_id, None)
-                elif kind is h2.events.ConnectionTerminated:
+                elif isinstance(event, h2.events.ConnectionTerminated):
                     # h2 will not send on a connection the peer has sent GOAWAY on: we are done
                     self._close()
                     return
@@ -307,6 +307,8 @@ class OriginProtocol(asyncio.Protocol):
               head: bool = False, extra: Tuple = ()) -> None:
         """Response headers, then ``body`` (or ``size`` pattern bytes when ``body`` is None)."""
         if size is None:
+            if body is None:
+                raise ValueError("a response needs a body or a size")
             size = len(body)
         headers = [_STATUS.get(status) or (b":status", str(status).encode()), _TYPES[ctype],
                    (b"content-length", str(size).encode()), _SERVER_HEADER, *extra]
@@ -421,7 +423,7 @@ class DemoOrigin:
         self.server = await loop.create_server(lambda: OriginProtocol(self), self.host, self.port,
                                                ssl=self.ssl_context, reuse_address=True, backlog=1024)
         self.port = self.server.sockets[0].getsockname()[1]
-        log.info("demo origin listening on %s", self.url)
+        log.debug("demo origin listening on %s", self.url)
 
     def _lost(self, proto: OriginProtocol) -> None:
         if not self.connections and self._all_gone is not None:
@@ -477,6 +479,7 @@ async def _main(args) -> None:
     tmp = None
     if args.tls:
         import tempfile
+
         from .certs import make_test_pki
         from .tlsutil import server_context
         tmp = tempfile.TemporaryDirectory(prefix="h2proxy-origin-")

@@ -93,6 +93,30 @@ def compile_patterns(patterns: Iterable[str], key: str) -> List["re.Pattern[str]
     return out
 
 
+def _normal_ip(address: str) -> str:
+    """An IP address as text in one spelling (no zone, IPv4-mapped IPv6 as IPv4); other text unchanged."""
+    try:
+        ip = ipaddress.ip_address(address.split("%")[0])
+    except ValueError:
+        return address
+    mapped = getattr(ip, "ipv4_mapped", None)
+    return str(mapped if mapped is not None else ip)
+
+
+def _is_local_address(address: str) -> bool:
+    """Whether ``address`` is one of this machine's (any interface): only those can be bound.
+
+    (Binding port 0 sends nothing; it fails with EADDRNOTAVAIL for an address that is not local.)
+    """
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.bind((address, 0))
+        return True
+    except OSError:
+        return False
+
+
 def is_loopback_host(host: str) -> bool:
     if host.lower() in ("localhost", "localhost."):
         return True
@@ -155,12 +179,14 @@ class _ConnectProtocol(_HandOver):
         self.lost = False
         self.exc: Optional[BaseException] = None
         self.peer: Optional[str] = None
+        self.peername = None
         #: The protocol that owns the socket after the hand-over (events still in flight go there).
         self.successor: Optional[asyncio.Protocol] = None
 
     def connection_made(self, transport) -> None:
         self.transport = transport
         self.peer = _addr(transport.get_extra_info("peername"))
+        self.peername = transport.get_extra_info("peername")
         srv = self.server
         if len(srv.bridges) + len(srv.pending) >= srv.settings.limits.max_connections:
             log.warning("limit max_connections = %d reached; refusing %s", srv.settings.limits.max_connections,
@@ -255,6 +281,8 @@ class _Holder(_HandOver):
         self.exc: Optional[BaseException] = None
         #: The protocol that owns the socket after the hand-over (events still in flight go there).
         self.successor: Optional[asyncio.Protocol] = None
+        #: Set whenever bytes arrive (for a setup step that waits for the client's first request).
+        self.arrived = asyncio.Event()
 
     def connection_made(self, transport) -> None:
         self.transport = transport
@@ -263,11 +291,15 @@ class _Holder(_HandOver):
         if self.successor is not None:
             self.successor.data_received(data)
             return
+        self.arrived.set()
         self.chunks.append(data)
         self.size += len(data)
         if self.size > SETUP_BUFFER and self.transport is not None and not self.paused:
             self.paused = True
             self.transport.pause_reading()
+
+    def lost_before_hand_over(self) -> None:
+        self.arrived.set()
 
 
 class PipeBridge(Bridge):
@@ -319,6 +351,11 @@ class ForwardProxyServer(ProxyServer):
         self.head_timeout = settings.limits.handshake_timeout
         self.own_ports: Set[int] = set()
         self.own_addresses: Set[str] = set()
+        #: The listening sockets' (address, port), to recognise a connection to the proxy itself.
+        self.listening: Set[Tuple[str, int]] = set()
+        #: Local (address, port) of each upstream socket the proxy opened -> its transport: a client
+        #: connection coming from one of them is the proxy talking to itself (a CONNECT loop).
+        self.outgoing: Dict[Tuple[str, int], asyncio.BaseTransport] = {}
         self.ca = None
         self.ctx_upstream: Optional[ssl.SSLContext] = None
         self.ctx_upstream_h1: Optional[ssl.SSLContext] = None
@@ -363,6 +400,7 @@ class ForwardProxyServer(ProxyServer):
             self.port = name[1]
             self.own_ports.add(name[1])
             self.own_addresses.add(name[0])
+            self.listening.add((_normal_ip(name[0]), name[1]))
         self.own_addresses.add(s.listen.host)
         try:
             for info in await asyncio.wait_for(
@@ -403,19 +441,48 @@ class ForwardProxyServer(ProxyServer):
         return not any(p.search(n) for p in self.ignore_hosts for n in names)
 
     def _is_self(self, addresses: Iterable[str], port: int) -> bool:
+        """Whether host:port, resolved to ``addresses``, is one of the proxy's own listening sockets.
+
+        A loopback or unspecified address with the proxy's port always counts; so does any address of
+        this machine when the proxy listens on the unspecified address (0.0.0.0 or ::, i.e. on every
+        local address, including those of other interfaces that no host name resolves to).
+        """
         if port not in self.own_ports:
             return False
+        wildcard = any(ipaddress.ip_address(host).is_unspecified for host, p in self.listening if p == port)
         for a in addresses:
             try:
-                ip = ipaddress.ip_address(a.split("%")[0])
+                ip = ipaddress.ip_address(_normal_ip(a))
             except ValueError:
                 continue
-            mapped = getattr(ip, "ipv4_mapped", None)
-            if mapped is not None:
-                ip = mapped
             if ip.is_loopback or ip.is_unspecified or str(ip) in self.own_addresses:
                 return True
+            if (str(ip), port) in self.listening or (wildcard and _is_local_address(str(ip))):
+                return True
         return False
+
+    def _loops_back(self, transport: asyncio.BaseTransport) -> bool:
+        """After connecting: the upstream socket's peer is one of the proxy's own listening sockets."""
+        peer = transport.get_extra_info("peername")
+        return bool(peer) and self._is_self([str(peer[0])], int(peer[1]))
+
+    def _note_outgoing(self, transport: asyncio.BaseTransport) -> None:
+        """Remember an upstream socket's local address, so that a connection it makes to the proxy's own
+        listener is recognised there (forgotten once it closes; pruned as the table grows)."""
+        local = transport.get_extra_info("sockname")
+        if not local:
+            return
+        if len(self.outgoing) >= 1024:
+            for key in [k for k, t in self.outgoing.items() if t.is_closing()]:
+                del self.outgoing[key]
+        self.outgoing[(_normal_ip(str(local[0])), int(local[1]))] = transport
+
+    def comes_from_self(self, peer) -> bool:
+        """Whether a client connection's peer address is one of the proxy's own upstream sockets."""
+        if not peer or not self.outgoing:
+            return False
+        t = self.outgoing.get((_normal_ip(str(peer[0])), int(peer[1])))
+        return t is not None and not t.is_closing()
 
     # -- requests ---------------------------------------------------------
 
@@ -429,6 +496,13 @@ class ForwardProxyServer(ProxyServer):
             proto.respond(400, "h2proxy: malformed request line\n")
             return
         method, target, _version = parts
+        if self.comes_from_self(proto.peername):
+            # The proxy's own upstream socket: a CONNECT that reached the proxy itself by a way the
+            # address check did not see. Nesting stops here, at the first level.
+            log.warning("client %s is the proxy's own upstream connection (a CONNECT loop); refused with 403",
+                        proto.peer)
+            proto.respond(403, "h2proxy: this connection comes from the proxy itself; refused (a CONNECT loop)\n")
+            return
         if method != "CONNECT":
             log.warning("client %s sent %s %s: forward mode takes only CONNECT; refused with 501", proto.peer,
                         method, target[:200])
@@ -482,8 +556,8 @@ class ForwardProxyServer(ProxyServer):
             infos = await asyncio.wait_for(loop.getaddrinfo(host, port, type=socket.SOCK_STREAM),
                                            self.settings.connect_timeout)
         except asyncio.TimeoutError:
-            raise Refused(504, f"h2proxy: resolving {host} took longer than "
-                               f"{self.settings.connect_timeout:.0f} s") from None
+            raise Refused(504, f"h2proxy: resolving {host} took longer than {self.settings.connect_timeout:g} s "
+                               f"(limit connect_timeout = {self.settings.connect_timeout})") from None
         except (OSError, UnicodeError) as exc:
             raise Refused(502, f"h2proxy: cannot resolve {host}: {getattr(exc, 'strerror', None) or exc}") \
                 from None
@@ -513,8 +587,19 @@ class ForwardProxyServer(ProxyServer):
                     last = exc
             raise last  # type: ignore[misc]
 
+        async def checked():
+            transport = await attempt()
+            if self._loops_back(transport):
+                transport.abort()
+                raise Refused(403, f"h2proxy: CONNECT {authority(host, port)} reached the proxy itself "
+                                   f"({_addr(transport.get_extra_info('peername'))}); refused (it would loop)")
+            self._note_outgoing(transport)
+            return transport
+
         try:
-            return await asyncio.wait_for(attempt(), s.connect_timeout)
+            return await asyncio.wait_for(checked(), s.connect_timeout)
+        except Refused:
+            raise
         except asyncio.TimeoutError as exc:
             raise Refused(504, "h2proxy: " + _describe_connect_error(exc, endpoint, s.connect_timeout)) from None
         except (OSError, ssl.SSLError, ConnectionError) as exc:
@@ -594,17 +679,52 @@ class ForwardProxyServer(ProxyServer):
             up_holder = _Holder()
             try:
                 upstream[0] = up = await self._open(cid, host, port, infos, self.ctx_upstream_h1, up_holder)
+                again = up.get_extra_info("ssl_object").selected_alpn_protocol()
             except Refused as exc:
-                log.warning("c%d: CONNECT %s: reconnecting to the origin for the client's %s failed: %s", cid,
-                            target, c_alpn or "non-h2 protocol", exc.message)
-                tls.abort()
-                return False
+                again, why = None, exc.message.replace("h2proxy: ", "", 1).strip()
+            else:
+                why = f"asked for http/1.1 it chose ALPN {again or 'none'}"
+            if again != "http/1.1":
+                # An origin that chose h2 and, asked for http/1.1 alone, does not agree to it speaks only
+                # HTTP/2; the proxy does not translate, so the client gets a 502 saying so, not a bare close.
+                if up is not None:
+                    up.close()
+                message = (f"h2proxy: the origin {target} speaks only HTTP/2 ({why}) and the client only "
+                           f"HTTP/1.1 (ALPN {c_alpn or 'none'}); h2proxy does not translate between them: "
+                           f"use an HTTP/2 client (e.g. curl --http2)")
+                log.warning("c%d: CONNECT %s from %s: %s; answered 502", cid, target, proto.peer,
+                            message.replace("h2proxy: ", "", 1))
+                await self._refuse_inside(tls, c_holder, 502, message)
+                return True
         log.info("c%d: CONNECT %s from %s: not HTTP/2 (client ALPN %s, origin ALPN %s); relaying the decrypted "
                  "bytes unchanged, without frame inspection", cid, target, proto.peer, c_alpn or "none",
                  up.get_extra_info("ssl_object").selected_alpn_protocol() or "none")
         bridge = PipeBridge(self, cid)
         self._join(bridge, tls, c_holder, up, up_holder)
         return True
+
+    async def _refuse_inside(self, tls: asyncio.Transport, holder: "_Holder", status: int, message: str) -> None:
+        """Answer an HTTP/1.1 request inside intercepted TLS with an error status, then close.
+
+        The request head is read first (within ``handshake_timeout``): closing with it unread would
+        send a TCP reset, which can discard the answer before the client reads it."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.limits.handshake_timeout
+        while b"\r\n\r\n" not in b"".join(holder.chunks) and not holder.lost and loop.time() < deadline:
+            holder.arrived.clear()
+            try:
+                await asyncio.wait_for(holder.arrived.wait(), deadline - loop.time())
+            except asyncio.TimeoutError:
+                break
+        if holder.lost or tls.is_closing():
+            return
+        payload = (message.rstrip("\n") + "\n").encode("utf-8")
+        tls.write((f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}\r\n"
+                   f"Content-Type: text/plain; charset=utf-8\r\nContent-Length: {len(payload)}\r\n"
+                   f"Proxy-Agent: h2proxy\r\nConnection: close\r\n\r\n").encode("latin-1") + payload)
+        tls.close()
+        # A client that never answers the TLS close must not keep the socket.
+        loop.call_later(CLOSE_GRACE, tls.abort)
 
     def _client_context(self, host: str, offer: tuple) -> ssl.SSLContext:
         """A server-side context for the client leg: a leaf for ``host``, swapped for the SNI name if it differs."""

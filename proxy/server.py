@@ -44,8 +44,12 @@ class Endpoint:
         return f"{self.scheme}://{host}:{self.port}"
 
 
-def parse_endpoint(text: str, key: str = "listen", default_port: Optional[int] = None) -> Endpoint:
-    """Parse a listen or upstream URL; raise ConfigError naming ``key`` when it is wrong."""
+def parse_endpoint(text: str, key: str = "listen", default_port: Optional[int] = None,
+                   need_port: bool = False) -> Endpoint:
+    """Parse a listen or upstream URL; raise ConfigError naming ``key`` when it is wrong.
+
+    ``need_port``: a URL without a port is an error (a listener binding port 80 or 443 by
+    surprise helps no one)."""
     if "://" not in text:
         raise ConfigError(f"{key}: {text!r} is not a URL; write h2c://HOST:PORT or https://HOST:PORT")
     parts = urlsplit(text)
@@ -61,6 +65,9 @@ def parse_endpoint(text: str, key: str = "listen", default_port: Optional[int] =
         port = parts.port
     except ValueError:
         raise ConfigError(f"{key}: {text!r} has an invalid port") from None
+    if port is None and need_port:
+        raise ConfigError(f"{key}: {text!r} has no port; write {scheme if scheme != 'h2c' else parts.scheme}://"
+                          f"{parts.netloc}:PORT (0 picks a free one)")
     if port is None:
         port = default_port if default_port is not None else (443 if scheme == "https" else 80)
     return Endpoint(scheme, host, port)
@@ -79,9 +86,13 @@ class ProxySettings:
     ca_dir: Optional[str] = None
     upstream_ca: Optional[str] = None
     insecure: bool = False
-    connect_timeout: float = 10.0
     decode_headers: bool = False
     reuse_port: bool = False
+
+    @property
+    def connect_timeout(self) -> float:
+        """Seconds to reach the upstream or a CONNECT target: the limit ``connect_timeout``."""
+        return self.limits.connect_timeout
 
 
 class Bridge:
@@ -116,6 +127,9 @@ class Bridge:
 
     def data(self, side: int, data: bytes) -> None:
         relay = self.relay
+        other = self.transports[1 - side]
+        if other is not None and not self._closed_sides[1 - side] and other.is_closing():
+            self._notice_closing(1 - side)
         relay.receive(side, data, time.time())
         if self.write_paused[side] and relay.out[1 - side]:
             self._count_answers(side)
@@ -138,14 +152,49 @@ class Bridge:
                               f"{self.unread[side]} frames made by the proxy queued towards the "
                               f"{_SIDE[side]}, which does not read them")
 
+    def _notice_closing(self, side: int) -> None:
+        """Asyncio has started closing ``side``'s socket (its peer's EOF or reset, seen in this loop
+        iteration) but has not called connection_lost yet: tell the relay now, so that it makes no
+        frames for a socket that writes nothing more (the frame log records only bytes written)."""
+        relay = self.relay
+        self._closed_sides[side] = True
+        if relay is not None and not relay.closed:
+            relay.eof(side)
+            self.flush()
+
+    def _send(self, side: int, t: asyncio.Transport, bufs: list) -> None:
+        """Write the relay's output for ``side``; what the socket did not take is marked in the log."""
+        if self._closed_sides[side]:
+            _write(t, bufs)
+            return
+        if t.is_closing():
+            self._unwritten(side, bufs, "was already closed")
+            return
+        _write(t, bufs)
+        if t.is_closing():
+            # The send failed at once (the peer had reset the connection): the transport dropped it all.
+            self._unwritten(side, bufs, "failed (the peer reset the connection)")
+
+    def _unwritten(self, side: int, bufs: list, why: str) -> None:
+        """Output the socket did not take: say so in the frame log, right after the records of
+        those frames (they were recorded when the relay made them)."""
+        relay = self.relay
+        what = _describe_frames(bufs)
+        log.debug("c%d: not written to the %s, whose socket %s: %s", self.conn_id, _SIDE[side], why, what)
+        if relay is not None and relay.sink is not None:
+            relay.sink.error(self.conn_id, time.time(),
+                             f"not written: the {_SIDE[side]}'s socket {why}; the "
+                             f"{sum(map(len, bufs))} bytes last recorded as sent on the "
+                             f"{'client' if side == CLIENT else 'upstream'} leg never reached it: {what}")
+
     def flush(self) -> None:
         relay = self.relay
         out = relay.out
         t_client, t_server = self.transports
         if out[0] and t_server is not None:
-            _write(t_server, relay.take_output(0))
+            self._send(SERVER, t_server, relay.take_output(0))
         if out[1] and t_client is not None:
-            _write(t_client, relay.take_output(1))
+            self._send(CLIENT, t_client, relay.take_output(1))
         if (self.write_paused[0] or self.write_paused[1]) and not relay.closed:
             self._check_queued()
         if relay.commands:
@@ -292,7 +341,16 @@ class Bridge:
                     # its buffer, forever: it has grace_period seconds.
                     self.abort_timers[side] = loop.call_later(grace, t.abort)
 
+    def eof(self, side: int) -> None:
+        """The peer of ``side`` closed its end: the relay learns now, before any other event of this
+        loop iteration can make frames for a socket that will write nothing more."""
+        if not self._closed_sides[side] and self.transports[side] is not None:
+            self._notice_closing(side)
+
     def lost(self, side: int, exc: Optional[BaseException]) -> None:
+        other = self.transports[1 - side]
+        if other is not None and not self._closed_sides[1 - side] and other.is_closing():
+            self._notice_closing(1 - side)
         self._closed_sides[side] = True
         timer = self.abort_timers[side]
         if timer is not None:
@@ -331,6 +389,7 @@ class _SideProtocol(asyncio.Protocol):
         self.bridge.data(self.side, data)
 
     def eof_received(self):
+        self.bridge.eof(self.side)
         return False
 
     def pause_writing(self) -> None:
@@ -401,7 +460,11 @@ class ProxyServer:
             self.ssl_listen = self._listen_context()
         if s.upstream.tls:
             from .tlsutil import client_context, keylog
-            self.ssl_upstream = client_context(verify=not s.insecure, cafile=s.upstream_ca)
+            try:
+                self.ssl_upstream = client_context(verify=not s.insecure, cafile=s.upstream_ca)
+            except (OSError, ssl.SSLError) as exc:
+                raise ConfigError(f"--upstream-ca (tls.upstream_ca): cannot load {s.upstream_ca}: "
+                                  f"{_tls_file_error(exc)}") from None
             keylog(self.ssl_upstream)
         loop = asyncio.get_running_loop()
         try:
@@ -426,7 +489,7 @@ class ProxyServer:
         for b in list(self.bridges):
             relay = b.relay
             if relay is not None and not relay.closed:
-                relay.tick(now)
+                relay.tick(now, b.paused_reading[SERVER])
                 if relay.commands or relay.out[0] or relay.out[1]:
                     b.flush()
                 if (b.write_paused[0] or b.write_paused[1]) and zero_window and not relay.closed:
@@ -437,12 +500,25 @@ class ProxyServer:
     def _listen_context(self) -> ssl.SSLContext:
         from .tlsutil import keylog, server_context
         s = self.settings
+        if bool(s.cert) != bool(s.key):
+            raise ConfigError("--cert and --key (tls.cert, tls.key) go together: one of them is missing")
         if s.cert and s.key:
-            ctx = server_context(s.cert, s.key)
+            try:
+                ctx = server_context(s.cert, s.key)
+            except (OSError, ssl.SSLError) as exc:
+                hint = ""
+                if isinstance(exc, ssl.SSLError):
+                    hint = " (both must be PEM, the key the certificate's own: are --cert and --key swapped?)"
+                raise ConfigError(f"--cert/--key (tls.cert, tls.key): cannot load the certificate {s.cert} with "
+                                  f"the key {s.key}: {_tls_file_error(exc)}{hint}") from None
         else:
             from .certs import CertificateAuthority
-            ca = CertificateAuthority(s.ca_dir)
-            certfile, keyfile = ca.leaf(s.listen.host)
+            try:
+                ca = CertificateAuthority(s.ca_dir)
+                certfile, keyfile = ca.leaf(s.listen.host)
+            except OSError as exc:
+                raise ConfigError(f"--ca-dir (tls.ca_dir): cannot use {s.ca_dir or '~/.h2proxy'}: "
+                                  f"{_tls_file_error(exc)}") from None
             ctx = server_context(str(certfile), str(keyfile))
 
             def sni(sslobj, name, _ctx):
@@ -784,6 +860,30 @@ def _write(transport, bufs: list) -> None:
         transport.writelines(bufs)
 
 
+def _tls_file_error(exc: BaseException) -> str:
+    """The reason a certificate, key or CA file did not load, in one line."""
+    if isinstance(exc, ssl.SSLError):
+        return str(exc.reason or exc)
+    if isinstance(exc, OSError):
+        return f"{exc.strerror or exc}{': ' + str(exc.filename) if exc.filename else ''}"
+    return str(exc)
+
+
+def _describe_frames(bufs: list) -> str:
+    """``GOAWAY on stream 0, ...`` for buffers of whole frames (a log line about them)."""
+    from .core.protocol import frame_name
+    names = []
+    for buf in bufs:
+        pos, end = 0, len(buf)
+        while pos + 9 <= end:
+            sid = int.from_bytes(buf[pos + 5:pos + 9], "big") & 0x7FFFFFFF
+            names.append(f"{frame_name(buf[pos + 3])} on stream {sid}")
+            pos += 9 + int.from_bytes(buf[pos:pos + 3], "big")
+        if pos != end:
+            names.append(f"{end - pos} other bytes")
+    return ", ".join(names) or "no frames"
+
+
 def _nodelay(transport) -> None:
     sock = transport.get_extra_info("socket")
     if sock is not None:
@@ -802,13 +902,27 @@ def _addr(name) -> Optional[str]:
 
 def _tls_info(sslobj) -> dict:
     cipher = sslobj.cipher()
+    sni = getattr(sslobj, "server_hostname", None)
+    if sni and _is_ip_literal(sni):
+        # RFC 6066 section 3 forbids IP literals in SNI and Python's ssl sends none for them: the name
+        # is still what the certificate is checked against, but no SNI went over the wire.
+        sni = None
     return {"alpn": sslobj.selected_alpn_protocol(), "version": sslobj.version(),
-            "sni": getattr(sslobj, "server_hostname", None), "cipher": cipher[0] if cipher else None}
+            "sni": sni, "cipher": cipher[0] if cipher else None}
+
+
+def _is_ip_literal(name: str) -> bool:
+    import ipaddress
+    try:
+        ipaddress.ip_address(name.strip("[]").split("%")[0])
+    except ValueError:
+        return False
+    return True
 
 
 def _describe_connect_error(exc: BaseException, up: Endpoint, timeout: float) -> str:
     if isinstance(exc, asyncio.TimeoutError):
-        return f"upstream {up} did not answer within {timeout:.0f} s"
+        return f"upstream {up} did not answer within {timeout:g} s (limit connect_timeout = {timeout})"
     if isinstance(exc, ssl.SSLCertVerificationError):
         return f"upstream {up} TLS certificate rejected: {exc.verify_message or exc}"
     if isinstance(exc, ssl.SSLError):

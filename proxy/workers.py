@@ -286,6 +286,7 @@ async def _worker(cfg, index: int, hooks, ready_fd: int) -> int:
 
     settings = settings_from(cfg)
     settings.reuse_port = True
+    server: ProxyServer
     if cfg.record:
         cfg.record = f"{cfg.record}.w{index}"
     sink = build_sink(cfg)

@@ -10,12 +10,33 @@ from pathlib import Path
 from typing import Optional
 
 import pytest
+from hypothesis import settings
 
-from tests.peers import (Nghttpd, await_port, free_port, http_url, need, run,  # noqa: F401  (re-exported)
-                         wait_port)
+from tests.peers import Nghttpd, await_port, free_port, http_url, need, run, wait_port  # noqa: F401  (re-exported)
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
+# Hypothesis profiles. "deterministic" (the default: CI and `make test`) derives every example from
+# the test itself, so a run fails the same way every time, and prints the blob that replays a
+# failure (`@reproduce_failure`). "fuzz" (`make fuzz`) draws fresh random examples on each run, for
+# long hunts. HYPOTHESIS_PROFILE picks one. Set here, before the test modules import: their own
+# `settings(...)` inherit what they do not set from the profile loaded.
+settings.register_profile("deterministic", derandomize=True, database=None, print_blob=True, deadline=None)
+settings.register_profile("fuzz", derandomize=False, database=None, print_blob=True, deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "deterministic"))
+
+#: Everything the tests read lives here, in the repository, each data set with its LICENSE.
+DATA = ROOT / "tests" / "data"
+
+
+def data_dir(name: str) -> Path:
+    """The data set ``tests/data/<name>``; a missing or empty one fails the run, it never skips tests.
+
+    A skip would let a clone without the data pass while whole corpora go untested.
+    """
+    path = DATA / name
+    if not path.is_dir() or not any(path.iterdir()):
+        raise FileNotFoundError(f"test data {name!r} is missing: expected it at {path}")
+    return path
 
 
 @pytest.fixture(scope="session")

@@ -13,11 +13,18 @@ output).
   manager too) and :func:`make_docroot`;
 * :func:`nghttp`, :func:`curl`, :func:`h2load` (async wrappers), and
   :func:`parse_h2load` (h2load's summary as a dict);
-* :func:`http_url` (``h2c://`` -> ``http://``, the form nghttp, curl and h2load want).
+* :func:`http_url` (``h2c://`` -> ``http://``, the form nghttp, curl and h2load want);
+* :class:`HeldUpstream` (a TCP relay in front of an origin that holds the origin's first bytes
+  until told: an upstream whose SETTINGS are late, without sleeping);
+* :class:`ProxyLog` and :func:`check_behaved`: the check every client helper here runs (nghttp,
+  and ``tests.rawpeers.h2_get`` for the h2 library): the first frame the client receives is
+  SETTINGS (RFC 9113 3.4), and the in-process proxy logged no violation against a peer that
+  behaved (the client itself, or an nghttpd origin).
 """
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import re
 import shutil
@@ -28,7 +35,7 @@ from pathlib import Path
 from typing import Dict, Optional, Sequence, Tuple, Union
 
 __all__ = ["free_port", "wait_port", "await_port", "need", "run", "Nghttpd", "make_docroot", "nghttp", "curl",
-           "h2load", "parse_h2load", "H2loadResult", "http_url"]
+           "h2load", "parse_h2load", "H2loadResult", "http_url", "HeldUpstream", "ProxyLog", "check_behaved", "first_frame_received"]
 
 LOOPBACK = "127.0.0.1"
 
@@ -151,6 +158,7 @@ class Nghttpd:
         except Exception:
             self.stop()
             raise
+        _NGHTTPD_PORTS.add(self.port)
         return self
 
     @property
@@ -164,6 +172,7 @@ class Nghttpd:
         return http_url(self.url)
 
     def stop(self) -> None:
+        _NGHTTPD_PORTS.discard(self.port)
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
             try:
@@ -179,9 +188,81 @@ class Nghttpd:
         self.stop()
 
 
-async def nghttp(*args: str, timeout: float = 30.0) -> Tuple[int, str]:
-    """Run ``nghttp ARGS`` (e.g. ``"-nv", url``); ``(returncode, output)``."""
-    return await run(need("nghttp"), *args, timeout=timeout)
+class ProxyLog(logging.Handler):
+    """The records the in-process proxy logs (logger "h2proxy") while in a ``with`` block.
+
+    The relay tags each violation record with the connection (``h2proxy_conn``), the side
+    blamed (``h2proxy_side``) and the connection's client and upstream addresses.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list = []
+        self._old_level = logging.NOTSET
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+    def __enter__(self) -> "ProxyLog":
+        logger = logging.getLogger("h2proxy")
+        self._old_level = logger.level
+        if logger.getEffectiveLevel() > logging.WARNING:
+            logger.setLevel(logging.WARNING)
+        logger.addHandler(self)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        logger = logging.getLogger("h2proxy")
+        logger.removeHandler(self)
+        logger.setLevel(self._old_level)
+
+    def blamed(self, side: str, client_addr: Optional[str] = None) -> list:
+        """Messages of the records that blame ``side`` ("client" or "server") for a violation."""
+        return [r.getMessage() for r in self.records if getattr(r, "h2proxy_side", None) == side
+                and (client_addr is None or getattr(r, "h2proxy_client", None) == client_addr)]
+
+
+#: Ports of the nghttpd origins running now (an origin that behaves: no violation may be blamed on it).
+_NGHTTPD_PORTS: set = set()
+
+
+def check_behaved(log: ProxyLog, client_addr: Optional[str] = None, what: str = "the client") -> None:
+    """No violation was logged against a peer that behaved: the client (``client_addr``: only its own
+    connection; None: any client connection of the run) and any nghttpd origin."""
+    bad = log.blamed("client", client_addr)
+    bad += [r.getMessage() for r in log.records if getattr(r, "h2proxy_side", None) == "server"
+            and str(getattr(r, "h2proxy_upstream", "")).rpartition(":")[2] in {str(p) for p in _NGHTTPD_PORTS}]
+    if bad:
+        raise AssertionError(f"the proxy blamed a peer that behaved ({what}, nghttpd):\n" + "\n".join(bad[:10]))
+
+
+_RECV_FRAME = re.compile(r"recv (\w+) frame")
+
+
+def first_frame_received(nghttp_output: str) -> Optional[str]:
+    """The type of the first frame ``nghttp -v`` says it received (None: none)."""
+    m = _RECV_FRAME.search(nghttp_output)
+    return m.group(1) if m else None
+
+
+async def nghttp(*args: str, timeout: float = 30.0, check: bool = True) -> Tuple[int, str]:
+    """Run ``nghttp ARGS`` (e.g. ``"-nv", url``); ``(returncode, output)``.
+
+    With ``check`` (the default) the run is checked: with ``-v`` the first frame nghttp received
+    is SETTINGS, and the in-process proxy blamed neither nghttp nor an nghttpd origin for a
+    violation meanwhile. ``check=False`` for a test where another client misbehaves at the same time.
+    """
+    with ProxyLog() as plog:
+        rc, out = await run(need("nghttp"), *args, timeout=timeout)
+    if check:
+        verbose = any(a in ("-v", "--verbose") or (a.startswith("-") and not a.startswith("--") and "v" in a)
+                      for a in args)
+        first = first_frame_received(out) if verbose else None
+        if first is not None and first != "SETTINGS":
+            raise AssertionError(f"nghttp's first frame received is {first}, not SETTINGS (RFC 9113 3.4):\n"
+                                 f"{out[-3000:]}")
+        check_behaved(plog, what="nghttp")
+    return rc, out
 
 
 async def curl(*args: str, timeout: float = 30.0) -> Tuple[int, str]:
@@ -226,3 +307,88 @@ async def h2load(url: str, n: int = 1000, c: int = 1, m: int = 1, *extra: str,
     result = parse_h2load(out)
     result.returncode = rc
     return result
+
+
+class HeldUpstream:
+    """A TCP relay on 127.0.0.1 in front of ``target_port`` that holds what the origin sends.
+
+    Bytes towards the origin pass at once; the origin's bytes (its SETTINGS first) wait until
+    :meth:`release` is called or ``release_when(frames)`` is true of the frames the origin has
+    been sent on that connection (a list of ``(type, flags, stream id)``), e.g. "the proxy
+    forwarded two requests". An upstream that is late by an event, not by a sleep.
+    """
+
+    def __init__(self, target_port: int, release_when=None) -> None:
+        self.target_port = target_port
+        self.release_when = release_when
+        self.released = asyncio.Event()
+        self.server: Optional[asyncio.AbstractServer] = None
+        self.port = 0
+        self.tasks: list = []
+
+    async def start(self) -> "HeldUpstream":
+        self.server = await asyncio.start_server(self._accept, LOOPBACK, 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self
+
+    @property
+    def url(self) -> str:
+        return f"h2c://{LOOPBACK}:{self.port}"
+
+    def release(self) -> None:
+        self.released.set()
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        from framecodec.reader import FrameReader
+        try:
+            up_r, up_w = await asyncio.open_connection(LOOPBACK, self.target_port)
+        except OSError:
+            writer.close()
+            return
+        frames: list = []
+        parse = FrameReader(expect_preface=True)
+
+        async def to_origin() -> None:
+            try:
+                while True:
+                    data = await reader.read(65536)
+                    if not data:
+                        break
+                    up_w.write(data)
+                    for f in parse.feed(data):
+                        frames.append((f.type, f.flags, f.stream_id))
+                    if self.release_when is not None and self.release_when(frames):
+                        self.released.set()
+            except Exception:
+                pass
+            finally:
+                up_w.close()
+
+        async def from_origin() -> None:
+            try:
+                first = await up_r.read(65536)
+                await self.released.wait()
+                data = first
+                while data:
+                    writer.write(data)
+                    await writer.drain()
+                    data = await up_r.read(65536)
+            except Exception:
+                pass
+            finally:
+                writer.close()
+
+        self.tasks += [asyncio.ensure_future(to_origin()), asyncio.ensure_future(from_origin())]
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            self.server.close()
+        for t in self.tasks:
+            t.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+
+    async def __aenter__(self) -> "HeldUpstream":
+        return await self.start()
+
+    async def __aexit__(self, *exc) -> None:
+        await self.stop()

@@ -196,8 +196,11 @@ class OriginConn:
                         if path.startswith("/size/"):
                             tasks.append(asyncio.ensure_future(self.send_body(ev.stream_id, int(path[6:]))))
                         elif path != "/hold":
-                            self.h2.send_headers(ev.stream_id, [(":status", "200")])
-                            self.h2.send_data(ev.stream_id, b"ok", end_stream=True)
+                            try:
+                                self.h2.send_headers(ev.stream_id, [(":status", "200")])
+                                self.h2.send_data(ev.stream_id, b"ok", end_stream=True)
+                            except h2.exceptions.ProtocolError:
+                                pass     # (reset in the same read: a client that cancels at once)
                     elif isinstance(ev, (h2.events.WindowUpdated, h2.events.RemoteSettingsChanged)):
                         self.window_open.set()
                 self.flush()
@@ -261,12 +264,29 @@ class Origin:
 
 
 async def h2_get(port: int):
-    """Open an h2 connection and return ``get(path)`` -> (status, body) that uses it, and a closer."""
+    """Open an h2 connection and return ``get(path)`` -> (status, body) that uses it, and a closer.
+
+    Every ``get`` and the closer run the shared helpers' check (:func:`tests.peers.check_behaved`):
+    the first frame this client received was SETTINGS, and the in-process proxy blamed this
+    well-behaved client's connection for no violation.
+    """
+    from tests.peers import ProxyLog, check_behaved
+    plog = ProxyLog().__enter__()
     reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 5)
+    host, local_port = writer.get_extra_info("sockname")[:2]
+    me = f"{host}:{local_port}"
     conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
     conn.initiate_connection()
     writer.write(conn.data_to_send())
     await writer.drain()
+    first: List[bytes] = []
+
+    def check() -> None:
+        head = b"".join(first)[:5]
+        if len(head) == 5 and (head[3] != 0x4 or head[4] & 0x1):
+            raise AssertionError(f"the h2 client's first frame received is type 0x{head[3]:02x} (flags "
+                                 f"0x{head[4]:02x}), not SETTINGS (RFC 9113 3.4)")
+        check_behaved(plog, me, "the h2 library client")
 
     async def get(path: str = "/", timeout: float = 5.0):
         sid = conn.get_next_available_stream_id()
@@ -280,6 +300,8 @@ async def h2_get(port: int):
                 data = await reader.read(65536)
                 if not data:
                     raise ConnectionError("closed")
+                if sum(map(len, first)) < 5:
+                    first.append(data)
                 for ev in conn.receive_data(data):
                     if isinstance(ev, h2.events.ResponseReceived) and ev.stream_id == sid:
                         status = dict(ev.headers)[":status"]
@@ -292,7 +314,15 @@ async def h2_get(port: int):
                     elif isinstance(ev, (h2.events.StreamReset, h2.events.ConnectionTerminated)):
                         raise ConnectionError(f"{ev}")
                 writer.write(conn.data_to_send())
-        await asyncio.wait_for(loop(), timeout)
+        try:
+            await asyncio.wait_for(loop(), timeout)
+        finally:
+            check()
         return status, bytes(body)
 
-    return get, writer.close
+    def close() -> None:
+        plog.__exit__(None, None, None)
+        writer.close()
+        check()
+
+    return get, close

@@ -15,12 +15,9 @@ import pytest
 from framecodec.exceptions import FrameCodecError, FrameTooLargeError
 from framecodec.frame import Frame
 from framecodec.reader import FrameReader
+from tests.conftest import data_dir
 
-CORPUS = Path(__file__).resolve().parents[2] / "shared" / "testdata" / "http2-frame-test-case"
-
-if not CORPUS.is_dir():
-    pytest.skip(f"the http2-frame-test-case corpus is not at {CORPUS}", allow_module_level=True)
-
+CORPUS = data_dir("http2-frame-test-case")
 CASES = sorted(CORPUS.glob("*/*.json"))
 NORMAL = [p for p in CASES if json.loads(p.read_text())["error"] is None]
 ERRORS = [p for p in CASES if json.loads(p.read_text())["error"] is not None]

@@ -295,7 +295,8 @@ def test_data_padding_errors():
         parse(wire(0x0, 0x08, 1))
     with pytest.raises(fe.InvalidPaddingError) as e:
         parse(wire(0x0, 0x08, 1, b"\x04\xaa\xaa\xaa"))
-    assert str(e.value) == "DATA frame on stream 1: pad length 4, expected at most 3 (body length 4) (field: pad length)"
+    assert str(e.value) == ("DATA frame on stream 1: pad length 4, expected at most 3 (body length 4) "
+                            "(field: pad length)")
     with pytest.raises(fe.InvalidPaddingError):
         parse(wire(0x0, 0x08, 1, b"\x01"))
 
@@ -370,8 +371,9 @@ def test_headers_errors():
 
 
 def test_headers_repr():
-    assert repr(HeadersFrame(1, data=b"\x82", flags=["END_HEADERS"])) == \
-        "HeadersFrame(stream_id=1, flags=['END_HEADERS']): exclusive=False, depends_on=0, stream_weight=0, data=<hex:82>"
+    assert repr(HeadersFrame(1, data=b"\x82", flags=["END_HEADERS"])) == (
+        "HeadersFrame(stream_id=1, flags=['END_HEADERS']): exclusive=False, depends_on=0, stream_weight=0, "
+        "data=<hex:82>")
 
 
 # --- PRIORITY ----------------------------------------------------------------------

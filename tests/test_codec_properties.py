@@ -269,7 +269,7 @@ def test_reader_gives_back_frame_streams_cut_anywhere(frames, draw, expect_prefa
         out.extend(reader.feed(chunk))
     assert [bytes(r.wire) for r in out] == frames
     assert reader.buffered == 0 and reader.frames_in == len(frames) and reader.bytes_in == len(stream)
-    for raw, data in zip(out, frames):
+    for raw, data in zip(out, frames, strict=True):
         assert (raw.type, raw.flags, raw.length) == (data[3], data[4], len(data) - 9)
         assert raw.stream_id == int.from_bytes(data[5:9], "big") & 0x7FFFFFFF
         assert raw.parse().serialize() == data

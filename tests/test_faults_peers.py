@@ -84,7 +84,9 @@ async def nghttpd_v(tmp_path):
 
 
 async def nghttp(url: str, *extra: str, timeout: float = 20.0):
-    return await run(need("nghttp"), "-nv", *extra, url, timeout=timeout)
+    # (Through tests.peers.nghttp: the shared check that no peer that behaved is blamed.)
+    from tests.peers import nghttp as checked_nghttp
+    return await checked_nghttp("-nv", *extra, url, timeout=timeout)
 
 
 async def curl(url: str, *extra: str):
@@ -400,8 +402,9 @@ async def test_rules_added_at_run_time_apply_to_the_open_connection_at_once(orig
 
 
 async def test_the_frame_log_names_each_rule(origin, tmp_path):
-    from proxy.recording.recorder import JsonlRecorder
     import json
+
+    from proxy.recording.recorder import JsonlRecorder
     path = tmp_path / "log.jsonl"
     sink = JsonlRecorder(str(path))
     rules = ["split parts=2 type=data direction=s2c name=halves",

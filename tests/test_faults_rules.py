@@ -272,7 +272,8 @@ def test_status_matches_the_response_block_not_trailers():
 
 def test_each_rule_is_its_own_hook_entry_and_named_in_the_frame_log():
     sink = ActionSink()
-    c = Conn(["drop type=ping direction=c2s name=no-pings", "delay ms=5 type=settings direction=s2c name=slow"], sink=sink)
+    c = Conn(["drop type=ping direction=c2s name=no-pings", "delay ms=5 type=settings direction=s2c name=slow"],
+             sink=sink)
     table = c.relay.hook_table
     assert [e[0] for e in table[C2S][6]] == ["faults", "fault:no-pings"]
     assert [e[0] for e in table[S2C][6]] == ["faults"]

@@ -24,7 +24,7 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
-from proxy.forward import (MAX_HEAD, ForwardProxyServer, listen_warning, parse_authority)
+from proxy.forward import MAX_HEAD, ForwardProxyServer, listen_warning, parse_authority
 from proxy.recording.sink import FrameSink
 from proxy.server import ConfigError, ProxySettings, parse_endpoint
 from tests.conftest import free_port, need, run
@@ -317,6 +317,38 @@ async def test_http11_client_is_relayed_as_bytes(forward, origins, caplog):
     assert HEADERS in rec.types("upstream", "recv")
 
 
+async def test_h2_only_python_origin_and_http11_client_get_502(forward, origins):
+    """An origin whose ALPN list is only h2 (Python's ssl): the HTTP/1.1 client gets the 502 too."""
+    origin = await origins(["h2"])
+    px = await forward()
+    rc, out = await curl(px, f"https://localhost:{origin.port}/x", "--http1.1", "-m", "8", "--cacert", proxy_ca(px))
+    assert rc == 0 and out.strip().endswith("1.1 502") and "speaks only HTTP/2" in out, out
+
+
+async def test_no_sni_is_sent_for_an_ip_target_and_the_log_says_so(forward, pki):
+    """CONNECT 127.0.0.1:PORT: RFC 6066 forbids IP literals in SNI. The origin (a real TLS server
+    reading the ClientHello) gets none, and the frame log's upstream_tls says none; a DNS name is sent."""
+    names: List[Optional[str]] = []
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(pki["cert"], pki["key"])
+    ctx.set_alpn_protocols(["h2"])
+    ctx.sni_callback = lambda sslobj, name, _ctx: names.append(name)
+    origin = TinyOrigin(pki, ["h2"])
+    origin.server = await asyncio.start_server(origin._handle, "127.0.0.1", 0, ssl=ctx)
+    origin.port = origin.server.sockets[0].getsockname()[1]
+    rec = Recorder()
+    px = await forward(sink=rec)
+    try:
+        for host in ("127.0.0.1", "localhost"):
+            rc, out = await curl(px, f"https://{host}:{origin.port}/", "--cacert", proxy_ca(px))
+            assert rc == 0 and out.strip().endswith("2 200"), out
+    finally:
+        await origin.stop()
+    assert names == [None, "localhost"]
+    sent = [info["upstream_tls"]["sni"] for info in rec.opened.values()]
+    assert sent == [None, "localhost"], rec.opened
+
+
 async def test_http11_only_origin_is_relayed_as_bytes(forward, origins, caplog):
     origin = await origins(["http/1.1"])
     rec = Recorder()
@@ -331,8 +363,9 @@ async def test_http11_only_origin_is_relayed_as_bytes(forward, origins, caplog):
     assert any("not HTTP/2 (client ALPN http/1.1, origin ALPN http/1.1)" in r.getMessage() for r in caplog.records)
 
 
-async def test_h2_only_origin_and_http11_client_fail_fast_and_clean_up(forward, nghttpd, pki):
-    """nghttpd speaks only h2: asked again for http/1.1 it closes; the client must hear of it at once."""
+async def test_h2_only_origin_and_http11_client_fail_fast_and_clean_up(forward, nghttpd, pki, caplog):
+    """nghttpd speaks only h2: asked again for http/1.1 it chooses no ALPN. The HTTP/1.1 client gets a
+    502 saying why at once (issue 13, item 9), not a bare close (curl exit 52) nor a timeout."""
     origin = nghttpd(tls=pki)
     px = await forward()
     rc, out = await curl(px, f"https://localhost:{origin.port}/", "--cacert", proxy_ca(px), "-o", os.devnull)
@@ -340,7 +373,9 @@ async def test_h2_only_origin_and_http11_client_fail_fast_and_clean_up(forward, 
     for _ in range(3):
         rc, out = await curl(px, f"https://localhost:{origin.port}/", "--http1.1", "-m", "8",
                              "--cacert", proxy_ca(px))
-        assert rc == 52, out    # empty reply from server, not a timeout (28)
+        assert rc == 0 and out.strip().endswith("1.1 502"), out
+        assert "speaks only HTTP/2" in out and "curl --http2" in out, out
+    assert any("speaks only HTTP/2" in r.getMessage() and "answered 502" in r.getMessage() for r in caplog.records)
     deadline = asyncio.get_running_loop().time() + 5
     while px.bridges:
         assert asyncio.get_running_loop().time() < deadline, "connections left open"

@@ -141,11 +141,13 @@ async def test_forward_mode_from_the_command_line(tmp_path, env, nghttpd, pki):
         rc, out = await run(curl, "-sS", "-x", url, "--cacert", pki["ca"], "-o", os.devnull,
                             "-w", "%{http_version} %{http_code}", f"https://127.0.0.1:{origin.port}/index.html")
         assert rc == 0 and out.strip() == "2 200", out
-        # nghttpd speaks only h2: an http/1.1 client gets an empty reply at once, not a hang (uvloop regression).
+        # nghttpd speaks only h2: an http/1.1 client gets a 502 saying why at once, not a hang (uvloop
+        # regression) nor a bare close (issue 13, item 9).
         for _ in range(3):
             rc, out = await run(curl, "-sS", "--http1.1", "-m", "8", "-x", url, "--cacert",
-                                str(ca_dir / "h2proxy-ca.pem"), f"https://localhost:{origin.port}/")
-            assert rc == 52, out
+                                str(ca_dir / "h2proxy-ca.pem"), "-w", "\n%{http_code}",
+                                f"https://localhost:{origin.port}/")
+            assert rc == 0 and out.strip().endswith("502") and "speaks only HTTP/2" in out, out
         # Not HTTP/2: an http/1.1 client, relayed as bytes (the origin is asked again for http/1.1).
         tiny = await TinyOrigin(pki, ["h2", "http/1.1"]).start()
         try:

@@ -93,7 +93,9 @@ def test_corpus_from_a_frame_log(tmp_path):
                 "wire": base64.b64encode(ping).decode()}]
     log.write_text("\n".join(json.dumps(r) for r in records) + "\nnot json\n")
     assert make_corpus.log_conversations(log) == [[(0, PREFACE), (0, ping)]]
-    counts = make_corpus.build(tmp_path / "out", [log], synth=False, corpus=tmp_path / "none")
+    counts = make_corpus.build(tmp_path / "out", [log], synth=False, corpus=None)
+    with pytest.raises(FileNotFoundError, match="http2jp corpus is missing"):
+        make_corpus.build(tmp_path / "out2", synth=False, corpus=tmp_path / "none")
     assert (tmp_path / "out" / "frames").is_dir() and counts["relay"] == 3
 
 
@@ -168,7 +170,7 @@ def test_sender_ignoring_flow_control_cannot_grow_held_data_without_bound():
                                    flags=["END_HEADERS", "END_STREAM"]).serialize(), 0.0)
     r.receive(S2C, fc.HeadersFrame(1, data=hpack.Encoder().encode([(":status", "200")]),
                                    flags=["END_HEADERS"]).serialize(), 0.0)
-    for i in range(4):       # 64000 bytes: within the server's window of 65535
+    for _ in range(4):       # 64000 bytes: within the server's window of 65535
         r.receive(S2C, fc.DataFrame(1, data=b"x" * 16000).serialize(), 0.0)
     assert not r.closed and r.buffered > 0
     r.receive(S2C, fc.DataFrame(1, data=b"x" * 16000).serialize(), 0.0)   # 80000: past it

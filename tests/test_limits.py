@@ -174,9 +174,9 @@ STRICT_SAMPLE = {"max_continuations", "max_header_list_size", "max_resets_per_se
                  "max_control_frames_per_second/PING", "max_streams", "max_frame_size"}
 
 
-@pytest.mark.parametrize("case, strict", [pytest.param(case, strict, id=f"{case}-{'strict' if strict else 'transparent'}")
-                                          for case in sorted(FLOODS) for strict in (False, True)
-                                          if not strict or case in STRICT_SAMPLE])
+@pytest.mark.parametrize("case, strict", [
+    pytest.param(case, strict, id=f"{case}-{'strict' if strict else 'transparent'}")
+    for case in sorted(FLOODS) for strict in (False, True) if not strict or case in STRICT_SAMPLE])
 async def test_client_flood(proxy_factory, h2log, case, strict):
     limits, value, code, build = FLOODS[case]
     name = case.split("/")[0]
@@ -299,6 +299,85 @@ async def test_tls_handshake_timeout(proxy_factory, h2log, pki):
         await origin.stop()
 
 
+@covers("connect_timeout")
+async def test_connect_timeout(proxy_factory, h2log):
+    """An upstream that accepts TCP and never answers the TLS handshake: the client hears why in time."""
+    async def silent(reader, writer):
+        await reader.read()          # (accepts, reads the ClientHello, says nothing)
+    srv = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = srv.sockets[0].getsockname()[1]
+    px = await proxy_factory(f"https://127.0.0.1:{port}", insecure=True, limits=Limits(connect_timeout=0.5))
+    try:
+        start = time.monotonic()
+        c = await RawClient.connect(px.port, ack=False)
+        g = await c.goaway(5)
+        assert time.monotonic() - start < 3
+        assert g.error_code == int(ErrorCode.INTERNAL_ERROR)
+        assert b"limit connect_timeout = 0.5" in g.additional_data, g
+        await logged(h2log, r"limit connect_timeout = 0\.5\b")
+        c.close()
+    finally:
+        srv.close()
+
+
+@covers("upstream_silence_timeout")
+async def test_upstream_silence_timeout(proxy_factory, h2log):
+    """The origin holds /hold without a byte: the client's stream is reset, not left waiting."""
+    s = await Setup.make(proxy_factory, upstream_silence_timeout=1.0)
+    try:
+        c = await s.offender()
+        c.send(c.headers(1, req("/hold")))
+        rst = await c.until(lambda f: isinstance(f, fc.RstStreamFrame) and f.stream_id == 1)
+        assert rst.error_code == int(ErrorCode.INTERNAL_ERROR)
+        g = await c.goaway()
+        assert g.error_code == int(ErrorCode.INTERNAL_ERROR) and g.last_stream_id == 1
+        assert b"limit upstream_silence_timeout = 1.0 exceeded" in g.additional_data, g
+        await logged(h2log, r"upstream timeout: limit upstream_silence_timeout = 1\.0 exceeded")
+        await s.clean_goaway_upstream()
+        assert any(isinstance(f, fc.RstStreamFrame) and f.stream_id == 1 and f.error_code == int(ErrorCode.CANCEL)
+                   for f in s.upstream.frames())
+        await s.bystander_ok()
+        await c.read_to_eof()
+    finally:
+        await s.close()
+
+
+@covers("upstream_settings_timeout")
+async def test_upstream_settings_timeout(proxy_factory, h2log):
+    """The first upstream connection is the origin (the bystander's); the next one accepts and never speaks."""
+    origin = await Origin().start()
+    silent = []
+
+    async def accept(reader, writer):
+        if not origin.conns:
+            await origin._accept(reader, writer)
+        else:
+            silent.append(writer)
+            await reader.read()
+    srv = await asyncio.start_server(accept, "127.0.0.1", 0)
+    port = srv.sockets[0].getsockname()[1]
+    px = await proxy_factory(f"h2c://127.0.0.1:{port}", limits=Limits(upstream_settings_timeout=1.0))
+    try:
+        get, close = await h2_get(px.port)
+        assert (await get("/"))[0] == "200"
+        c = await RawClient.connect(px.port, ack=False)
+        c.send(c.headers(1, req("/")))
+        rst = await c.until(lambda f: isinstance(f, fc.RstStreamFrame) and f.stream_id == 1)
+        assert rst.error_code == int(ErrorCode.INTERNAL_ERROR)
+        g = await c.goaway()
+        assert g.error_code == int(ErrorCode.INTERNAL_ERROR)
+        assert b"limit upstream_settings_timeout = 1.0 exceeded" in g.additional_data, g
+        await logged(h2log, r"upstream timeout: limit upstream_settings_timeout = 1\.0 exceeded")
+        assert (await get("/"))[0] == "200"
+        await c.read_to_eof()
+        close()
+    finally:
+        srv.close()
+        for w in silent:
+            w.close()
+        await origin.stop()
+
+
 @covers("settings_ack_timeout")
 async def test_settings_ack_timeout(proxy_factory, h2log):
     s = await Setup.make(proxy_factory, settings_ack_timeout=1.0)
@@ -390,7 +469,10 @@ async def test_max_queued_control_frames(proxy_factory, h2log, strict):
                 if ctx.direction == "client->server":
                     return []
         hooks = [DropData()]
-    s = await Setup.make(proxy_factory, strict=strict, hooks=hooks, high_water=4096, max_queued_control_frames=50)
+    # (Self-dependent PRIORITY frames are stream errors that also count as resets and PRIORITY churn
+    # since MadeYouReset: those limits are set out of the way of the one under test.)
+    s = await Setup.make(proxy_factory, strict=strict, hooks=hooks, high_water=4096, max_queued_control_frames=50,
+                         max_resets_per_second=10 ** 9, max_control_frames_per_second=10 ** 9)
     try:
         c = await s.offender(rcvbuf=4096, proxy_sndbuf=4096)
         if strict:
@@ -406,7 +488,8 @@ async def test_max_queued_control_frames(proxy_factory, h2log, strict):
 
 @covers("max_queued_bytes")
 async def test_max_queued_bytes(proxy_factory, h2log):
-    s = await Setup.make(proxy_factory, strict=True, high_water=4096, max_queued_bytes=20000)
+    s = await Setup.make(proxy_factory, strict=True, high_water=4096, max_queued_bytes=20000,
+                         max_resets_per_second=10 ** 9, max_control_frames_per_second=10 ** 9)
     try:
         c = await s.offender(rcvbuf=4096, proxy_sndbuf=4096)
         chunks = (self_dependent_priorities(1001 + 2000 * i, 1000) for i in range(10 ** 6))
@@ -462,9 +545,11 @@ def test_every_limit_is_documented_and_settable():
         assert toml[j - 1].startswith("#"), f"default.toml: {name} has no comment"
         value = toml[j].split("=", 1)[1].strip()
         assert type(getattr(defaults, name))(value) == getattr(defaults, name), f"default.toml: {name} = {value}"
-        args = build_parser().parse_args(["--limit", f"{name}={value}1"])
+        # Another valid value (an integer limit one less: max_frame_size is at its ceiling).
+        other = f"{value}1" if isinstance(getattr(defaults, name), float) else str(int(value) - 1)
+        args = build_parser().parse_args(["--limit", f"{name}={other}"])
         cfg = merge_args(Config(), args)
-        assert getattr(cfg.limits, name) == type(getattr(defaults, name))(value + "1")
+        assert getattr(cfg.limits, name) == type(getattr(defaults, name))(other)
 
 
 def test_every_limit_is_tested():

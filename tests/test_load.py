@@ -59,13 +59,13 @@ def fd_count(pid: int) -> int:
 class ProxyProcess:
     """``h2proxy`` as a subprocess on a free loopback port, started once it prints "listening on"."""
 
-    def __init__(self, upstream: str, tmp: Path, *extra: str) -> None:
+    def __init__(self, upstream: str, tmp: Path, *extra: str, quiet: bool = True) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.err = tmp / f"h2proxy-{self.port}.stderr"
         with open(self.err, "wb") as fe:
             self.proc = subprocess.Popen([str(H2PROXY), "--listen", f"h2c://127.0.0.1:{self.port}", "--upstream",
-                                          upstream, "-q", *extra], stdout=subprocess.DEVNULL, stderr=fe,
+                                          upstream, *(["-q"] if quiet else []), *extra], stdout=subprocess.DEVNULL, stderr=fe,
                                          stdin=subprocess.DEVNULL, cwd=str(ROOT))
         deadline = time.monotonic() + 20
         while b"listening on" not in self.err.read_bytes():
@@ -184,7 +184,10 @@ async def test_1000_concurrent_connections(proxy_process, nghttpd):
             batch = await asyncio.gather(*(RawClient.connect(px.port) for _ in range(min(100, count - len(held)))))
             held.extend(batch)
         opened = time.monotonic() - t0
-        await asyncio.sleep(0.3)
+        # Wait until the proxy holds a client and an upstream socket for each connection.
+        deadline = time.monotonic() + 20
+        while fd_count(px.pid) < 2 * count and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
         with_all = settled_rss(px.pid)
         fds = fd_count(px.pid)
         assert fds >= 2 * count, fds             # a client and an upstream socket for each

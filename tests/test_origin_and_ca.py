@@ -16,6 +16,7 @@ from cryptography import x509
 from proxy.certs import CertificateAuthority, describe_ca
 from proxy.demo_origin import BIG, DemoOrigin, body_bytes
 from tests.conftest import http_url, need, run
+from tests.peers import nghttp as checked_nghttp  # (runs the shared SETTINGS-first / blame check)
 
 
 @pytest.fixture
@@ -28,11 +29,11 @@ async def origin():
 
 async def test_origin_routes_with_nghttp(origin):
     url = origin.url.replace("h2c://", "http://")
-    rc, out = await run(need("nghttp"), "-nv", f"{url}/push")
+    rc, out = await checked_nghttp("-nv", f"{url}/push")
     assert rc == 0 and "recv PUSH_PROMISE frame" in out and ":path: /pushed.css" in out
-    rc, out = await run(need("nghttp"), "-nv", f"{url}/altsvc")
+    rc, out = await checked_nghttp("-nv", f"{url}/altsvc")
     assert rc == 0 and "recv ALTSVC frame" in out
-    rc, out = await run(need("nghttp"), "-nv", f"{url}/nope")
+    rc, out = await checked_nghttp("-nv", f"{url}/nope")
     assert ":status: 404" in out and "server: h2proxy-demo-origin" in out
 
 
@@ -53,19 +54,19 @@ async def test_origin_under_h2load(origin):
 async def test_proxy_in_front_of_the_origin_keeps_push_and_drops_altsvc(origin, proxy_factory):
     from proxy.hooks.builtin.altsvc import AltSvcHook
     px = await proxy_factory(origin.url, hooks=[AltSvcHook()])
-    rc, out = await run(need("nghttp"), "-nv", f"{http_url(px)}/altsvc")
+    rc, out = await checked_nghttp("-nv", f"{http_url(px)}/altsvc")
     assert rc == 0 and ":status: 200" in out and "ALTSVC" not in out
-    rc, out = await run(need("nghttp"), "-nv", f"{http_url(px)}/push")
+    rc, out = await checked_nghttp("-nv", f"{http_url(px)}/push")
     assert "recv PUSH_PROMISE frame" in out and ":path: /pushed.css" in out
 
 
 async def test_altsvc_forward_and_rewrite(origin, proxy_factory):
     from proxy.hooks.builtin.altsvc import AltSvcHook
     px = await proxy_factory(origin.url, hooks=[AltSvcHook(mode="rewrite", ma=5, add=['h2="alt.test:443"'])])
-    rc, out = await run(need("nghttp"), "-nv", f"{http_url(px)}/altsvc")
+    rc, out = await checked_nghttp("-nv", f"{http_url(px)}/altsvc")
     assert "recv ALTSVC frame" in out and 'h2="alt.test:443"; ma=5' in out
     px2 = await proxy_factory(origin.url, hooks=[AltSvcHook(mode="forward")])
-    rc, out = await run(need("nghttp"), "-nv", f"{http_url(px2)}/altsvc")
+    rc, out = await checked_nghttp("-nv", f"{http_url(px2)}/altsvc")
     assert "recv ALTSVC frame" in out and "ma=60" in out
 
 

@@ -16,6 +16,7 @@ import pytest
 from framecodec import frame as fc
 from framecodec.reader import PREFACE, FrameReader
 from tests.conftest import Nghttpd, await_port, free_port, http_url, need, run
+from tests.peers import nghttp as checked_nghttp  # (runs the shared SETTINGS-first / blame check)
 
 pytestmark = pytest.mark.peers
 
@@ -23,7 +24,7 @@ pytestmark = pytest.mark.peers
 async def test_nghttp_through_h2c(nghttpd, proxy_factory):
     origin = nghttpd()
     px = await proxy_factory(origin.url)
-    rc, out = await run(need("nghttp"), "-nv", f"{http_url(px)}/index.html")
+    rc, out = await checked_nghttp("-nv", f"{http_url(px)}/index.html")
     assert rc == 0, out
     assert ":status: 200" in out
     assert "recv DATA frame <length=45" in out
@@ -45,7 +46,7 @@ async def test_tls_both_legs_nghttp_and_curl(nghttpd, proxy_factory, pki, tmp_pa
     px = await proxy_factory(origin.url, listen="https://127.0.0.1:0", ca_dir=str(tmp_path / "ca"),
                              upstream_ca=pki["ca"])
     url = px.url.replace("https://", "https://") + "/index.html"
-    rc, out = await run(need("nghttp"), "-nv", url)
+    rc, out = await checked_nghttp("-nv", url)
     assert rc == 0, out
     assert ":status: 200" in out and "h2" in out
     ca_pem = str(tmp_path / "ca" / "h2proxy-ca.pem")
@@ -262,7 +263,7 @@ async def test_upstream_unreachable_gives_goaway_with_reason(proxy_factory):
     assert isinstance(frames[0], fc.SettingsFrame)
     goaway = [f for f in frames if isinstance(f, fc.GoAwayFrame)][0]
     assert b"unreachable" in goaway.additional_data
-    rc, out = await run(need("nghttp"), "-nv", f"{http_url(px)}/")
+    rc, out = await checked_nghttp("-nv", f"{http_url(px)}/")
     assert "recv GOAWAY" in out and "unreachable" in out
 
 
@@ -333,10 +334,14 @@ async def test_sigterm_sends_goaway_and_exits_zero(nghttpd, tmp_path):
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         writer.write(_client_frames())
         await writer.drain()
-        await asyncio.sleep(0.2)
-        proc.send_signal(signal.SIGTERM)
         r = FrameReader()
         frames = []
+        # The origin's SETTINGS relayed to us: the proxy has the connection up on both legs.
+        while not any(isinstance(f, fc.SettingsFrame) for f in frames):
+            data = await asyncio.wait_for(reader.read(65536), 5)
+            assert data
+            frames.extend(f.parse() for f in r.feed(data))
+        proc.send_signal(signal.SIGTERM)
         while not any(isinstance(f, fc.GoAwayFrame) for f in frames):
             data = await asyncio.wait_for(reader.read(65536), 5)
             assert data

@@ -6,16 +6,17 @@ import base64
 import json
 import subprocess
 import sys
+import time
 
 import h2.config
 import h2.connection
 import h2.events
-
 import pytest
 
 from proxy.recording.offload import ProcessRecorder
 from proxy.recording.recorder import JsonlRecorder
-from tests.conftest import free_port, need, run
+from tests.conftest import free_port, run
+from tests.peers import nghttp as checked_nghttp  # (runs the shared SETTINGS-first / blame check)
 from tests.test_proxy_peers import RecordingH2Server
 
 
@@ -55,7 +56,11 @@ async def test_log_concatenation_equals_socket_bytes(proxy_factory, tmp_path, ki
         if more:
             sent += more
             writer.write(more)
-    await asyncio.sleep(0.1)
+    # Close once the origin has everything the client sent (the proxy relays it byte for byte).
+    deadline = time.monotonic() + 10
+    while len(server.received) < len(sent):
+        assert time.monotonic() < deadline, f"the origin got {len(server.received)} of {len(sent)} bytes"
+        await asyncio.sleep(0.01)
     writer.close()
     await asyncio.wait_for(server.done.wait(), 10)
     await server.stop()
@@ -83,7 +88,7 @@ async def test_cli_record_and_verbose_with_nghttp(nghttpd, tmp_path):
     try:
         from tests.conftest import await_port
         await await_port(port)
-        rc, out = await run(need("nghttp"), "-nv", f"http://127.0.0.1:{port}/index.html")
+        rc, out = await checked_nghttp("-nv", f"http://127.0.0.1:{port}/index.html")
         assert rc == 0 and ":status: 200" in out
     finally:
         proc.terminate()

@@ -10,8 +10,19 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from framecodec.frame import (AltSvcFrame, ContinuationFrame, DataFrame, GoAwayFrame, HeadersFrame, PingFrame,
-                              PriorityFrame, PushPromiseFrame, RstStreamFrame, SettingsFrame, WindowUpdateFrame)
+from framecodec.frame import (
+    AltSvcFrame,
+    ContinuationFrame,
+    DataFrame,
+    GoAwayFrame,
+    HeadersFrame,
+    PingFrame,
+    PriorityFrame,
+    PushPromiseFrame,
+    RstStreamFrame,
+    SettingsFrame,
+    WindowUpdateFrame,
+)
 from proxy.recording.logfile import connections, read_records
 from proxy.recording.recorder import FORMAT_NAME, JsonlRecorder
 from proxy.recording.simulate import simulate
@@ -138,7 +149,7 @@ def test_decoded_fields_per_type(tmp_path):
     assert unknown["flags"] == 0x5A and unknown["flag_names"] == [] and unknown["stream"] == 9
     assert "parse_error" in bad["fields"] and bad["type"] == "PING"
     assert "parse_error" in short["fields"]
-    for r, wire in zip(got, frames):
+    for r, wire in zip(got, frames, strict=True):
         assert base64.b64decode(r["wire"]) == wire
 
 

@@ -83,7 +83,7 @@ def test_pcap_is_dissected_by_tshark(log_path, tmp_path, capsys):
     names = set()
     values = set()
     comments = []
-    for stream, ftype, hname, hvalue, comment, tcp_ok, ip_ok, analysis in rows:
+    for _stream, ftype, hname, hvalue, comment, tcp_ok, ip_ok, analysis in rows:
         types.update(t for t in ftype.split(",") if t)
         names.update(hname.split(","))
         values.update(hvalue.split(","))
@@ -189,3 +189,45 @@ def test_cli_errors(tmp_path, capsys):
     assert "not an h2proxy frame log" in capsys.readouterr().err
     assert log_main([]) == 2
     assert log_main(["--help"]) == 0
+
+
+async def test_stats_and_replay_give_pushed_streams_their_own_status(proxy_factory, tmp_path):
+    """nghttp against the demo origin's /push through a recording proxy: the PUSH_PROMISE's block is the
+    promised stream's request, not a response block of the stream it came on (issue 13, item 7)."""
+    import io
+
+    from proxy.demo_origin import DemoOrigin
+    from proxy.recording.logfile import read_records
+    from proxy.recording.recorder import JsonlRecorder
+    from proxy.recording.replay import replay_client
+    from proxy.recording.stats import compute_stats, format_stats
+    from tests.peers import need, nghttp
+    need("nghttp")
+    origin = DemoOrigin()
+    await origin.start()
+    try:
+        log_path = tmp_path / "push.jsonl"
+        recorder = JsonlRecorder(str(log_path))
+        px = await proxy_factory(origin.url, sink=recorder)
+        rc, out = await nghttp("-n", f"http://127.0.0.1:{px.port}/push")
+        assert rc == 0, out
+        await px.stop(grace=0.5)
+        recorder.close()
+        records = read_records(str(log_path))
+        stats = compute_stats(records)
+        streams = stats["connections"][0]["streams"]["client"]
+        pushed = [st for st in streams.values() if st["pushed_by"]]
+        parent = [st for st in streams.values() if st["path"] == "/push"]
+        assert len(pushed) == 1 and len(parent) == 1
+        assert (pushed[0]["method"], pushed[0]["path"], pushed[0]["status"]) == ("GET", "/pushed.css", "200")
+        assert parent[0]["status"] == "200"
+        text = format_stats(stats)
+        assert "? ->" not in text and "GET /pushed.css -> 200" in text, text
+        report = io.StringIO()
+        assert await replay_client(records, origin.url, out=report) == 0, report.getvalue()
+        lines = report.getvalue().splitlines()
+        assert any(line.endswith("GET /push: same (200, 537 body bytes, PUSH_PROMISE HEADERS DATA)")
+                   for line in lines), lines
+        assert any("GET /pushed.css (pushed): same (200," in line for line in lines), lines
+    finally:
+        await origin.stop()

@@ -372,3 +372,161 @@ def test_acknowledged_settings_do_not_time_out():
     r.receive(C2S, wire(fc.SettingsFrame(0, flags=["ACK"])), 1.0)
     r.tick(6.0)
     assert not r.closed
+
+
+# ------------------------------------------- issue 13.1: nothing before the server's SETTINGS
+
+def _client_only(**options) -> Relay:
+    r = Relay(1, RelayOptions(**options))
+    r.receive(C2S, PREFACE + wire(fc.SettingsFrame(0)), 0.0)
+    out(r, C2S)
+    return r
+
+
+def test_proxy_frames_towards_the_client_wait_for_the_servers_settings():
+    r = _client_only()
+    r.inject(S2C, fc.PingFrame(0, opaque_data=b"h2proxy!"))
+    assert out(r, S2C) == b""
+    server_settings = fc.SettingsFrame(0, settings={3: 100})
+    r.receive(S2C, wire(server_settings), 0.0)
+    assert out(r, S2C) == wire(server_settings, fc.PingFrame(0, opaque_data=b"h2proxy!"))
+
+
+def test_the_proxy_speaks_first_when_the_connection_ends_before_the_servers_settings():
+    r = _client_only(strict=True)
+    r.receive(C2S, wire(Peer().headers(1, REQ + [("connection", "close")], end=True)), 0.0)
+    assert out(r, S2C) == b""
+    r.eof(1, "gone")
+    frames = parsed(out(r, S2C))
+    assert isinstance(frames[0], fc.SettingsFrame) and not frames[0].settings and "ACK" not in frames[0].flags
+    assert isinstance(frames[1], fc.RstStreamFrame) and frames[1].error_code == 1
+    assert isinstance(frames[2], fc.GoAwayFrame)
+
+
+def test_limit_goaway_before_the_servers_settings_follows_the_proxys_own_settings():
+    r = _client_only(limits=Limits(max_streams=2))
+    p = Peer()
+    r.receive(C2S, wire(*(p.headers(i, REQ, end=True) for i in (1, 3, 5, 7))), 0.0)
+    frames = parsed(out(r, S2C))
+    assert [type(f).__name__ for f in frames] == ["SettingsFrame", "GoAwayFrame"]
+    assert frames[1].error_code == 0xb
+
+
+# ------------------------------------------- issue 13.2: the receiver's SETTINGS_HEADER_TABLE_SIZE
+
+class _AddHeader:
+    name = "add"
+
+    def on_headers(self, ctx, frame, headers):
+        return headers + [("x-via", "h2proxy")]
+
+
+def _first_block(data: bytes) -> bytes:
+    return bytes(next(f for f in parsed(data) if isinstance(f, fc.HeadersFrame)).data)
+
+
+@pytest.mark.parametrize("size, update", [(0, b"\x20"), (64, b"\x20\x3f\x21"), (4096, b"\x20\x3f\xe1\x1f")])
+def test_reencoded_blocks_honour_the_receivers_table_size(size, update):
+    r = Relay(1, RelayOptions(), hooks=HookChain([_AddHeader()]))
+    r.receive(C2S, PREFACE + wire(fc.SettingsFrame(0, settings={1: size})), 0.0)
+    r.receive(S2C, wire(fc.SettingsFrame(0)), 0.0)
+    out(r, C2S), out(r, S2C)
+    client, server = Peer(), Peer()
+    server.enc.header_table_size = size      # (a server that honours the client's SETTINGS)
+    r.receive(C2S, wire(client.headers(1, REQ, end=True)), 0.0)
+    r.receive(S2C, wire(server.headers(1, RESP, end=True)), 0.0)
+    assert not r.violations
+    block = _first_block(out(r, S2C))
+    assert block.startswith(update) and not block[len(update):][:1] in (b"\x20", b"\x3f")
+    dec = hpack.Decoder()
+    dec.max_allowed_table_size = size
+    assert ("x-via", "h2proxy") in [(n, v) for n, v in dec.decode(block, raw=False)]
+
+
+def test_a_table_size_change_is_signalled_at_the_start_of_the_next_block():
+    r = Relay(1, RelayOptions(), hooks=HookChain([_AddHeader()]))
+    r.receive(C2S, PREFACE + wire(fc.SettingsFrame(0)), 0.0)
+    r.receive(S2C, wire(fc.SettingsFrame(0)), 0.0)
+    client, server = Peer(), Peer()
+    r.receive(C2S, wire(client.headers(1, REQ, end=True)), 0.0)
+    r.receive(S2C, wire(server.headers(1, RESP, end=True)), 0.0)
+    out(r, C2S), out(r, S2C)
+    r.receive(C2S, wire(fc.SettingsFrame(0, settings={1: 0}), client.headers(3, REQ, end=True)), 0.0)
+    server.enc.header_table_size = 0
+    r.receive(S2C, wire(server.headers(3, RESP, end=True)), 0.0)
+    assert not r.violations
+    assert _first_block(out(r, S2C)).startswith(b"\x20")
+
+
+# ------------------------------------------- issue 13.5: a hook returning a wrong type
+
+class _ReturnsInt:
+    name = "forty-two"
+
+    def on_data(self, ctx, frame):
+        return 42
+
+
+@pytest.mark.parametrize("hook_result", [42, [b"x", 42], object()])
+def test_a_wrong_return_type_is_treated_like_an_exception(caplog, hook_result):
+    hook = _ReturnsInt()
+    hook.on_data = lambda ctx, frame: hook_result
+    hook.on_data.__name__ = "on_data"
+    r = start([hook])
+    body = fc.DataFrame(1, data=b"hello", flags=["END_STREAM"])
+    r.receive(C2S, wire(Peer().headers(1, REQ)), 0.0)
+    out(r, C2S)
+    with caplog.at_level("ERROR", logger="h2proxy"):
+        r.receive(C2S, wire(body), 0.0)
+    assert out(r, C2S) == wire(body)
+    line = " ".join(rec.getMessage() for rec in caplog.records)
+    assert "forty-two" in line and "on_data" in line and "stream 1" in line
+    assert type(hook_result).__name__ in line or "int" in line
+
+
+# ------------------------------------------- issue 13.3: frames in flight after the proxy's own reset
+
+class _SeeHeaders:
+    name = "see"
+
+    def on_headers(self, ctx, frame, headers):
+        return None
+
+
+@pytest.mark.parametrize("strict", [False, True])
+def test_frames_in_flight_after_a_reset_towards_the_client_are_discarded_with_credit(strict):
+    r = start([_SeeHeaders()], strict=strict)
+    client, server = Peer(), Peer()
+    r.receive(C2S, wire(client.headers(1, REQ, end=True)), 0.0)
+    r.receive(S2C, wire(server.headers(1, RESP)), 0.0)
+    out(r, C2S), out(r, S2C)
+    r.reset_stream(1, 8, "client")
+    assert out(r, S2C) == wire(fc.RstStreamFrame(1, error_code=8))
+    # In flight from the server: a promise, DATA, trailers; then its pushed stream's response.
+    promise = fc.PushPromiseFrame(1, promised_stream_id=2, data=server.enc.encode(REQ), flags=["END_HEADERS"])
+    r.receive(S2C, wire(promise, fc.DataFrame(1, data=b"x" * 100), server.headers(2, RESP, end=False),
+                        fc.DataFrame(2, data=b"y" * 10, flags=["END_STREAM"]),
+                        server.headers(1, [("x-t", "1")], end=True)), 0.0)
+    assert not r.violations
+    assert out(r, S2C) == b""
+    to_server = parsed(out(r, C2S))
+    resets = [(f.stream_id, f.error_code) for f in to_server if isinstance(f, fc.RstStreamFrame)]
+    assert resets == [(2, 8)]                                          # the promise is cancelled
+    credit = [(f.stream_id, f.window_increment) for f in to_server if isinstance(f, fc.WindowUpdateFrame)]
+    assert (0, 100) in credit and (1, 100) in credit and (0, 10) in credit
+
+
+def test_frames_in_flight_after_a_strict_stream_error_draw_no_more_resets():
+    r = start(strict=True)
+    client = Peer()
+    r.receive(C2S, wire(client.headers(1, REQ, end=False)), 0.0)
+    out(r, C2S)
+    r.receive(C2S, b"\x00\x00\x04\x08\x00\x00\x00\x00\x01\x00\x00\x00\x00", 0.0)   # WINDOW_UPDATE of 0
+    assert [type(f).__name__ for f in parsed(out(r, S2C))] == ["RstStreamFrame"]
+    assert [type(f).__name__ for f in parsed(out(r, C2S))] == ["RstStreamFrame"]
+    # The client's DATA in flight, and the server's response in flight: discarded, no new RST_STREAM.
+    r.receive(C2S, wire(fc.DataFrame(1, data=b"z" * 50, flags=["END_STREAM"])), 0.0)
+    r.receive(S2C, wire(Peer().headers(1, RESP, end=True)), 0.0)
+    assert not [f for f in parsed(out(r, S2C)) if isinstance(f, fc.RstStreamFrame)]
+    assert not [f for f in parsed(out(r, C2S)) if isinstance(f, fc.RstStreamFrame)]
+    assert len(r.violations) == 1

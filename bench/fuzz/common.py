@@ -37,6 +37,7 @@ def instrumented(packages=("framecodec", "proxy")):
     Only when a harness runs under atheris (not for --replay/--random, not when imported by tests).
     """
     import contextlib
+
     import __main__
     argv = sys.argv
     main_file = getattr(__main__, "__file__", None)

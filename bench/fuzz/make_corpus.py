@@ -5,7 +5,7 @@
 Writes two directories:
 
 * ``OUT_DIR/frames/``: runs of frames, for ``fuzz_codec.py`` and ``fuzz_reader.py``: every
-  frame of the http2jp corpus (``shared/testdata/http2-frame-test-case``, the hex ``wire``
+  frame of the http2jp corpus (``tests/data/http2-frame-test-case``, the hex ``wire``
   decoded), the frames each side sent in conversations made with the ``h2`` library, and the
   bytes each side sent on each connection of the frame logs given (``--log``, the JSON Lines
   logs ``h2proxy --record`` writes: base64 ``wire`` of ``preface``/``frame``/``raw`` records,
@@ -24,14 +24,14 @@ import hashlib
 import json
 import sys
 from pathlib import Path
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-HTTP2JP = ROOT.parent / "shared" / "testdata" / "http2-frame-test-case"
+HTTP2JP = ROOT / "tests" / "data" / "http2-frame-test-case"
 MAX_SEED = 1 << 16
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
@@ -71,65 +71,70 @@ def log_conversations(path: Path) -> List[Conversation]:
     return list(convs.values())
 
 
-def synth_conversations() -> List[Conversation]:
-    """Conversations between an h2 client and an h2 server: requests, bodies, trailers, push, resets."""
-    try:
+class _Talk:
+    """One scripted conversation between an h2 client and an h2 server (``variant`` picks the script)."""
+
+    def __init__(self, variant: int) -> None:
         import h2.config
         import h2.connection
+        self.variant = variant
+        self.client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+        self.server = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))
+        self.conv: Conversation = []
+
+    def pump(self) -> None:
+        """Move bytes both ways until neither side has anything to send (at most 10 rounds)."""
         import h2.events
-    except ImportError:
-        return []
-    convs = []
-    for variant in range(6):
-        client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
-        server = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))
-        conv: Conversation = []
+        client, server = self.client, self.server
+        for _ in range(10):
+            moved = False
+            data = client.data_to_send()
+            if data:
+                self.conv.append((0, data))
+                moved = True
+                for ev in server.receive_data(data):
+                    if isinstance(ev, h2.events.RequestReceived):
+                        self.answer(ev.stream_id)
+                    elif isinstance(ev, h2.events.DataReceived):
+                        server.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+            data = server.data_to_send()
+            if data:
+                self.conv.append((1, data))
+                moved = True
+                for ev in client.receive_data(data):
+                    if isinstance(ev, h2.events.DataReceived):
+                        client.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+            if not moved:
+                return
 
-        def pump():
-            for _ in range(10):
-                moved = False
-                data = client.data_to_send()
-                if data:
-                    conv.append((0, data))
-                    events = server.receive_data(data)
-                    moved = True
-                    for ev in events:
-                        if isinstance(ev, h2.events.RequestReceived):
-                            sid = ev.stream_id
-                            if variant == 3 and server.remote_settings.enable_push:
-                                pid = server.get_next_available_stream_id()
-                                server.push_stream(sid, pid, [(":method", "GET"), (":scheme", "http"),
-                                                              (":authority", "example"), (":path", "/p.css")])
-                                server.send_headers(pid, [(":status", "200")], end_stream=False)
-                                server.send_data(pid, b"pushed" * 10, end_stream=True)
-                            if variant == 4 and sid == 3:
-                                server.reset_stream(sid, 8)
-                                continue
-                            server.send_headers(sid, [(":status", "200"), ("content-type", "text/plain"),
-                                                      ("x-variant", str(variant))])
-                            body = b"b" * (100 if variant != 2 else 40000)
-                            body = body[:server.local_flow_control_window(sid)]
-                            step = server.max_outbound_frame_size
-                            for pos in range(0, len(body), step):
-                                last = pos + step >= len(body)
-                                server.send_data(sid, body[pos:pos + step], end_stream=last and variant != 5)
-                            if variant == 5:
-                                server.send_headers(sid, [("x-trailer", "t")], end_stream=True)
-                        elif isinstance(ev, h2.events.DataReceived):
-                            server.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
-                data = server.data_to_send()
-                if data:
-                    conv.append((1, data))
-                    for ev in client.receive_data(data):
-                        if isinstance(ev, h2.events.DataReceived):
-                            client.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
-                    moved = True
-                if not moved:
-                    return
+    def answer(self, sid: int) -> None:
+        """The server's side of one request: maybe a push, a reset, or a response with a body."""
+        server, variant = self.server, self.variant
+        if variant == 3 and server.remote_settings.enable_push:
+            pid = server.get_next_available_stream_id()
+            server.push_stream(sid, pid, [(":method", "GET"), (":scheme", "http"),
+                                          (":authority", "example"), (":path", "/p.css")])
+            server.send_headers(pid, [(":status", "200")], end_stream=False)
+            server.send_data(pid, b"pushed" * 10, end_stream=True)
+        if variant == 4 and sid == 3:
+            server.reset_stream(sid, 8)
+            return
+        server.send_headers(sid, [(":status", "200"), ("content-type", "text/plain"),
+                                  ("x-variant", str(variant))])
+        body = b"b" * (100 if variant != 2 else 40000)
+        body = body[:server.local_flow_control_window(sid)]
+        step = server.max_outbound_frame_size
+        for pos in range(0, len(body), step):
+            last = pos + step >= len(body)
+            server.send_data(sid, body[pos:pos + step], end_stream=last and variant != 5)
+        if variant == 5:
+            server.send_headers(sid, [("x-trailer", "t")], end_stream=True)
 
+    def run(self) -> Conversation:
+        client, variant = self.client, self.variant
         client.initiate_connection()
-        server.initiate_connection()
-        pump()
+        self.server.initiate_connection()
+        self.pump()
         for i in range(3 if variant != 1 else 1):
             sid = client.get_next_available_stream_id()
             headers = [(":method", "POST" if variant == 1 else "GET"), (":scheme", "http"),
@@ -142,12 +147,20 @@ def synth_conversations() -> List[Conversation]:
                 client.ping(b"12345678")
                 client.increment_flow_control_window(1000)
                 client.prioritize(sid, weight=42)
-            pump()
+            self.pump()
         if variant == 4:
             client.close_connection()
-            pump()
-        convs.append(conv)
-    return convs
+            self.pump()
+        return self.conv
+
+
+def synth_conversations() -> List[Conversation]:
+    """Conversations between an h2 client and an h2 server: requests, bodies, trailers, push, resets."""
+    try:
+        import h2.connection  # noqa: F401  (only to know whether the h2 library is there)
+    except ImportError:
+        return []
+    return [_Talk(variant).run() for variant in range(6)]
 
 
 def relay_input(conv: Conversation, config: int) -> bytes:
@@ -169,12 +182,14 @@ def write(directory: Path, data: bytes) -> bool:
     return True
 
 
-def build(out: Path, logs=(), synth: bool = True, corpus: Path = HTTP2JP) -> Dict[str, int]:
+def build(out: Path, logs=(), synth: bool = True, corpus: Optional[Path] = HTTP2JP) -> Dict[str, int]:
+    """Write the seeds; ``corpus=None`` leaves the http2jp frames out, a missing ``corpus`` is an error."""
     frames_dir, relay_dir = out / "frames", out / "relay"
     counts = {"frames": 0, "relay": 0}
-    jp = http2jp_frames(corpus) if corpus.is_dir() else []
-    if not corpus.is_dir():
-        print(f"note: no http2jp corpus at {corpus}", file=sys.stderr)
+    if corpus is not None and not corpus.is_dir():
+        # A seed corpus silently without the http2jp frames would fuzz less and still pass.
+        raise FileNotFoundError(f"the http2jp corpus is missing: expected it at {corpus}")
+    jp = http2jp_frames(corpus) if corpus is not None else []
     for wire in jp:
         counts["frames"] += write(frames_dir, wire)
     if jp:

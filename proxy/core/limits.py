@@ -6,7 +6,9 @@ GOAWAY, and a log line names the limit and its value.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields
+from typing import List, Optional
 
 
 @dataclass
@@ -19,7 +21,9 @@ class Limits:
     max_header_block_size: int = 262144
     #: Decoded header list size (name + value + 32 per field, RFC 9113 6.5.2; HPACK bomb).
     max_header_list_size: int = 262144
-    #: RST_STREAM frames a client may send per second (rapid reset, CVE-2023-44487).
+    #: RST_STREAM frames a client may send per second (rapid reset, CVE-2023-44487); in strict mode
+    #: the streams the proxy resets for a side's stream errors count too, per side (MadeYouReset,
+    #: CVE-2025-8671). Resets a hook or fault rule asks for do not count.
     max_resets_per_second: int = 200
     #: DATA frames with empty payloads and no END_STREAM per second.
     max_empty_frames_per_second: int = 200
@@ -54,10 +58,61 @@ class Limits:
     zero_window_timeout: float = 300.0
     #: Seconds to wait for streams in flight after GOAWAY on shutdown.
     grace_period: float = 5.0
+    #: Seconds to resolve and connect to the upstream (reverse mode) or a CONNECT target (forward
+    #: mode), TLS handshake included; past it the client gets GOAWAY or 504.
+    connect_timeout: float = 10.0
+    #: Seconds the upstream has, once the proxy sent it the connection preface, to send its own
+    #: (SETTINGS); past it the client's streams get RST_STREAM, the client GOAWAY naming the limit (0: no limit).
+    upstream_settings_timeout: float = 10.0
+    #: Seconds the upstream may stay silent (not a byte) while streams wait for it and nothing holds it
+    #: back (its flow-control windows open); past it as above (nghttpx backend-read-timeout: 60 s; 0: no limit).
+    upstream_silence_timeout: float = 60.0
 
     @classmethod
-    def names(cls):
+    def names(cls) -> List[str]:
         return [f.name for f in fields(cls)]
+
+    def problems(self) -> List[str]:
+        """What is wrong with these values (empty when nothing): one message per bad limit."""
+        out = [p for p in (check_limit(f.name, getattr(self, f.name)) for f in fields(self)) if p]
+        if self.max_queued_bytes < self.high_water:
+            out.append(f"limit max_queued_bytes = {self.max_queued_bytes} must not be below high_water "
+                       f"= {self.high_water} (it is the hard cap behind high_water)")
+        return out
+
+
+#: Smallest value of each count (the rest: at least 1): RFC 9113 4.2 makes 16384 the smallest frame size.
+_MIN_COUNT = {"max_frame_size": 16384, "max_continuations": 0}
+#: Largest value of a count: a frame length is 24 bits.
+_MAX_COUNT = {"max_frame_size": (1 << 24) - 1}
+#: Timeouts for which 0 means "no limit"; the others must be positive.
+_ZERO_OFF = {"settings_ack_timeout", "idle_timeout", "zero_window_timeout", "grace_period",
+             "upstream_settings_timeout", "upstream_silence_timeout"}
+
+
+def check_limit(name: str, value) -> Optional[str]:
+    """Why ``value`` is not a sensible value for the limit ``name`` (None when it is).
+
+    Negative counts, a zero connection budget, NaN or infinite timeouts would not limit anything:
+    they would fail every request or refuse everyone, so they are refused at start-up instead.
+    """
+    default = getattr(Limits, name, None)
+    if isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            return f"limit {name} = {value!r}: expected a finite number of seconds"
+        if name in _ZERO_OFF:
+            if value < 0:
+                return f"limit {name} = {value:g}: must be 0 (no limit) or a positive number of seconds"
+        elif value <= 0:
+            return f"limit {name} = {value:g}: must be a positive number of seconds"
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        return f"limit {name} = {value!r}: expected an integer"
+    low, high = _MIN_COUNT.get(name, 1), _MAX_COUNT.get(name)
+    if value < low or (high is not None and value > high):
+        where = f"between {low} and {high}" if high is not None else f"at least {low}"
+        return f"limit {name} = {value}: must be {where}"
+    return None
 
 
 class RateCounter:

@@ -43,7 +43,8 @@ def _malformed(message: str, section: str = "8.1.1") -> Problem:
 # --------------------------------------------------------------- frames
 
 def frame_problem(f) -> Optional[Problem]:
-    """Padding longer than the frame (6.1, 6.2, 6.6) and a HEADERS priority on itself (5.3.1).
+    """Padding longer than the frame (6.1, 6.2, 6.6), a PUSH_PROMISE with no room for its promised
+    stream id (6.6) and a HEADERS priority on itself (5.3.1).
 
     ``f`` is a :class:`framecodec.reader.RawFrame` of type DATA, HEADERS or PUSH_PROMISE.
     """
@@ -63,6 +64,9 @@ def frame_problem(f) -> Optional[Problem]:
             return (section, ErrorCode.PROTOCOL_ERROR, True,
                     f"{_name(t)} on stream {f.stream_id}: padding of {pad} bytes does not fit in a body of "
                     f"{n} bytes")
+    if t == PUSH_PROMISE and n < start + 4:
+        return ("6.6", ErrorCode.FRAME_SIZE_ERROR, True,
+                f"PUSH_PROMISE on stream {f.stream_id}: body of {n} bytes has no promised stream id")
     if t == HEADERS and f.flags & PRIORITY_FLAG:
         if n < start + 5:
             return ("6.2", ErrorCode.FRAME_SIZE_ERROR, True,

@@ -6,7 +6,8 @@ from enum import IntEnum
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
 # Frame types (RFC 9113 section 6, RFC 7838 section 4).
-DATA, HEADERS, PRIORITY, RST_STREAM, SETTINGS, PUSH_PROMISE, PING, GOAWAY, WINDOW_UPDATE, CONTINUATION, ALTSVC = range(11)
+(DATA, HEADERS, PRIORITY, RST_STREAM, SETTINGS, PUSH_PROMISE, PING, GOAWAY, WINDOW_UPDATE, CONTINUATION,
+ ALTSVC) = range(11)
 
 FRAME_NAMES = {
     DATA: "DATA", HEADERS: "HEADERS", PRIORITY: "PRIORITY", RST_STREAM: "RST_STREAM",
@@ -53,7 +54,7 @@ def error_name(code: int) -> str:
         return f"0x{code:X}"
 
 
-def parse_error_code(value) -> int:
+def parse_error_code(value: int | str) -> int:
     """Accept ``"REFUSED_STREAM"``, ``"refused_stream"``, ``7`` or ``"0x7"``; raise ValueError otherwise."""
     if isinstance(value, int):
         return value

@@ -20,7 +20,9 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-import hpack
+from framecodec.hpack import (Decoder as HpackDecoder, Encoder as HpackEncoder, HpackDecodingError,
+                              OversizedHeaderListError,
+                              mark_never_indexed)
 
 from framecodec import frame as fc
 from framecodec.exceptions import FrameCodecError, FrameTooLargeError, PrefaceError
@@ -37,6 +39,8 @@ from .protocol import (ACK, ALTSVC, CONTINUATION, DATA, DEFAULT_WINDOW, END_HEAD
                        WINDOW_UPDATE, ErrorCode, Setting, error_name, frame_name, parse_error_code)
 
 log = logging.getLogger("h2proxy")
+#: Directions whose "re-encoded from now on" line was logged at info level (once per process).
+_REENCODING_LOGGED: set = set()
 
 C2S, S2C = 0, 1                      # directions; the sending side of direction d is side d
 CLIENT, SERVER = 0, 1                # sides
@@ -48,6 +52,7 @@ SENDER = (st.CLIENT, st.SERVER)
 
 _u32 = struct.Struct(">L")
 _MAX_CONCURRENT = int(Setting.MAX_CONCURRENT_STREAMS)
+_MAX_FRAME = int(Setting.MAX_FRAME_SIZE)
 _INITIAL_WINDOW = int(Setting.INITIAL_WINDOW_SIZE)
 _CLOSED = st.CLOSED
 _OPEN = st.OPEN
@@ -60,6 +65,8 @@ _REMEMBER_CLOSED = 256
 #: Per direction, the stream states in which its sender may still send DATA.
 _SENDING = ((st.OPEN, st.HALF_CLOSED_REMOTE), (st.OPEN, st.HALF_CLOSED_LOCAL))
 _settings_entry = struct.Struct(">HL")
+#: The proxy's own SETTINGS (all defaults), for when it must speak before the peer it relays.
+_EMPTY_SETTINGS = bytes((0, 0, 0, SETTINGS, 0, 0, 0, 0, 0))
 _goaway_head = struct.Struct(">LL")
 
 
@@ -159,6 +166,22 @@ class RecentlyClosed:
 _MISSING = object()
 
 
+class ProxyReset:
+    """A ``recently_closed`` mark: the proxy itself reset this stream towards ``sides``.
+
+    Frames on it still in flight towards a side in ``sides`` are expected (RFC 9113 5.1, 5.4.2)
+    and discarded quietly; towards the other side the stream goes on.
+    """
+
+    __slots__ = ("sides",)
+
+    def __init__(self, sides) -> None:
+        self.sides = frozenset(sides)
+
+    def __repr__(self) -> str:
+        return f"ProxyReset({sorted(self.sides)})"
+
+
 class _Unit:
     """A frame, or a whole header block, on its way through the pipeline."""
 
@@ -173,6 +196,15 @@ class _Unit:
 
 
 UNCHANGED = object()
+
+
+class MalformedFrame(fc.ExtensionFrame):
+    """A frame of a known type whose body does not parse, handed to hooks as its raw parts.
+
+    ``problem`` says what is wrong; :meth:`serialize` gives back the bytes that came in.
+    """
+
+    __slots__ = ("problem",)
 
 
 class Relay:
@@ -198,6 +230,11 @@ class Relay:
         max_read = self.limits.max_frame_size
         self.readers = [FrameReader(max_read, expect_preface=True), FrameReader(max_read)]
         self.out: List[list] = [[], []]
+        # Per direction, what the proxy itself sends before the receiver has had a SETTINGS frame
+        # (RFC 9113 3.4: an endpoint's first frame is SETTINGS): held here as (wire, origin,
+        # actions) until the sender's SETTINGS goes out, then sent right behind it; None once
+        # released. See :meth:`_out` and :meth:`_release_held`.
+        self.greeting: List[Optional[list]] = [[], []]
         self.commands: list = []
         self.settings = [dict(INITIAL_SETTINGS), dict(INITIAL_SETTINGS)]   # as announced by each side
         self.settings_seen = [False, False]
@@ -219,10 +256,10 @@ class Relay:
         self.held_fcl = [0, 0]
         self.block: List[Optional[List[RawFrame]]] = [None, None]
         self.block_size = [0, 0]
-        self.decoders = [hpack.Decoder(self.limits.max_header_list_size),
-                         hpack.Decoder(self.limits.max_header_list_size)] if self.decode else None
+        self.decoders = [HpackDecoder(self.limits.max_header_list_size),
+                         HpackDecoder(self.limits.max_header_list_size)] if self.decode else None
         self.decoding_broken = [False, False]
-        self.encoders: List[Optional[hpack.Encoder]] = [None, None]   # set once a direction is re-encoded
+        self.encoders: List[Optional[HpackEncoder]] = [None, None]   # set once a direction is re-encoded
         self.goaway_from: List[Optional[Tuple[int, int]]] = [None, None]
         self.paused: List[Optional[Any]] = [None, None]      # a suspended hook chain per direction
         self.inbox: List[list] = [[], []]
@@ -231,7 +268,10 @@ class Relay:
         self.counters = {"frames_in": [0, 0], "frames_out": [0, 0], "bytes_in": [0, 0],
                          "violations": 0, "streams": 0, "resets": [0, 0], "hook_errors": 0,
                          "pushes": 0}
+        # Per side: the client's RST_STREAMs (rapid reset), and in strict mode the streams the proxy
+        # reset for a side's stream errors (MadeYouReset): both count towards max_resets_per_second.
         self.reset_rate = RateCounter(self.limits.max_resets_per_second, 1.0)
+        self.server_reset_rate = RateCounter(self.limits.max_resets_per_second, 1.0)
         self.empty_rate = [RateCounter(self.limits.max_empty_frames_per_second, 1.0),
                            RateCounter(self.limits.max_empty_frames_per_second, 1.0)]
         self.control_rate = [RateCounter(self.limits.max_control_frames_per_second, 1.0),
@@ -244,7 +284,12 @@ class Relay:
         self._update_fast_path()
         self.last_activity = now
         self.settings_sent_at: List[list] = [[], []]     # times of each side's SETTINGS not yet ACKed
+        # Per side, the SETTINGS_HEADER_TABLE_SIZE of each of its SETTINGS not yet ACKed (None: not in it).
+        self.table_sizes_due: List[list] = [[], []]
         self.stalled_since: List[Optional[float]] = [None, None]
+        self.heard = [now, now]              # when each side last sent bytes (the upstream's silence)
+        self.preface_at = now                # when the upstream was sent the connection preface
+        self.waiting_since: Optional[float] = None   # since when streams wait on a silent upstream
         # Set by the shell: call after producing output outside receive()/resume() (a hook's timer).
         self.wake: Optional[Callable[[], None]] = None
         if sink is not None:
@@ -260,6 +305,7 @@ class Relay:
             return
         self.now = now
         self.last_activity = now
+        self.heard[d] = now
         reader = self.readers[d]
         self.counters["bytes_in"][d] += len(data)
         try:
@@ -299,6 +345,10 @@ class Relay:
             self.inbox[d].extend(frames)
             return
         self._run(d, frames)
+        if self.greeting[d] is not None and self.paused[d] is None:
+            # Side d's first frames went by and none was a SETTINGS sent on (dropped by a hook,
+            # or a transparent-mode peer that began with another frame): hold nothing longer.
+            self._release_held(d, False)
         rec = self.rec
         if rec is not None and (rec[0] or rec[1]):
             self._rec_flush()
@@ -322,7 +372,10 @@ class Relay:
         fast_data = self.fast_data
         fast_headers = self.fast_headers
         window = self.window
-        max_hb = self.limits.max_header_block_size   # (a bigger one-frame block takes the slow path)
+        # Frames above the receiver's SETTINGS_MAX_FRAME_SIZE, and one-frame blocks above the header
+        # block limit, take the slow path (which checks them).
+        max_frame = self.settings[1 - d][_MAX_FRAME]
+        max_hb = min(self.limits.max_header_block_size, max_frame)
         # The lists forwarded (and, when recording, recorded) frames go to. Anything that may run a
         # hook or the slow path can hand them on and start new ones: they are fetched again after it.
         out_d = self.out[d]
@@ -336,7 +389,7 @@ class Relay:
                     new = None
                     if t == DATA:
                         if fast_data[d] and s.held is None and length <= window[d] and length <= s.window[d] and (
-                                length or flags & END_STREAM):
+                                length or flags & END_STREAM) and length <= max_frame:
                             new = data_next[flags & END_STREAM].get(s.state)
                             if new is not None:
                                 window[d] -= length
@@ -393,6 +446,8 @@ class Relay:
         while self.paused[d] is None and self.inbox[d] and not self.closed:
             frames, self.inbox[d] = self.inbox[d], []
             self._run(d, frames)
+        if self.greeting[d] is not None and self.paused[d] is None and self.counters["frames_in"][d]:
+            self._release_held(d, False)
         if self.rec is not None:
             self._rec_flush()
 
@@ -418,11 +473,22 @@ class Relay:
             self._send_goaway(C2S, self.last_stream[SERVER], ErrorCode.NO_ERROR,
                               f"h2proxy: the client closed the connection{': ' + reason if reason else ''}")
         if d == SERVER:
+            log.info("c%d: server closed the connection%s%s", self.id, f": {reason}" if reason else "",
+                     f"; {len(self.streams)} stream(s) still open: RST_STREAM INTERNAL_ERROR to the client"
+                     if cut else "")
             if self.goaway_from[SERVER] is None and self.preface_forwarded:
                 last = self.last_stream[CLIENT]
                 # After the client's own GOAWAY, with no stream left, this is the expected end: no error.
                 done = self.goaway_from[CLIENT] is not None and not self.streams
                 self._send_goaway(S2C, last, ErrorCode.NO_ERROR if done else ErrorCode.INTERNAL_ERROR,
+                                  f"h2proxy: upstream closed the connection{': ' + reason if reason else ''}")
+            elif not self.preface_forwarded:
+                # The client has not finished its preface (it may be slow, or about to be timed out): it
+                # still gets a server preface and the reason, never a bare close (nothing of the upstream
+                # reaches it: its frames wait for the client's preface).
+                note = [{"hook": "h2proxy", "action": "injected"}]
+                self._out(S2C, fc.SettingsFrame(0).serialize(), None, note)
+                self._send_goaway(S2C, 0, ErrorCode.INTERNAL_ERROR,
                                   f"h2proxy: upstream closed the connection{': ' + reason if reason else ''}")
         self._finish(f"{SIDE_NAME[d]} closed the connection{': ' + reason if reason else ''}",
                      close_sides=(other,))
@@ -433,12 +499,18 @@ class Relay:
             return
         self._send_goaway(S2C, self.last_stream[CLIENT], ErrorCode.NO_ERROR, "h2proxy is shutting down")
 
-    def tick(self, now: float) -> None:
-        """Time passes: enforce the idle, SETTINGS-ACK and zero-window timeouts."""
+    def tick(self, now: float, upstream_held: bool = False) -> None:
+        """Time passes: enforce the idle, SETTINGS-ACK, zero-window and upstream timeouts.
+
+        ``upstream_held``: the shell is not reading the upstream (backpressure from the client's
+        socket), so its silence is not its own.
+        """
         if self.closed:
             return
         self.now = now
         lim = self.limits
+        if self.preface_forwarded and self._upstream_timed_out(now, upstream_held):
+            return
         if lim.idle_timeout and now - self.last_activity > lim.idle_timeout and not self.active_streams:
             log.info("c%d: idle for %.0f s (limit idle_timeout = %s); closing with GOAWAY", self.id,
                      now - self.last_activity, lim.idle_timeout)
@@ -471,6 +543,54 @@ class Relay:
                         return
                 else:
                     self.stalled_since[d] = None
+
+    def _upstream_timed_out(self, now: float, held: bool) -> bool:
+        """The upstream's two timeouts (it never sends SETTINGS; it goes silent with streams waiting)."""
+        lim = self.limits
+        if lim.upstream_settings_timeout and not self.settings_seen[SERVER] \
+                and now - self.preface_at > lim.upstream_settings_timeout:
+            self._upstream_timeout("upstream_settings_timeout",
+                                   f"the upstream sent no SETTINGS within {now - self.preface_at:.1f} s of the "
+                                   f"connection preface")
+            return True
+        if not lim.upstream_silence_timeout:
+            return False
+        sending = _SENDING[S2C]
+        waiting = sum(1 for s in self.streams.values() if s.state in sending)   # (the upstream still owes them)
+        if not waiting or held or self.held_streams[S2C] or self._window_closed(S2C):
+            self.waiting_since = None        # (nothing waits on the upstream, or something else holds it back)
+            return False
+        if self.waiting_since is None:
+            self.waiting_since = now
+        silent = now - max(self.heard[SERVER], self.waiting_since)
+        if silent > lim.upstream_silence_timeout:
+            self._upstream_timeout("upstream_silence_timeout",
+                                   f"the upstream sent nothing for {silent:.1f} s while {waiting} "
+                                   f"stream(s) waited for it")
+            return True
+        return False
+
+    def _upstream_timeout(self, name: str, detail: str) -> None:
+        """A silent upstream: each stream still open gets RST_STREAM INTERNAL_ERROR towards the client and
+        CANCEL towards the upstream, the client GOAWAY INTERNAL_ERROR naming the limit, the upstream a clean
+        GOAWAY; both connections close. The log says so at the default verbosity."""
+        message = f"limit {name} = {getattr(self.limits, name)} exceeded: {detail}"
+        log.warning("c%d: upstream timeout: %s; %d stream(s) reset, connection closed", self.id, message,
+                    len(self.streams))
+        if self.sink is not None:
+            self.sink.error(self.id, self.now, f"upstream timeout: {message}")
+        note = [{"hook": "h2proxy", "action": "injected"}]
+        if not self.settings_seen[SERVER]:
+            # The client never had the server's preface: a server's first frame must be SETTINGS (RFC 9113 3.4).
+            self._out(S2C, fc.SettingsFrame(0).serialize(), None, note)
+        for s in list(self.streams.values()):
+            self._out(S2C, fc.RstStreamFrame(s.id, error_code=ErrorCode.INTERNAL_ERROR).serialize(), None, note)
+            if s.server_id and not s.proxy_owned:
+                self._out(C2S, fc.RstStreamFrame(s.server_id, error_code=ErrorCode.CANCEL).serialize(), None, note)
+        self._send_goaway(C2S, self.last_stream[SERVER], ErrorCode.NO_ERROR, f"h2proxy: {message}")
+        self._send_goaway(S2C, self.last_stream[CLIENT], ErrorCode.INTERNAL_ERROR,
+                          f"h2proxy: upstream timeout: {message}")
+        self._finish(f"upstream timeout: {message}")
 
     def _window_closed(self, d: int) -> bool:
         """Whether the receiver of d keeps a window at zero that a stream still sending in d waits on."""
@@ -515,6 +635,17 @@ class Relay:
                 wires, rec[d] = rec[d], []
                 self.sink.forwarded(self.id, RECV_LEG[d], SEND_LEG[d], self.now, wires)
 
+    def detach_sink(self) -> None:
+        """Stop reporting to the sink (a busy web view asks this, between reads): what was recorded on
+        the fast path goes out first, then the fast paths are those of a relay without a sink."""
+        if self.sink is None:
+            return
+        if self.rec is not None:
+            self._rec_flush()
+        self.sink = None
+        self.rec = None
+        self._update_fast_path()
+
     def _update_fast_path(self) -> None:
         """Whether complete HEADERS frames of each direction may skip the general block path."""
         for d in (C2S, S2C):
@@ -525,6 +656,8 @@ class Relay:
 
     def _process(self, d: int, f: RawFrame) -> None:
         t = f.type
+        if f.length > self.settings[1 - d][_MAX_FRAME] and self._oversized(d, f):
+            return
         blk = self.block[d]
         if blk is not None:
             if t == CONTINUATION and f.stream_id == blk[0].stream_id:
@@ -561,6 +694,21 @@ class Relay:
                 self.block_size[d] = f.length
         else:
             self._control(d, f)
+
+    def _oversized(self, d: int, f: RawFrame) -> bool:
+        """A frame longer than the receiver's SETTINGS_MAX_FRAME_SIZE (RFC 9113 4.2).
+
+        Strict mode never gets here (its frame reader stops such a frame: FRAME_SIZE_ERROR);
+        transparent mode logs the violation and forwards the frame. A frame that can change
+        the connection's state (a header block, SETTINGS, anything on stream 0) is a connection
+        error, others a stream error.
+        """
+        t = f.type
+        connection = f.stream_id == 0 or t in (HEADERS, PUSH_PROMISE, CONTINUATION, SETTINGS)
+        limit = self.settings[1 - d][_MAX_FRAME]
+        return self._violation(d, "4.2", ErrorCode.FRAME_SIZE_ERROR, connection,
+                               f"{frame_name(t)} frame of {f.length} bytes on stream {f.stream_id}, above the "
+                               f"{SIDE_NAME[1 - d]}'s SETTINGS_MAX_FRAME_SIZE {limit}", f.stream_id)
 
     # ---------------------------------------------------------------- DATA
 
@@ -695,11 +843,15 @@ class Relay:
         sid = first.stream_id
         unit = _Unit(d, frames, None)
         bad = messages.frame_problem(first)
+        malformed = False
         if bad is not None and bad[2]:
             if self._violation(d, *bad, sid=sid):
                 return
+            # (The block's fragment cannot be told from padding or fixed fields: it is not decoded,
+            # and the decoder, which never saw it, goes on with the next block.)
+            malformed = True
             bad = None
-        if self.decode and not self.decoding_broken[d]:
+        if self.decode and not self.decoding_broken[d] and not malformed:
             unit.headers = self._decode(d, frames)
             if self.closed:
                 return
@@ -807,6 +959,10 @@ class Relay:
         if sid == 0 and self._violation(d, "6.6", ErrorCode.PROTOCOL_ERROR, True, "PUSH_PROMISE on stream 0"):
             return True
         parent = self.streams.get(sid)
+        if parent is None and sid and unit.headers is not None:
+            mark = self.recently_closed.get(sid)
+            if isinstance(mark, ProxyReset) and CLIENT in mark.sides:
+                return self._promise_after_reset(unit)
         if sid and (not sid & 1 or (parent.state not in (st.OPEN, st.HALF_CLOSED_LOCAL) if parent is not None
                                     else self.recently_closed.get(sid) != CLIENT)):
             # Only on a client stream that is open or half-closed (local) from the client's view; one the
@@ -861,13 +1017,33 @@ class Relay:
         self.counters["streams"] += 1
         return False
 
+    def _promise_after_reset(self, unit: _Unit) -> bool:
+        """A PUSH_PROMISE in flight on a stream the proxy had reset towards the client (RFC 9113 6.6).
+
+        The server did nothing wrong, and the client must not see a promise on a stream it was told
+        was reset: the promise is dropped (its decoded block: later blocks are re-encoded), the
+        promised stream is cancelled towards the server, and what the server still sends on it is
+        discarded like any frame in flight on a stream the proxy reset. Returns True (dropped).
+        """
+        promised = self._promised_id(unit.frames[0])
+        self.last_stream[SERVER] = max(self.last_stream[SERVER], promised)
+        self._out(C2S, fc.RstStreamFrame(promised, error_code=ErrorCode.CANCEL).serialize(), None,
+                  [{"hook": "h2proxy", "action": "injected"}])
+        self.recently_closed[promised] = ProxyReset((CLIENT, SERVER))
+        log.debug("c%d: PUSH_PROMISE of stream %d on stream %d, which the proxy reset towards the client: "
+                  "dropped, the promised stream cancelled", self.id, promised, unit.frames[0].stream_id)
+        return True
+
     def _forward_block(self, d: int, unit: _Unit, result, actions=None) -> None:
         """Send a header block on: unchanged (byte for byte, unless re-encoding), or as changed."""
         frames = unit.frames
         if result is UNCHANGED and (self.encoders[d] is None or unit.headers is None):
-            if self.encoders[d] is not None:
-                self._log_error(f"cannot re-encode the header block on stream {frames[0].stream_id}: "
-                                "its headers could not be decoded; forwarded as received")
+            if self.encoders[d] is not None and (self.decoding_broken[d] or not self.decode):
+                # (A malformed frame has its violation logged already.)
+                self._log_error(f"cannot re-encode the header block on stream {frames[0].stream_id}: the "
+                                f"{SIDE_NAME[d]}'s header blocks are not decoded "
+                                f"({'COMPRESSION_ERROR earlier' if self.decode else 'decoding is off'}); "
+                                "forwarded as received")
             seqs = self._record_block_in(d, unit, actions)
             mapping = d == S2C and self.push_map
             for i, f in enumerate(frames):
@@ -921,26 +1097,29 @@ class Relay:
     def _decode(self, d: int, frames: List[RawFrame]) -> Optional[list]:
         try:
             block = b"".join(_fragment(f) for f in frames)
-            return [(n, v) for n, v in self.decoders[d].decode(block, raw=False)]
-        except hpack.exceptions.OversizedHeaderListError as exc:
+            return self.decoders[d].decode(block)      # never-indexed fields stay marked (NeverIndexed)
+        except OversizedHeaderListError as exc:
             self._limit(d, "max_header_list_size", str(exc))
             return None
-        except Exception as exc:  # hpack raises several types, and bad UTF-8 raises UnicodeDecodeError
+        except (HpackDecodingError, ValueError) as exc:   # (ValueError: padding that leaves no fragment)
             self.decoding_broken[d] = True
             self._violation(d, "4.3", ErrorCode.COMPRESSION_ERROR, True,
                             f"header block on stream {frames[0].stream_id} does not decode: {exc}",
                             forwarded=not self.strict)
             return None
 
-    def _start_reencoding(self, d: int) -> hpack.Encoder:
-        enc = self.encoders[d] = hpack.Encoder()
+    def _start_reencoding(self, d: int) -> HpackEncoder:
+        enc = self.encoders[d] = HpackEncoder()
         # Empty the receiver's dynamic table so that it matches the new encoder's.
         size = min(4096, self.settings[1 - d][Setting.HEADER_TABLE_SIZE])
         enc.header_table_size = 0
         enc.header_table_size = size
         self._update_fast_path()
-        log.info("c%d: %s header blocks are re-encoded by the proxy from now on", self.id,
-                 DIRECTION_NAME[d])
+        # Once per process and direction at info: the same line for every connection tells nothing new.
+        log.log(logging.DEBUG if d in _REENCODING_LOGGED else logging.INFO,
+                "c%d: %s header blocks are re-encoded by the proxy from now on%s", self.id, DIRECTION_NAME[d],
+                "" if d in _REENCODING_LOGGED else " (said once; other connections follow at debug level)")
+        _REENCODING_LOGGED.add(d)
         return enc
 
     def _encode_block(self, d: int, item: Headers) -> List[bytes]:
@@ -948,7 +1127,11 @@ class Relay:
         enc = self.encoders[d]
         if enc is None:
             enc = self._start_reencoding(d)
-        block = enc.encode([(str(n), str(v)) for n, v in item.headers])
+        headers = item.headers
+        if self.decoders is not None and self.decoders[d].never_indexed_seen:
+            # A hook may have rebuilt the pairs: what came in never-indexed goes out never-indexed.
+            headers = mark_never_indexed(headers, self.decoders[d].never_indexed_seen)
+        block = enc.encode(headers)
         sid = item.stream_id
         max_size = self.settings[1 - d][Setting.MAX_FRAME_SIZE]
         # (Built on stream 1, then given the real id: in transparent mode a block on stream 0, or
@@ -1005,6 +1188,10 @@ class Relay:
             if self._rst_stream(d, f):
                 return
         elif t == PRIORITY:
+            if self.control_rate[d].hit(self.now):
+                # (Before the checks: a PRIORITY that is a stream error counts too.)
+                self._limit(d, "max_control_frames_per_second", "PRIORITY churn")
+                return
             if sid == 0 and self._violation(d, "6.3", ErrorCode.PROTOCOL_ERROR, True, "PRIORITY on stream 0"):
                 return
             if f.length != 5 and self._violation(d, "6.3", ErrorCode.FRAME_SIZE_ERROR, False,
@@ -1015,9 +1202,6 @@ class Relay:
                 if self._violation(d, "5.3.1", ErrorCode.PROTOCOL_ERROR, False,
                                    f"PRIORITY: stream {sid} depends on itself", sid):
                     return
-            if self.control_rate[d].hit(self.now):
-                self._limit(d, "max_control_frames_per_second", "PRIORITY churn")
-                return
             if d == C2S and sid in self.streams and self.streams[sid].proxy_owned:
                 self._record_in(d, f, [{"hook": "h2proxy", "action": "consumed"}])
                 return
@@ -1075,6 +1259,14 @@ class Relay:
             other = 1 - d
             if self.unacked_settings[other]:
                 self.unacked_settings[other] -= 1
+            pending = self.table_sizes_due[other]
+            if pending:
+                size = pending.pop(0)
+                if size is not None and self.decoders is not None:
+                    # From now on side d's encoder is held to the size (RFC 7541 4.2: the update
+                    # follows the SETTINGS acknowledgement); a larger one still unacknowledged stays allowed.
+                    later = [v for v in pending if v is not None]
+                    self.decoders[d].max_allowed_table_size = max([size] + later)
             if self.settings_sent_at[other]:
                 self.settings_sent_at[other].pop(0)
             if self.control_rate[d].hit(self.now):
@@ -1092,6 +1284,7 @@ class Relay:
             return True
         mine = self.settings[d]
         receiving = 1 - d        # the direction in which this side receives
+        table_size = None
         for ident, value in _settings_entry.iter_unpack(f.payload):
             if ident == Setting.ENABLE_PUSH and (value > 1 or (value and d == SERVER)):
                 if self._violation(d, "6.5.2", ErrorCode.PROTOCOL_ERROR, True,
@@ -1113,14 +1306,25 @@ class Relay:
                                    f"SETTINGS_MAX_FRAME_SIZE = {value}, outside 16384..16777215"):
                     return True
                 continue
-            elif ident == Setting.HEADER_TABLE_SIZE and self.decoders is not None:
-                self.decoders[receiving].max_allowed_table_size = value
+            elif ident == Setting.HEADER_TABLE_SIZE:
+                table_size = value
+                if self.decoders is not None:
+                    # A larger table is allowed at once; a smaller one binds the other side's encoder only
+                    # once it acknowledged these SETTINGS (see the ACK above): blocks it sent before
+                    # may still use the old size.
+                    dec = self.decoders[receiving]
+                    dec.max_allowed_table_size = max(dec.max_allowed_table_size, value)
+                if self.encoders[receiving] is not None:
+                    # RFC 7541 §4.2: the next block re-encoded for this side starts with a size update.
+                    self.encoders[receiving].header_table_size = min(4096, value)
             mine[ident] = value
         if self.strict:
             self.readers[receiving].max_frame_size = min(self.limits.max_frame_size,
                                                          mine[Setting.MAX_FRAME_SIZE])
         self.settings_seen[d] = True
         self.unacked_settings[d] += 1
+        if len(self.table_sizes_due[d]) < 64:
+            self.table_sizes_due[d].append(table_size)
         if len(self.settings_sent_at[d]) < 64:
             self.settings_sent_at[d].append(self.now)
         if self.held_streams[receiving]:
@@ -1133,13 +1337,13 @@ class Relay:
             return self._violation(d, "6.9", ErrorCode.FRAME_SIZE_ERROR, True,
                                    f"WINDOW_UPDATE on stream {sid} with a body of {f.length} bytes, not 4")
         inc = _u32.unpack_from(f.payload)[0] & 0x7FFFFFFF
+        if inc < 1024 and self.control_rate[d].hit(self.now):
+            # (Only small increments count, 0 too: big ones are what a receiver reading DATA sends.)
+            self._limit(d, "max_control_frames_per_second", "WINDOW_UPDATE churn")
+            return True
         if inc == 0:
             return self._violation(d, "6.9", ErrorCode.PROTOCOL_ERROR, sid == 0,
                                    f"WINDOW_UPDATE on stream {sid} with an increment of 0", sid)
-        if inc < 1024 and self.control_rate[d].hit(self.now):
-            # (Only small increments count: big ones are what a receiver reading DATA sends.)
-            self._limit(d, "max_control_frames_per_second", "WINDOW_UPDATE churn")
-            return True
         other = 1 - d            # the direction whose receiver this side is
         self.stalled_since[other] = None       # (progress: zero_window_timeout starts again)
         if sid == 0:
@@ -1168,7 +1372,7 @@ class Relay:
                 if gone == "idle":
                     return self._violation(d, "5.1", ErrorCode.PROTOCOL_ERROR, True,
                                            f"WINDOW_UPDATE on idle stream {sid}")
-                if gone == "refused":
+                if gone == "refused" or self._discard_after_reset(d, f, sid):
                     return True
             if s is not None:
                 s.window[other] += inc
@@ -1212,7 +1416,7 @@ class Relay:
             gone = messages.unknown_stream(self, sid)
             if gone == "idle":
                 return self._violation(d, "5.1", ErrorCode.PROTOCOL_ERROR, True, f"RST_STREAM on idle stream {sid}")
-            return gone == "refused"
+            return gone == "refused" or bool(self._discard_after_reset(d, f, sid))
         s.state = st.CLOSED
         s.reset_by = d
         if s.proxy_owned and d == C2S:
@@ -1242,6 +1446,8 @@ class Relay:
         closer = self.recently_closed.get(sid, "unknown")
         if closer == "refused":
             return True      # strict mode refused the stream: the other side never heard of it
+        if isinstance(closer, ProxyReset):
+            return bool(self._discard_after_reset(d, f, sid))
         if closer == d or closer == -1:   # -1: both sides had ended it with END_STREAM
             # The sender itself closed the stream with END_STREAM or RST_STREAM and sends again.
             return self._violation(d, "5.1", ErrorCode.STREAM_CLOSED, False,
@@ -1289,9 +1495,19 @@ class Relay:
         try:
             frame = self._frame_object(unit)
         except FrameCodecError as exc:
+            if first.type == ALTSVC:
+                # A malformed ALTSVC still goes to the hooks that decide what becomes of ALTSVC
+                # frames (RFC 7838 4: an intermediary does not forward them), as the raw frame.
+                frame = MalformedFrame(ALTSVC, first.stream_id, flag_byte=first.flags, body=bytes(first.payload))
+                frame.problem = str(exc)
+                return (yield from self._run_hooks(d, unit, hooks, frame))
             self._log_error(f"{frame_name(first.type)} on stream {first.stream_id} cannot be handed to hooks: "
                             f"{exc}; forwarded unchanged")
             return UNCHANGED, []
+        return (yield from self._run_hooks(d, unit, hooks, frame))
+
+    def _run_hooks(self, d: int, unit: _Unit, hooks, frame):
+        first = unit.frames[0]
         original = frame.serialize() if unit.frames[0].type in (HEADERS, PUSH_PROMISE) else None
         items: list = [frame]
         actions: list = []
@@ -1319,6 +1535,14 @@ class Relay:
                         result = yield result
                 except Exception as exc:
                     self._hook_error(name, exc, first)
+                    new_items.append(item)
+                    continue
+                if result is not None and not _valid_result(result):
+                    # Like an exception: the frame goes on as given, and the log says what came back.
+                    self._hook_error(name, TypeError(
+                        f"{getattr(method, '__name__', 'hook method')} returned {_type_name(result)} on "
+                        f"{frame_name(first.type)} stream {first.stream_id}, not None, a frame, a header "
+                        f"list, Headers, RawBytes or a list of them"), first, method)
                     new_items.append(item)
                     continue
                 if result is None:
@@ -1380,9 +1604,22 @@ class Relay:
             return
         origin = self._record_in(d, first, actions)
         sent_fcl = 0
+        ahead = 0
+        if t == DATA and s is not None:
+            # More DATA out than came in (a hook joined held-back frames, duplicated, grew them): owe the
+            # excess before sending, so that what does not fit the receiver's windows is held, not sent.
+            ahead = sum(len(i.data) + (i.pad_length + 1 if "PADDED" in i.flags else 0)
+                        for i in result if isinstance(i, fc.DataFrame)) - first.length
+            if ahead > 0:
+                self.owed[d] += ahead
+                _owe(s, d, ahead)
         for item in result:
             sent_fcl += self._send_item(d, item, origin, [a for a in actions if a["action"] != "passed"], unit)
         if t == DATA and s is not None:
+            if ahead > 0:
+                # Settled below from what was really sent (splitting a padded frame drops its padding).
+                self.owed[d] -= ahead
+                s.owed[d] -= ahead
             diff = first.length - sent_fcl
             if diff > 0 and not any(isinstance(item, RawBytes) for item in result):
                 # (RawBytes in the result: repairs are off for this frame, no credit.)
@@ -1448,18 +1685,22 @@ class Relay:
         self._out(d, self._map_ids(d, item.serialize()), origin, actions)
         return 0
 
-    def _hook_error(self, name: str, exc: BaseException, f: RawFrame) -> None:
+    def _hook_error(self, name: str, exc: BaseException, f: RawFrame, method=None) -> None:
         self.counters["hook_errors"] += 1
-        key = (name, type(exc).__name__)
+        key = (name, type(exc).__name__, method is not None)
         seen = self.hooks.errors_logged if self.hooks is not None else set()
         if key not in seen:
             seen.add(key)
-            log.error("c%d: hook %s raised on %s stream %d; the frame goes on unchanged", self.id, name,
-                      frame_name(f.type), f.stream_id, exc_info=exc)
+            if method is not None:      # (a wrong return value: no traceback to show)
+                log.error("c%d: hook %s: %s; the frame goes on unchanged", self.id, name, exc)
+            else:
+                log.error("c%d: hook %s raised on %s stream %d; the frame goes on unchanged", self.id, name,
+                          frame_name(f.type), f.stream_id, exc_info=exc)
         else:
             log.debug("c%d: hook %s raised %r again", self.id, name, exc)
         if self.sink is not None:
-            self.sink.error(self.id, self.now, f"hook {name} raised {type(exc).__name__}: {exc}")
+            self.sink.error(self.id, self.now, f"hook {name}: {exc}" if method is not None
+                            else f"hook {name} raised {type(exc).__name__}: {exc}")
 
     # -------------------------------------------------------- proxy actions
 
@@ -1478,7 +1719,14 @@ class Relay:
         self._send_item(d, item, origin, acts, None)
 
     def reset_stream(self, sid: int, code: int, towards: str, note: str = "h2proxy") -> None:
+        """Reset stream ``sid`` (client-leg id) towards one side or both, on a hook's behalf.
+
+        Frames still in flight on it towards a side that was reset are then discarded quietly,
+        with their flow-control credit returned (see :meth:`_discard_after_reset`); towards the
+        other side the stream goes on.
+        """
         s = self.streams.get(sid)
+        told = set()
         for side in _sides(towards):
             d = 1 - side    # towards the client = direction S2C
             wire_sid = s.server_id if (s is not None and side == SERVER) else sid
@@ -1486,14 +1734,57 @@ class Relay:
                 continue
             self._out(d, fc.RstStreamFrame(wire_sid, error_code=code).serialize(), None,
                       [{"hook": note, "action": "injected"}])
+            told.add(side)
         if s is not None:
             s.state = st.CLOSED
-            for dd in (0, 1):
-                if s.held is not None:
-                    s.held[dd].clear()
-                self.held_streams[dd].pop(sid, None)
-            s.push_body = None
+            s.reset_by = ProxyReset(told)
+            self._drop_held(s)
             self._close_stream(s)
+        elif told:
+            previous = self.recently_closed.get(sid)
+            if isinstance(previous, ProxyReset):
+                told |= previous.sides
+            self.recently_closed[sid] = ProxyReset(told)
+
+    def _drop_held(self, s: Stream) -> None:
+        """A reset stream's DATA held for flow control, and a proxy push's body, will never be sent."""
+        for dd in (0, 1):
+            if s.held is not None:
+                s.held[dd].clear()
+            self.held_streams[dd].pop(s.id, None)
+        s.push_body = None
+
+    def _discard_after_reset(self, d: int, f: RawFrame, sid: int) -> Optional[bool]:
+        """A frame from side d on stream ``sid``, which the relay no longer tracks.
+
+        None when the proxy did not reset that stream itself. Otherwise True when the frame is
+        discarded: its receiver was told RST_STREAM by the proxy, so the frame was in flight and
+        expected (no violation; a DATA frame's flow-control credit goes back to the sender, on the
+        stream too while the sender, not reset, may still be finishing); False when it goes on to a
+        receiver that was not reset. A header block is only discarded when it was decoded (the
+        receiver's HPACK table then follows the proxy's re-encoding); otherwise it is forwarded so
+        that the receiver's table stays in step.
+        """
+        mark = self.recently_closed.get(sid)
+        if not isinstance(mark, ProxyReset):
+            return None
+        if (1 - d) not in mark.sides:
+            return False
+        t = f.type
+        if t in (HEADERS, PUSH_PROMISE) and (not self.decode or self.decoding_broken[d]):
+            return False
+        if t == DATA and f.length:
+            back = 1 - d
+            self._out(back, fc.WindowUpdateFrame(0, window_increment=f.length).serialize(), None,
+                      [{"hook": "h2proxy", "action": "window-credit"}])
+            if d not in mark.sides and not f.flags & END_STREAM:
+                self._out(back, fc.WindowUpdateFrame(f.stream_id, window_increment=f.length).serialize(), None,
+                          [{"hook": "h2proxy", "action": "window-credit"}])
+        if t not in (HEADERS, PUSH_PROMISE, CONTINUATION):
+            self._record_in(d, f, [{"hook": "h2proxy", "action": "discarded"}])
+        log.debug("c%d: %s on stream %d, which the proxy reset towards the %s, discarded", self.id,
+                  frame_name(t), sid, SIDE_NAME[1 - d])
+        return True
 
     def goaway(self, code: int, last_stream_id: Optional[int], debug: bytes, towards: str,
                note: str = "h2proxy") -> None:
@@ -1576,6 +1867,17 @@ class Relay:
     # ------------------------------------------------------------- output
 
     def _out(self, d: int, wire, origin, actions) -> None:
+        greeting = self.greeting[d]
+        if greeting is not None:
+            if wire[3] != SETTINGS or wire[4] & ACK:
+                # The receiver has not had its peer's SETTINGS yet: nothing may come before it.
+                greeting.append((wire, origin, actions))
+                return
+            self.greeting[d] = None
+            self._out(d, wire, origin, actions)
+            for held in greeting:
+                self._out(d, *held)
+            return
         self.out[d].append(wire)
         if self.sink is not None:
             if self.rec is not None and (self.rec[0] or self.rec[1]):
@@ -1626,6 +1928,7 @@ class Relay:
 
     def _forward_preface(self) -> None:
         self.preface_forwarded = True
+        self.preface_at = self.now
         if self.sink is not None:
             self.sink.preface(self.id, "client", "recv", self.now, PREFACE)
         self.out[C2S].append(PREFACE)
@@ -1634,6 +1937,27 @@ class Relay:
         if self.inbox[S2C] and self.paused[S2C] is None:
             held, self.inbox[S2C] = self.inbox[S2C], []
             self._run(S2C, held)
+
+    def _release_held(self, d: int, speak_first: bool) -> None:
+        """Stop holding the proxy's own frames towards the receiver of d and send them.
+
+        Called when the sender's first frames went by without a SETTINGS to send them behind
+        (``speak_first`` False: a hook dropped it, or a peer in transparent mode began with
+        another frame), or when the connection ends before that SETTINGS came (``speak_first``:
+        the proxy then sends its own SETTINGS, with no parameters, so that its GOAWAY or
+        RST_STREAM is read; RFC 9113 3.4). Nothing goes to a server that has not had the
+        connection preface.
+        """
+        greeting = self.greeting[d]
+        if greeting is None:
+            return
+        self.greeting[d] = None
+        if not greeting or (d == C2S and not self.preface_forwarded):
+            return
+        if speak_first:
+            self._out(d, _EMPTY_SETTINGS, None, [{"hook": "h2proxy", "action": "injected"}])
+        for held in greeting:
+            self._out(d, *held)
 
     def _send_goaway(self, d: int, last: int, code: int, debug, note: str = "h2proxy") -> None:
         if isinstance(debug, str):
@@ -1658,7 +1982,7 @@ class Relay:
                     f"a conformant endpoint answers {error_name(code)} ({kind}); {fate}")
             if n == 20:
                 text += "; further violations on this connection are logged every 1000th"
-            log.warning("%s", text)
+            log.warning("%s", text, extra=self._blame(d))
         record = {"side": SIDE_NAME[d], "section": section, "code": error_name(code), "message": message,
                   "connection": connection, "stream": sid}
         if len(self.violations) < 100:
@@ -1675,20 +1999,37 @@ class Relay:
             self._stream_error(d, sid, code, message)
         return True
 
+    def _blame(self, d: int) -> dict:
+        """Fields for a log record about side d's error: which connection and peer (for log filters
+        and the tests' check that no peer that behaved is blamed)."""
+        return {"h2proxy_conn": self.id, "h2proxy_side": SIDE_NAME[d],
+                "h2proxy_client": self.info.get("client_addr"), "h2proxy_upstream": self.info.get("upstream_addr")}
+
     def _stream_error(self, d: int, sid: int, code: int, message: str) -> None:
         """Strict mode: reset the stream towards the offender, cancel it towards the other side."""
         s = self.streams.get(sid)
         offender = d
+        rate = self.reset_rate if offender == CLIENT else self.server_reset_rate
+        if rate.hit(self.now):
+            # A peer that makes the proxy reset streams for it resets them as surely as with RST_STREAM
+            # (MadeYouReset, CVE-2025-8671): the same limit as rapid reset.
+            self._limit(offender, "max_resets_per_second",
+                        f"streams reset by the proxy for the {SIDE_NAME[offender]}'s stream errors "
+                        f"(MadeYouReset, CVE-2025-8671)")
+            return
         self._out(1 - offender, fc.RstStreamFrame(sid if offender == CLIENT or s is None else s.server_id,
                                                   error_code=int(code)).serialize(),
                   None, [{"hook": "h2proxy", "action": "strict"}])
         if s is not None:
             other_sid = s.server_id if offender == CLIENT else s.id
+            told = {offender}
             if not (s.proxy_owned and offender == CLIENT):
                 self._out(offender, fc.RstStreamFrame(other_sid, error_code=ErrorCode.CANCEL).serialize(),
                           None, [{"hook": "h2proxy", "action": "strict"}])
+                told.add(1 - offender)
             s.state = st.CLOSED
-            s.reset_by = 1 - d
+            s.reset_by = ProxyReset(told)
+            self._drop_held(s)
             self._close_stream(s)
 
     def _connection_error(self, d: int, section: str, code: int, message: str, forced: bool,
@@ -1696,7 +2037,7 @@ class Relay:
         """Answer side d with GOAWAY(code), the other side with a clean GOAWAY, and close both."""
         if not logged:
             log.warning("c%d: %s: %s (RFC 9113 section %s) -> GOAWAY %s", self.id, SIDE_NAME[d], message,
-                        section, error_name(code))
+                        section, error_name(code), extra=self._blame(d))
             if self.sink is not None:
                 self.sink.violation(self.id, self.now, SIDE_NAME[d], section, error_name(code), message)
         towards_offender = 1 - d
@@ -1742,6 +2083,8 @@ class Relay:
             return
         if self.rec is not None:
             self._rec_flush()
+        self._release_held(C2S, True)
+        self._release_held(S2C, True)
         self.closed = True
         # Nothing more will be relayed: let go of what the connection held.
         self.recently_closed = RecentlyClosed()
@@ -1803,6 +2146,7 @@ class HookCtx(HookContext):
 
     def close(self, towards="both", reset=False) -> None:
         for side in _sides(towards):
+            self.relay._release_held(1 - side, True)
             self.relay.commands.append(Close(side, f"hook {self.hook} closed the connection", abort=reset))
 
 
@@ -1875,6 +2219,29 @@ def _split_block(frame, max_size: int) -> List[bytes]:
             cont.flags.add("END_HEADERS")
         wires.append(cont.serialize())
     return wires
+
+
+_RESULT_ITEMS = (fc.Frame, Headers, RawBytes, bytes, bytearray, memoryview)
+
+
+def _valid_result(result) -> bool:
+    """Whether a hook's return value is one the relay knows how to send (None aside)."""
+    if isinstance(result, _RESULT_ITEMS):
+        return True
+    if not isinstance(result, (list, tuple)):
+        return False
+    if result and isinstance(result[0], tuple):
+        # A header list: (name, value) pairs of text or bytes.
+        return all(isinstance(h, tuple) and len(h) in (2, 3) and isinstance(h[0], (str, bytes))
+                   and isinstance(h[1], (str, bytes)) for h in result)
+    return all(isinstance(item, _RESULT_ITEMS) for item in result)
+
+
+def _type_name(value) -> str:
+    if isinstance(value, (list, tuple)):
+        bad = next((v for v in value if not isinstance(v, _RESULT_ITEMS)), None)
+        return f"a {type(value).__name__} holding {type(bad).__name__}"
+    return f"{type(value).__name__} ({value!r:.40})"
 
 
 def _owe(s: Stream, d: int, amount: int) -> None:

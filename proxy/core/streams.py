@@ -8,7 +8,7 @@ would answer with.
 """
 from __future__ import annotations
 
-from typing import Dict, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from .protocol import ErrorCode
 
@@ -37,7 +37,7 @@ Transition = Tuple[str, str, str]
 TRANSITIONS: Dict[Transition, str] = {}
 
 
-def _add(states, sender, events, new_state):
+def _add(states: List[str], sender: str, events: List[str], new_state: str) -> None:
     for s in states:
         for e in events:
             TRANSITIONS[(s, sender, e)] = new_state if new_state != "same" else s

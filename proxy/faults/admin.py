@@ -1,6 +1,6 @@
 """The admin HTTP API: list, add, change and remove fault rules, read and reset counters.
 
-HTTP/1.1 with JSON in and out, served on loopback only (any other address is
+HTTP/1.1 with JSON in and out (an aiohttp application), served on loopback only (any other address is
 refused at start). Every request needs ``Authorization: Bearer TOKEN`` (else
 401) and a ``Host`` header naming the admin address itself --
 ``127.0.0.1:PORT`` or ``localhost:PORT`` -- (else 403: a web page that got a
@@ -16,7 +16,7 @@ Routes (docs/faults.md has curl examples)::
     PUT    /faults/NAME            replace the rule's keys
     DELETE /faults/NAME            remove one rule
     DELETE /faults                 remove every rule
-    GET    /counters               matches and hits per rule
+    GET    /counters               matches and hits per rule; connections_open, connections_total
     POST   /counters/reset         counters to zero, random numbers back to their seeds
     GET    /events?rule=NAME&limit=N   what the rules did, newest last
 """
@@ -28,8 +28,10 @@ import json
 import logging
 import secrets
 import sys
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Optional, Sequence, Tuple
 from urllib.parse import parse_qs, unquote, urlsplit
+
+from aiohttp import web
 
 from ..server import ConfigError
 from .hook import FaultHook
@@ -37,11 +39,16 @@ from .rules import FaultError
 
 log = logging.getLogger("h2proxy")
 
-MAX_HEAD = 64 * 1024
 MAX_BODY = 1024 * 1024
-REASONS = {200: "OK", 201: "Created", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden",
-           404: "Not Found", 405: "Method Not Allowed", 411: "Length Required", 413: "Payload Too Large",
-           431: "Request Header Fields Too Large", 500: "Internal Server Error", 501: "Not Implemented"}
+
+
+def json_response(status: int, payload: Any) -> web.Response:
+    """A JSON answer that is never cached (401s name the Bearer scheme)."""
+    body = json.dumps(payload, indent=2, default=_json_default) + "\n"
+    headers = {"Cache-Control": "no-store"}
+    if status == 401:
+        headers["WWW-Authenticate"] = 'Bearer realm="h2proxy admin"'
+    return web.Response(status=status, text=body, content_type="application/json", headers=headers)
 
 
 def parse_admin_listen(text: str) -> Tuple[str, int]:
@@ -79,11 +86,20 @@ def find_fault_hook(hooks) -> FaultHook:
 
 
 class AdminServer:
-    """Serves the admin API for the FaultHook in ``hooks`` (a HookChain or the FaultHook itself)."""
+    """Serves the admin API for the FaultHook in ``hooks`` (a HookChain or the FaultHook itself).
 
-    def __init__(self, listen: str, token: Optional[str], hooks, announce: bool = True) -> None:
+    The HTTP server is an :mod:`aiohttp` application. ``extensions`` are objects
+    with a ``setup(app, server)`` method that add routes to it (the web view);
+    every route passes the same Host check, and every route but the ones an
+    extension lists in ``server.public_paths`` (the page's static files, which
+    hold no data) needs the token.
+    """
+
+    def __init__(self, listen: str, token: Optional[str], hooks, announce: bool = True,
+                 extensions: Sequence[Any] = ()) -> None:
         self.host, self.requested_port = parse_admin_listen(listen)
-        self.faults = find_fault_hook(hooks)
+        # No hooks: a server for a recorded log (``h2proxy log web``), with no rules to manage.
+        self.faults = find_fault_hook(hooks) if hooks is not None else None
         chain = hooks if hasattr(hooks, "table") else None
         if chain is not None:
             self.faults.attach(chain)
@@ -91,8 +107,11 @@ class AdminServer:
         self.token = token or secrets.token_urlsafe(24)
         self.announce = announce
         self.port: Optional[int] = None
-        self.server: Optional[asyncio.AbstractServer] = None
-        self._writers: set = set()
+        self.extensions = list(extensions)
+        #: Paths served without the token (still with the Host check).
+        self.public_paths: set = set()
+        self.app: Optional[web.Application] = None
+        self._runner: Optional[web.AppRunner] = None
 
     @property
     def url(self) -> str:
@@ -107,98 +126,80 @@ class AdminServer:
             hosts.add(f"{self.host}:{self.port}")
         return hosts
 
+    def build_app(self) -> web.Application:
+        app = web.Application(middlewares=[self._guard], client_max_size=MAX_BODY)
+        for ext in self.extensions:
+            ext.setup(app, self)
+        app.router.add_route("*", "/{tail:.*}", self._api)
+        return app
+
     async def start(self) -> None:
+        self.app = self.build_app()
+        self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False,
+                                     shutdown_timeout=1.0)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.requested_port, reuse_address=True)
         try:
-            self.server = await asyncio.start_server(self._handle, self.host, self.requested_port,
-                                                     limit=MAX_HEAD)
+            await site.start()
         except OSError as exc:
+            await self._runner.cleanup()
+            self._runner = None
             raise ConfigError(f"admin listen: cannot listen on {self.host}:{self.requested_port}: "
                               f"{exc.strerror or exc}") from None
-        self.port = self.server.sockets[0].getsockname()[1]
+        self.port = site._server.sockets[0].getsockname()[1]
         if self.announce:
             text = f"h2proxy: admin API on {self.url}"
             if self.generated:
                 text += f" (token: {self.token})"
             print(text, file=sys.stderr, flush=True)
-        log.info("admin API on %s", self.url)
+        else:
+            log.debug("admin API on %s", self.url)
 
     async def stop(self) -> None:
-        if self.server is not None:
-            self.server.close()
-            for w in list(self._writers):
-                w.close()
+        if self._runner is not None:
+            runner, self._runner = self._runner, None
+            for ext in self.extensions:
+                closing = getattr(ext, "shutdown", None)
+                if closing is not None:
+                    await closing()
             try:
-                await asyncio.wait_for(self.server.wait_closed(), 2.0)
+                await asyncio.wait_for(runner.cleanup(), 5.0)
             except asyncio.TimeoutError:
                 pass
-            self.server = None
 
     # ------------------------------------------------------------ HTTP
 
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._writers.add(writer)
-        try:
-            while True:
-                try:
-                    head = await reader.readuntil(b"\r\n\r\n")
-                except asyncio.IncompleteReadError:
-                    return
-                except asyncio.LimitOverrunError:
-                    await self._send(writer, 431, {"error": "request head too large"}, close=True)
-                    return
-                status, payload, close = await self._request(head, reader)
-                await self._send(writer, status, payload, close=close)
-                if close:
-                    return
-        except (ConnectionError, OSError):
-            return
-        finally:
-            self._writers.discard(writer)
-            writer.close()
+    def host_ok(self, request: web.Request) -> bool:
+        hosts = request.headers.getall("Host", [])
+        return len(hosts) == 1 and hosts[0].lower() in self.allowed_hosts()
 
-    async def _request(self, head: bytes, reader) -> Tuple[int, Any, bool]:
-        try:
-            text = head.decode("latin-1")
-            lines = text.split("\r\n")
-            method, target, version = lines[0].split(" ")
-            if not version.startswith("HTTP/1."):
-                raise ValueError(version)
-        except ValueError:
-            return 400, {"error": "malformed request line"}, True
-        headers: Dict[str, list] = {}
-        for line in lines[1:]:
-            if not line:
-                continue
-            name, sep, value = line.partition(":")
-            if not sep or not name or name != name.strip():
-                return 400, {"error": f"malformed header line {line[:80]!r}"}, True
-            headers.setdefault(name.lower(), []).append(value.strip())
-        close = (version == "HTTP/1.0" or "close" in ",".join(headers.get("connection", [])).lower())
-        if "transfer-encoding" in headers:
-            return 501, {"error": "chunked request bodies are not supported; send Content-Length"}, True
-        length = 0
-        if "content-length" in headers:
-            try:
-                length = int(headers["content-length"][0])
-                if length < 0 or len(set(headers["content-length"])) > 1:
-                    raise ValueError
-            except ValueError:
-                return 400, {"error": "bad Content-Length"}, True
-            if length > MAX_BODY:
-                return 413, {"error": f"body larger than {MAX_BODY} bytes"}, True
-        body = await reader.readexactly(length) if length else b""
-        hosts = headers.get("host", [])
-        if len(hosts) != 1 or hosts[0].lower() not in self.allowed_hosts():
+    def token_ok(self, request: web.Request) -> bool:
+        auth = request.headers.getall("Authorization", [""])
+        given = auth[0][7:].strip() if len(auth) == 1 and auth[0][:7].lower() == "bearer " else ""
+        return secrets.compare_digest(given.encode(), self.token.encode())
+
+    @web.middleware
+    async def _guard(self, request: web.Request, handler):
+        if not self.host_ok(request):
+            hosts = request.headers.getall("Host", [])
             log.warning("admin API: refused a request with Host %r (allowed: %s)", hosts,
                         ", ".join(sorted(self.allowed_hosts())))
-            return 403, {"error": "wrong Host header: the admin API answers to "
-                                  + " or ".join(sorted(self.allowed_hosts())) + " only"}, close
-        auth = headers.get("authorization", [""])
-        given = auth[0][7:].strip() if len(auth) == 1 and auth[0][:7].lower() == "bearer " else ""
-        if not secrets.compare_digest(given.encode(), self.token.encode()):
-            return 401, {"error": "missing or wrong token: send Authorization: Bearer TOKEN"}, close
+            return json_response(403, {"error": "wrong Host header: the admin API answers to "
+                                                + " or ".join(sorted(self.allowed_hosts())) + " only"})
+        if request.path not in self.public_paths and not self.token_ok(request):
+            return json_response(401, {"error": "missing or wrong token: send Authorization: Bearer TOKEN"})
         try:
+            return await handler(request)
+        except web.HTTPRequestEntityTooLarge:
+            return json_response(413, {"error": f"body larger than {MAX_BODY} bytes"})
+
+    async def _api(self, request: web.Request) -> web.StreamResponse:
+        method, target = request.method, request.path_qs
+        try:
+            body = await request.read()
             status, payload = self._route(method, target, body)
+        except web.HTTPRequestEntityTooLarge:
+            raise
         except FaultError as exc:
             status, payload = 400, {"error": str(exc)}
         except KeyError as exc:
@@ -208,17 +209,7 @@ class AdminServer:
         except Exception as exc:  # a bug must not take the proxy down
             log.error("admin API: %s %s failed", method, target, exc_info=exc)
             status, payload = 500, {"error": f"{type(exc).__name__}: {exc}"}
-        return status, payload, close
-
-    async def _send(self, writer, status: int, payload: Any, close: bool = False) -> None:
-        body = (json.dumps(payload, indent=2, default=_json_default) + "\n").encode("utf-8")
-        head = [f"HTTP/1.1 {status} {REASONS.get(status, 'Error')}", "Content-Type: application/json",
-                f"Content-Length: {len(body)}", "Cache-Control: no-store",
-                f"Connection: {'close' if close else 'keep-alive'}"]
-        if status == 401:
-            head.append('WWW-Authenticate: Bearer realm="h2proxy admin"')
-        writer.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body)
-        await writer.drain()
+        return json_response(status, payload)
 
     # ------------------------------------------------------------ routes
 
@@ -227,6 +218,9 @@ class AdminServer:
         path = [unquote(p) for p in parts.path.split("/") if p]
         query = parse_qs(parts.query)
         faults = self.faults
+        if faults is None and path and path[0] in ("faults", "counters", "events"):
+            raise _HTTPError(503, "no fault rules here: they need a running proxy with a fault hook "
+                                  "(start h2proxy with --admin or --fault); a recorded log has none")
         if not path:
             _allow(method, "GET")
             return 200, {"endpoints": [

@@ -187,6 +187,8 @@ class FaultHook:
         self.events: "collections.deque[dict]" = collections.deque(maxlen=_MAX_EVENTS)
         self._chains: "weakref.WeakSet" = weakref.WeakSet()
         self._conns: Dict[Any, _Conn] = {}
+        #: Connections seen since the start (``connections_total``; ``_conns`` holds the open ones).
+        self._total = 0
         self._serial = 0
         if file is not None:
             for spec in load_fault_file(file):
@@ -217,6 +219,11 @@ class FaultHook:
             raise FaultError(f"{source or 'fault'}: expected a one-line rule, a table or a Rule, "
                              f"got {type(rule).__name__}")
         default = None
+        from ..grpc.faults import GrpcRule, is_grpc_spec
+        if is_grpc_spec(spec):          # a rule on gRPC messages (proxy/grpc/faults.py)
+            if not spec.get("name") and "action" in spec:
+                default = self._default_name(str(spec["action"]).strip().lower().replace("-", "_"))
+            return GrpcRule(spec, where, default_name=default)
         if not spec.get("name") and "action" in spec:
             from .rules import canonical_action
             default = self._default_name(canonical_action(spec["action"], where))
@@ -264,7 +271,8 @@ class FaultHook:
             spec["action"] = old.action
         spec = {k: v for k, v in spec.items() if v is not None}
         spec.setdefault("name", name)
-        new = Rule(spec, f"fault {name}", default_seed=old.seed)
+        from ..grpc.faults import GrpcRule, is_grpc_spec
+        new = (GrpcRule if is_grpc_spec(spec) else Rule)(spec, f"fault {name}", default_seed=old.seed)
         if new.name != name and new.name in self._hooks:
             raise FaultError(f"fault {name}: name = {new.name!r}: a rule of that name exists already")
         new.carry_over(old)
@@ -301,7 +309,8 @@ class FaultHook:
 
     def counters(self) -> Dict[str, Any]:
         return {"rules": {r.name: {"matches": r.matches, "hits": r.hits} for r in self.rules},
-                "events": len(self.events), "connections": len(self._conns)}
+                "events": len(self.events), "connections_open": len(self._conns),
+                "connections_total": self._total}
 
     @property
     def injected(self) -> List[dict]:
@@ -359,6 +368,7 @@ class FaultHook:
         st = self._conns.get(relay)
         if st is None:
             st = self._conns[relay] = _Conn(relay)
+            self._total += 1
             self.attach(getattr(relay, "hooks", None))
         return st
 
@@ -384,6 +394,17 @@ class FaultHook:
         st = self._conns.get(ctx.conn)
         if st is not None:
             st.counts.pop(stream.id, None)
+
+    # ------------------------------------------------------------ gRPC messages (proxy/grpc/faults.py)
+
+    @property
+    def grpc_active(self) -> bool:
+        """Whether some rule acts on gRPC messages (else gRPC calls are not followed for this hook)."""
+        return any(getattr(r, "grpc", False) for r in self.rules)
+
+    def on_grpc_message(self, ctx, message):
+        from ..grpc.faults import apply_rules
+        return apply_rules(self, self.rules, ctx, message)
 
     # ------------------------------------------------------------ book-keeping (entry "faults")
 
@@ -714,6 +735,11 @@ class FaultHook:
             stall.timer = None
         relay = st.relay
         if relay.closed or self._conns.get(relay) is not st:
+            return
+        # A timer, not a read, brings us here: pass the time in, or the released frames carry the
+        # time of the connection's last read in the frame log.
+        relay.tick(time.time())
+        if relay.closed:
             return
         note = f"fault:{stall.rule.name}"
         total = 0

@@ -37,8 +37,9 @@ class HookLoadError(Exception):
 class HookChain:
     """The hooks of a proxy, in order, with their dispatch tables."""
 
-    def __init__(self, hooks: List[Any]) -> None:
+    def __init__(self, hooks: List[Any], grpc=None) -> None:
         self.hooks = list(hooks)
+        self._add_grpc(grpc)
         self.errors_logged: set = set()
         self.needs_headers = any(_wants_headers(h) or getattr(h, "needs_headers", False) for h in self.hooks)
         self._table = self._build()
@@ -47,11 +48,20 @@ class HookChain:
         #: False when no hook has stream lifecycle methods: the relay then skips those calls per stream.
         self.wants_stream_events = bool(self._lifecycle["stream_opened"] or self._lifecycle["stream_closed"])
 
+    def _add_grpc(self, options) -> None:
+        """Hooks with ``on_grpc_message``: the gRPC message hook goes in front of the first (proxy/grpc/hook.py)."""
+        handlers = [h for h in self.hooks if hasattr(h, "on_grpc_message")]
+        if not handlers:
+            return
+        from ..grpc.hook import GrpcHook, GrpcSettingsHook
+        now = any(getattr(h, "grpc_active", True) for h in handlers)
+        self.hooks.insert(self.hooks.index(handlers[0]), (GrpcSettingsHook if now else GrpcHook)(handlers, options))
+
     @staticmethod
     def _name(hook) -> str:
         return getattr(hook, "name", "") or type(hook).__name__
 
-    def _build(self):
+    def _build(self) -> List[Dict[int, list]]:
         tables: List[Dict[int, list]] = [{}, {}]
         types = list(FRAME_NAMES) + [EXTENSION]
         for t in types:
@@ -127,6 +137,8 @@ def load_hook(spec: str, options: Optional[dict] = None):
                 raise HookLoadError(f"hook file {path} does not exist")
             mod_name = f"h2proxy_user_hook_{abs(hash(str(path.resolve())))}"
             spec_obj = importlib.util.spec_from_file_location(mod_name, path)
+            if spec_obj is None or spec_obj.loader is None:
+                raise HookLoadError(f"hook file {path} cannot be imported as a Python module")
             module = importlib.util.module_from_spec(spec_obj)
             sys.modules[mod_name] = module
             spec_obj.loader.exec_module(module)

@@ -1,4 +1,4 @@
-"""``h2proxy log ...``: work on recorded frame logs (text, pcap, har, stats, replay)."""
+"""``h2proxy log ...``: work on recorded frame logs (text, pcap, har, stats, replay, web)."""
 from __future__ import annotations
 
 import argparse
@@ -9,6 +9,8 @@ import os
 import sys
 import textwrap
 from typing import IO, Iterator, List, Optional
+
+from ..printable import printable
 
 __all__ = ["log_main", "build_parser"]
 
@@ -34,7 +36,7 @@ def _note(args) -> IO:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="h2proxy log", description="Work on frame logs written with --record FILE "
                                                                "(format: docs/frame-log.md).")
-    sub = p.add_subparsers(dest="cmd", metavar="{text,pcap,har,stats,replay,convert}")
+    sub = p.add_subparsers(dest="cmd", metavar="{text,pcap,har,stats,replay,convert,web}")
 
     t = sub.add_parser("text", help="print the log in the layout of nghttp -v")
     t.add_argument("file", nargs="+", help=_FILES_HELP)
@@ -70,6 +72,14 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("journal", metavar="FILE.journal")
     v.add_argument("-o", "--output", help="the log to write (default: the file the proxy was recording to)")
     v.add_argument("--keep", action="store_true", help="keep the journal afterwards")
+
+    w = sub.add_parser("web", help="show the log in the web view (docs/web.md), no proxy needed")
+    w.add_argument("file", nargs="+", help=_FILES_HELP)
+    w.add_argument("--listen", default="127.0.0.1:8081", metavar="HOST:PORT",
+                   help="where to serve the page (loopback only; default 127.0.0.1:8081, port 0: any)")
+    w.add_argument("--token", metavar="TOKEN", help="the page's token (default: generated, printed in the URL)")
+    w.add_argument("--stall", type=float, default=500.0, metavar="MS",
+                   help="a window held at zero this long counts as a stall (default 500)")
 
     r = sub.add_parser("replay", help="replay a recorded client against a server, or a recorded server to clients")
     r.add_argument("file", nargs="+", help=_FILES_HELP)
@@ -178,7 +188,7 @@ def _cmd_har(args, open_log) -> int:
 
 
 def _cmd_stats(args, open_log) -> int:
-    from .stats import StatsBuilder, format_total
+    from .stats import StatsBuilder, format_end
 
     builder = StatsBuilder()
     try:
@@ -203,7 +213,8 @@ def _cmd_stats(args, open_log) -> int:
                 out.write(("\n  " if not first else "") + "],\n" +
                           textwrap.indent(json.dumps(totals, indent=2)[2:], "  ") + "\n")
             else:
-                out.write(format_total(builder.connections, totals) + "\n")
+                for line in format_end(builder.connections, totals):
+                    out.write(printable(line) + "\n")
     finally:
         builder.close()
     return 0
@@ -215,7 +226,7 @@ def _write_stats_connection(out: IO, c: dict, as_json: bool, first: bool) -> Non
 
     if not as_json:
         for line in format_connection(c):
-            out.write(line + "\n")
+            out.write(printable(line) + "\n")     # (header values and paths come from the peers)
         return
     streams = c["streams"]
     head, _, tail = json.dumps({**c, "streams": "@"}, indent=2, default=str).partition('"@"')
@@ -295,6 +306,19 @@ def _cmd_replay(args, open_log) -> int:
     return asyncio.run(coro)
 
 
+def _cmd_web(args, open_log) -> int:
+    from ..server import ConfigError
+    from ..web.app import serve_log
+    try:
+        return asyncio.run(serve_log(", ".join(args.file), args.listen, args.token, args.stall,
+                                     records=open_log()))
+    except ConfigError as exc:
+        print(f"h2proxy log web: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 0
+
+
 def log_main(argv: List[str]) -> int:
     """``h2proxy log <cmd> ...``; returns the exit code (2 on errors)."""
     from .reader import LogError, LogReader
@@ -319,7 +343,7 @@ def log_main(argv: List[str]) -> int:
             return LogReader(args.file, line_filter=line_filter, label=f"log {args.cmd}")
 
         handler = {"text": _cmd_text, "pcap": _cmd_pcap, "har": _cmd_har, "stats": _cmd_stats,
-                   "replay": _cmd_replay}[args.cmd]
+                   "replay": _cmd_replay, "web": _cmd_web}[args.cmd]
         return handler(args, open_log)
     except (LogError, ReplayError, ValueError) as exc:
         print(f"h2proxy log {args.cmd}: {exc}", file=sys.stderr)

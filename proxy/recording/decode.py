@@ -12,6 +12,7 @@ import struct
 from typing import Dict, List, Optional, Tuple
 
 from framecodec.frame import Frame
+from framecodec.hpack import OversizedHeaderListError
 
 #: Frame type byte -> name (RFC 9113 section 6, ALTSVC from RFC 7838).
 FRAME_NAMES: Dict[int, str] = {
@@ -199,21 +200,30 @@ class HpackState:
     decoded list when a block ends. A block that fails to decode breaks that
     decoder: later blocks in that direction are not decoded (they could only be
     wrong), and ``None`` is returned for them.
+
+    ``max_header_list_size`` (the proxy's limit of that name) bounds what one block may
+    decode to: an HPACK bomb (a small block of references to a large dynamic-table entry)
+    stops decoding there instead of inflating to hundreds of megabytes in the printer or
+    the recorder. Such a block is reported in :attr:`over_limit` (its key, once) and
+    breaks its decoder like any other failure.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, max_header_list_size: Optional[int] = None) -> None:
         self._decoders: Dict[tuple, object] = {}
         self._pending: Dict[tuple, list] = {}
         self._broken: set = set()
+        self.max_header_list_size = max_header_list_size
+        #: Keys whose last block went past max_header_list_size (taken by the sink for its violation record).
+        self.over_limit: List[tuple] = []
 
     def _decoder(self, key):
         dec = self._decoders.get(key)
         if dec is None:
-            from hpack import Decoder
+            from framecodec.hpack import Decoder
             dec = Decoder()
             # A passive observer must accept whatever table size the peers agreed on.
             dec.max_allowed_table_size = 1 << 32
-            dec.max_header_list_size = 1 << 32
+            dec.max_header_list_size = self.max_header_list_size or 1 << 32
             self._decoders[key] = dec
         return dec
 
@@ -230,6 +240,12 @@ class HpackState:
         try:
             headers = self._decoder(key).decode(block, raw=True)
             return [[_str(n), _str(v)] for n, v in headers], None
+        except OversizedHeaderListError:
+            self._broken.add(key)
+            self.over_limit.append(key)
+            return None, (f"limit max_header_list_size = {self.max_header_list_size} exceeded: the block "
+                          f"({len(block)} bytes) decodes to a larger header list (an HPACK bomb?); "
+                          f"not decoded, nor any later block in this direction")
         except Exception as exc:
             self._broken.add(key)
             return None, f"{type(exc).__name__}: {exc}"
@@ -245,26 +261,34 @@ class HpackState:
         for key, dec in self._decoders.items():
             if key[0] != conn or key in self._broken:
                 continue
-            table = dec.header_table
-            out[f"{key[1]} {key[2]}"] = {"max_size": table.maxsize,
-                                         "entries": [[b64(n), b64(v)] for n, v in table.dynamic_entries]}
+            out[f"{key[1]} {key[2]}"] = {"max_size": dec.header_table_size,
+                                         "entries": [[b64(n), b64(v)] for n, v in dec.table_entries]}
         return out
 
     def restore(self, conn, tables: Dict[str, dict]) -> None:
         """Set a connection's decoders to the tables :meth:`tables` gave (a ``connection_state`` record)."""
         for name, state in (tables or {}).items():
             leg, _, direction = name.partition(" ")
-            dec = self._decoder((conn, leg, direction))
-            table = dec.header_table
-            table.maxsize = int(state.get("max_size", 4096))
-            for n, v in reversed(state.get("entries") or []):
-                table.add(unb64(n), unb64(v))
+            key = (conn, leg, direction)
+            self._broken.discard(key)
+            self._pending.pop(key, None)
+            entries = [(unb64(n), unb64(v)) for n, v in state.get("entries") or []]
+            self._decoder(key).restore_table(entries, int(state.get("max_size", 4096)))
+
+    def lose(self, conn) -> None:
+        """Frames of ``conn`` went by unseen: its header blocks can no longer be decoded."""
+        self.forget(conn)
+        for leg in ("client", "upstream"):
+            for direction in ("recv", "send"):
+                self._broken.add((conn, leg, direction))
 
     def forget(self, conn) -> None:
         for store in (self._decoders, self._pending):
             for key in [k for k in store if k[0] == conn]:
                 del store[key]
         self._broken = {k for k in self._broken if k[0] != conn}
+
+
 
 
 def frame_record(seq: int, t: float, conn: int, leg: str, direction: str, wire: bytes,

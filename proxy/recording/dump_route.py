@@ -3,7 +3,9 @@
 Kept apart from the admin server so that any HTTP layer can serve it:
 :func:`record_dump` takes the proxy's sink and the request body and returns
 ``(status, JSON payload)``; :func:`add_record_routes` adds the route to an
-aiohttp application.
+aiohttp application, and :class:`RecordRoutes` is the admin API extension
+(:class:`proxy.faults.admin.AdminServer` ``extensions``) that does so: the
+admin server's own guard then applies its token and Host checks to the route.
 
 Body (optional JSON): ``{"reason": "text"}``, written into the dump's header.
 Answers: 202 ``{"dumping": true, "files": "frames-dump-NNNN.jsonl", "reason": ...}``;
@@ -16,7 +18,7 @@ import json
 import os
 from typing import Any, Iterator, Optional, Tuple
 
-__all__ = ["record_dump", "add_record_routes", "flight_recorders"]
+__all__ = ["record_dump", "add_record_routes", "flight_recorders", "RecordRoutes"]
 
 
 def flight_recorders(sink) -> Iterator[Any]:
@@ -71,3 +73,17 @@ def add_record_routes(app, sink, check: Optional[Any] = None) -> None:
         return web.json_response(payload, status=status)
 
     app.router.add_post("/record/dump", handle)
+
+
+class RecordRoutes:
+    """An admin API extension serving ``POST /record/dump`` for the flight recorders under ``sink``.
+
+    The admin server runs every request through its guard (Host header, then
+    the Bearer token) before any route, so the route needs no check of its own.
+    """
+
+    def __init__(self, sink) -> None:
+        self.sink = sink
+
+    def setup(self, app, server) -> None:
+        add_record_routes(app, self.sink)

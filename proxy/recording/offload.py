@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import multiprocessing
 import os
 import pickle
@@ -87,7 +88,8 @@ def _child_main(reader, path: str, options: dict) -> None:
     after = options.pop("ring_after", 1.0)
     if ring:
         from .ring import FlightRecorder
-        rec = FlightRecorder(path, ring, after=after)
+        rec = FlightRecorder(path, ring, after=after, max_header_list_size=options.get("max_header_list_size"),
+                             grpc=options.get("grpc"))
         handle, flush = rec.handle, rec.flush
     else:
         rec = JsonlRecorder(path, **options)
@@ -130,7 +132,8 @@ class ProcessRecorder(ThreadedSink):
     def __init__(self, path, *, filter_conn=None, filter_stream=None, filter_types=None,
                  max_bytes: Optional[int] = None, max_queue: int = 1_000_000,
                  max_queue_bytes: int = 256 << 20, rotate: Optional[int] = None,
-                 ring: Optional[int] = None, ring_after: float = 1.0, detach: bool = False) -> None:
+                 ring: Optional[int] = None, ring_after: float = 1.0, detach: bool = False,
+                 max_header_list_size: Optional[int] = None, grpc=None) -> None:
         self.path = os.fspath(path)
         #: The flight recorder's size (``--record-ring``): frames are kept in memory, dumped on triggers
         #: with what follows for ``ring_after`` seconds (proxy/recording/ring.py).
@@ -146,7 +149,12 @@ class ProcessRecorder(ThreadedSink):
         else:
             open(numbered_path(self.path, 1) if rotate else self.path, "a").close()
         options = {"filter_conn": _plain(filter_conn), "filter_stream": _plain(filter_stream),
-                   "filter_types": _plain(filter_types), "max_bytes": max_bytes, "rotate": rotate}
+                   "filter_types": _plain(filter_types), "max_bytes": max_bytes, "rotate": rotate,
+                   "max_header_list_size": max_header_list_size}
+        if grpc is not None:
+            # Decoded where the records are built (the ring's process, or the converter), like everything
+            # else; as a dict, which the journal's JSON header carries.
+            options["grpc"] = dataclasses.asdict(grpc) if dataclasses.is_dataclass(grpc) else dict(grpc)
         self._signal_loop = None
         #: The process that writes the log from the journal (None with a ring: that is written in the child).
         self._converter: Optional[subprocess.Popen] = None
@@ -195,7 +203,8 @@ class ProcessRecorder(ThreadedSink):
         self._watching = False
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         super().__init__(filter_conn=filter_conn, filter_stream=filter_stream, filter_types=filter_types,
-                         max_queue=max_queue, max_queue_bytes=max_queue_bytes, thread_name="h2proxy-recorder-feed")
+                         max_queue=max_queue, max_queue_bytes=max_queue_bytes, thread_name="h2proxy-recorder-feed",
+                         max_header_list_size=max_header_list_size)
 
     # ------------------------------------------------------------ hot path (event loop thread)
 

@@ -20,6 +20,7 @@ import weakref
 from typing import Iterable, Optional
 
 from .. import __version__
+from ..core.limits import Limits
 from .decode import HpackState, b64, frame_record, frame_type_byte
 from .logwriter import LogFileWriter
 from .sink import FrameSink
@@ -123,10 +124,14 @@ class ThreadedSink(FrameSink):
     record_wire = True
     #: False in subclasses that hand events on without a background thread of this process.
     use_thread = True
+    #: gRPC decoding (a proxy.grpc.calls.GrpcOptions) or None: adds grpc_message / grpc_call records.
+    grpc = None
+    _grpc_tracker = None
 
     def __init__(self, *, filter_conn: Optional[Iterable[int]] = None, filter_stream: Optional[Iterable[int]] = None,
                  filter_types: Optional[Iterable] = None, max_queue: int = 1_000_000,
-                 max_queue_bytes: int = 256 << 20, thread_name: str = "h2proxy-sink") -> None:
+                 max_queue_bytes: int = 256 << 20, thread_name: str = "h2proxy-sink",
+                 max_header_list_size: Optional[int] = None) -> None:
         self._counter = itertools.count(1)
         self._fconn = frozenset(int(c) for c in filter_conn) if filter_conn else None
         self._fstream = frozenset(int(s) for s in filter_stream) if filter_stream else None
@@ -165,7 +170,8 @@ class ThreadedSink(FrameSink):
         self._closed = False
         #: Set once nothing more will be written (a size cap was reached): calls return at once.
         self._halted = False
-        self._hpack = HpackState()
+        self._hpack = HpackState(Limits.max_header_list_size if max_header_list_size is None
+                                 else max_header_list_size)
         self._infos: dict = {}
         self._thread: Optional[threading.Thread] = None
         if self.use_thread:
@@ -321,6 +327,18 @@ class ThreadedSink(FrameSink):
                     self.emit(rec)
                 except Exception as exc:
                     self._emit_failed(exc)
+            if self.grpc is not None and one[0] in ("frame", "connection_closed"):
+                self._grpc_records(one, rec)
+            if self._hpack.over_limit:
+                self._header_list_violation(one)
+
+    def _header_list_violation(self, item) -> None:
+        """A block went past max_header_list_size while decoding it for the log: say who sent it."""
+        for event in header_list_violations(self._hpack, item):
+            try:
+                self.emit(self._build(event))
+            except Exception as exc:
+                self._emit_failed(exc)
 
     def _build(self, item) -> Optional[dict]:
         kind = item[0]
@@ -358,6 +376,24 @@ class ThreadedSink(FrameSink):
             return {"record": "hook_action", "ts": t, "conn": conn, "hook": hook, "action": action,
                     "detail": detail}
         return None
+
+    def _grpc_records(self, item, rec: Optional[dict]) -> None:
+        """The gRPC messages and call ends that this frame completed (see proxy/grpc/tracker.py)."""
+        try:
+            tracker = self._grpc_tracker
+            if tracker is None:
+                from ..grpc.tracker import GrpcTracker
+                tracker = self._grpc_tracker = GrpcTracker(self.grpc)
+            if item[0] == "connection_closed":
+                extra = tracker.forget(item[1])
+            elif rec is None or rec.get("record") != "frame":
+                return
+            else:
+                extra = tracker.feed(rec, item[6])
+            for r in extra:
+                self.emit(r)
+        except Exception as exc:
+            self._emit_failed(exc)
 
     def _fallback(self, item, exc) -> Optional[dict]:
         if item[0] in ("frame", "preface", "raw") and len(item) > 6:
@@ -418,6 +454,28 @@ class ThreadedSink(FrameSink):
         return self._dropped
 
 
+def header_list_violations(hpack: HpackState, item) -> list:
+    """The ``violation`` events for the blocks that went past max_header_list_size in ``hpack`` while it
+    decoded the frame event ``item`` (its ``over_limit`` is emptied).
+
+    Only the received copy of a frame makes a violation (its forwarded copy on the
+    other leg trips the limit too: its record only carries ``headers_error``).
+    """
+    keys, hpack.over_limit = hpack.over_limit, []
+    out = []
+    for conn, leg, direction in keys:
+        if direction != "recv":
+            continue
+        sid = item[6][5:9] if len(item) > 6 and isinstance(item[6], bytes) else b"\0\0\0\0"
+        limit = hpack.max_header_list_size
+        message = (f"limit max_header_list_size = {limit} exceeded: a header block on stream "
+                   f"{int.from_bytes(sid, 'big') & 0x7FFFFFFF} decodes to a larger header list (HPACK bomb?); "
+                   f"the log shows it undecoded, and no later block from the {leg} on this connection")
+        out.append(("violation", conn, item[5], "client" if leg == "client" else "server", "6.5.2",
+                    "ENHANCE_YOUR_CALM", message))
+    return out
+
+
 class JsonlRecorder(ThreadedSink):
     """Writes the frame log as JSON Lines (format: docs/frame-log.md).
 
@@ -433,10 +491,15 @@ class JsonlRecorder(ThreadedSink):
     def __init__(self, path, *, filter_conn=None, filter_stream=None, filter_types=None,
                  max_bytes: Optional[int] = None, max_queue: int = 1_000_000,
                  max_queue_bytes: int = 256 << 20, rotate: Optional[int] = None,
-                 header_extra: Optional[dict] = None) -> None:
+                 header_extra: Optional[dict] = None, max_header_list_size: Optional[int] = None,
+                 grpc=None) -> None:
         self.path = os.fspath(path)
         self.max_bytes = max_bytes
         self.rotate = rotate
+        if isinstance(grpc, dict):       # as the journal's header carries it (JSON)
+            from ..grpc.calls import GrpcOptions
+            grpc = GrpcOptions(**grpc)
+        self.grpc = grpc
         self._truncated = False
         #: Connections opened and not closed: conn -> (opened ts, info), for the state that opens each file.
         self._open_conns: dict = {}
@@ -458,7 +521,8 @@ class JsonlRecorder(ThreadedSink):
         try:
             self._out.flush()
             super().__init__(filter_conn=filter_conn, filter_stream=filter_stream, filter_types=filter_types,
-                             max_queue=max_queue, max_queue_bytes=max_queue_bytes, thread_name="h2proxy-recorder")
+                             max_queue=max_queue, max_queue_bytes=max_queue_bytes, thread_name="h2proxy-recorder",
+                             max_header_list_size=max_header_list_size)
         except BaseException:
             self._out.close()
             raise

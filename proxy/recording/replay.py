@@ -41,6 +41,8 @@ from urllib.parse import urlsplit
 
 from framecodec.reader import PREFACE, FrameReader
 
+from ..core.limits import Limits
+from ..printable import printable
 from .decode import error_name, frame_name, unb64
 from .logfile import Connection, connections
 
@@ -87,10 +89,11 @@ class _Peer:
         self.writer = writer
         self.server_side = server_side
         self.frames = FrameReader(max_frame_size=(1 << 24) - 1, expect_preface=server_side)
-        from hpack import Decoder, Encoder
+        from framecodec.hpack import Decoder, Encoder
         self.decoder = Decoder()
         self.decoder.max_allowed_table_size = 1 << 32
-        self.decoder.max_header_list_size = 1 << 32
+        # A live peer may send an HPACK bomb: decode no more than the proxy would (max_header_list_size).
+        self.decoder.max_header_list_size = Limits.max_header_list_size
         self.encoder = Encoder()
         self.peer_max_frame = 16384
         self.peer_initial_window = 65535
@@ -443,10 +446,15 @@ class _Answer:
         self.blocks: List[list] = []
         self.body = 0
         self.ended = False
+        # A PUSH_PROMISE's block continues in CONTINUATION frames: those headers are not this stream's.
+        self._promise_open = False
 
     def add(self, type_: str, flags: int, headers, data_len: int, frame: dict) -> None:
         self.frames.append(frame)
-        if headers is not None:
+        if type_ == "PUSH_PROMISE" or (type_ == "CONTINUATION" and self._promise_open):
+            # The request of the promised stream, not a response block of this one (RFC 9113 8.4).
+            self._promise_open = not flags & 0x04
+        elif headers is not None:
             self.blocks.append(headers)
         if type_ == "DATA":
             self.body += data_len
@@ -710,12 +718,19 @@ async def replay_client(records: List[dict], url: str, *, conn: Optional[int] = 
     for u in units:
         if u.first.get("type") == "HEADERS" and u.last.get("headers"):
             requests.setdefault(u.first.get("stream"), u.last["headers"])
+    promised = {}
+    for u in _units(incoming):
+        promised_id = (u.first.get("fields") or {}).get("promised_stream_id")
+        if u.first.get("type") == "PUSH_PROMISE" and promised_id and u.last.get("headers"):
+            promised.setdefault(promised_id, u.last["headers"])
     ignore = DATE_LIKE_HEADERS | frozenset(h.lower() for h in ignore_headers)
     streams = sorted(set(opened) | {s for s in recorded if s % 2 == 0} | {s for s in actual if s % 2 == 0})
     differ = 0
     for sid in streams:
-        req = requests.get(sid) or []
-        what = " ".join(v for n, v in req if n in (":method", ":path")) or ("(pushed)" if sid % 2 == 0 else "?")
+        req = requests.get(sid) or promised.get(sid) or []
+        what = " ".join(v for n, v in req if n in (":method", ":path")) or ("?" if sid % 2 else "")
+        if sid % 2 == 0:
+            what = f"{what} (pushed)".lstrip()
         rec_a = recorded.get(sid, _Answer())
         live_a = actual.get(sid, _Answer())
         diffs = _compare(rec_a, live_a, ignore)
@@ -723,12 +738,12 @@ async def replay_client(records: List[dict], url: str, *, conn: Optional[int] = 
             diffs.insert(0, "no answer")
         if diffs:
             differ += 1
-            print(f"stream {sid}: {what}: DIFFERENT: " + "; ".join(diffs), file=out)
+            print(printable(f"stream {sid}: {what}: DIFFERENT: " + "; ".join(diffs)), file=out)
         else:
-            print(f"stream {sid}: {what}: same ({live_a.status}, {live_a.body} body bytes, "
-                  f"{' '.join(_type_sequence(live_a.frames))})", file=out)
+            print(printable(f"stream {sid}: {what}: same ({live_a.status}, {live_a.body} body bytes, "
+                            f"{' '.join(_type_sequence(live_a.frames))})"), file=out)
     for note in notes:
-        print(f"note: {note}", file=out)
+        print(printable(f"note: {note}"), file=out)
     print(f"result: {differ} of {len(streams)} streams differ from the recording", file=out)
     return 1 if differ else 0
 
@@ -857,9 +872,9 @@ async def _serve_one(reader, writer, c: Connection, units: List[_Unit], expect: 
         if want and got != want:
             differ += 1
             line += f": DIFFERENT from the recorded {want.get(':method')} {want.get(':path')}"
-        print(line, file=out)
+        print(printable(line), file=out)
     for note in notes:
-        print(f"note: {note}", file=out)
+        print(printable(f"note: {note}"), file=out)
     print(f"connection {number}: sent {len(units)} recorded steps", file=out, flush=True)
     return 1 if differ else 0
 

@@ -34,7 +34,8 @@ import time
 from typing import Deque, Optional
 
 from .decode import HpackState, decode_fields, parse_header
-from .recorder import JsonlRecorder, dumps, expand_forwarded
+from ..core.limits import Limits
+from .recorder import JsonlRecorder, dumps, expand_forwarded, header_list_violations
 
 __all__ = ["FlightRecorder", "dump_path", "EVENT_COST"]
 
@@ -56,6 +57,9 @@ def dump_path(path: str, n: int) -> str:
 class _DecodedOnly:
     """Stands for the HPACK state of a dump's writer: the ring already decoded every block, in order."""
 
+    #: (The ring itself reports a block over max_header_list_size, as a violation event.)
+    over_limit = ()
+
     def feed(self, key, fragment, end_headers):
         return None, None
 
@@ -70,14 +74,18 @@ class FlightRecorder:
     """Keeps the last ``size`` bytes of events; writes them, and what follows, when a trigger comes."""
 
     def __init__(self, path: str, size: int, *, after: float = 1.0, max_dumps: int = 100,
-                 announce=None) -> None:
+                 announce=None, max_header_list_size: Optional[int] = None, grpc=None) -> None:
         self.path = path
         self.size = size
         self.after = after
         self.max_dumps = max_dumps
         self.ring: Deque[tuple] = collections.deque()
         self.ring_bytes = 0
-        self.hpack = HpackState()
+        # Bounded like the recorder's: an HPACK bomb stops decoding there (and is a violation, a trigger).
+        self.hpack = HpackState(Limits.max_header_list_size if max_header_list_size is None
+                                else max_header_list_size)
+        #: gRPC decoding for the dumps (grpc_message / grpc_call records of the calls a dump sees begin).
+        self.grpc = grpc
         #: conn -> (opened ts, info) of the connections open now.
         self.open_conns: dict = {}
         self.dumps = 0
@@ -103,6 +111,11 @@ class FlightRecorder:
             size += len(wire)
             if len(wire) >= 9 and wire[3] in _HPACK_TYPES and item[7] is None:
                 item = self._decode(item)
+                if self.hpack.over_limit:
+                    self._keep(item, size)
+                    for event in header_list_violations(self.hpack, item):
+                        self._one(event)
+                    return
         elif kind in ("preface", "raw"):
             size += len(item[6])
         elif kind == "connection_opened":
@@ -110,6 +123,13 @@ class FlightRecorder:
         elif kind == "connection_closed":
             self.open_conns.pop(item[1], None)
             self.hpack.forget(item[1])
+        self._keep(item, size)
+        reason = _trigger_reason(item)
+        if reason is not None:
+            self.trigger(reason, _event_time(item) or time.time())
+
+    def _keep(self, item, size: int) -> None:
+        """Into the dump being written, else into the ring (the oldest events leave past ``size``)."""
         if self._dump is not None:
             self._dump._handle(item)
             t = _event_time(item)
@@ -120,9 +140,6 @@ class FlightRecorder:
             self.ring_bytes += size
             while self.ring_bytes > self.size and len(self.ring) > 1:
                 self.ring_bytes -= self.ring.popleft()[1]
-        reason = _trigger_reason(item)
-        if reason is not None:
-            self.trigger(reason, _event_time(item) or time.time())
 
     def _decode(self, item) -> tuple:
         """The frame event with the header list its block decodes to (on the frame that ends the block)."""
@@ -153,7 +170,7 @@ class FlightRecorder:
         path = dump_path(self.path, self.dumps)
         try:
             dump = JsonlRecorder(path, header_extra={"dump": {"reason": reason, "ts": t, "number": self.dumps},
-                                                     "ring": self.size})
+                                                     "ring": self.size}, grpc=self.grpc)
         except (OSError, ValueError) as exc:
             self._announce(f"flight recorder: cannot write {path}: {exc}")
             return

@@ -63,7 +63,7 @@ def simulate(sink: FrameSink, requests: Sequence[Request], handler: Callable[...
     import h2.config
     import h2.connection
     import h2.events
-    from hpack import Decoder
+    from framecodec.hpack import Decoder
 
     clock = _Clock(time.time() if t0 is None else t0, step)
     client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))

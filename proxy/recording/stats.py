@@ -1,11 +1,16 @@
-"""Numbers from a frame log: per connection, leg and stream."""
+"""Numbers from a frame log: per connection, leg and stream; fingerprints and window stalls of each
+connection (:mod:`proxy.web.facts`); a per-method gRPC table (:mod:`proxy.grpc.stats`)."""
 from __future__ import annotations
 
 import collections
 import marshal
 from typing import Dict, Iterable, Iterator, List, Optional, Tuple
 
-__all__ = ["compute_stats", "format_stats", "format_connection", "format_total", "StatsBuilder", "SIDE_NAMES"]
+from ..grpc.stats import MethodStats, format_methods
+from ..web.facts import ConnFacts, format_facts
+
+__all__ = ["compute_stats", "format_stats", "format_connection", "format_end", "format_total", "StatsBuilder",
+           "SIDE_NAMES"]
 
 #: Who wrote the frames of a (leg, direction).
 SIDE_NAMES = {("client", "recv"): "client", ("client", "send"): "proxy to client",
@@ -28,7 +33,7 @@ def _wire_size(text) -> int:
 def _new_stream(ts) -> dict:
     return {"frames": {}, "frames_recv": 0, "frames_send": 0, "bytes_recv": 0, "bytes_send": 0,
             "data_bytes": 0, "data_recv": 0, "data_send": 0, "start": ts, "end": ts, "method": None,
-            "path": None, "status": None, "reset": None}
+            "path": None, "status": None, "reset": None, "pushed_by": None}
 
 
 class _StreamSpool:
@@ -105,14 +110,14 @@ def _merge_stream(acc: dict, st: dict) -> None:
     for name, n in st["frames"].items():
         frames[name] = frames.get(name, 0) + n
     for key, value in st.items():
-        if key in ("frames", "start", "end", "method", "path", "status", "reset"):
+        if key in ("frames", "start", "end", "method", "path", "status", "reset", "pushed_by"):
             continue
         if isinstance(value, int):
             acc[key] = acc.get(key, 0) + value
     if st["end"] is not None:
         acc["end"] = st["end"]
-    for key in ("method", "path"):
-        if acc[key] is None:
+    for key in ("method", "path", "pushed_by"):
+        if acc.get(key) is None:
             acc[key] = st[key]
     for key in ("status", "reset"):
         if st[key] is not None:
@@ -160,6 +165,11 @@ class _ConnStats:
         self.streams: Dict[str, Dict[int, dict]] = {"client": {}, "upstream": {}}
         #: END_STREAM seen per (leg, stream): the set of directions.
         self.ended: Dict[tuple, set] = {}
+        #: Per (leg, direction): the stream promised by a PUSH_PROMISE whose header block goes on in
+        #: CONTINUATION frames.
+        self.promising: Dict[tuple, int] = {}
+        #: Fingerprints of the four senders and window stalls (what ``log stats`` prints of docs/web.md).
+        self.facts = ConnFacts(threshold=0.5)
         self.violations = 0
         self.errors = 0
 
@@ -171,6 +181,8 @@ class _ConnStats:
                 self.first_ts = ts
             if self.last_ts is None or ts > self.last_ts:
                 self.last_ts = ts
+        if kind == "frame" or kind == "violation" or kind == "connection_closed":
+            self.facts.feed(rec)
         if kind not in ("preface", "frame", "raw"):
             if kind == "connection_opened":
                 self.opened = rec
@@ -246,15 +258,18 @@ class _ConnStats:
                 st[f"data_{d}"] = st.get(f"data_{d}", 0) + (f.get("data_length") or 0)
             if ftype == "RST_STREAM":
                 st["reset"] = {"by": side, "code": f.get("error")}
+            target: Optional[dict] = st
+            if ftype == "PUSH_PROMISE" or (ftype == "CONTINUATION" and (leg, d) in self.promising):
+                target = self._promised(rec, leg, d, f, streams, ts)
             headers = rec.get("headers")
-            if headers:
+            if headers and target is not None:
                 for name, value in headers:
-                    if name == ":method" and st["method"] is None:
-                        st["method"] = value
-                    elif name == ":path" and st["path"] is None:
-                        st["path"] = value
+                    if name == ":method" and target["method"] is None:
+                        target["method"] = value
+                    elif name == ":path" and target["path"] is None:
+                        target["path"] = value
                     elif name == ":status" and not str(value).startswith("1"):
-                        st["status"] = value
+                        target["status"] = value
             # A stream both sides ended (or one reset) is done: off to the spool.
             done = ftype == "RST_STREAM"
             if not done and (rec.get("flags") or 0) & 0x01 and ftype in ("DATA", "HEADERS"):
@@ -264,6 +279,27 @@ class _ConnStats:
             if done:
                 self.ended.pop((leg, sid), None)
                 spool.put(self.conn, leg, sid, streams.pop(sid))
+
+    def _promised(self, rec: dict, leg: str, d: str, f: dict, streams: Dict[int, dict], ts) -> Optional[dict]:
+        """The stream a PUSH_PROMISE (or the CONTINUATION of its block) promises: its header block is that
+        stream's request (RFC 9113 section 8.4), not headers of the stream it came on."""
+        if rec.get("type") == "PUSH_PROMISE":
+            promised = f.get("promised_stream_id")
+        else:
+            promised = self.promising.get((leg, d))
+        self.promising.pop((leg, d), None)
+        if not promised:
+            return None
+        if not (rec.get("flags") or 0) & 0x04:          # no END_HEADERS: the block goes on
+            self.promising[(leg, d)] = promised
+        target = streams.get(promised)
+        if target is None:
+            target = streams[promised] = _new_stream(ts)
+            # The promised stream's request half is closed from the start (RFC 9113 section 8.4): the
+            # stream is done when the pushed response ends.
+            self.ended.setdefault((leg, promised), set()).add("send" if d == "recv" else "recv")
+        target["pushed_by"] = rec.get("stream") or 0
+        return target
 
     def summary(self, spool: _StreamSpool) -> dict:
         """The connection's numbers; its streams stay in the spool, read when the result is."""
@@ -278,7 +314,9 @@ class _ConnStats:
                           "seq": ping.get("seq"), "ack_seq": None})
         start = self.opened.get("ts") if self.opened is not None else self.first_ts
         end = self.closed.get("ts") if self.closed is not None else self.last_ts
-        return {"conn": self.conn, "info": self.info, "start": start, "end": end, "duration_ms": _ms(start, end),
+        facts = self.facts.to_dict()
+        return {"fingerprints": facts["fingerprints"], "stalls": facts["stalls"], "flow_errors": facts["flow_errors"],
+                "conn": self.conn, "info": self.info, "start": start, "end": end, "duration_ms": _ms(start, end),
                 "closed": (self.closed or {}).get("reason"), "legs": self.legs, "settings": self.settings,
                 "resets": self.resets, "goaways": self.goaways, "pings": pings,
                 "violations": self.violations, "errors": self.errors,
@@ -304,6 +342,7 @@ class StatsBuilder:
         self.total_bytes = 0
         self.connections = 0
         self.truncated = False
+        self._grpc = MethodStats()
 
     def add(self, rec: dict) -> bool:
         """Take one record; True when it closed a connection (:meth:`ready` may have one to give)."""
@@ -311,6 +350,9 @@ class StatsBuilder:
         if kind == "truncated":
             self.truncated = True
             return False
+        self._grpc.feed(rec)
+        if kind == "grpc_call" or kind == "grpc_message":
+            return False            # (a call's record may follow its connection's end: it is no connection)
         conn = rec.get("conn")
         if conn is None or kind == "header":
             return False
@@ -359,7 +401,12 @@ class StatsBuilder:
         self._spool.close()
 
     def totals(self) -> dict:
-        return {"total_frames": self.total_frames, "total_bytes": self.total_bytes, "truncated": self.truncated}
+        """Frames, bytes, truncation of the whole log, and ``grpc_methods`` when it has gRPC calls."""
+        out = {"total_frames": self.total_frames, "total_bytes": self.total_bytes, "truncated": self.truncated}
+        grpc = self._grpc.table()
+        if grpc:
+            out["grpc_methods"] = grpc
+        return out
 
 
 def _materialize(summary: dict) -> dict:
@@ -389,7 +436,7 @@ def format_stats(stats: dict) -> str:
     lines = []
     for c in stats["connections"]:
         lines.extend(format_connection(c))
-    lines.append(format_total(len(stats["connections"]), stats))
+    lines.extend(format_end(len(stats["connections"]), stats))
     return "\n".join(lines)
 
 
@@ -408,6 +455,7 @@ def format_connection(c: dict) -> List[str]:
                          f"({_types(slot['types'])}{extra})")
     for side, values in c["settings"].items():
         lines.append(f"  SETTINGS of {side}: " + ", ".join(f"{k}={v}" for k, v in values.items()))
+    lines.extend(format_facts(c))
     for p in c["pings"]:
         rtt = f"{p['rtt_ms']:.3f} ms" if p["rtt_ms"] is not None else "no ACK"
         lines.append(f"  PING on the {p['leg']} leg from the {p['sent_by']} ({p['opaque']}): {rtt}")
@@ -430,12 +478,18 @@ def format_connection(c: dict) -> List[str]:
             status = f" -> {st['status']}" if st["status"] else ""
             reset = f", reset by the {st['reset']['by']} ({st['reset']['code']})" if st["reset"] else ""
             dur = f"{st['duration_ms']:.3f} ms" if st["duration_ms"] is not None else "?"
-            shown.append(f"    stream {sid}: {what}{status}, {sum(st['frames'].values())} frames "
+            pushed = f" (pushed on stream {st['pushed_by']})" if st.get("pushed_by") else ""
+            shown.append(f"    stream {sid}{pushed}: {what}{status}, {sum(st['frames'].values())} frames "
                          f"({_types(st['frames'])}), {st['data_bytes']} data bytes, {dur}{reset}")
         if idle:
             lines.append(f"    streams {', '.join(idle)}: PRIORITY frames only")
         lines.extend(shown)
     return lines
+
+
+def format_end(connections: int, totals: dict) -> List[str]:
+    """The lines after the connections: the gRPC table (when the log has calls) and the total."""
+    return format_methods(totals.get("grpc_methods") or {}) + [format_total(connections, totals)]
 
 
 def format_total(connections: int, totals: dict) -> str:

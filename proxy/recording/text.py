@@ -17,6 +17,7 @@ import os
 import sys
 from typing import Dict, List, Optional, TextIO
 
+from ..printable import printable_record
 from .decode import SETTINGS_IDS, unb64
 from .recorder import ThreadedSink
 
@@ -110,8 +111,13 @@ class Renderer:
     # -------------------------------------------------------------- entry point
 
     def render(self, rec: dict) -> List[str]:
-        """The lines for one record; never raises (a record it cannot render gets a line saying so)."""
+        """The lines for one record; never raises (a record it cannot render gets a line saying so).
+
+        Every string of the record is made printable first (control characters escaped): header
+        names and values, paths and messages come from the peers and must not reach a terminal raw.
+        """
         try:
+            rec = printable_record(rec)
             return self._render(rec)
         except Exception as exc:
             try:
@@ -156,6 +162,10 @@ class Renderer:
                 extra = f" {detail}"
             return [f"{self._prefix(rec)}{self._elapsed(rec.get('conn'), rec.get('ts'))} "
                     f"{self._c(_HOOK, 'hook')} {rec.get('hook')}: {rec.get('action')}{extra}"]
+        if kind in ("grpc_message", "grpc_call"):
+            from ..grpc import render
+            ind = self._prefix(rec) + _INDENT
+            return render.message_lines(rec, ind) if kind == "grpc_message" else render.call_lines(rec, ind)
         if kind == "truncated":
             return [f"*** log truncated: {rec.get('message', '')}"]
         if kind == "dump":
@@ -229,8 +239,13 @@ class Renderer:
         if headers:
             for h in headers:
                 lines.append(f"{ind}{self._c(_NAME, str(h[0]))}: {h[1]}")
+                if str(h[0]).startswith("grpc-"):
+                    from ..grpc.render import header_note
+                    lines[-1] += header_note(str(h[0]), str(h[1]))
         for action in rec.get("actions") or ():
             if isinstance(action, dict):
+                if action.get("action") == "passed":
+                    continue        # (a hook saw the frame and left it alone: nothing to tell)
                 rest = ", ".join(f"{k}={v}" for k, v in action.items() if k not in ("hook", "action"))
                 lines.append(f"{ind}; {self._c(_HOOK, 'hook')} {action.get('hook')}: {action.get('action')}"
                              + (f" ({rest})" if rest else ""))
@@ -313,19 +328,25 @@ class LivePrinter(ThreadedSink):
     """
 
     def __init__(self, stream: Optional[TextIO] = None, verbosity: int = 1, color: Optional[bool] = None, *,
-                 filter_conn=None, filter_stream=None, filter_types=None, hexdump_limit: Optional[int] = 4096) -> None:
+                 filter_conn=None, filter_stream=None, filter_types=None, hexdump_limit: Optional[int] = 4096,
+                 max_header_list_size: Optional[int] = None,
+                 grpc=None) -> None:
+        self.grpc = grpc
         self.stream = stream if stream is not None else sys.stderr
         self.verbosity = verbosity
         self.renderer = Renderer(color=use_color(self.stream) if color is None else bool(color),
                                  verbosity=verbosity, hexdump_limit=hexdump_limit)
         self._broken = False
         self.record_wire = verbosity >= 2
+        from ..web.facts import FactsCollector   # fingerprints and stalls, printed at the end
+        self.facts = FactsCollector()
         super().__init__(filter_conn=filter_conn, filter_stream=filter_stream, filter_types=filter_types,
-                         thread_name="h2proxy-printer")
+                         thread_name="h2proxy-printer", max_header_list_size=max_header_list_size)
 
     def emit(self, record: dict) -> None:
         if self._broken:
             return
+        self.facts.feed(record)
         lines = self.renderer.render(record)
         if lines:
             try:
@@ -341,4 +362,11 @@ class LivePrinter(ThreadedSink):
                 self._broken = True
 
     def finish(self) -> None:
+        lines = self.facts.lines()
+        if lines and not self._broken:
+            try:
+                self.stream.write("h2proxy: fingerprints (Akamai format) and window stalls:\n"
+                                  + "\n".join(lines) + "\n")
+            except (BrokenPipeError, ValueError, OSError):
+                self._broken = True
         self.flush_output()

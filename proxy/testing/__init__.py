@@ -20,10 +20,14 @@ import asyncio
 import contextlib
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, AsyncIterator, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, AsyncIterator, Dict, Iterable, List, Optional, Sequence, Tuple, Union, cast
 from urllib.parse import urlsplit
 
 if TYPE_CHECKING:
+    from h2.connection import H2Connection
+
+    from framecodec.reader import FrameReader
+
     from ..faults.hook import FaultHook
     from ..faults.rules import Rule
     from ..server import ProxyServer
@@ -55,7 +59,10 @@ class RunningProxy:
 
     @property
     def port(self) -> int:
-        return self.server.port
+        port = self.server.port
+        if port is None:
+            raise RuntimeError("the proxy is not listening (not started, or stopped)")
+        return port
 
     @property
     def host(self) -> str:
@@ -99,7 +106,10 @@ class RunningProxy:
 
     @property
     def injected(self) -> List[dict]:
-        """What the rules did, oldest first: ``{"rule", "action", "conn", "stream", "direction", "frame", "detail"}``."""
+        """What the rules did, oldest first.
+
+        Each entry: ``{"rule", "action", "conn", "stream", "direction", "frame", "detail"}``.
+        """
         return self.fault_hook.injected
 
     def events(self, rule: Optional[str] = None) -> List[dict]:
@@ -109,9 +119,14 @@ class RunningProxy:
         self.fault_hook.reset_counters()
 
     @property
-    def connections(self) -> int:
-        """Client connections accepted so far."""
+    def connections_total(self) -> int:
+        """Client connections accepted so far (closed ones included)."""
         return self.server.total_connections
+
+    @property
+    def connections_open(self) -> int:
+        """Client connections open now."""
+        return len(self.server.bridges)
 
 
 @contextlib.asynccontextmanager
@@ -214,7 +229,7 @@ class H2Client:
         self.window = window
         self.conn_window = conn_window
         self.max_frame_size = max_frame_size
-        self.conn = None
+        self.conn: Optional[H2Connection] = None
         self.reader: Optional[asyncio.StreamReader] = None
         self.writer: Optional[asyncio.StreamWriter] = None
         self.responses: Dict[int, Response] = {}
@@ -231,7 +246,7 @@ class H2Client:
         self.events: List[Any] = []
         #: Every frame as it arrived on the wire: (type, flags, stream id, length) -- CONTINUATIONs included.
         self.frames: List[Tuple[int, int, int, int]] = []
-        self._frame_reader = None
+        self._frame_reader: Optional[FrameReader] = None
         self.started = 0.0
         self._changed = asyncio.Event()
 
@@ -247,39 +262,47 @@ class H2Client:
         import h2.connection
         import h2.settings
         self.started = time.monotonic()
-        self.reader, self.writer = await asyncio.open_connection(
+        reader, self.writer = await asyncio.open_connection(
             self.host, self.port, ssl=self.ssl, server_hostname=self.host if self.ssl else None)
+        self.reader = reader
         config = h2.config.H2Configuration(client_side=True, header_encoding="utf-8")
-        self.conn = h2.connection.H2Connection(config)
-        self.conn.local_settings = h2.settings.Settings(client=True, initial_values={
+        conn = self.conn = h2.connection.H2Connection(config)
+        conn.local_settings = h2.settings.Settings(client=True, initial_values={
             h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: self.window,
             h2.settings.SettingCodes.ENABLE_PUSH: 0,
             h2.settings.SettingCodes.MAX_FRAME_SIZE: self.max_frame_size})
-        self.conn.initiate_connection()
+        conn.initiate_connection()
         if self.conn_window:
-            self.conn.increment_flow_control_window(self.conn_window)
+            conn.increment_flow_control_window(self.conn_window)
         from framecodec.reader import FrameReader
         self._frame_reader = FrameReader()
         self._flush()
-        self._task = asyncio.ensure_future(self._read())
+        self._task = asyncio.ensure_future(self._read(reader))
         return self
 
+    @property
+    def _h2(self) -> H2Connection:
+        """The h2 connection; using the client before connect() is a programming error."""
+        if self.conn is None:
+            raise ConnectionError("H2Client is not connected: call connect() (or use it as a context manager)")
+        return self.conn
+
     def _flush(self) -> None:
-        data = self.conn.data_to_send()
+        data = self._h2.data_to_send()
         if data and self.writer is not None and not self.writer.is_closing():
             self.writer.write(data)
 
-    async def _read(self) -> None:
+    async def _read(self, reader: asyncio.StreamReader) -> None:
         import h2.exceptions
         try:
             while True:
-                data = await self.reader.read(65536)
+                data = await reader.read(65536)
                 if not data:
                     self._fail("the connection was closed (EOF)")
                     return
                 self._record_frames(data)
                 try:
-                    events = self.conn.receive_data(data)
+                    events = self._h2.receive_data(data)
                 except h2.exceptions.ProtocolError as exc:
                     self._fail(f"protocol error: {type(exc).__name__}: {exc}")
                     self._flush()
@@ -318,7 +341,7 @@ class H2Client:
         elif isinstance(ev, e.ResponseReceived):
             r = self.responses.get(ev.stream_id)
             if r is not None:
-                r.headers = list(ev.headers)
+                r.headers = _text_headers(ev.headers)
                 st = r.header(":status")
                 r.status = int(st) if st and st.isdigit() else None
         elif isinstance(ev, e.InformationalResponseReceived):
@@ -326,7 +349,7 @@ class H2Client:
         elif isinstance(ev, e.TrailersReceived):
             r = self.responses.get(ev.stream_id)
             if r is not None:
-                r.trailers = list(ev.headers)
+                r.trailers = _text_headers(ev.headers)
         elif isinstance(ev, e.DataReceived):
             r = self.responses.get(ev.stream_id)
             if r is not None:
@@ -334,7 +357,7 @@ class H2Client:
                 r.data_frames.append(len(ev.data))
             if ev.flow_controlled_length:
                 try:
-                    self.conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+                    self._h2.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
                 except Exception:  # the stream may be closed already
                     pass
         elif isinstance(ev, e.StreamEnded):
@@ -355,8 +378,10 @@ class H2Client:
         elif isinstance(ev, e.PingReceived):
             self.pings.append(bytes(ev.ping_data))
         elif isinstance(ev, e.UnknownFrameReceived):
+            from hyperframe.frame import ExtensionFrame  # what h2 makes of a frame type it does not know
             f = ev.frame
-            self.unknown_frames.append((f.type, f.stream_id, getattr(f, "flag_byte", 0), bytes(f.body)))
+            if isinstance(f, ExtensionFrame) and f.type is not None:
+                self.unknown_frames.append((f.type, f.stream_id, f.flag_byte, bytes(f.body)))
 
     def _end(self, sid: int, now: float) -> None:
         r = self.responses.get(sid)
@@ -388,14 +413,15 @@ class H2Client:
         if self.goaway is not None:
             raise ConnectionError(f"the server sent GOAWAY {self.goaway.error_code} (last stream "
                                   f"{self.goaway.last_stream_id}): no new streams on this connection")
-        sid = self.conn.get_next_available_stream_id()
+        conn = self._h2
+        sid = conn.get_next_available_stream_id()
         hdrs = [(":method", method), (":scheme", self.scheme), (":authority", self.authority),
                 (":path", path)] + [(str(k).lower(), str(v)) for k, v in headers]
         self.responses[sid] = Response(sid, started=time.monotonic())
         self._done[sid] = asyncio.Event()
-        self.conn.send_headers(sid, hdrs, end_stream=not body)
+        conn.send_headers(sid, hdrs, end_stream=not body)
         if body:
-            self.conn.send_data(sid, body, end_stream=True)
+            conn.send_data(sid, body, end_stream=True)
         self._flush()
         return sid
 
@@ -417,7 +443,7 @@ class H2Client:
         return list(await asyncio.gather(*(self.response(s, timeout) for s in sids)))
 
     async def ping(self, data: bytes = b"h2client") -> None:
-        self.conn.ping(data)
+        self._h2.ping(data)
         self._flush()
 
     async def wait_for(self, predicate, timeout: float = 10.0) -> bool:
@@ -448,6 +474,11 @@ class H2Client:
             with contextlib.suppress(Exception):
                 await self.writer.wait_closed()
         self.closed = True
+
+
+def _text_headers(headers: Iterable[Tuple[Union[str, bytes], Union[str, bytes]]]) -> List[Tuple[str, str]]:
+    """The header list of an h2 event: str pairs, as ``header_encoding="utf-8"`` makes h2 give them."""
+    return cast(List[Tuple[str, str]], list(headers))
 
 
 def _code_name(code) -> str:

@@ -11,15 +11,23 @@ stop when the test ends::
         ...   # run the client under test against proxy.url
         assert proxy.hits("rst_stream-1") == 1
 
-The fixture needs pytest-asyncio (any mode: it is declared with
-``pytest_asyncio.fixture``).
+``demo_origin`` is the URL (``h2c://127.0.0.1:PORT``) of h2proxy's demo origin,
+started for the test: a server to put the proxy in front of when the code under
+test is a client (``/size/N``, ``/big``, ``/push``, ``/echo``, ``/headers``).
+
+The fixtures need pytest-asyncio (any mode: they are declared with
+``pytest_asyncio.fixture``). In its default strict mode, mark the async tests
+(``pytestmark = pytest.mark.asyncio`` at the top of the module).
 """
 from __future__ import annotations
 
 import contextlib
+from types import ModuleType
+from typing import Optional
 
 import pytest
 
+pytest_asyncio: Optional[ModuleType]
 try:
     import pytest_asyncio
 except ImportError:  # pragma: no cover - the plugin loads, the fixture explains
@@ -35,7 +43,22 @@ if pytest_asyncio is not None:
             async def start(upstream: str, faults=(), **options):
                 return await stack.enter_async_context(h2proxy_running(upstream, faults, **options))
             yield start
+
+    @pytest_asyncio.fixture
+    async def demo_origin():
+        """The URL of h2proxy's demo origin, running for the duration of the test."""
+        from ..demo_origin import DemoOrigin
+        origin = DemoOrigin()
+        await origin.start()
+        try:
+            yield origin.url
+        finally:
+            await origin.stop()
 else:  # pragma: no cover
     @pytest.fixture
     def h2proxy():
         pytest.skip("the h2proxy fixture needs pytest-asyncio (pip install pytest-asyncio)")
+
+    @pytest.fixture
+    def demo_origin():
+        pytest.skip("the demo_origin fixture needs pytest-asyncio (pip install pytest-asyncio)")

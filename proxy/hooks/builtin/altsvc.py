@@ -15,12 +15,21 @@ from __future__ import annotations
 import fnmatch
 import logging
 import re
+import weakref
 from typing import List, Optional, Sequence
 
 from ..api import SERVER_TO_CLIENT, Hook
 from ..chain import HookLoadError
 
 log = logging.getLogger("h2proxy")
+
+
+def _shown(field: bytes) -> str:
+    """An Alt-Svc field value for a log line: the ASCII text it is meant to be, anything else as \\xNN."""
+    if not field:
+        return "(empty field)"
+    return "".join(chr(b) if 0x20 <= b < 0x7F and b != 0x5C else f"\\x{b:02x}" for b in field)
+
 
 MODES = ("drop", "forward", "rewrite")
 HEADER_MODES = ("keep", "drop", "rewrite")
@@ -69,6 +78,8 @@ class AltSvcHook(Hook):
         self.dropped = 0
         self.rewritten = 0
         self.forwarded = 0
+        # Connections whose first dropped ALTSVC was logged.
+        self._told: "weakref.WeakSet" = weakref.WeakSet()
         self.headers_changed = 0
         if header != "keep":
             # Only now does the hook read header blocks (see the module docstring).
@@ -78,10 +89,25 @@ class AltSvcHook(Hook):
         if self.mode == "forward":
             self.forwarded += 1
             return None
+        field = getattr(frame, "field", None)
+        if field is None:
+            # Malformed (the relay hands it over raw): dropped in drop and rewrite mode alike, since
+            # an intermediary forwards no ALTSVC frame (RFC 7838 section 4) and this one cannot be rewritten.
+            self.dropped += 1
+            log.warning("c%s: malformed ALTSVC frame on stream %d dropped (RFC 7838 section 4): %s", ctx.conn.id,
+                        frame.stream_id, getattr(frame, "problem", "its body does not parse"))
+            return []
         if self.mode == "drop":
             self.dropped += 1
-            log.info("c%s: ALTSVC on stream %d dropped (RFC 7838 section 4): %r", ctx.conn.id, frame.stream_id,
-                     bytes(frame.field))
+            conn = ctx.conn
+            first = conn not in self._told
+            if first:
+                self._told.add(conn)
+            # The first drop of each connection at info (the rest at debug: a server may send many).
+            log.log(logging.INFO if first else logging.DEBUG,
+                    "c%s: ALTSVC on stream %d dropped (RFC 7838 section 4): %s%s", conn.id, frame.stream_id,
+                    _shown(bytes(frame.field)), "; further ALTSVC frames of this connection are dropped too"
+                    if first else "")
             return []
         new_field = self.rewrite_field(bytes(frame.field).decode("latin-1"))
         frame.field = new_field.encode("latin-1")
@@ -123,7 +149,9 @@ class AltSvcHook(Hook):
 
 def _split_alternatives(value: str) -> List[str]:
     """Split on commas outside quoted strings."""
-    out, cur, quoted = [], [], False
+    out: List[str] = []
+    cur: List[str] = []
+    quoted = False
     for ch in value:
         if ch == '"':
             quoted = not quoted

@@ -41,6 +41,7 @@ What it does, in this order:
 * ``add``: name -> value (or list): appended, next to any existing ones.
 """
 from __future__ import annotations
+
 import fnmatch
 import logging
 import re

@@ -27,6 +27,7 @@ GOAWAY, a closed stream) is refused: the hook logs the reason and keeps it in
 ``refusals``.
 """
 from __future__ import annotations
+
 import collections
 import fnmatch
 import logging

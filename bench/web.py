@@ -1,0 +1,103 @@
+"""What the web view costs: h2load through h2proxy without --web, with --web and no page, and with
+--web and the page open (headless chromium) and idle, in one run.
+
+    .venv/bin/python bench/web.py            # 5 rounds of 8 s per target and case
+    .venv/bin/python bench/web.py --quick    # 3 rounds of 4 s
+
+Every target runs at the same time against one nghttpd; in each round every target is measured
+once, one after the other, in an order that rotates from round to round. Figures are medians of the rounds; the ratios compare targets of the
+same run. The issue's bar: a page open and idle, or no page, costs <= 10% of throughput.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import fmt, h2load, make_docroot, median, require, start_h2proxy, start_nghttpd  # noqa: E402
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run"]
+CASES = {"1k": dict(path="/1k", clients=10, streams=10), "1m": dict(path="/1m", clients=4, streams=2)}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--rounds", type=int)
+    ap.add_argument("--duration", type=float)
+    ap.add_argument("--json", metavar="FILE")
+    args = ap.parse_args()
+    rounds = args.rounds or (3 if args.quick else 5)
+    duration = args.duration or (4.0 if args.quick else 8.0)
+    require("h2load", "nghttpd")
+    from playwright.sync_api import sync_playwright
+    work = Path(tempfile.mkdtemp(prefix="h2proxy-bench-web-"))
+    origin = start_nghttpd(make_docroot(work / "docroot"), work)
+    services = {}
+    try:
+        services["plain"] = start_h2proxy(origin.url.replace("http://", "h2c://"), work, name="plain")
+        services["web"] = start_h2proxy(origin.url.replace("http://", "h2c://"), work, name="web",
+                                        extra=["--web", "127.0.0.1:0"])
+        services["web+page"] = start_h2proxy(origin.url.replace("http://", "h2c://"), work, name="webpage",
+                                             extra=["--web", "127.0.0.1:0"])
+        err = services["web+page"].logs[1]
+        deadline = time.monotonic() + 15
+        while not (m := re.search(r"web view and admin API on (\S+)", err.read_text())):
+            if time.monotonic() > deadline:
+                raise RuntimeError("no web view URL in the proxy's output")
+            time.sleep(0.05)
+        page_url = m.group(1)
+        results = {name: {case: [] for case in CASES} for name in services}
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+            page = browser.new_page(viewport={"width": 1600, "height": 1000})
+            page.goto(page_url)
+            page.wait_for_function("document.getElementById('live').textContent === 'live'")
+            print(f"bench: page open on {page_url.split('#')[0]}; {rounds} rounds x {duration:.0f} s", flush=True)
+            for r in range(rounds):
+                names = list(services)
+                names = names[r % len(names):] + names[:r % len(names)]     # each target goes first in turn
+                for case, spec in CASES.items():
+                    for name in names:
+                        svc = services[name]
+                        res = h2load(svc.url + spec["path"], clients=spec["clients"], streams=spec["streams"],
+                                     duration=duration, warmup=1.0, measure=[svc])
+                        if res.failed or res.errored or not res.ok:
+                            raise RuntimeError(f"{name} {case}: h2load failed:\n{res.output[-1500:]}")
+                        results[name][case].append({"rps": res.rps, "mib_s": res.mib_s,
+                                                    "cpu_per_req_us": res.cpu.get(svc.name, 0) / res.ok * 1e6})
+                        print(f"  round {r + 1} {case:>2} {name:<8} {res.rps:>9.0f} req/s {res.mib_s:>8.1f} MiB/s",
+                              flush=True)
+            assert page.locator("#conns tr.conn").count() > 0     # the page did follow the traffic
+            browser.close()
+    finally:
+        for svc in services.values():
+            svc.stop()
+        origin.stop()
+    summary = {}
+    print(f"\n{'case':<4} {'target':<9} {'req/s':>9} {'MiB/s':>8} {'CPU us/req':>10} {'vs plain':>9}")
+    for case in CASES:
+        base = median([x["rps"] for x in results["plain"][case]])
+        for name in services:
+            rps = median([x["rps"] for x in results[name][case]])
+            mib = median([x["mib_s"] for x in results[name][case]])
+            cpu = median([x["cpu_per_req_us"] for x in results[name][case]])
+            ratio = rps / base if base else float("nan")
+            summary.setdefault(case, {})[name] = {"rps": rps, "mib_s": mib, "cpu_per_req_us": cpu, "ratio": ratio}
+            print(f"{case:<4} {name:<9} {fmt(rps, 0):>9} {fmt(mib):>8} {fmt(cpu):>10} {ratio:>8.3f}x")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"rounds": rounds, "duration": duration, "results": summary}, indent=2))
+    worst = min(v["ratio"] for c in summary.values() for k, v in c.items() if k != "plain")
+    print(f"\nworst ratio with --web: {worst:.3f} (bar: >= 0.90)")
+    return 0 if worst >= 0.90 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

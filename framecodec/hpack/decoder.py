@@ -1,0 +1,346 @@
+"""HPACK decoder (RFC 7541): header block bytes in, a list of (name, value) out.
+
+Why it is shaped this way: in a proxy most fields of a block are indexed
+(§6.1), so an indexed field must cost one table look-up. Every table entry,
+static or dynamic, is stored as ``(bytes pair, str pair or None, size)``: the
+decoded header is handed out as it is, with no conversion per block. The
+Huffman-coded strings that do arrive as literals repeat across connections
+(user agents, content types, server names), so their decoding is memoised in
+a bounded module-wide cache. And a block that leaves the table as it was
+(all fields indexed: the usual request or response on a busy connection)
+decodes to the same list while the table is unchanged, so each decoder keeps
+the last few such blocks and their lists (copies are handed out).
+
+Errors: every malformed input raises :class:`HpackDecodingError` whose message
+names the field (its number in the block), its byte offset and what is wrong;
+a header list or a string over the limits raises
+:class:`OversizedHeaderListError` (a subclass).
+"""
+from __future__ import annotations
+
+from collections import deque
+from typing import Deque, Dict, List, Optional, Sequence, Set, Tuple, Union
+
+from .cache import TwoGenerationCache
+from .errors import HpackDecodingError, OversizedHeaderListError
+from .headers import NeverIndexed
+from .huffman import huffman_decode
+from .static_table import STATIC_LENGTH, STATIC_TABLE
+
+#: The header list limit when none is given (the same default as the ``hpack`` library).
+DEFAULT_MAX_HEADER_LIST_SIZE = 1 << 16
+#: SETTINGS_HEADER_TABLE_SIZE's initial value (RFC 9113 §6.5.2).
+DEFAULT_TABLE_SIZE = 4096
+
+#: Per decoder: how many blocks that did not change the table are remembered, up to what size.
+BLOCK_CACHE_ENTRIES = 8
+BLOCK_CACHE_MAX_OCTETS = 512
+
+#: How many distinct never-indexed fields a decoder remembers (see Decoder.never_indexed_seen).
+NEVER_INDEXED_REMEMBERED = 64
+
+Entry = Tuple[Tuple[bytes, bytes], Optional[Tuple[str, str]], int]
+
+#: Huffman-coded string -> its decoding (strings up to HUFFMAN_CACHE_MAX_STRING octets).
+HUFFMAN_CACHE_ENTRIES = 4096
+HUFFMAN_CACHE_MAX_STRING = 256
+huffman_cache: TwoGenerationCache[bytes] = TwoGenerationCache(HUFFMAN_CACHE_ENTRIES)
+
+
+def _entry(name: bytes, value: bytes) -> Entry:
+    """A table entry: both forms of the header, and its size (RFC 7541 §4.1)."""
+    try:
+        text: Optional[Tuple[str, str]] = (name.decode("utf-8"), value.decode("utf-8"))
+    except UnicodeDecodeError:
+        text = None       # an error only if it is ever handed out as text
+    return (name, value), text, len(name) + len(value) + 32
+
+
+#: Index -> entry; index 0 is not valid (RFC 7541 §6.1) and holds None.
+_STATIC: List[Optional[Entry]] = [None] + [_entry(n, v) for n, v in STATIC_TABLE]
+
+
+def _read_int(data: bytes, pos: int, value: int) -> Tuple[int, int]:
+    """The rest of an integer whose prefix was all ones (RFC 7541 §5.1): (value, position after)."""
+    shift = 0
+    end = len(data)
+    while True:
+        if pos >= end:
+            raise HpackDecodingError("the block ends inside an integer")
+        b = data[pos]
+        pos += 1
+        value += (b & 0x7F) << shift
+        if not b & 0x80:
+            return value, pos
+        shift += 7
+        if shift > 28:
+            raise HpackDecodingError("integer longer than 5 octets after its prefix (over 2^35)")
+
+
+class Decoder:
+    """The decoding half of one HPACK context (one direction of one connection).
+
+    ``max_header_list_size`` bounds the decoded list (sum of name + value + 32
+    per field, as SETTINGS_MAX_HEADER_LIST_SIZE counts it) and
+    ``max_string_length`` each string (default: the list limit);
+    ``max_allowed_table_size`` is the SETTINGS_HEADER_TABLE_SIZE this side
+    announced: a size update above it is an error, and so is a block that ends
+    with the table still larger than it (the encoder did not shrink it).
+    """
+
+    def __init__(self, max_header_list_size: int = DEFAULT_MAX_HEADER_LIST_SIZE,
+                 max_string_length: Optional[int] = None) -> None:
+        self.max_header_list_size = max_header_list_size
+        self.max_string_length = max_string_length
+        self.max_allowed_table_size = DEFAULT_TABLE_SIZE
+        #: The never-indexed fields this decoder has handed out (up to NEVER_INDEXED_REMEMBERED), so an
+        #: intermediary can keep them never-indexed even when a hook rebuilt the header list.
+        self.never_indexed_seen: Set[NeverIndexed] = set()
+        self._table: Deque[Entry] = deque()     # newest first: dynamic index 62 is _table[0]
+        self._version = 0                        # bumped by every change to the table
+        # Blocks that left the table as it was (only indexed fields and literals not indexed) decode
+        # the same while the table does not change: block -> (version, raw, limits, headers).
+        self._blocks: Dict[bytes, tuple] = {}
+        self._size = 0
+        self._max = DEFAULT_TABLE_SIZE
+
+    # -- table state
+
+    @property
+    def header_table_size(self) -> int:
+        """The dynamic table's current maximum size, as the last size update set it."""
+        return self._max
+
+    @header_table_size.setter
+    def header_table_size(self, value: int) -> None:
+        self._resize(value)
+
+    @property
+    def table_size(self) -> int:
+        """Octets the dynamic table holds now (RFC 7541 §4.1)."""
+        return self._size
+
+    @property
+    def table_entries(self) -> List[Tuple[bytes, bytes]]:
+        """The dynamic table, newest entry (index 62) first."""
+        return [e[0] for e in self._table]
+
+    def restore_table(self, entries: Sequence[Tuple[bytes, bytes]], max_size: int) -> None:
+        """Set the dynamic table to ``entries`` (newest first, as :attr:`table_entries` gives them) with
+        the maximum size ``max_size``.
+
+        For a decoder that starts in the middle of a connection: a frame log cut
+        into files (``--record-rotate``) saves each context's table at the top
+        of the next file, and a reader of that file alone restores it here.
+        Entries that do not fit in ``max_size`` are evicted as an insert would.
+        """
+        self._table.clear()
+        self._size = 0
+        self._blocks.clear()
+        self._resize(max_size)
+        for name, value in reversed(entries):
+            entry = _entry(bytes(name), bytes(value))
+            if entry[2] > self._max:
+                self._table.clear()
+                self._size = 0
+                continue
+            self._size += entry[2]
+            while self._size > self._max:
+                self._size -= self._table.pop()[2]
+            self._table.appendleft(entry)
+        self._version += 1
+
+    def _resize(self, size: int) -> None:
+        self._max = size
+        self._version += 1
+        table = self._table
+        while self._size > size:
+            self._size -= table.pop()[2]
+
+    # -- decoding
+
+    def _string(self, data: bytes, pos: int, what: str) -> Tuple[bytes, int]:
+        """A string literal (RFC 7541 §5.2) at ``pos``: (its octets, position after)."""
+        if pos >= len(data):
+            raise HpackDecodingError(f"the block ends before the {what} string")
+        b = data[pos]
+        length = b & 0x7F
+        pos += 1
+        if length == 0x7F:
+            length, pos = _read_int(data, pos, 0x7F)
+        limit = self.max_string_length
+        if limit is None:
+            limit = self.max_header_list_size
+        if length > limit:
+            raise OversizedHeaderListError(f"{what} string of {length} octets is longer than the limit, {limit}")
+        stop = pos + length
+        if stop > len(data):
+            raise HpackDecodingError(f"{what} string of {length} octets runs {stop - len(data)} octets "
+                                     "past the end of the block")
+        raw = data[pos:stop]
+        if not b & 0x80:
+            return raw, stop
+        text = huffman_cache.hot.get(raw)
+        if text is None:
+            text = self._huffman_miss(raw)
+        return text, stop
+
+    @staticmethod
+    def _huffman_miss(raw: bytes) -> bytes:
+        return huffman_cache.miss(raw, lambda: huffman_decode(raw), len(raw) <= HUFFMAN_CACHE_MAX_STRING)
+
+    def _lookup(self, index: int) -> Entry:
+        if index <= STATIC_LENGTH:
+            if index == 0:
+                raise HpackDecodingError("index 0 (RFC 7541 §6.1: not a valid index)")
+            return _STATIC[index]          # type: ignore[return-value]
+        try:
+            return self._table[index - STATIC_LENGTH - 1]
+        except IndexError:
+            raise HpackDecodingError(f"index {index} is past the tables: {STATIC_LENGTH} static + "
+                                     f"{len(self._table)} dynamic entries") from None
+
+    def decode(self, data: Union[bytes, bytearray, memoryview], raw: bool = False) -> list:
+        """Decode one complete header block; headers as ``str`` pairs, or ``bytes`` pairs when ``raw``.
+
+        Never-indexed literals come out as :class:`NeverIndexed`. Raises
+        HpackDecodingError (OversizedHeaderListError for the limits).
+        """
+        if type(data) is not bytes:
+            data = bytes(data)
+        version = self._version
+        limits = (self.max_header_list_size, self.max_string_length)
+        hit = self._blocks.get(data)
+        if (hit is not None and hit[0] == version and hit[1] == raw and hit[2] == limits
+                and self._max <= self.max_allowed_table_size):
+            return list(hit[3])
+        k = 0 if raw else 1
+        table = self._table
+        static = _STATIC
+        out: list = []
+        append = out.append
+        pos = 0
+        end = len(data)
+        total = 0
+        limit = self.max_header_list_size
+        slimit = self.max_string_length
+        if slimit is None:
+            slimit = limit
+        hot = huffman_cache.hot
+        start = 0
+        try:
+            while pos < end:
+                start = pos
+                b = data[pos]
+                pos += 1
+                if b & 0x80:                                    # §6.1 indexed field
+                    index = b & 0x7F
+                    if index == 0x7F:
+                        index, pos = _read_int(data, pos, 0x7F)
+                    if 0 < index <= STATIC_LENGTH:
+                        e = static[index]
+                    elif index > STATIC_LENGTH and index - 62 < len(table):
+                        e = table[index - 62]
+                    else:
+                        e = self._lookup(index)                # raises, naming the index
+                    h = e[k]                                    # type: ignore[index]
+                    if h is None:
+                        raise HpackDecodingError("indexed field is not UTF-8 text")
+                    total += e[2]                               # type: ignore[index]
+                    if total > limit:
+                        raise OversizedHeaderListError(f"the header list is larger than the limit, {limit}")
+                    append(h)
+                    continue
+                if b & 0x40:                                    # §6.2.1 literal, incremental indexing
+                    index = b & 0x3F
+                    if index == 0x3F:
+                        index, pos = _read_int(data, pos, 0x3F)
+                    kind = 1
+                elif b & 0x20:                                  # §6.3 dynamic table size update
+                    if out:
+                        raise HpackDecodingError("dynamic table size update after a header field "
+                                                 "(RFC 7541 §4.2: only at the start of a block)")
+                    size = b & 0x1F
+                    if size == 0x1F:
+                        size, pos = _read_int(data, pos, 0x1F)
+                    if size > self.max_allowed_table_size:
+                        raise HpackDecodingError(f"dynamic table size update to {size}, above the "
+                                                 f"SETTINGS_HEADER_TABLE_SIZE of {self.max_allowed_table_size}")
+                    self._resize(size)
+                    continue
+                else:                                           # §6.2.2 without / §6.2.3 never indexed
+                    index = b & 0x0F
+                    if index == 0x0F:
+                        index, pos = _read_int(data, pos, 0x0F)
+                    kind = 2 if b & 0x10 else 0
+                if index:
+                    if 0 < index <= STATIC_LENGTH:
+                        name = static[index][0][0]              # type: ignore[index]
+                    else:
+                        name = self._lookup(index)[0][0]
+                else:
+                    name, pos = self._string(data, pos, "name")
+                # The value string, inlined for its common forms (short, and cached when Huffman-coded).
+                b = data[pos] if pos < end else 0x7F
+                length = b & 0x7F
+                stop = pos + 1 + length
+                if length == 0x7F or stop > end or length > slimit:
+                    value, pos = self._string(data, pos, "value")
+                else:
+                    value = data[pos + 1:stop]
+                    pos = stop
+                    if b & 0x80:
+                        raw_value = value
+                        value = hot.get(raw_value)
+                        if value is None:
+                            value = self._huffman_miss(raw_value)
+                size = len(name) + len(value) + 32
+                total += size
+                if total > limit:
+                    raise OversizedHeaderListError(f"the header list is larger than the limit, {limit}")
+                if kind == 1:
+                    pair = (name, value)
+                    try:
+                        text = (name.decode("utf-8"), value.decode("utf-8"))
+                    except UnicodeDecodeError:
+                        text = None
+                        if not raw:
+                            raise HpackDecodingError("literal field is not UTF-8 text") from None
+                    # Insert (RFC 7541 §4.4), inlined.
+                    self._version += 1
+                    if size > self._max:
+                        table.clear()
+                        self._size = 0
+                    else:
+                        self._size += size
+                        while self._size > self._max:
+                            self._size -= table.pop()[2]
+                        table.appendleft((pair, text, size))
+                    append(text if k else pair)
+                    continue
+                if not raw:
+                    try:
+                        name = name.decode("utf-8")             # type: ignore[assignment]
+                        value = value.decode("utf-8")           # type: ignore[assignment]
+                    except UnicodeDecodeError:
+                        raise HpackDecodingError("literal field is not UTF-8 text") from None
+                if kind == 2:
+                    h = NeverIndexed(name, value)
+                    if len(self.never_indexed_seen) < NEVER_INDEXED_REMEMBERED:
+                        self.never_indexed_seen.add(h)
+                    append(h)
+                else:
+                    append((name, value))
+        except HpackDecodingError as exc:
+            raise type(exc)(f"header block field {len(out) + 1} at offset {start}: {exc}") from None
+        if self._max > self.max_allowed_table_size:
+            raise HpackDecodingError(f"the dynamic table is still {self._max} octets at the end of the block, "
+                                     f"above the SETTINGS_HEADER_TABLE_SIZE of {self.max_allowed_table_size}: "
+                                     "the encoder did not shrink it")
+        if self._version == version and len(data) <= BLOCK_CACHE_MAX_OCTETS:
+            blocks = self._blocks
+            if len(blocks) >= BLOCK_CACHE_ENTRIES:
+                blocks.clear()
+            blocks[data] = (version, raw, limits, out)
+            return list(out)
+        return out
