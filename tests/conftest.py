@@ -85,3 +85,21 @@ async def proxy_factory():
     yield start
     for srv in started:
         await srv.stop(grace=0.5)
+
+
+@pytest.fixture
+async def grpc_echo():
+    """A grpcio server on 127.0.0.1 answering /demo.Echo/Say with b"hello " + the request (raw bytes)."""
+    grpc = pytest.importorskip("grpc")
+    port = free_port()
+    server = grpc.aio.server()
+
+    async def say(request, context):
+        return b"hello " + request
+
+    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(
+        "demo.Echo", {"Say": grpc.unary_unary_rpc_method_handler(say)})])
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    await server.start()
+    yield f"h2c://127.0.0.1:{port}"
+    await server.stop(None)

@@ -8,9 +8,7 @@ another connection is served before and after. docs/robustness.md lists the figu
 from __future__ import annotations
 
 import asyncio
-import re
 import subprocess
-import sys
 
 import pytest
 
@@ -66,7 +64,8 @@ async def test_control_characters_are_escaped_in_live_and_log_text(proxy_process
         # (The h2 origin refuses such a request: GOAWAY PROTOCOL_ERROR, or RST_STREAM.)
         await c.until(lambda f: getattr(f, "stream_id", 0) == 1 or isinstance(f, fc.GoAwayFrame))
         # The origin got the request exactly as the client sent it (transparent mode changes nothing).
-        assert any(wire in conn.received for conn in origin.conns), [bytes(conn.received[-200:]) for conn in origin.conns]
+        assert any(wire in conn.received for conn in origin.conns), (
+            [bytes(conn.received[-200:]) for conn in origin.conns])
         await served(get)
         c.close()
         close()
@@ -467,8 +466,9 @@ class ForwardProcess(ProxyProcess):
     """``h2proxy --mode forward`` listening on 0.0.0.0 (every local address), tunnelling every host."""
 
     def __init__(self, tmp, *extra: str) -> None:
-        from tests.peers import free_port, wait_port
         import time as _time
+
+        from tests.peers import free_port, wait_port
         self.port = free_port()
         self.err = tmp / f"h2proxy-forward-{self.port}.stderr"
         with open(self.err, "wb") as fe:
@@ -510,6 +510,7 @@ async def test_a_local_address_that_is_not_loopback_is_the_proxy_too(pki, tmp_pa
     --ignore-hosts '.*' would let CONNECTs nest through the proxy itself. Refused with 403, and the
     proxy never accepts a connection from itself."""
     import ipaddress
+
     from proxy.forward import ForwardProxyServer
     from proxy.server import ProxySettings, parse_endpoint
     real = ipaddress.IPv4Address.is_loopback

@@ -232,6 +232,7 @@ async def test_made_you_reset_is_stopped_under_strict(proxy_factory, caplog, kin
     those resets count like RST_STREAMs: GOAWAY ENHANCE_YOUR_CALM long before 5,000 reach the origin,
     while a well-behaved client on another connection is served."""
     import asyncio
+
     from framecodec import frame as fc
     from tests.rawpeers import Origin, RawClient, h2_get
     origin = await Origin().start()

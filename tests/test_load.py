@@ -65,8 +65,8 @@ class ProxyProcess:
         self.err = tmp / f"h2proxy-{self.port}.stderr"
         with open(self.err, "wb") as fe:
             self.proc = subprocess.Popen([str(H2PROXY), "--listen", f"h2c://127.0.0.1:{self.port}", "--upstream",
-                                          upstream, *(["-q"] if quiet else []), *extra], stdout=subprocess.DEVNULL, stderr=fe,
-                                         stdin=subprocess.DEVNULL, cwd=str(ROOT))
+                                          upstream, *(["-q"] if quiet else []), *extra],
+                                         stdout=subprocess.DEVNULL, stderr=fe, stdin=subprocess.DEVNULL, cwd=str(ROOT))
         deadline = time.monotonic() + 20
         while b"listening on" not in self.err.read_bytes():
             if self.proc.poll() is not None or time.monotonic() > deadline:

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.peers import free_port, need, run
-from tests.test_web_model import expected_fingerprint, grpc_echo, grpc_say  # noqa: F401 (a fixture)
+from tests.test_web_model import expected_fingerprint, grpc_say
 
 pytestmark = pytest.mark.peers
 
@@ -236,12 +236,14 @@ async def test_a_filter_narrows_the_lists(proxy, page, artifacts):
     assert await frame_attr("conn") == {"2"}
     assert await page.locator("#frames tr.frame").count() < all_frames
     await page.select_option("#f-type", "HEADERS")
-    await page.wait_for_function("[...document.querySelectorAll('#frames tr.frame')].every(r => r.dataset.type === 'HEADERS')")
+    await page.wait_for_function("[...document.querySelectorAll('#frames tr.frame')]"
+                                 ".every(r => r.dataset.type === 'HEADERS')")
     assert await frame_attr("type") == {"HEADERS"} and await frame_attr("conn") == {"2"}
     await page.click("#f-clear")
     await page.wait_for_function("document.querySelectorAll('#conns tr.conn').length === 3")
     await page.fill("#f-path", "/size/20")
-    await page.wait_for_function("[...document.querySelectorAll('#frames tr.frame')].every(r => r.dataset.conn === '2')")
+    await page.wait_for_function("[...document.querySelectorAll('#frames tr.frame')]"
+                                 ".every(r => r.dataset.conn === '2')")
     assert await frame_attr("conn") == {"2"} and await frame_attr("stream") == {"13"}
     await page.fill("#f-path", "")
     await page.fill("#f-status", "2xx")
@@ -345,7 +347,7 @@ async def test_log_web_shows_a_recorded_log(proxy, page, artifacts, tmp_path):
 
 
 async def test_a_grpcio_client_shows_its_messages(grpc_echo, tmp_path, page, artifacts):
-    async for cli, url, page_url in _proxy(tmp_path, "--upstream", grpc_echo):
+    async for _cli, url, page_url in _proxy(tmp_path, "--upstream", grpc_echo):
         await open_page(page, page_url)
         answers = await grpc_say(url.split("://")[-1], b"web view", b"y" * 300)
         assert answers == [b"hello web view", b"hello " + b"y" * 300]

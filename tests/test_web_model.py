@@ -9,13 +9,13 @@ import re
 import pytest
 
 from proxy.demo_origin import DemoOrigin
-from proxy.faults.admin import AdminServer
 from proxy.faults import FaultHook
+from proxy.faults.admin import AdminServer
 from proxy.testing import h2proxy_running
 from proxy.web.app import WebView
 from proxy.web.model import Limits, WebModel
 from proxy.web.sink import WebSink
-from tests.peers import h2load, http_url, nghttp, run, need
+from tests.peers import h2load, http_url, nghttp, run
 
 pytestmark = pytest.mark.peers
 
@@ -204,6 +204,7 @@ async def test_log_stats_prints_fingerprints_and_stalls(origin, tmp_path):
 
 async def test_the_end_of_verbose_output_prints_fingerprints_and_stalls(origin):
     import io
+
     from proxy.recording.text import LivePrinter
     out_text = io.StringIO()
     printer = LivePrinter(out_text, verbosity=1, color=False)
@@ -245,25 +246,6 @@ async def test_over_its_budget_the_sink_counts_frames_and_marks_the_connection_s
     assert detail["windows_stopped"] == conn["sampled"] and detail["stalls"] == []
     assert len(detail["streams"]) < 300          # the streams past the budget were not seen
     assert detail["fingerprints"]["client"]["text"]      # what came before the budget ran out is whole
-
-
-@pytest.fixture
-async def grpc_echo():
-    """A grpcio server on 127.0.0.1 answering /demo.Echo/Say with b"hello " + the request (raw bytes)."""
-    grpc = pytest.importorskip("grpc")
-    from tests.peers import free_port
-    port = free_port()
-    server = grpc.aio.server()
-
-    async def say(request, context):
-        return b"hello " + request
-
-    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(
-        "demo.Echo", {"Say": grpc.unary_unary_rpc_method_handler(say)})])
-    server.add_insecure_port(f"127.0.0.1:{port}")
-    await server.start()
-    yield f"h2c://127.0.0.1:{port}"
-    await server.stop(None)
 
 
 async def grpc_say(target: str, *messages: bytes) -> list:
@@ -323,6 +305,7 @@ async def test_a_connection_over_the_budget_is_detached_and_runs_at_full_speed(o
 ])
 async def test_cli_refuses_a_web_view_it_cannot_serve_safely(args, words):
     import sys
+
     from tests.peers import free_port
     rc, text = await run(sys.executable, "-m", "proxy.cli", "--listen", f"h2c://127.0.0.1:{free_port()}",
                          "--upstream", "h2c://127.0.0.1:1", *args, timeout=30)

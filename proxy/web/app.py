@@ -15,11 +15,11 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Any, Iterable, Optional
 
 from aiohttp import web
 
-from ..faults.admin import json_response
+from ..faults.admin import AdminServer, json_response
 from .model import WebModel
 
 __all__ = ["WebView", "serve_log", "STATIC"]
@@ -29,7 +29,7 @@ STATIC = Path(__file__).with_name("static")
 _TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/css", ".txt": "text/plain"}
 
 
-def _dumps(value) -> str:
+def _dumps(value: object) -> str:
     return json.dumps(value, separators=(",", ":"), default=str)
 
 
@@ -39,12 +39,13 @@ class WebView:
     def __init__(self, model: WebModel, interval: float = 0.5) -> None:
         self.model = model
         self.interval = interval
-        self.server = None
+        self.server: Optional[AdminServer] = None
         self._closing = asyncio.Event()
 
-    def setup(self, app: web.Application, server) -> None:
+    def setup(self, app: web.Application, server: AdminServer) -> None:
         self.server = server
-        server.public_paths.update({"/", "/index.html", "/favicon.ico"} | {f"/static/{p.name}" for p in STATIC.iterdir()})
+        static = {f"/static/{p.name}" for p in STATIC.iterdir()}
+        server.public_paths.update({"/", "/index.html", "/favicon.ico"} | static)
         r = app.router
         r.add_get("/favicon.ico", self._no_icon)
         r.add_get("/", self._page)
@@ -57,6 +58,9 @@ class WebView:
 
     @property
     def page_url(self) -> str:
+        """The page's address with the token in the fragment; known once the admin server set the view up."""
+        if self.server is None:
+            raise RuntimeError("the web view has no admin server yet: pass it in AdminServer(extensions=...)")
         return f"{self.server.url}/#token={self.server.token}"
 
     async def shutdown(self) -> None:
@@ -88,7 +92,7 @@ class WebView:
                             headers={"Cache-Control": "no-store"})
 
     @staticmethod
-    def _int(request, name: str) -> Optional[int]:
+    def _int(request: web.Request, name: str) -> Optional[int]:
         try:
             return int(request.match_info[name])
         except ValueError:
@@ -147,11 +151,11 @@ class WebView:
         return resp
 
 
-async def serve_log(path: str, listen: str, token: Optional[str], stall_ms: float, records=None) -> int:
+async def serve_log(path: str, listen: str, token: Optional[str], stall_ms: float,
+                    records: Optional[Iterable[dict[str, Any]]] = None) -> int:
     """``h2proxy log web FILE``: load the log into a model and serve the page until interrupted."""
     import signal
 
-    from ..faults.admin import AdminServer
     from ..recording.logfile import read_records
 
     if records is None:

@@ -7,10 +7,10 @@ records; only what the text needs is kept (no window samples).
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Dict, Iterable, List, Optional
+from typing import Dict, Iterable, List
 
 from .fingerprint import Fingerprint
-from .flow import SENDERS, SIDE_OF, FlowTracker
+from .flow import SENDERS, SIDE_OF, FlowTracker, side_of
 
 __all__ = ["ConnFacts", "FactsCollector", "connection_facts", "format_facts"]
 
@@ -27,7 +27,7 @@ class ConnFacts:
     def feed(self, rec: dict) -> None:
         kind = rec.get("record")
         if kind == "frame":
-            side = SIDE_OF.get((rec.get("leg"), rec.get("dir")))
+            side = side_of(rec.get("leg"), rec.get("dir"))
             if side is not None:
                 fp = self.fingerprints[side]
                 if not fp.done:

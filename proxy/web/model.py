@@ -16,11 +16,11 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict, deque
-from typing import Deque, Dict, List, Optional
+from typing import Any, Deque, Dict, Iterable, List, Optional
 
 from ..recording.decode import unb64
 from .fingerprint import Fingerprint
-from .flow import SENDERS, SIDE_OF, FlowTracker
+from .flow import SENDERS, SIDE_OF, FlowTracker, side_of
 
 __all__ = ["WebModel", "Limits"]
 
@@ -59,7 +59,7 @@ class GrpcReader:
         self.lost = False
         self.partial = b""
 
-    def feed(self, payload: bytes, length: int, ts) -> None:
+    def feed(self, payload: bytes, length: int, ts: Optional[float]) -> None:
         """``payload``: the first bytes of a DATA frame's data, ``length`` its full data length."""
         if self.lost:
             return
@@ -94,13 +94,17 @@ class StreamView:
     __slots__ = ("sid", "method", "path", "authority", "status", "grpc_status", "req_bytes", "resp_bytes",
                  "start", "end", "end_stream", "reset", "goaway", "frames", "hooks", "updated", "idle", "grpc")
 
-    def __init__(self, sid: int, t, limits: Limits) -> None:
+    def __init__(self, sid: int, t: Optional[float], limits: Limits) -> None:
         self.sid = sid
-        self.method = self.path = self.authority = self.status = self.grpc_status = None
+        self.method: Optional[str] = None
+        self.path: Optional[str] = None
+        self.authority: Optional[str] = None
+        self.status: Optional[str] = None
+        self.grpc_status: Optional[str] = None
         self.req_bytes = self.resp_bytes = 0
         self.start = self.end = t
-        #: Which senders on the client leg ended the stream: "client", "proxy to client".
-        self.end_stream: set = set()
+        #: Which senders ended the stream: "client", "proxy to client", "proxy to upstream", "server".
+        self.end_stream: set[str] = set()
         self.reset: Optional[str] = None
         self.goaway: Optional[str] = None
         self.frames: Deque[dict] = deque(maxlen=limits.stream_frames)
@@ -110,6 +114,40 @@ class StreamView:
         self.idle = True
         #: For gRPC streams (content-type application/grpc...): the message reader per sender.
         self.grpc: Optional[Dict[str, "GrpcReader"]] = None
+
+    def feed_data(self, rec: Dict[str, Any], leg: object, side: Optional[str], flags: int,
+                  t: Optional[float]) -> None:
+        """A DATA frame of this stream: byte counts, END_STREAM and gRPC messages (read on the client leg)."""
+        n = (rec.get("fields") or {}).get("data_length") or 0
+        if self.grpc is not None and leg == "client" and side is not None:
+            reader = self.grpc.get(side)
+            if reader is None:
+                reader = self.grpc[side] = GrpcReader()
+            wire = unb64(rec.get("wire"))
+            start = 10 if flags & 0x8 else 9
+            reader.feed(wire[start:start + n], n, t)
+        if side == "client":
+            self.req_bytes += n
+        elif side == "proxy to client":
+            self.resp_bytes += n
+        if flags & 0x1 and side:
+            self.end_stream.add(side)
+
+    def feed_headers(self, headers: Iterable[Any]) -> None:
+        """The decoded fields of a HEADERS or CONTINUATION frame: request line, status, gRPC."""
+        for name, value in headers:
+            if name == ":method" and self.method is None:
+                self.method = value
+            elif name == ":path" and self.path is None:
+                self.path = value
+            elif name == ":authority" and self.authority is None:
+                self.authority = value
+            elif name == ":status" and not str(value).startswith("1"):
+                self.status = value
+            elif name == "grpc-status":
+                self.grpc_status = value
+            elif name == "content-type" and str(value).startswith("application/grpc") and self.grpc is None:
+                self.grpc = {}
 
     @property
     def ended(self) -> Optional[str]:
@@ -160,13 +198,27 @@ class ConnView:
         self.skipped_frames = 0
         self.skipped_bytes = 0
 
-    def stream(self, sid: int, t) -> StreamView:
+    def stream(self, sid: int, t: Optional[float]) -> StreamView:
         s = self.streams.get(sid)
         if s is None:
             s = self.streams[sid] = StreamView(sid, t, self.limits)
             if len(self.streams) > self.limits.max_streams:
                 self.streams.popitem(last=False)
         return s
+
+    def goaway(self, rec: Dict[str, Any], side: Optional[str], t: Optional[float]) -> None:
+        """A GOAWAY frame: kept, and the streams it refused are marked."""
+        f = rec.get("fields") or {}
+        self.goaways.append({"side": side, "last_stream_id": f.get("last_stream_id"), "code": f.get("error"),
+                             "debug": f.get("debug_data"), "ts": t})
+        last = f.get("last_stream_id")
+        if isinstance(last, int):
+            # last_stream_id counts the streams the GOAWAY's receiver opened (RFC 9113 section 6.8):
+            # odd ones when a server side sends it, even (pushed) ones when a client side does.
+            parity = 1 if side in ("server", "proxy to client") else 0
+            for s in self.streams.values():
+                if s.sid > last and s.sid % 2 == parity and s.ended is None and not s.idle:
+                    s.goaway = f"GOAWAY {f.get('error')} from the {side}"
 
     @property
     def state(self) -> str:
@@ -315,8 +367,8 @@ class WebModel:
             hook = str(rec.get("hook") or "")
             if hook.startswith("fault:"):
                 c.n_faults += 1
-            detail = rec.get("detail") if isinstance(rec.get("detail"), dict) else {}
-            sid = detail.get("stream")
+            detail = rec.get("detail")
+            sid = detail.get("stream") if isinstance(detail, dict) else None
             if isinstance(sid, int) and sid:
                 s = c.stream(sid, t)
                 s.hooks.append(rec)
@@ -329,15 +381,14 @@ class WebModel:
         self.frames_total += 1
         self.frames.append((self.frames_total, rec))
 
-    def _frame(self, c: ConnView, rec: dict, t) -> None:
+    def _frame(self, c: ConnView, rec: Dict[str, Any], t: Optional[float]) -> None:
         rec = _short_wire(rec)
         leg, d = rec.get("leg"), rec.get("dir")
-        key = (leg, d)
         slot = c.counts.get(f"{leg} {d}")
         if slot is not None:
             slot[0] += 1
             slot[1] += (rec.get("length") or 0) + 9
-        side = SIDE_OF.get(key)
+        side = side_of(leg, d)
         if side is not None:
             fp = c.fingerprints[side]
             if not fp.done:
@@ -348,17 +399,7 @@ class WebModel:
         ftype = rec.get("type")
         sid = rec.get("stream") or 0
         if ftype == "GOAWAY":
-            f = rec.get("fields") or {}
-            c.goaways.append({"side": side, "last_stream_id": f.get("last_stream_id"), "code": f.get("error"),
-                              "debug": f.get("debug_data"), "ts": t})
-            last = f.get("last_stream_id")
-            if isinstance(last, int):
-                # last_stream_id counts the streams the GOAWAY's receiver opened (RFC 9113 section 6.8):
-                # odd ones when a server side sends it, even (pushed) ones when a client side does.
-                parity = 1 if side in ("server", "proxy to client") else 0
-                for s in c.streams.values():
-                    if s.sid > last and s.sid % 2 == parity and s.ended is None and not s.idle:
-                        s.goaway = f"GOAWAY {f.get('error')} from the {side}"
+            c.goaway(rec, side, t)
             return
         if not sid:
             return
@@ -371,34 +412,9 @@ class WebModel:
         if ftype != "PRIORITY":
             s.idle = False
         if ftype == "DATA":
-            n = (rec.get("fields") or {}).get("data_length") or 0
-            if s.grpc is not None and leg == "client" and side is not None:
-                reader = s.grpc.get(side)
-                if reader is None:
-                    reader = s.grpc[side] = GrpcReader()
-                wire = unb64(rec.get("wire"))
-                start = 10 if flags & 0x8 else 9
-                reader.feed(wire[start:start + n], n, t)
-            if side == "client":
-                s.req_bytes += n
-            elif side == "proxy to client":
-                s.resp_bytes += n
-            if flags & 0x1 and side:
-                s.end_stream.add(side)
+            s.feed_data(rec, leg, side, flags, t)
         elif ftype in ("HEADERS", "CONTINUATION"):
-            for name, value in rec.get("headers") or ():
-                if name == ":method" and s.method is None:
-                    s.method = value
-                elif name == ":path" and s.path is None:
-                    s.path = value
-                elif name == ":authority" and s.authority is None:
-                    s.authority = value
-                elif name == ":status" and not str(value).startswith("1"):
-                    s.status = value
-                elif name == "grpc-status":
-                    s.grpc_status = value
-                elif name == "content-type" and str(value).startswith("application/grpc") and s.grpc is None:
-                    s.grpc = {}
+            s.feed_headers(rec.get("headers") or ())
             if ftype == "HEADERS" and flags & 0x1 and side:
                 s.end_stream.add(side)
         elif ftype == "RST_STREAM" and s.reset is None:
@@ -453,7 +469,7 @@ class WebModel:
         with self.lock:
             c = self.conns.get(cid)
             s = c.streams.get(sid) if c is not None else None
-            if s is None:
+            if c is None or s is None:
                 return None
             return {"conn": cid, "stream": s.to_dict(), "frames": list(s.frames), "hooks": list(s.hooks),
                     "windows": c.flow.stream_series(sid), "connection_windows": c.flow.connection_series(),
