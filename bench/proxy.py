@@ -125,7 +125,8 @@ def main(argv=None) -> int:
                     "`git archive OLD | tar -x -C DIR`): before/after in the same run")
     ap.add_argument("--keep", action="store_true", help="keep the work directory (logs) and print its path")
     ap.add_argument("--only", metavar="KEYS", help="measure only these targets (comma-separated: h2proxy, nghttpx, "
-                    "relay, record, hook, headers, nghttpx_hdr, workers, h2proxy_tls, mitm); the origin is always measured")
+                    "relay, record, hook, headers, nghttpx_hdr, workers, h2proxy_tls, mitm); the origin is always "
+                    "measured")
     ap.add_argument("--record-load", type=float, metavar="SECONDS",
                     help="also run bench/record_load.py: recording at full load for SECONDS per size (1 KiB, "
                          "1 MiB): throughput vs off, drops, log completeness, stop time, recorder MB/s")
@@ -284,14 +285,20 @@ def main(argv=None) -> int:
                "summary": summary, "notes": notes}
         Path(args.json).write_text(json.dumps(out, indent=2))
         print(f"wrote {args.json}")
-    if args.record_load:
-        # Its own processes, after the others have stopped: the recorder's converter must not run beside them.
-        print("\nrecording at full load (bench/record_load.py)", flush=True)
-        rc = subprocess.run([sys.executable, str(ROOT / "bench" / "record_load.py"), "--duration",
-                             str(args.record_load)]).returncode
-        if rc:
-            print("recording at full load: BELOW TARGET")
+    record_load(args.record_load)
     return 0
+
+
+def record_load(seconds: Optional[float]) -> None:
+    """With --record-load: bench/record_load.py, in its own processes, after the others have stopped (the
+    recorder's converter must not run beside them)."""
+    if not seconds:
+        return
+    print("\nrecording at full load (bench/record_load.py)", flush=True)
+    rc = subprocess.run([sys.executable, str(ROOT / "bench" / "record_load.py"), "--duration",
+                         str(seconds)]).returncode
+    if rc:
+        print("recording at full load: BELOW TARGET")
 
 
 def _truncate(path: Path) -> None:

@@ -151,7 +151,8 @@ def main() -> int:
             good = ratio >= TARGET_RATIO and row["complete"] and port_at < 5
             ok &= good
             print(f"{size}: off {off.rps:.0f} req/s ({off.mib_s:.1f} MiB/s), record on {on.rps:.0f} req/s "
-                  f"({on.mib_s:.1f} MiB/s): {ratio:.2f}x (median of {', '.join(f'{r:.2f}' for r in ratios)}); dropped {checked['dropped']}; client-leg bytes in log "
+                  f"({on.mib_s:.1f} MiB/s): {ratio:.2f}x (median of {', '.join(f'{r:.2f}' for r in ratios)}); "
+                  f"dropped {checked['dropped']}; client-leg bytes in log "
                   f"{client_got} vs h2load {total} ({'complete' if row['complete'] else 'INCOMPLETE'}); "
                   f"stop: port free {port_at:.2f} s, exit {exited:.2f} s; journal {jsize / 1e6:.0f} MB "
                   f"({jsize / 1e6 / ran:.1f} MB/s written during the {ran:.0f} s run); log {log_size / 1e6:.0f} MB "

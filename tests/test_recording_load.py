@@ -139,6 +139,7 @@ async def test_a_recorder_that_cannot_keep_up_pauses_the_proxy_instead_of_droppi
     """The journal writer is held still: the backlog crosses the high mark (the proxy is told to stop reading),
     and once the writer runs again and the backlog is under the low mark, to read again; nothing is dropped."""
     import asyncio
+
     from framecodec.frame import DataFrame
     log = str(tmp_path / "slow.jsonl")
     sink = ProcessRecorder(log)

@@ -40,7 +40,7 @@ async def test_fault_hit_dumps_the_frames_around_it(nghttpd, tmp_path):
             async with H2Client(proxy.url) as c:
                 big = await c.get("/1m.bin")              # 1 MiB before: mostly pushed out of the ring
                 assert big.status == 200 and len(big.body) == 1 << 20
-                before = await c.get("/index.html")
+                assert (await c.get("/index.html")).status == 200
                 hit = await c.get("/small.txt")
                 assert hit.reset == "REFUSED_STREAM"
                 after = await c.get("/index.html?after")
@@ -122,6 +122,60 @@ def test_sigusr1_dumps_the_ring(nghttpd, tmp_path):
     assert _paths(records) == ["/small.txt"]
 
 
+def _admin(port: int, token, host=None, body: bytes = b"") -> tuple:
+    """POST /record/dump on the admin API: (status, JSON answer)."""
+    import http.client
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        headers = {"Host": host or f"127.0.0.1:{port}", "Content-Type": "application/json"}
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token}"
+        conn.request("POST", "/record/dump", body=body, headers=headers)
+        resp = conn.getresponse()
+        return resp.status, json.loads(resp.read() or b"null")
+    finally:
+        conn.close()
+
+
+def test_post_record_dump_through_the_admin_api(nghttpd, tmp_path):
+    """--admin with --record-ring serves POST /record/dump, behind the admin API's token and Host checks."""
+    origin = nghttpd()
+    port, admin_port = free_port(), free_port()
+    token = "a-long-enough-admin-token-for-the-test"
+    path = str(tmp_path / "ring.jsonl")
+    proxy = subprocess.Popen([sys.executable, "-m", "proxy.cli", "--listen", f"h2c://127.0.0.1:{port}",
+                              "--upstream", origin.url, "--record", path, "--record-ring", "1M",
+                              "--admin", f"127.0.0.1:{admin_port}", "--admin-token", token],
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        wait_port(port, 20, proc=proxy)
+        wait_port(admin_port, 20, proc=proxy)
+        got = subprocess.run(["nghttp", "-n", f"http://127.0.0.1:{port}/small.txt"], capture_output=True, timeout=30)
+        assert got.returncode == 0
+        assert _admin(admin_port, None)[0] == 401
+        assert _admin(admin_port, "wrong-token-wrong-token-wrong")[0] == 401
+        assert _admin(admin_port, token, host=f"evil.example:{admin_port}")[0] == 403
+        assert _admin(admin_port, token, body=b"[1]")[0] == 400
+        assert not any(name.startswith("ring-dump") for name in os.listdir(tmp_path))
+        status, payload = _admin(admin_port, token, body=json.dumps({"reason": "rare failure seen"}).encode())
+        assert status == 202 and payload["dumping"], payload
+        assert payload["reason"] == "POST /record/dump: rare failure seen"
+        assert payload["files"] == [str(tmp_path / "ring-dump-NNNN.jsonl")]
+        for line in proxy.stderr:
+            if "flight recorder: POST /record/dump: rare failure seen: writing" in line:
+                break
+        proxy.send_signal(signal.SIGTERM)
+        proxy.wait(30)
+    finally:
+        if proxy.poll() is None:
+            proxy.kill()
+            proxy.wait()
+    records = _dump(path)
+    assert records[0]["dump"]["reason"] == "POST /record/dump: rare failure seen"
+    assert _paths(records) == ["/small.txt"]
+    assert not os.path.exists(dump_path(path, 2))
+
+
 def test_triggers(tmp_path):
     """Violations, tripped limits and fault hits start a dump; other errors and hook actions do not."""
     path = str(tmp_path / "r.jsonl")
@@ -145,3 +199,32 @@ def test_triggers(tmp_path):
     assert sum(1 for r in first if r["record"] == "raw") < 100
     assert second[0]["dump"]["reason"].startswith("violation by the client")
     assert third[0]["dump"]["reason"] == "fault rule slow (delay) on connection 1"
+
+
+def test_an_hpack_bomb_is_a_violation_and_a_trigger(tmp_path):
+    """The ring decodes header blocks with the proxy's max_header_list_size: a block that inflates past it
+    is not decoded, and the violation it makes starts a dump that shows it."""
+    from framecodec.hpack import Encoder
+    enc = Encoder()
+    first = enc.encode([(":method", "GET"), (":path", "/"), ("x-bomb", "b" * 1000)])
+    bomb = bytes([0x80 | 62]) * 100                   # 100 references to the 1 kB entry: ~100 kB of headers
+
+    def headers_frame(sid: int, block: bytes) -> bytes:
+        return len(block).to_bytes(3, "big") + b"\x01\x05" + sid.to_bytes(4, "big") + block
+
+    path = str(tmp_path / "r.jsonl")
+    said = []
+    ring = FlightRecorder(path, 1 << 20, after=0.0, announce=said.append, max_header_list_size=16384)
+    ring.handle(("connection_opened", 1, 1.0, {"client_addr": "127.0.0.1:1"}))
+    ring.handle(("frame", 1, 1, "client", "recv", 1.1, headers_frame(1, first), None, None, None, True))
+    assert ring.dumps == 0
+    ring.handle(("frame", 2, 1, "client", "recv", 1.2, headers_frame(3, bomb), None, None, None, True))
+    assert ring.dumps == 1 and "max_header_list_size = 16384 exceeded" in said[0]
+    ring.close()
+    records = _dump(path)
+    assert records[0]["dump"]["reason"].startswith("violation by the client on connection 1 (RFC 9113 6.5.2")
+    assert [dict(map(tuple, r["headers"]))[":path"] for r in records if r.get("headers")] == ["/"]
+    bomb_frame = [r for r in records if r["record"] == "frame" and r["stream"] == 3]
+    assert len(bomb_frame) == 1 and "headers" not in bomb_frame[0]
+    violation = [r for r in records if r["record"] == "violation"]
+    assert len(violation) == 1 and "stream 3" in violation[0]["message"]

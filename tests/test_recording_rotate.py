@@ -2,7 +2,6 @@
 one log, and every converter reads them."""
 from __future__ import annotations
 
-import json
 import os
 import re
 import subprocess

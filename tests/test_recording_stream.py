@@ -175,3 +175,44 @@ def test_converters_on_a_1gb_log_stay_under_the_memory_bound(tmp_path):
         out.close()
         assert proc.returncode == 0, (cmd, proc.stderr.read())
         assert usage.ru_maxrss * 1024 < RSS_BOUND, (cmd, usage.ru_maxrss)
+
+
+def _frame(seq, ts, d, ftype, sid, flags=0, headers=None, **fields):
+    rec = {"record": "frame", "seq": seq, "ts": ts, "conn": 1, "leg": "client", "dir": d, "type": ftype,
+           "type_byte": {"HEADERS": 1, "PUSH_PROMISE": 5, "DATA": 0}[ftype], "stream": sid, "flags": flags,
+           "length": 10, "fields": fields}
+    if headers is not None:
+        rec["headers"] = headers
+    return rec
+
+
+def test_streamed_stats_push_promises_and_grpc_calls_after_the_close(capsys, tmp_path):
+    """Streaming stats: a pushed stream gets its request from the PUSH_PROMISE and is done when its response
+    ends; a grpc_call record written after its connection closed is counted in the table, not as a connection."""
+    records = [
+        {"record": "header", "format": "h2proxy-frame-log", "version": 1},
+        {"record": "connection_opened", "ts": 1.0, "conn": 1, "info": {"client_addr": "127.0.0.1:1"}},
+        _frame(1, 1.1, "recv", "HEADERS", 1, 0x5, [[":method", "POST"], [":path", "/p.S/M"],
+                                                  ["content-type", "application/grpc"]]),
+        _frame(2, 1.2, "send", "PUSH_PROMISE", 1, 0x4, [[":method", "GET"], [":path", "/pushed.css"]],
+               promised_stream_id=2),
+        _frame(3, 1.3, "send", "HEADERS", 1, 0x4, [[":status", "200"]]),
+        _frame(4, 1.4, "send", "HEADERS", 2, 0x5, [[":status", "200"]]),
+        _frame(5, 1.5, "send", "HEADERS", 1, 0x5, [["grpc-status", "0"]]),
+        {"record": "connection_closed", "ts": 2.0, "conn": 1, "reason": "done"},
+        {"record": "grpc_call", "ts": 2.0, "conn": 1, "stream": 1, "path": "/p.S/M", "status": 0,
+         "messages": {"client->server": 1, "server->client": 1}, "duration_ms": 400.0},
+    ]
+    path = tmp_path / "push.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    stats = compute_stats(records)
+    assert [c["conn"] for c in stats["connections"]] == [1]
+    pushed = stats["connections"][0]["streams"]["client"]["2"]
+    assert (pushed["pushed_by"], pushed["method"], pushed["path"], pushed["status"]) == (1, "GET", "/pushed.css",
+                                                                                         "200")
+    assert stats["connections"][0]["streams"]["client"]["1"]["path"] == "/p.S/M"
+    assert stats["grpc_methods"]["/p.S/M"]["calls"] == 1
+    assert log_main(["stats", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "stream 2 (pushed on stream 1): GET /pushed.css -> 200" in out
+    assert "gRPC methods:" in out and out.rstrip().splitlines()[-1].startswith("total: 1 connections")

@@ -34,14 +34,15 @@ class MethodStats:
 
     def __init__(self) -> None:
         self._recorded: Dict[str, dict] = {}
-        self._derived: Optional[Dict[str, dict]] = {}
+        self._derived: Dict[str, dict] = {}
         self._tracker: Optional[GrpcTracker] = GrpcTracker(GrpcOptions(max_message=0))   # counting only
 
     def feed(self, rec: dict) -> None:
         kind = rec.get("record")
         if kind == "grpc_call":
             _count(self._recorded, rec)
-            self._tracker = self._derived = None       # the log says it itself: the frames are not needed
+            if self._tracker is not None:              # the log says it itself: the frames are not needed
+                self._tracker, self._derived = None, {}
             return
         tracker = self._tracker
         if tracker is None:
@@ -65,7 +66,7 @@ class MethodStats:
             for conn in {k[0] for k in self._tracker.calls}:      # calls the log left open
                 for x in self._tracker.forget(conn):
                     _count(self._derived, x)
-            rows = self._derived or {}
+            rows = self._derived
         out = {}
         for path, row in sorted(rows.items()):
             lat = sorted(row["latencies"])
