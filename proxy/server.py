@@ -138,6 +138,8 @@ class Bridge:
         self.flush()
         if relay.inbox[side] and relay.buffered > self.server.settings.limits.high_water:
             self._pause(side)
+        elif self.server.recording_congested:
+            self._pause(side)
 
     def _count_answers(self, side: int) -> None:
         """Frames the relay made in answer to ``side`` go towards it while it reads nothing: count them."""
@@ -263,7 +265,8 @@ class Bridge:
 
     def _resume(self, side: int) -> None:
         t = self.transports[side]
-        if t is not None and self.paused_reading[side] and not self.write_paused[1 - side]:
+        if t is not None and self.paused_reading[side] and not self.write_paused[1 - side] \
+                and not self.server.recording_congested:
             self.paused_reading[side] = False
             try:
                 t.resume_reading()
@@ -442,6 +445,22 @@ class ProxyServer:
         self.ssl_upstream: Optional[ssl.SSLContext] = None
         self._idle = asyncio.Event()
         self.port: Optional[int] = None
+        #: True while the frame recorder's backlog is over its mark: no socket is read (so no frame is
+        #: ever dropped from the log; proxy/recording/offload.py).
+        self.recording_congested = False
+        for s in (getattr(sink, "sinks", None) or [sink]):
+            if hasattr(s, "on_congestion"):
+                s.on_congestion = self.recorder_congestion
+
+    def recorder_congestion(self, congested: bool) -> None:
+        """The recorder's backlog crossed its high (True) or low (False) mark: stop or resume reading."""
+        self.recording_congested = congested
+        for b in list(self.bridges):
+            for side in (CLIENT, SERVER):
+                if congested:
+                    b._pause(side)
+                else:
+                    b._resume(side)
 
     def next_id(self) -> int:
         self._next += 1
