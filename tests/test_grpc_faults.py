@@ -184,6 +184,7 @@ message = 1
     ("drop message=0", ["message = '0'", "counts start at 1"]),
     ("grpc_status code=NOPE", ["code = 'NOPE'", "unknown gRPC status"]),
     ("cut code=BOGUS message=1", ["code = 'BOGUS'"]),
+    ("cut code=0x100000000 message=1", ["code = '0x100000000'", "error codes are 0..2^32-1"]),
     ("delay grpc", ["ms: missing"]),
     ("rst_stream service=x", ["not an action for gRPC messages"]),
     ("drop message=1 type=data", ["type: unknown key for a gRPC rule"]),
