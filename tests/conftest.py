@@ -103,3 +103,33 @@ async def grpc_echo():
     await server.start()
     yield f"h2c://127.0.0.1:{port}"
     await server.stop(None)
+
+
+@pytest.fixture(scope="session")
+def protos(tmp_path_factory):
+    """The gRPC test service (tests/grpc_peers.py's echo.proto) compiled once a session: pb2, pb2_grpc, descriptor."""
+    pytest.importorskip("grpc")
+    pytest.importorskip("grpc_tools")
+    from tests.grpc_peers import compile_protos
+    return compile_protos(tmp_path_factory.mktemp("protos"))
+
+
+@pytest.fixture
+def echo_server(protos):
+    """Start grpcio Echo servers on loopback: ``echo_server(tls=None)`` (tls: (key, chain) PEM bytes)."""
+    from tests.grpc_peers import EchoServer
+    servers = []
+
+    def start(tls: Optional[tuple] = None) -> EchoServer:
+        s = EchoServer(protos, tls)
+        servers.append(s)
+        return s
+    yield start
+    for s in servers:
+        s.stop()
+
+
+@pytest.fixture
+def echo(echo_server):
+    """One grpcio Echo server (h2c) on loopback, stopped after the test."""
+    return echo_server()
