@@ -68,6 +68,16 @@ def nghttpd(docroot):
 
 
 @pytest.fixture
+async def origin():
+    """h2proxy's demo origin (proxy/demo_origin.py) on loopback (h2c, a free port), stopped after the test."""
+    from proxy.demo_origin import DemoOrigin
+    o = DemoOrigin()
+    await o.start()
+    yield o
+    await o.stop()
+
+
+@pytest.fixture
 async def proxy_factory():
     """Start in-process proxies: ``await proxy_factory(upstream_url, hooks=..., sink=..., **settings)``."""
     from proxy.hooks.chain import HookChain

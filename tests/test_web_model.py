@@ -8,7 +8,6 @@ import re
 
 import pytest
 
-from proxy.demo_origin import DemoOrigin
 from proxy.faults import FaultHook
 from proxy.faults.admin import AdminServer
 from proxy.testing import h2proxy_running
@@ -48,14 +47,6 @@ def expected_fingerprint(nghttp_out: str) -> str:
                 elif pseudo and not follow.strip().startswith(("; ", "(")) and not re.match(r"\s+[\w-]+: ", follow):
                     break
     return f"{';'.join(settings)}|{wu}|{','.join(prios) or '0'}|{','.join(pseudo)}"
-
-
-@pytest.fixture
-async def origin():
-    o = DemoOrigin()
-    await o.start()
-    yield o
-    await o.stop()
 
 
 async def test_fingerprints_streams_and_windows_of_an_nghttp_download(origin):
