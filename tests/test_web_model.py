@@ -5,18 +5,36 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+from contextlib import asynccontextmanager
+from typing import AsyncIterator, Tuple
 
 import pytest
 
 from proxy.faults import FaultHook
 from proxy.faults.admin import AdminServer
-from proxy.testing import h2proxy_running
+from proxy.testing import RunningProxy, h2proxy_running
 from proxy.web.app import WebView
 from proxy.web.model import Limits, WebModel
 from proxy.web.sink import WebSink
 from tests.peers import h2load, http_url, nghttp, run
 
 pytestmark = pytest.mark.peers
+
+
+@asynccontextmanager
+async def web_proxy(upstream: str, faults=(), **model_options) -> AsyncIterator[Tuple[RunningProxy, WebModel]]:
+    """A proxy to ``upstream`` feeding a fresh live WebModel through a WebSink: (proxy, model).
+
+    On leaving the block the proxy is stopped and the sink must have handed every record to the model.
+    """
+    model = WebModel("live", **model_options)
+    sink = WebSink(model, cpu_share=1.0)
+    try:
+        async with h2proxy_running(upstream, faults, sink=sink) as proxy:
+            yield proxy, model
+        assert sink.flush()
+    finally:
+        sink.close()
 
 
 def expected_fingerprint(nghttp_out: str) -> str:
@@ -50,15 +68,9 @@ def expected_fingerprint(nghttp_out: str) -> str:
 
 
 async def test_fingerprints_streams_and_windows_of_an_nghttp_download(origin):
-    model = WebModel("live")
-    sink = WebSink(model, cpu_share=1.0)
-    try:
-        async with h2proxy_running(origin.url, sink=sink) as proxy:
-            rc, out = await nghttp("-nv", http_url(proxy) + "/size/200000")
-            assert rc == 0, out
-        assert sink.flush()
-    finally:
-        sink.close()
+    async with web_proxy(origin.url) as (proxy, model):
+        rc, out = await nghttp("-nv", http_url(proxy) + "/size/200000")
+        assert rc == 0, out
     (conn,) = model.snapshot()["conns"]
     detail = model.connection(conn["id"])
     fp = detail["fingerprints"]
@@ -84,16 +96,10 @@ async def test_fingerprints_streams_and_windows_of_an_nghttp_download(origin):
 
 
 async def test_a_stall_fault_shows_as_a_stall_of_the_server(origin):
-    model = WebModel("live", stall_threshold=0.3)
-    sink = WebSink(model, cpu_share=1.0)
-    try:
-        async with h2proxy_running(origin.url, ["stall towards=server type=data direction=s2c ms=800 name=slow"],
-                                   sink=sink) as proxy:
-            rc, out = await nghttp("-n", http_url(proxy) + "/size/300000")
-            assert rc == 0, out
-        assert sink.flush()
-    finally:
-        sink.close()
+    async with web_proxy(origin.url, ["stall towards=server type=data direction=s2c ms=800 name=slow"],
+                         stall_threshold=0.3) as (proxy, model):
+        rc, out = await nghttp("-n", http_url(proxy) + "/size/300000")
+        assert rc == 0, out
     (conn,) = model.snapshot()["conns"]
     detail = model.connection(conn["id"])
     stalls = [s for s in detail["stalls"] if s["side"] == "server"]
@@ -106,15 +112,9 @@ async def test_a_stall_fault_shows_as_a_stall_of_the_server(origin):
 async def test_the_model_stays_bounded_under_h2load(origin):
     limits = Limits(max_conns=3, conn_frames=50, closed_conn_frames=10, stream_frames=5, overall_frames=100,
                     max_streams=20)
-    model = WebModel("live", limits=limits)
-    sink = WebSink(model, cpu_share=1.0)
-    try:
-        async with h2proxy_running(origin.url, sink=sink) as proxy:
-            result = await h2load(http_url(proxy) + "/size/100", n=400, c=5, m=4)
-            assert result["succeeded"] == 400, result.output
-        assert sink.flush()
-    finally:
-        sink.close()
+    async with web_proxy(origin.url, limits=limits) as (proxy, model):
+        result = await h2load(http_url(proxy) + "/size/100", n=400, c=5, m=4)
+        assert result["succeeded"] == 400, result.output
     snap = model.snapshot()
     assert len(snap["conns"]) == 3 and model.evicted == 2
     assert len(snap["frames"]) == 100 and snap["cursor"] > 1000     # 3 of the 5 connections are kept
