@@ -263,6 +263,38 @@ class Origin:
             c.writer.close()
 
 
+class SilentUpstream:
+    """A listener in front of an :class:`Origin`: connections go on to the origin until ``silent()`` is
+    true, then they are accepted and never answered (an upstream that never speaks, not even SETTINGS)."""
+
+    def __init__(self, origin: Origin, silent: Callable[[], bool]) -> None:
+        self.origin = origin
+        self.silent = silent
+        self.held: List[asyncio.StreamWriter] = []
+        self.server: Optional[asyncio.AbstractServer] = None
+
+    async def start(self) -> "SilentUpstream":
+        self.server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self
+
+    @property
+    def url(self) -> str:
+        return f"h2c://127.0.0.1:{self.port}"
+
+    async def _accept(self, reader, writer) -> None:
+        if not self.silent():
+            await self.origin._accept(reader, writer)
+        else:
+            self.held.append(writer)
+            await reader.read()
+
+    def stop(self) -> None:
+        self.server.close()
+        for w in self.held:
+            w.close()
+
+
 async def h2_get(port: int):
     """Open an h2 connection and return ``get(path)`` -> (status, body) that uses it, and a closer.
 

@@ -13,7 +13,7 @@ import subprocess
 import pytest
 
 from framecodec import frame as fc
-from tests.rawpeers import Origin, RawClient, h2_get, raw, req
+from tests.rawpeers import Origin, RawClient, SilentUpstream, h2_get, raw, req
 from tests.test_load import H2PROXY, MiB, PeakSampler, ProxyProcess, report
 
 #: Control characters a hostile peer puts in what the operator reads (ESC sequences, BEL).
@@ -274,25 +274,24 @@ async def test_connect_timeout_is_a_limit(proxy_process):
 
 # ------------------------------------------------------------------ 7: a frozen or dying upstream
 
+async def _start_answering_hold(conn) -> None:
+    """The origin's half answer to /hold (stream 1): a status and 1,000 bytes of the body."""
+    while conn.streams.get(1) != "/hold":
+        await asyncio.sleep(0.01)
+    conn.h2.send_headers(1, [(":status", "200")])
+    conn.h2.send_data(1, b"x" * 1000)
+    conn.flush()
+
+
 def freeze_mid_response(conn):
     """The origin answers /hold with a status and 1,000 bytes, then stays silent (socket open)."""
-    async def misbehave(conn):
-        while conn.streams.get(1) != "/hold":
-            await asyncio.sleep(0.01)
-        conn.h2.send_headers(1, [(":status", "200")])
-        conn.h2.send_data(1, b"x" * 1000)
-        conn.flush()
-    return misbehave(conn)
+    return _start_answering_hold(conn)
 
 
 def die_mid_response(conn):
     """The origin answers /hold with a status and 1,000 bytes, then closes its socket."""
     async def misbehave(conn):
-        while conn.streams.get(1) != "/hold":
-            await asyncio.sleep(0.01)
-        conn.h2.send_headers(1, [(":status", "200")])
-        conn.h2.send_data(1, b"x" * 1000)
-        conn.flush()
+        await _start_answering_hold(conn)
         await conn.writer.drain()
         conn.writer.close()
     return misbehave(conn)
@@ -347,18 +346,9 @@ async def test_an_upstream_that_never_speaks_is_reported(proxy_process):
     connected, connections go to a real origin)."""
     from tests.peers import nghttp
     origin = await Origin().start()
-    silent = []
     freeze = asyncio.Event()
-
-    async def accept(reader, writer):
-        if not freeze.is_set():
-            await origin._accept(reader, writer)
-        else:
-            silent.append(writer)
-            await reader.read()
-    srv = await asyncio.start_server(accept, "127.0.0.1", 0)
-    port = srv.sockets[0].getsockname()[1]
-    px = proxy_process(f"h2c://127.0.0.1:{port}", "--limit", "upstream_settings_timeout=1", quiet=False)
+    upstream = await SilentUpstream(origin, freeze.is_set).start()
+    px = proxy_process(upstream.url, "--limit", "upstream_settings_timeout=1", quiet=False)
     try:
         get, close = await h2_get(px.port)
         await served(get)
@@ -378,9 +368,7 @@ async def test_an_upstream_that_never_speaks_is_reported(proxy_process):
         close()
     finally:
         px.stop()
-        srv.close()
-        for w in silent:
-            w.close()
+        upstream.stop()
         await origin.stop()
     assert "upstream timeout: limit upstream_settings_timeout = 1.0 exceeded: the upstream sent no SETTINGS" \
         in px.log()
