@@ -24,6 +24,14 @@ def _error(call):
         return None, exc
 
 
+def _server_stream(stub, pb2, n, got):
+    """Read ServerStream (n replies asked) into ``got``; the RpcError that ended it, or None."""
+    def consume():
+        for r in stub.ServerStream(pb2.Req(name="s", n=n), timeout=20):
+            got.append(r.n)
+    return _error(consume)[1]
+
+
 async def test_grpc_status_trailers_only_one_line(protos, echo, h2proxy):
     proxy = await h2proxy(echo.url, faults=["grpc_status code=UNAVAILABLE details='try later, caf\u00e9' "
                                             "service=h2proxy.test.Echo method=Unary"])
@@ -46,12 +54,7 @@ async def test_grpc_status_after_n_messages(protos, echo, h2proxy):
                                              "direction": "server->client", "message": 3}])
     got = []
 
-    def calls(stub, pb2):
-        def consume():
-            for r in stub.ServerStream(pb2.Req(name="s", n=6), timeout=20):
-                got.append(r.n)
-        return _error(consume)[1]
-    err = await asyncio.to_thread(_run, protos, proxy.port, calls)
+    err = await asyncio.to_thread(_run, protos, proxy.port, lambda stub, pb2: _server_stream(stub, pb2, 6, got))
     assert err.code() == grpc.StatusCode.ABORTED and err.details() == "stop"
     assert got == [0, 1]
 
@@ -88,12 +91,7 @@ async def test_corrupt_keeps_the_prefix_valid(protos, echo, h2proxy):
     proxy = await h2proxy(echo.url, faults=["corrupt method=ServerStream direction=s2c message=1 offsets=0"])
     got = []
 
-    def calls(stub, pb2):
-        def consume():
-            for r in stub.ServerStream(pb2.Req(name="s", n=3), timeout=20):
-                got.append(r.n)
-        return _error(consume)[1]
-    err = await asyncio.to_thread(_run, protos, proxy.port, calls)
+    err = await asyncio.to_thread(_run, protos, proxy.port, lambda stub, pb2: _server_stream(stub, pb2, 3, got))
     assert err.code() == grpc.StatusCode.INTERNAL and "deserializ" in err.details().lower()
     assert got == []
 
@@ -105,10 +103,7 @@ async def test_cut_after_message_n(protos, echo, h2proxy, tmp_path):
     got = []
 
     def calls(stub, pb2):
-        def consume():
-            for r in stub.ServerStream(pb2.Req(name="s", n=5), timeout=20):
-                got.append(r.n)
-        err = _error(consume)[1]
+        err = _server_stream(stub, pb2, 5, got)
         ok = stub.Unary(pb2.Req(name="after"), timeout=20)      # the connection survives
         return err, ok
     err, ok = await asyncio.to_thread(_run, protos, proxy.port, calls)
