@@ -6,7 +6,7 @@ import tomllib
 
 import pytest
 
-from tests.grpc_peers import EchoServer, channel
+from tests.grpc_peers import EchoServer, channel, pem_bytes
 
 grpc = pytest.importorskip("grpc")
 pytest.importorskip("grpc_tools")
@@ -189,12 +189,7 @@ def test_frame_rules_stay_frame_rules():
 
 async def test_grpc_status_over_tls_on_both_legs(protos, h2proxy, pki):
     """TLS between the grpcio client and the proxy, and between the proxy and the grpcio server."""
-    with open(pki["key"], "rb") as f:
-        key = f.read()
-    with open(pki["cert"], "rb") as f:
-        chain = f.read()
-    with open(pki["ca"], "rb") as f:
-        ca = f.read()
+    key, chain, ca = pem_bytes(pki)
     server = EchoServer(protos, tls=(key, chain))
     try:
         proxy = await h2proxy(server.url, faults=["grpc_status code=RESOURCE_EXHAUSTED details=quota method=Unary"],

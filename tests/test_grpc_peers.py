@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from tests.grpc_peers import channel
+from tests.grpc_peers import channel, pem_bytes
 from tests.peers import await_port, free_port, run
 
 grpc = pytest.importorskip("grpc")
@@ -141,12 +141,7 @@ async def test_compressed_and_descriptor_named_fields(protos, echo_server, proxy
 
 async def test_cli_verbose_with_descriptor_over_tls(protos, echo_server, pki, tmp_path):
     """The real command line: -v --proto-descriptor, TLS on both legs, and log stats per method."""
-    with open(pki["key"], "rb") as f:
-        key = f.read()
-    with open(pki["cert"], "rb") as f:
-        chain = f.read()
-    with open(pki["ca"], "rb") as f:
-        ca = f.read()
+    key, chain, ca = pem_bytes(pki)
     server = echo_server(tls=(key, chain))
     port = free_port()
     log_path = tmp_path / "cli.jsonl"

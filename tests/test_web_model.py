@@ -21,6 +21,22 @@ from tests.peers import h2load, http_url, nghttp, run
 pytestmark = pytest.mark.peers
 
 
+#: A fault rule withholding the WINDOW_UPDATEs towards the server for 800 ms once it sends DATA: a server stall.
+SERVER_STALL = "stall towards=server type=data direction=s2c ms=800 name=slow"
+
+
+async def download_with_server_stall(origin, sink) -> str:
+    """nghttp -nv gets /size/300000 through a proxy with :data:`SERVER_STALL` recording into ``sink``
+    (closed afterwards); nghttp's output."""
+    try:
+        async with h2proxy_running(origin.url, [SERVER_STALL], sink=sink) as proxy:
+            rc, out = await nghttp("-nv", http_url(proxy) + "/size/300000")
+            assert rc == 0
+    finally:
+        sink.close()
+    return out
+
+
 @asynccontextmanager
 async def web_proxy(upstream: str, faults=(), **model_options) -> AsyncIterator[Tuple[RunningProxy, WebModel]]:
     """A proxy to ``upstream`` feeding a fresh live WebModel through a WebSink: (proxy, model).
@@ -96,8 +112,7 @@ async def test_fingerprints_streams_and_windows_of_an_nghttp_download(origin):
 
 
 async def test_a_stall_fault_shows_as_a_stall_of_the_server(origin):
-    async with web_proxy(origin.url, ["stall towards=server type=data direction=s2c ms=800 name=slow"],
-                         stall_threshold=0.3) as (proxy, model):
+    async with web_proxy(origin.url, [SERVER_STALL], stall_threshold=0.3) as (proxy, model):
         rc, out = await nghttp("-n", http_url(proxy) + "/size/300000")
         assert rc == 0, out
     (conn,) = model.snapshot()["conns"]
@@ -174,14 +189,7 @@ async def test_page_and_data_routes_keep_the_admin_checks():
 async def test_log_stats_prints_fingerprints_and_stalls(origin, tmp_path):
     from proxy.recording.recorder import JsonlRecorder
     log = tmp_path / "frames.jsonl"
-    rec = JsonlRecorder(log)
-    try:
-        async with h2proxy_running(origin.url, ["stall towards=server type=data direction=s2c ms=800 name=slow"],
-                                   sink=rec) as proxy:
-            rc, out = await nghttp("-nv", http_url(proxy) + "/size/300000")
-            assert rc == 0
-    finally:
-        rec.close()
+    out = await download_with_server_stall(origin, JsonlRecorder(log))
     import sys
     rc, text = await run(sys.executable, "-m", "proxy.cli", "log", "stats", str(log))
     assert rc == 0, text
@@ -198,14 +206,7 @@ async def test_the_end_of_verbose_output_prints_fingerprints_and_stalls(origin):
 
     from proxy.recording.text import LivePrinter
     out_text = io.StringIO()
-    printer = LivePrinter(out_text, verbosity=1, color=False)
-    try:
-        async with h2proxy_running(origin.url, ["stall towards=server type=data direction=s2c ms=800 name=slow"],
-                                   sink=printer) as proxy:
-            rc, out = await nghttp("-nv", http_url(proxy) + "/size/300000")
-            assert rc == 0
-    finally:
-        printer.close()
+    out = await download_with_server_stall(origin, LivePrinter(out_text, verbosity=1, color=False))
     text = out_text.getvalue()
     tail = text[text.index("h2proxy: fingerprints (Akamai format) and window stalls:"):]
     assert f"  fingerprint of the client: {expected_fingerprint(out)}" in tail, tail
