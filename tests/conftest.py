@@ -7,12 +7,20 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Optional
 
 import pytest
 from hypothesis import settings
 
-from tests.peers import Nghttpd, await_port, free_port, http_url, need, run, wait_port  # noqa: F401  (re-exported)
+from tests.peers import (  # noqa: F401  (re-exported)
+    Nghttpd,
+    await_port,
+    free_port,
+    http_url,
+    need,
+    run,
+    stopped_at_end,
+    wait_port,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 # Hypothesis profiles. "deterministic" (the default: CI and `make test`) derives every example from
@@ -56,15 +64,19 @@ def pki(tmp_path_factory):
 
 @pytest.fixture
 def nghttpd(docroot):
-    servers = []
+    """Start nghttpd servers on the docroot: ``nghttpd(tls=None, extra=None)``; stopped after the test."""
+    with stopped_at_end(lambda tls=None, extra=None: Nghttpd(docroot, tls, extra).start()) as start:
+        yield start
 
-    def start(tls: Optional[dict] = None, extra=None) -> Nghttpd:
-        s = Nghttpd(docroot, tls, extra).start()
-        servers.append(s)
-        return s
-    yield start
-    for s in servers:
-        s.stop()
+
+@pytest.fixture
+def proxy_process(tmp_path):
+    """Start h2proxy subprocesses (tests/test_load.py's ProxyProcess): ``proxy_process(upstream, *args,
+    quiet=True)``; stopped after the test."""
+    from tests.test_load import ProxyProcess
+    with stopped_at_end(lambda upstream, *extra, quiet=True: ProxyProcess(upstream, tmp_path, *extra,
+                                                                         quiet=quiet)) as start:
+        yield start
 
 
 @pytest.fixture
@@ -128,15 +140,8 @@ def protos(tmp_path_factory):
 def echo_server(protos):
     """Start grpcio Echo servers on loopback: ``echo_server(tls=None)`` (tls: (key, chain) PEM bytes)."""
     from tests.grpc_peers import EchoServer
-    servers = []
-
-    def start(tls: Optional[tuple] = None) -> EchoServer:
-        s = EchoServer(protos, tls)
-        servers.append(s)
-        return s
-    yield start
-    for s in servers:
-        s.stop()
+    with stopped_at_end(lambda tls=None: EchoServer(protos, tls)) as start:
+        yield start
 
 
 @pytest.fixture

@@ -22,19 +22,6 @@ EVIL_VALUE = "\x1b]0;owned\x07\x1b[31mred\x9b"
 EVIL_PATH = "/\x1b[1Ahidden\x07"
 
 
-@pytest.fixture
-def proxy_process(tmp_path):
-    started = []
-
-    def start(upstream: str, *extra: str, quiet: bool = True) -> ProxyProcess:
-        p = ProxyProcess(upstream, tmp_path, *extra, quiet=quiet)
-        started.append(p)
-        return p
-    yield start
-    for p in started:
-        p.stop()
-
-
 async def served(get) -> None:
     """The bystander's request gets its answer."""
     status, body = await get("/")

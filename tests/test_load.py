@@ -95,19 +95,6 @@ class ProxyProcess:
                 self.proc.wait(5)
 
 
-@pytest.fixture
-def proxy_process(tmp_path):
-    started = []
-
-    def start(upstream: str, *extra: str) -> ProxyProcess:
-        p = ProxyProcess(upstream, tmp_path, *extra)
-        started.append(p)
-        return p
-    yield start
-    for p in started:
-        p.stop()
-
-
 class PeakSampler:
     """Samples a process's RSS every 50 ms in a thread; ``peak`` is the highest seen."""
 
