@@ -441,22 +441,10 @@ class ForwardProcess(ProxyProcess):
     """``h2proxy --mode forward`` listening on 0.0.0.0 (every local address), tunnelling every host."""
 
     def __init__(self, tmp, *extra: str) -> None:
-        import time as _time
-
-        from tests.peers import free_port, wait_port
+        from tests.peers import free_port
         self.port = free_port()
-        self.err = tmp / f"h2proxy-forward-{self.port}.stderr"
-        with open(self.err, "wb") as fe:
-            self.proc = subprocess.Popen([str(H2PROXY), "--mode", "forward", "--listen", f"http://0.0.0.0:{self.port}",
-                                          "--ca-dir", str(tmp / "ca"), *extra], stdout=subprocess.DEVNULL,
-                                         stderr=fe, stdin=subprocess.DEVNULL)
-        deadline = _time.monotonic() + 20
-        while b"forward proxy on" not in self.err.read_bytes():
-            if self.proc.poll() is not None or _time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"h2proxy did not start:\n{self.err.read_text()[-2000:]}")
-            _time.sleep(0.02)
-        wait_port(self.port, proc=self.proc)
+        self._launch(["--mode", "forward", "--listen", f"http://0.0.0.0:{self.port}", "--ca-dir", str(tmp / "ca"),
+                      *extra], tmp / f"h2proxy-forward-{self.port}.stderr", b"forward proxy on", cwd=None)
 
 
 @pytest.mark.parametrize("extra", [(), ("--ignore-hosts", ".*")], ids=["intercept", "tunnel"])
