@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import signal
 import sys
 from typing import TYPE_CHECKING, List, Optional
 
@@ -18,6 +17,7 @@ from .core.limits import check_limit
 from .memtune import tune_malloc
 from .printable import printable
 from .server import ConfigError, ProxyServer, ProxySettings, parse_endpoint
+from .signals import stop_event
 
 if TYPE_CHECKING:
     from .recording.sink import FrameSink  # (the recording modules load only when a sink is asked for)
@@ -305,13 +305,7 @@ async def run_proxy(cfg: Config, loop_name: str = "asyncio") -> int:
         curl = "--http2-prior-knowledge" if server.url.startswith("h2c") else "--http2 -k"
         print(f"try:\n  curl {curl} -v {url}/\n  nghttp -nv {url}/push\n  nghttp -nv {url}/altsvc\n"
               f"  h2load -n 1000 -c 4 -m 10 {url}/size/1024", file=sys.stderr, flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        try:
-            loop.add_signal_handler(sig, stop.set)
-        except (NotImplementedError, RuntimeError):
-            pass
+    stop = stop_event()
     await stop.wait()
     print("h2proxy: stopping: GOAWAY sent to every client, waiting for streams in flight", file=sys.stderr,
           flush=True)
