@@ -100,7 +100,7 @@ class Bridge:
 
     __slots__ = ("server", "relay", "transports", "paused_reading", "closing", "upstream_task", "client_info",
                  "tasks", "write_paused", "conn_id", "_closed_sides", "last_activity", "preface_timer",
-                 "unread", "stall", "abort_timers")
+                 "unread", "stall", "abort_timers", "fin_sent")
 
     def __init__(self, server: "ProxyServer", conn_id: int) -> None:
         self.server = server
@@ -122,6 +122,8 @@ class Bridge:
         self.stall: List[Optional[tuple]] = [None, None]
         # Per side: the timer that aborts a closing socket its peer neither reads nor closes.
         self.abort_timers: List[Optional[asyncio.TimerHandle]] = [None, None]
+        # Per side: the proxy half-closed the socket (FIN sent): nothing more can be written to it.
+        self.fin_sent = [False, False]
 
     # -- data path --------------------------------------------------------
 
@@ -170,6 +172,9 @@ class Bridge:
     def _send(self, side: int, t: asyncio.Transport, bufs: list) -> None:
         """Write the relay's output for ``side``; what the socket did not take is marked in the log."""
         if self._closed_sides[side]:
+            if self.fin_sent[side]:
+                self._unwritten(side, bufs, "had been closed by the proxy (FIN sent)")
+                return
             _write(t, bufs)
             return
         if t.is_closing():
@@ -229,9 +234,9 @@ class Bridge:
                                  f"{size} bytes queued towards the {_SIDE[side]}, which does not read them")
                     t_client, t_server = self.transports
                     if relay.out[0] and t_server is not None:
-                        _write(t_server, relay.take_output(0))
+                        self._send(SERVER, t_server, relay.take_output(0))
                     if relay.out[1] and t_client is not None:
-                        _write(t_client, relay.take_output(1))
+                        self._send(CLIENT, t_client, relay.take_output(1))
                     return
 
     async def _await_hook(self, cmd: AwaitHook) -> None:
@@ -328,13 +333,14 @@ class Bridge:
             grace = self.server.settings.limits.grace_period
             loop = asyncio.get_running_loop()
             try:
-                # (Only once the relay is done: nothing more will be written.)
-                linger = self.relay is not None and self.relay.closed and t.can_write_eof()
+                # (Whatever the relay makes for this side from now on is not written: see _send.)
+                linger = self.relay is not None and t.can_write_eof()
             except (AttributeError, NotImplementedError, RuntimeError):
                 linger = False
             if linger:
                 try:
                     t.write_eof()
+                    self.fin_sent[side] = True
                 except (OSError, RuntimeError):
                     linger = False
             if linger:
