@@ -49,7 +49,9 @@ fuzz: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/codec.py
 	$(BIN)/python bench/hpack.py
-	$(BIN)/python bench/proxy.py
+	$(BIN)/python bench/proxy.py --record-load 30
+	$(BIN)/python bench/log_read.py
+	$(PYTEST) -m slow
 
 clean:
 	rm -rf $(VENV) build *.egg-info

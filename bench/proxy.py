@@ -130,6 +130,9 @@ def main(argv=None) -> int:
     ap.add_argument("--only", metavar="KEYS", help="measure only these targets (comma-separated: h2proxy, nghttpx, "
                     "relay, record, hook, headers, nghttpx_hdr, fault_none, push_never, fault_1pct, workers, "
                     "h2proxy_tls, mitm); the origin is always measured")
+    ap.add_argument("--record-load", type=float, metavar="SECONDS",
+                    help="also run bench/record_load.py: recording at full load for SECONDS per size (1 KiB, "
+                         "1 MiB): throughput vs off, drops, log completeness, stop time, recorder MB/s")
     args = ap.parse_args(argv)
     rounds = args.rounds or (3 if args.quick else 5)
     duration = args.duration or (1.0 if args.quick else 2.0)
@@ -274,6 +277,7 @@ def main(argv=None) -> int:
                "summary": summary, "notes": notes}
         Path(args.json).write_text(json.dumps(out, indent=2))
         print(f"wrote {args.json}")
+    record_load(args.record_load)
     return 0
 
 
@@ -304,6 +308,18 @@ def measure(t: Target, case: str, when: str, duration: float, warmup: float, wor
     if sample["failed"]:
         notes.append(f"{t.label} {case} {when}: {sample['failed']} requests failed")
     t.samples.setdefault(case, []).append(sample)
+
+
+def record_load(seconds: Optional[float]) -> None:
+    """With --record-load: bench/record_load.py, in its own processes, after the others have stopped (the
+    recorder's converter must not run beside them)."""
+    if not seconds:
+        return
+    print("\nrecording at full load (bench/record_load.py)", flush=True)
+    rc = subprocess.run([sys.executable, str(ROOT / "bench" / "record_load.py"), "--duration",
+                         str(seconds)]).returncode
+    if rc:
+        print("recording at full load: BELOW TARGET")
 
 
 def _truncate(path: Path) -> None:
@@ -368,7 +384,7 @@ def report(targets: Dict[str, Target], notes: List[str], rounds: int, duration: 
         added = g("h2proxy", "latency", "median_ms") - g("origin", "latency", "median_ms")
     check("added median latency at low load (ms)", added, "<=", 0.2, " ms")
     slow = ratio(g("record", "small", "rps"), g("h2proxy", "small", "rps"))
-    check("recording on: slowdown vs off", None if slow is None else 1 - slow, "<=", 0.25)
+    check("recording on: slowdown vs off", None if slow is None else 1 - slow, "<=", 0.15)   # issue 19: >= 0.85x
     check("headers hook / nghttpx add-header req/s",
           ratio(g("headers", "small", "rps"), g("nghttpx_hdr", "small", "rps")), ">=", 0.3)
     check("fault rule matching nothing / no hooks req/s",

@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import signal
 import sys
 from typing import TYPE_CHECKING, List, Optional
 
@@ -18,6 +17,7 @@ from .core.limits import check_limit
 from .memtune import tune_malloc
 from .printable import printable
 from .server import ConfigError, ProxyServer, ProxySettings, parse_endpoint
+from .signals import stop_event
 
 if TYPE_CHECKING:
     from .recording.sink import FrameSink  # (the recording modules load only when a sink is asked for)
@@ -47,6 +47,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--record-stream", metavar="N", type=int, action="append", help="record only these streams")
     p.add_argument("--record-types", metavar="T,T", help="record only these frame types (e.g. HEADERS,RST_STREAM)")
     p.add_argument("--record-max-bytes", metavar="N", type=int, help="stop recording frames past this file size")
+    p.add_argument("--record-rotate", metavar="SIZE", type=_size,
+                   help="write the log as numbered files of about SIZE each (e.g. 100M), each readable alone")
+    p.add_argument("--record-ring", metavar="SIZE", type=_size,
+                   help="flight recorder: keep the last SIZE of frames in memory and write them to "
+                        "FILE-dump-NNNN on a violation, a limit, a fault rule hit, SIGUSR1 or POST /record/dump")
     p.add_argument("-s", "--script", metavar="HOOK", action="append", default=[],
                    help="load a hook: a file path, module:Class or a built-in name (repeatable)")
     p.add_argument("--fault", metavar="RULE", action="append", default=[],
@@ -74,10 +79,19 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _size(text: str) -> int:
+    """An argparse type for sizes such as 100M (see proxy.recording.logwriter.parse_size)."""
+    from .recording.logwriter import parse_size
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
     for name in ("listen", "upstream", "mode", "strict", "altsvc", "cert", "key", "ca_dir", "upstream_ca", "insecure",
-                 "record", "record_conn", "record_stream", "record_max_bytes", "workers", "admin_token",
-                 "proto_descriptor", "grpc_max_message"):
+                 "record", "record_conn", "record_stream", "record_max_bytes", "record_rotate", "record_ring",
+                 "workers", "admin_token", "proto_descriptor", "grpc_max_message"):
         value = getattr(args, name, None)
         if value is not None:
             setattr(cfg, name, value)
@@ -175,6 +189,7 @@ def build_sink(cfg: Config) -> Optional[FrameSink]:
         try:
             sinks.append(ProcessRecorder(cfg.record, filter_conn=cfg.record_conn, filter_stream=cfg.record_stream,
                                          filter_types=cfg.record_types, max_bytes=cfg.record_max_bytes,
+                                         rotate=cfg.record_rotate, ring=cfg.record_ring, detach=True,
                                          max_header_list_size=cfg.limits.max_header_list_size, grpc=grpc))
         except (OSError, ValueError) as exc:
             raise ConfigError(f"--record {cfg.record}: {exc}") from None
@@ -259,10 +274,15 @@ async def run_proxy(cfg: Config, loop_name: str = "asyncio") -> int:
     else:
         server = ProxyServer(settings, hooks=hooks, sink=sink)
     await server.start()
+    record_routes = []         # POST /record/dump on the admin API (and the web view) with --record-ring
+    if cfg.record_ring:
+        from .recording.dump_route import RecordRoutes, flight_recorders
+        if any(True for _ in flight_recorders(sink)):
+            record_routes.append(RecordRoutes(sink))
     admin = None
     if cfg.admin_listen:
         from .faults.admin import AdminServer
-        admin = AdminServer(cfg.admin_listen, cfg.admin_token, hooks)
+        admin = AdminServer(cfg.admin_listen, cfg.admin_token, hooks, extensions=record_routes)
         await admin.start()
     web_server = None
     if web_model is not None and cfg.web_listen:
@@ -274,7 +294,8 @@ async def run_proxy(cfg: Config, loop_name: str = "asyncio") -> int:
             faults = None
         view = WebView(web_model)
         web_server = AdminServer(cfg.web_listen, cfg.admin_token or (admin.token if admin else None),
-                                 hooks if faults is not None else None, announce=False, extensions=[view])
+                                 hooks if faults is not None else None, announce=False,
+                                 extensions=[view, *record_routes])
         await web_server.start()
         print(f"h2proxy: web view and admin API on {view.page_url}", file=sys.stderr, flush=True)
     target = "CONNECT targets (forward mode)" if cfg.mode == "forward" else str(settings.upstream)
@@ -286,13 +307,7 @@ async def run_proxy(cfg: Config, loop_name: str = "asyncio") -> int:
         curl = "--http2-prior-knowledge" if server.url.startswith("h2c") else "--http2 -k"
         print(f"try:\n  curl {curl} -v {url}/\n  nghttp -nv {url}/push\n  nghttp -nv {url}/altsvc\n"
               f"  h2load -n 1000 -c 4 -m 10 {url}/size/1024", file=sys.stderr, flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        try:
-            loop.add_signal_handler(sig, stop.set)
-        except (NotImplementedError, RuntimeError):
-            pass
+    stop = stop_event()
     await stop.wait()
     print("h2proxy: stopping: GOAWAY sent to every client, waiting for streams in flight", file=sys.stderr,
           flush=True)

@@ -41,6 +41,8 @@ class Config:
     record_stream: Optional[List[int]] = None
     record_types: Optional[List[str]] = None
     record_max_bytes: Optional[int] = None
+    record_rotate: Optional[int] = None
+    record_ring: Optional[int] = None
     # hooks and faults: lists of (spec, options)
     hooks: List[tuple] = field(default_factory=list)
     faults: List[dict] = field(default_factory=list)
@@ -61,7 +63,7 @@ _TOP = {"listen": str, "upstream": str, "mode": str, "strict": bool, "verbose": 
         "decode_headers": bool, "altsvc": str, "proto_descriptor": str, "grpc_max_message": int}
 _TLS = {"cert": str, "key": str, "ca_dir": str, "upstream_ca": str, "insecure": bool,
         "ignore_hosts": list, "allow_hosts": list}
-_RECORD = {"file": str, "conn": list, "stream": list, "types": list, "max_bytes": int}
+_RECORD = {"file": str, "conn": list, "stream": list, "types": list, "max_bytes": int, "rotate": int, "ring": int}
 _ADMIN = {"listen": str, "token": str}
 
 

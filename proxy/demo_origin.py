@@ -39,7 +39,6 @@ import argparse
 import asyncio
 import json
 import logging
-import signal
 import ssl
 import sys
 from typing import Callable, Dict, List, Optional, Tuple, cast
@@ -50,6 +49,8 @@ import h2.errors
 import h2.events
 import h2.exceptions
 import h2.settings
+
+from .signals import stop_event
 
 log = logging.getLogger("h2proxy.origin")
 
@@ -487,13 +488,7 @@ async def _main(args) -> None:
         ctx = server_context(pki["cert"], pki["key"], alpn=("h2",))
         print(f"demo origin: throwaway test CA in {pki['ca']} (e.g. curl --cacert {pki['ca']})",
               file=sys.stderr, flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        try:
-            loop.add_signal_handler(sig, stop.set)
-        except (NotImplementedError, RuntimeError):
-            pass
+    stop = stop_event()
     try:
         await serve_forever(args.host, args.port, ctx, stop=stop,
                             ready=lambda o: print(f"demo origin listening on {o.url}", flush=True))

@@ -52,7 +52,7 @@ class Bridge:
 
     __slots__ = ("server", "relay", "transports", "paused_reading", "closing", "upstream_task", "client_info",
                  "tasks", "write_paused", "conn_id", "_closed_sides", "last_activity", "preface_timer",
-                 "unread", "stall", "abort_timers")
+                 "unread", "stall", "abort_timers", "fin_sent")
 
     def __init__(self, server: "ProxyServer", conn_id: int) -> None:
         self.server = server
@@ -74,6 +74,8 @@ class Bridge:
         self.stall: List[Optional[tuple]] = [None, None]
         # Per side: the timer that aborts a closing socket its peer neither reads nor closes.
         self.abort_timers: List[Optional[asyncio.TimerHandle]] = [None, None]
+        # Per side: the proxy half-closed the socket (FIN sent): nothing more can be written to it.
+        self.fin_sent = [False, False]
 
     # -- data path --------------------------------------------------------
 
@@ -89,6 +91,8 @@ class Bridge:
             self._count_answers(side)
         self.flush()
         if relay.inbox[side] and relay.buffered > self.server.settings.limits.high_water:
+            self._pause(side)
+        elif self.server.recording_congested:
             self._pause(side)
 
     def _count_answers(self, side: int) -> None:
@@ -120,6 +124,9 @@ class Bridge:
     def _send(self, side: int, t: asyncio.Transport, bufs: list) -> None:
         """Write the relay's output for ``side``; what the socket did not take is marked in the log."""
         if self._closed_sides[side]:
+            if self.fin_sent[side]:
+                self._unwritten(side, bufs, "had been closed by the proxy (FIN sent)")
+                return
             _write(t, bufs)
             return
         if t.is_closing():
@@ -179,9 +186,9 @@ class Bridge:
                                          f"{size} bytes queued towards the {_SIDE[side]}, which does not read them")
                     t_client, t_server = self.transports
                     if relay.out[0] and t_server is not None:
-                        _write(t_server, relay.take_output(0))
+                        self._send(SERVER, t_server, relay.take_output(0))
                     if relay.out[1] and t_client is not None:
-                        _write(t_client, relay.take_output(1))
+                        self._send(CLIENT, t_client, relay.take_output(1))
                     return
 
     async def _await_hook(self, cmd: AwaitHook) -> None:
@@ -215,7 +222,8 @@ class Bridge:
 
     def _resume(self, side: int) -> None:
         t = self.transports[side]
-        if t is not None and self.paused_reading[side] and not self.write_paused[1 - side]:
+        if t is not None and self.paused_reading[side] and not self.write_paused[1 - side] \
+                and not self.server.recording_congested:
             self.paused_reading[side] = False
             try:
                 t.resume_reading()
@@ -277,13 +285,14 @@ class Bridge:
             grace = self.server.settings.limits.grace_period
             loop = asyncio.get_running_loop()
             try:
-                # (Only once the relay is done: nothing more will be written.)
-                linger = self.relay is not None and self.relay.closed and t.can_write_eof()
+                # (Whatever the relay makes for this side from now on is not written: see _send.)
+                linger = self.relay is not None and t.can_write_eof()
             except (AttributeError, NotImplementedError, RuntimeError):
                 linger = False
             if linger:
                 try:
                     t.write_eof()
+                    self.fin_sent[side] = True
                 except (OSError, RuntimeError):
                     linger = False
             if linger:
@@ -394,6 +403,22 @@ class ProxyServer:
         self.ssl_upstream: Optional[ssl.SSLContext] = None
         self._idle = asyncio.Event()
         self.port: Optional[int] = None
+        #: True while the frame recorder's backlog is over its mark: no socket is read (so no frame is
+        #: ever dropped from the log; proxy/recording/offload.py).
+        self.recording_congested = False
+        for s in (getattr(sink, "sinks", None) or [sink]):
+            if hasattr(s, "on_congestion"):
+                s.on_congestion = self.recorder_congestion
+
+    def recorder_congestion(self, congested: bool) -> None:
+        """The recorder's backlog crossed its high (True) or low (False) mark: stop or resume reading."""
+        self.recording_congested = congested
+        for b in list(self.bridges):
+            for side in (CLIENT, SERVER):
+                if congested:
+                    b._pause(side)
+                else:
+                    b._resume(side)
 
     def next_id(self) -> int:
         self._next += 1

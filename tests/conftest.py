@@ -7,12 +7,20 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Optional
 
 import pytest
 from hypothesis import settings
 
-from tests.peers import Nghttpd, await_port, free_port, http_url, need, run, wait_port  # noqa: F401  (re-exported)
+from tests.peers import (  # noqa: F401  (re-exported)
+    Nghttpd,
+    await_port,
+    free_port,
+    http_url,
+    need,
+    run,
+    stopped_at_end,
+    wait_port,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 # Hypothesis profiles. "deterministic" (the default: CI and `make test`) derives every example from
@@ -56,15 +64,29 @@ def pki(tmp_path_factory):
 
 @pytest.fixture
 def nghttpd(docroot):
-    servers = []
+    """Start nghttpd servers on the docroot: ``nghttpd(tls=None, extra=None)``; stopped after the test."""
+    with stopped_at_end(lambda tls=None, extra=None: Nghttpd(docroot, tls, extra).start()) as start:
+        yield start
 
-    def start(tls: Optional[dict] = None, extra=None) -> Nghttpd:
-        s = Nghttpd(docroot, tls, extra).start()
-        servers.append(s)
-        return s
-    yield start
-    for s in servers:
-        s.stop()
+
+@pytest.fixture
+def proxy_process(tmp_path):
+    """Start h2proxy subprocesses (tests/test_load.py's ProxyProcess): ``proxy_process(upstream, *args,
+    quiet=True)``; stopped after the test."""
+    from tests.test_load import ProxyProcess
+    with stopped_at_end(lambda upstream, *extra, quiet=True: ProxyProcess(upstream, tmp_path, *extra,
+                                                                         quiet=quiet)) as start:
+        yield start
+
+
+@pytest.fixture
+async def origin():
+    """h2proxy's demo origin (proxy/demo_origin.py) on loopback (h2c, a free port), stopped after the test."""
+    from proxy.demo_origin import DemoOrigin
+    o = DemoOrigin()
+    await o.start()
+    yield o
+    await o.stop()
 
 
 @pytest.fixture
@@ -103,3 +125,26 @@ async def grpc_echo():
     await server.start()
     yield f"h2c://127.0.0.1:{port}"
     await server.stop(None)
+
+
+@pytest.fixture(scope="session")
+def protos(tmp_path_factory):
+    """The gRPC test service (tests/grpc_peers.py's echo.proto) compiled once a session: pb2, pb2_grpc, descriptor."""
+    pytest.importorskip("grpc")
+    pytest.importorskip("grpc_tools")
+    from tests.grpc_peers import compile_protos
+    return compile_protos(tmp_path_factory.mktemp("protos"))
+
+
+@pytest.fixture
+def echo_server(protos):
+    """Start grpcio Echo servers on loopback: ``echo_server(tls=None)`` (tls: (key, chain) PEM bytes)."""
+    from tests.grpc_peers import EchoServer
+    with stopped_at_end(lambda tls=None: EchoServer(protos, tls)) as start:
+        yield start
+
+
+@pytest.fixture
+def echo(echo_server):
+    """One grpcio Echo server (h2c) on loopback, stopped after the test."""
+    return echo_server()

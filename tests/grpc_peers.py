@@ -13,7 +13,7 @@ import threading
 from concurrent import futures
 from pathlib import Path
 from types import SimpleNamespace
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 ECHO_PROTO = """
 syntax = "proto3";
@@ -117,6 +117,12 @@ class EchoServer:
 
     def stop(self) -> None:
         self.server.stop(0).wait(5)
+
+
+def pem_bytes(pki: dict) -> Tuple[bytes, bytes, bytes]:
+    """(key, chain, ca) of a test PKI (the ``pki`` fixture) as PEM bytes: what grpcio's TLS wants."""
+    key, chain, ca = (Path(pki[name]).read_bytes() for name in ("key", "cert", "ca"))
+    return key, chain, ca
 
 
 def channel(port: int, compression=None, root_ca: Optional[bytes] = None, host: str = "localhost"):

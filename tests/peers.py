@@ -16,6 +16,7 @@ output).
 * :func:`http_url` (``h2c://`` -> ``http://``, the form nghttp, curl and h2load want);
 * :class:`HeldUpstream` (a TCP relay in front of an origin that holds the origin's first bytes
   until told: an upstream whose SETTINGS are late, without sleeping);
+* :func:`stopped_at_end` (the body of a fixture that starts servers on demand and stops them all);
 * :class:`ProxyLog` and :func:`check_behaved`: the check every client helper here runs (nghttp,
   and ``tests.rawpeers.h2_get`` for the h2 library): the first frame the client receives is
   SETTINGS (RFC 9113 3.4), and the in-process proxy logged no violation against a peer that
@@ -31,14 +32,33 @@ import shutil
 import socket
 import subprocess
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Dict, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple, TypeVar, Union
 
 __all__ = ["free_port", "wait_port", "await_port", "need", "run", "Nghttpd", "make_docroot", "nghttp", "curl",
            "h2load", "parse_h2load", "H2loadResult", "http_url", "HeldUpstream", "ProxyLog", "check_behaved",
-           "first_frame_received"]
+           "first_frame_received", "stopped_at_end"]
 
 LOOPBACK = "127.0.0.1"
+T = TypeVar("T")
+
+
+@contextmanager
+def stopped_at_end(make: Callable[..., T]) -> Iterator[Callable[..., T]]:
+    """The body of a fixture that starts servers or processes on demand: yields ``make`` wrapped so
+    that everything it made is stopped (its ``stop()``) when the test is over."""
+    made: List[T] = []
+
+    def start(*args, **kwargs) -> T:
+        thing = make(*args, **kwargs)
+        made.append(thing)
+        return thing
+    try:
+        yield start
+    finally:
+        for thing in made:
+            thing.stop()
 
 
 def free_port() -> int:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from typing import Awaitable, Callable, List, Optional
+from typing import Awaitable, Callable, List, Optional, Self
 
 import h2.config
 import h2.connection
@@ -232,17 +232,13 @@ class OriginConn:
             pass
 
 
-class Origin:
-    """An h2-library origin on 127.0.0.1 that records what each connection received."""
+class _Listener:
+    """A TCP server on 127.0.0.1 and a free port (``start``), an upstream for the proxy (``url``)."""
 
-    def __init__(self, misbehave: Optional[Callable[[OriginConn], Awaitable]] = None) -> None:
-        self.misbehave = misbehave
-        self.conns: List[OriginConn] = []
-        self.errors = 0
-        self.server: Optional[asyncio.AbstractServer] = None
-        self.new_conn = asyncio.Event()
+    server: Optional[asyncio.AbstractServer] = None
+    port: int
 
-    async def start(self) -> "Origin":
+    async def start(self) -> Self:
         self.server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
         self.port = self.server.sockets[0].getsockname()[1]
         return self
@@ -250,6 +246,19 @@ class Origin:
     @property
     def url(self) -> str:
         return f"h2c://127.0.0.1:{self.port}"
+
+    async def _accept(self, reader, writer) -> None:
+        raise NotImplementedError
+
+
+class Origin(_Listener):
+    """An h2-library origin on 127.0.0.1 that records what each connection received."""
+
+    def __init__(self, misbehave: Optional[Callable[[OriginConn], Awaitable]] = None) -> None:
+        self.misbehave = misbehave
+        self.conns: List[OriginConn] = []
+        self.errors = 0
+        self.new_conn = asyncio.Event()
 
     async def _accept(self, reader, writer) -> None:
         conn = OriginConn(self, reader, writer)
@@ -261,6 +270,28 @@ class Origin:
         self.server.close()
         for c in self.conns:
             c.writer.close()
+
+
+class SilentUpstream(_Listener):
+    """A listener in front of an :class:`Origin`: connections go on to the origin until ``silent()`` is
+    true, then they are accepted and never answered (an upstream that never speaks, not even SETTINGS)."""
+
+    def __init__(self, origin: Origin, silent: Callable[[], bool]) -> None:
+        self.origin = origin
+        self.silent = silent
+        self.held: List[asyncio.StreamWriter] = []
+
+    async def _accept(self, reader, writer) -> None:
+        if not self.silent():
+            await self.origin._accept(reader, writer)
+        else:
+            self.held.append(writer)
+            await reader.read()
+
+    def stop(self) -> None:
+        self.server.close()
+        for w in self.held:
+            w.close()
 
 
 async def h2_get(port: int):

@@ -13,26 +13,13 @@ import subprocess
 import pytest
 
 from framecodec import frame as fc
-from tests.rawpeers import Origin, RawClient, h2_get, raw, req
+from tests.rawpeers import Origin, RawClient, SilentUpstream, h2_get, raw, req
 from tests.test_load import H2PROXY, MiB, PeakSampler, ProxyProcess, report
 
 #: Control characters a hostile peer puts in what the operator reads (ESC sequences, BEL).
 EVIL_NAME = "x-evil\x1b[2J"
 EVIL_VALUE = "\x1b]0;owned\x07\x1b[31mred\x9b"
 EVIL_PATH = "/\x1b[1Ahidden\x07"
-
-
-@pytest.fixture
-def proxy_process(tmp_path):
-    started = []
-
-    def start(upstream: str, *extra: str, quiet: bool = True) -> ProxyProcess:
-        p = ProxyProcess(upstream, tmp_path, *extra, quiet=quiet)
-        started.append(p)
-        return p
-    yield start
-    for p in started:
-        p.stop()
 
 
 async def served(get) -> None:
@@ -274,25 +261,24 @@ async def test_connect_timeout_is_a_limit(proxy_process):
 
 # ------------------------------------------------------------------ 7: a frozen or dying upstream
 
+async def _start_answering_hold(conn) -> None:
+    """The origin's half answer to /hold (stream 1): a status and 1,000 bytes of the body."""
+    while conn.streams.get(1) != "/hold":
+        await asyncio.sleep(0.01)
+    conn.h2.send_headers(1, [(":status", "200")])
+    conn.h2.send_data(1, b"x" * 1000)
+    conn.flush()
+
+
 def freeze_mid_response(conn):
     """The origin answers /hold with a status and 1,000 bytes, then stays silent (socket open)."""
-    async def misbehave(conn):
-        while conn.streams.get(1) != "/hold":
-            await asyncio.sleep(0.01)
-        conn.h2.send_headers(1, [(":status", "200")])
-        conn.h2.send_data(1, b"x" * 1000)
-        conn.flush()
-    return misbehave(conn)
+    return _start_answering_hold(conn)
 
 
 def die_mid_response(conn):
     """The origin answers /hold with a status and 1,000 bytes, then closes its socket."""
     async def misbehave(conn):
-        while conn.streams.get(1) != "/hold":
-            await asyncio.sleep(0.01)
-        conn.h2.send_headers(1, [(":status", "200")])
-        conn.h2.send_data(1, b"x" * 1000)
-        conn.flush()
+        await _start_answering_hold(conn)
         await conn.writer.drain()
         conn.writer.close()
     return misbehave(conn)
@@ -347,18 +333,9 @@ async def test_an_upstream_that_never_speaks_is_reported(proxy_process):
     connected, connections go to a real origin)."""
     from tests.peers import nghttp
     origin = await Origin().start()
-    silent = []
     freeze = asyncio.Event()
-
-    async def accept(reader, writer):
-        if not freeze.is_set():
-            await origin._accept(reader, writer)
-        else:
-            silent.append(writer)
-            await reader.read()
-    srv = await asyncio.start_server(accept, "127.0.0.1", 0)
-    port = srv.sockets[0].getsockname()[1]
-    px = proxy_process(f"h2c://127.0.0.1:{port}", "--limit", "upstream_settings_timeout=1", quiet=False)
+    upstream = await SilentUpstream(origin, freeze.is_set).start()
+    px = proxy_process(upstream.url, "--limit", "upstream_settings_timeout=1", quiet=False)
     try:
         get, close = await h2_get(px.port)
         await served(get)
@@ -378,9 +355,7 @@ async def test_an_upstream_that_never_speaks_is_reported(proxy_process):
         close()
     finally:
         px.stop()
-        srv.close()
-        for w in silent:
-            w.close()
+        upstream.stop()
         await origin.stop()
     assert "upstream timeout: limit upstream_settings_timeout = 1.0 exceeded: the upstream sent no SETTINGS" \
         in px.log()
@@ -466,22 +441,10 @@ class ForwardProcess(ProxyProcess):
     """``h2proxy --mode forward`` listening on 0.0.0.0 (every local address), tunnelling every host."""
 
     def __init__(self, tmp, *extra: str) -> None:
-        import time as _time
-
-        from tests.peers import free_port, wait_port
+        from tests.peers import free_port
         self.port = free_port()
-        self.err = tmp / f"h2proxy-forward-{self.port}.stderr"
-        with open(self.err, "wb") as fe:
-            self.proc = subprocess.Popen([str(H2PROXY), "--mode", "forward", "--listen", f"http://0.0.0.0:{self.port}",
-                                          "--ca-dir", str(tmp / "ca"), *extra], stdout=subprocess.DEVNULL,
-                                         stderr=fe, stdin=subprocess.DEVNULL)
-        deadline = _time.monotonic() + 20
-        while b"forward proxy on" not in self.err.read_bytes():
-            if self.proc.poll() is not None or _time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"h2proxy did not start:\n{self.err.read_text()[-2000:]}")
-            _time.sleep(0.02)
-        wait_port(self.port, proc=self.proc)
+        self._launch(["--mode", "forward", "--listen", f"http://0.0.0.0:{self.port}", "--ca-dir", str(tmp / "ca"),
+                      *extra], tmp / f"h2proxy-forward-{self.port}.stderr", b"forward proxy on", cwd=None)
 
 
 @pytest.mark.parametrize("extra", [(), ("--ignore-hosts", ".*")], ids=["intercept", "tunnel"])

@@ -24,14 +24,6 @@ from proxy.tlsutil import server_context
 from tests.conftest import need, run
 
 
-@pytest.fixture
-async def origin():
-    o = DemoOrigin()
-    await o.start()
-    yield o
-    await o.stop()
-
-
 @pytest.fixture(scope="module")
 def test_pki(tmp_path_factory):
     return make_test_pki(tmp_path_factory.mktemp("origin-pki"))

@@ -12,21 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from proxy.demo_origin import DemoOrigin, body_bytes
+from proxy.demo_origin import body_bytes
 from proxy.testing import H2Client, h2proxy_running
 from tests.conftest import await_port, free_port, need, run
 
 pytestmark = pytest.mark.peers
 
 DATA, HEADERS, CONTINUATION = 0, 1, 9
-
-
-@pytest.fixture
-async def origin():
-    o = DemoOrigin()
-    await o.start()
-    yield o
-    await o.stop()
 
 
 class VerboseNghttpd:

@@ -6,22 +6,10 @@ import tomllib
 
 import pytest
 
-from tests.grpc_peers import EchoServer, channel, compile_protos
+from tests.grpc_peers import EchoServer, channel, pem_bytes
 
 grpc = pytest.importorskip("grpc")
 pytest.importorskip("grpc_tools")
-
-
-@pytest.fixture(scope="session")
-def protos(tmp_path_factory):
-    return compile_protos(tmp_path_factory.mktemp("protos"))
-
-
-@pytest.fixture
-def echo(protos):
-    s = EchoServer(protos)
-    yield s
-    s.stop()
 
 
 def _run(protos, port, fn):
@@ -34,6 +22,14 @@ def _error(call):
         return call(), None
     except grpc.RpcError as exc:
         return None, exc
+
+
+def _server_stream(stub, pb2, n, got):
+    """Read ServerStream (n replies asked) into ``got``; the RpcError that ended it, or None."""
+    def consume():
+        for r in stub.ServerStream(pb2.Req(name="s", n=n), timeout=20):
+            got.append(r.n)
+    return _error(consume)[1]
 
 
 async def test_grpc_status_trailers_only_one_line(protos, echo, h2proxy):
@@ -58,12 +54,7 @@ async def test_grpc_status_after_n_messages(protos, echo, h2proxy):
                                              "direction": "server->client", "message": 3}])
     got = []
 
-    def calls(stub, pb2):
-        def consume():
-            for r in stub.ServerStream(pb2.Req(name="s", n=6), timeout=20):
-                got.append(r.n)
-        return _error(consume)[1]
-    err = await asyncio.to_thread(_run, protos, proxy.port, calls)
+    err = await asyncio.to_thread(_run, protos, proxy.port, lambda stub, pb2: _server_stream(stub, pb2, 6, got))
     assert err.code() == grpc.StatusCode.ABORTED and err.details() == "stop"
     assert got == [0, 1]
 
@@ -100,12 +91,7 @@ async def test_corrupt_keeps_the_prefix_valid(protos, echo, h2proxy):
     proxy = await h2proxy(echo.url, faults=["corrupt method=ServerStream direction=s2c message=1 offsets=0"])
     got = []
 
-    def calls(stub, pb2):
-        def consume():
-            for r in stub.ServerStream(pb2.Req(name="s", n=3), timeout=20):
-                got.append(r.n)
-        return _error(consume)[1]
-    err = await asyncio.to_thread(_run, protos, proxy.port, calls)
+    err = await asyncio.to_thread(_run, protos, proxy.port, lambda stub, pb2: _server_stream(stub, pb2, 3, got))
     assert err.code() == grpc.StatusCode.INTERNAL and "deserializ" in err.details().lower()
     assert got == []
 
@@ -117,10 +103,7 @@ async def test_cut_after_message_n(protos, echo, h2proxy, tmp_path):
     got = []
 
     def calls(stub, pb2):
-        def consume():
-            for r in stub.ServerStream(pb2.Req(name="s", n=5), timeout=20):
-                got.append(r.n)
-        err = _error(consume)[1]
+        err = _server_stream(stub, pb2, 5, got)
         ok = stub.Unary(pb2.Req(name="after"), timeout=20)      # the connection survives
         return err, ok
     err, ok = await asyncio.to_thread(_run, protos, proxy.port, calls)
@@ -184,6 +167,7 @@ message = 1
     ("drop message=0", ["message = '0'", "counts start at 1"]),
     ("grpc_status code=NOPE", ["code = 'NOPE'", "unknown gRPC status"]),
     ("cut code=BOGUS message=1", ["code = 'BOGUS'"]),
+    ("cut code=0x100000000 message=1", ["code = '0x100000000'", "error codes are 0..2^32-1"]),
     ("delay grpc", ["ms: missing"]),
     ("rst_stream service=x", ["not an action for gRPC messages"]),
     ("drop message=1 type=data", ["type: unknown key for a gRPC rule"]),
@@ -205,12 +189,7 @@ def test_frame_rules_stay_frame_rules():
 
 async def test_grpc_status_over_tls_on_both_legs(protos, h2proxy, pki):
     """TLS between the grpcio client and the proxy, and between the proxy and the grpcio server."""
-    with open(pki["key"], "rb") as f:
-        key = f.read()
-    with open(pki["cert"], "rb") as f:
-        chain = f.read()
-    with open(pki["ca"], "rb") as f:
-        ca = f.read()
+    key, chain, ca = pem_bytes(pki)
     server = EchoServer(protos, tls=(key, chain))
     try:
         proxy = await h2proxy(server.url, faults=["grpc_status code=RESOURCE_EXHAUSTED details=quota method=Unary"],

@@ -5,22 +5,10 @@ import asyncio
 
 import pytest
 
-from tests.grpc_peers import EchoServer, channel, compile_protos
+from tests.grpc_peers import channel
 
 grpc = pytest.importorskip("grpc")
 pytest.importorskip("grpc_tools")
-
-
-@pytest.fixture(scope="session")
-def protos(tmp_path_factory):
-    return compile_protos(tmp_path_factory.mktemp("protos"))
-
-
-@pytest.fixture
-def echo(protos):
-    s = EchoServer(protos)
-    yield s
-    s.stop()
 
 
 async def _proxy(proxy_factory, echo, hooks, limits=None, **grpc_opts):

@@ -9,29 +9,11 @@ import sys
 
 import pytest
 
-from tests.grpc_peers import EchoServer, channel, compile_protos
+from tests.grpc_peers import channel, pem_bytes
 from tests.peers import await_port, free_port, run
 
 grpc = pytest.importorskip("grpc")
 pytest.importorskip("grpc_tools")
-
-
-@pytest.fixture(scope="session")
-def protos(tmp_path_factory):
-    return compile_protos(tmp_path_factory.mktemp("protos"))
-
-
-@pytest.fixture
-def echo(protos):
-    servers = []
-
-    def start(tls=None):
-        s = EchoServer(protos, tls)
-        servers.append(s)
-        return s
-    yield start
-    for s in servers:
-        s.stop()
 
 
 def _calls(protos, port, compression=None, root_ca=None):
@@ -71,12 +53,12 @@ def _check_replies(out):
     assert out["fail"] == (grpc.StatusCode.NOT_FOUND, "no such name: caf\u00e9 100%")
 
 
-async def test_verbose_and_recording_show_messages(protos, echo, proxy_factory, tmp_path):
+async def test_verbose_and_recording_show_messages(protos, echo_server, proxy_factory, tmp_path):
     from proxy.grpc.calls import GrpcOptions
     from proxy.recording.recorder import JsonlRecorder
     from proxy.recording.sink import MultiSink
     from proxy.recording.text import LivePrinter
-    server = echo()
+    server = echo_server()
     text = io.StringIO()
     opts = GrpcOptions(max_message=4 << 20)
     printer = LivePrinter(text, verbosity=1, color=False, grpc=opts)
@@ -128,10 +110,10 @@ async def test_verbose_and_recording_show_messages(protos, echo, proxy_factory, 
 
 
 @pytest.mark.parametrize("compression", ["gzip", "deflate"])
-async def test_compressed_and_descriptor_named_fields(protos, echo, proxy_factory, tmp_path, compression):
+async def test_compressed_and_descriptor_named_fields(protos, echo_server, proxy_factory, tmp_path, compression):
     from proxy.grpc.calls import GrpcOptions
     from proxy.recording.recorder import JsonlRecorder
-    server = echo()
+    server = echo_server()
     log_path = tmp_path / "gz.jsonl"
     recorder = JsonlRecorder(log_path, grpc=GrpcOptions(descriptor=str(protos.descriptor)))
     px = await proxy_factory(server.url, sink=recorder)
@@ -157,15 +139,10 @@ async def test_compressed_and_descriptor_named_fields(protos, echo, proxy_factor
     assert '"name": "' + "zip" * 100 + '",' in "\n".join(lines) and f"compressed ({compression}" in lines[0]
 
 
-async def test_cli_verbose_with_descriptor_over_tls(protos, echo, pki, tmp_path):
+async def test_cli_verbose_with_descriptor_over_tls(protos, echo_server, pki, tmp_path):
     """The real command line: -v --proto-descriptor, TLS on both legs, and log stats per method."""
-    with open(pki["key"], "rb") as f:
-        key = f.read()
-    with open(pki["cert"], "rb") as f:
-        chain = f.read()
-    with open(pki["ca"], "rb") as f:
-        ca = f.read()
-    server = echo(tls=(key, chain))
+    key, chain, ca = pem_bytes(pki)
+    server = echo_server(tls=(key, chain))
     port = free_port()
     log_path = tmp_path / "cli.jsonl"
     proc = await asyncio.create_subprocess_exec(

@@ -26,12 +26,17 @@ def _data(frames):
     return [f for f in frames if isinstance(f, fc.DataFrame)]
 
 
+def _open_stream(hook, request=GRPC_REQ):
+    """A relay with ``hook`` on which the client opened stream 1 with ``request`` (its HEADERS forwarded)."""
+    r = start(hooks=[hook])
+    r.receive(C2S, wire(Peer().headers(1, request)), 0.0)
+    out(r, C2S)
+    return r
+
+
 def test_message_split_across_frames_is_held_then_sent_whole_with_credits():
     hook = Upper()
-    r = start(hooks=[hook])
-    c = Peer()
-    r.receive(C2S, wire(c.headers(1, GRPC_REQ)), 0.0)
-    out(r, C2S)
+    r = _open_stream(hook)
     msg = frame_message(b"up:" + b"x" * 97)           # 105 bytes on the wire
     r.receive(C2S, wire(fc.DataFrame(1, data=msg[:3]), fc.DataFrame(1, data=msg[3:50])), 0.0)
     assert _data(parsed(out(r, C2S))) == []             # incomplete: nothing goes on
@@ -52,10 +57,7 @@ def test_message_split_across_frames_is_held_then_sent_whole_with_credits():
 
 def test_whole_unchanged_messages_go_on_byte_for_byte():
     hook = Upper()
-    r = start(hooks=[hook])
-    c = Peer()
-    r.receive(C2S, wire(c.headers(1, GRPC_REQ)), 0.0)
-    out(r, C2S)
+    r = _open_stream(hook)
     frame = fc.DataFrame(1, data=frame_message(b"a") + frame_message(b"") + frame_message(b"bc"))
     r.receive(C2S, wire(frame), 0.0)
     assert out(r, C2S) == wire(frame)
@@ -68,10 +70,7 @@ def test_whole_unchanged_messages_go_on_byte_for_byte():
 
 def test_streams_that_are_not_grpc_are_not_touched():
     hook = Upper()
-    r = start(hooks=[hook])
-    c = Peer()
-    r.receive(C2S, wire(c.headers(1, PLAIN_REQ)), 0.0)
-    out(r, C2S)
+    r = _open_stream(hook, PLAIN_REQ)
     body = fc.DataFrame(1, data=frame_message(b"up:not grpc")[:7])
     r.receive(C2S, wire(body), 0.0)
     assert out(r, C2S) == wire(body) and hook.seen == []
@@ -83,10 +82,7 @@ def test_grpc_abort_answers_trailers_only_and_cancels_the_server():
     class Abort:
         def on_grpc_message(self, ctx, message):
             ctx.grpc_abort("UNAVAILABLE", "no 100%")
-    r = start(hooks=[Abort()])
-    c = Peer()
-    r.receive(C2S, wire(c.headers(1, GRPC_REQ)), 0.0)
-    out(r, C2S)
+    r = _open_stream(Abort())
     r.receive(C2S, wire(fc.DataFrame(1, data=frame_message(b"q"))), 0.0)
     to_server = parsed(out(r, C2S))
     others = [f for f in to_server if not isinstance(f, fc.WindowUpdateFrame)]
@@ -112,10 +108,7 @@ def test_bad_return_values_leave_the_message_as_it_was(caplog):
             if message.index == 2:
                 return {"name": "x"}             # a dict without --proto-descriptor
             return [b"ok", 3.5]                  # the bad item is left out
-    r = start(hooks=[Bad()])
-    c = Peer()
-    r.receive(C2S, wire(c.headers(1, GRPC_REQ)), 0.0)
-    out(r, C2S)
+    r = _open_stream(Bad())
     r.receive(C2S, wire(fc.DataFrame(1, data=frame_message(b"a") + frame_message(b"b") + frame_message(b"c"))), 0.0)
     (sent,) = _data(parsed(out(r, C2S)))
     assert sent.data == frame_message(b"a") + frame_message(b"b") + frame_message(b"ok")

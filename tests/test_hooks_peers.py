@@ -18,10 +18,9 @@ import h2.config
 import h2.connection
 import h2.events
 import pytest
-import pytest_asyncio
 
 from framecodec.reader import FrameReader
-from proxy.demo_origin import INDEX, DemoOrigin
+from proxy.demo_origin import INDEX
 from proxy.hooks.api import Hook
 from proxy.hooks.builtin.altsvc import AltSvcHook
 from proxy.hooks.builtin.extension import ExtensionHook
@@ -35,14 +34,6 @@ pytestmark = pytest.mark.peers
 ROOT = Path(__file__).resolve().parents[1]
 MARKER = b"PUSHED-BY-H2PROXY-0123456789"
 BIG_SIZE = 10 * 1024 * 1024
-
-
-@pytest_asyncio.fixture
-async def origin():
-    server = DemoOrigin()
-    await server.start()
-    yield server
-    await server.stop()
 
 
 @pytest.fixture(scope="module")

@@ -331,3 +331,23 @@ def test_repeated_lists_encode_alike_and_marks_are_not_mixed_up():
     first, second = enc.encode(plain), enc.encode(plain)
     assert first[0] == 0x20 and second[0] != 0x20
     assert oracle.decode(first) == plain and oracle.decode(second) == plain
+
+
+def test_restore_table_lets_a_fresh_decoder_continue_mid_connection():
+    """A rotated frame log saves each context's table (table_entries, header_table_size) at the top of the
+    next file; a decoder restored from them decodes the blocks that refer to it, as the original does."""
+    enc, dec = Encoder(), Decoder()
+    for n in range(5):
+        dec.decode(enc.encode([(":method", "GET"), (":path", f"/p{n}"), ("x-big", "v" * 40 * n)]))
+    block = enc.encode([(":method", "GET"), (":path", "/p4"), ("x-big", "v" * 160)])   # indexed references
+    fresh = Decoder()
+    fresh.restore_table(dec.table_entries, dec.header_table_size)
+    assert fresh.table_entries == dec.table_entries and fresh.table_size == dec.table_size
+    assert fresh.decode(block) == dec.decode(block) == [(":method", "GET"), (":path", "/p4"), ("x-big", "v" * 160)]
+    # A smaller maximum keeps only the newest entries that fit, as inserting them would.
+    small = Decoder()
+    small.restore_table(dec.table_entries, 250)
+    assert small.table_size <= 250 and small.table_entries == dec.table_entries[:len(small.table_entries)]
+    assert small.header_table_size == 250
+    with pytest.raises(HpackDecodingError, match="past the tables"):
+        small.decode(bytes([0x80 | (61 + len(dec.table_entries))]))

@@ -23,7 +23,7 @@ from framecodec import frame as fc
 from framecodec.reader import PREFACE
 from proxy.core.limits import Limits
 from proxy.core.protocol import ErrorCode
-from tests.rawpeers import Origin, RawClient, goaways, h2_get, raw, req
+from tests.rawpeers import Origin, RawClient, SilentUpstream, goaways, h2_get, raw, req
 
 ROOT = Path(__file__).resolve().parents[1]
 EYC = int(ErrorCode.ENHANCE_YOUR_CALM)
@@ -346,17 +346,8 @@ async def test_upstream_silence_timeout(proxy_factory, h2log):
 async def test_upstream_settings_timeout(proxy_factory, h2log):
     """The first upstream connection is the origin (the bystander's); the next one accepts and never speaks."""
     origin = await Origin().start()
-    silent = []
-
-    async def accept(reader, writer):
-        if not origin.conns:
-            await origin._accept(reader, writer)
-        else:
-            silent.append(writer)
-            await reader.read()
-    srv = await asyncio.start_server(accept, "127.0.0.1", 0)
-    port = srv.sockets[0].getsockname()[1]
-    px = await proxy_factory(f"h2c://127.0.0.1:{port}", limits=Limits(upstream_settings_timeout=1.0))
+    upstream = await SilentUpstream(origin, lambda: bool(origin.conns)).start()
+    px = await proxy_factory(upstream.url, limits=Limits(upstream_settings_timeout=1.0))
     try:
         get, close = await h2_get(px.port)
         assert (await get("/"))[0] == "200"
@@ -372,9 +363,7 @@ async def test_upstream_settings_timeout(proxy_factory, h2log):
         await c.read_to_eof()
         close()
     finally:
-        srv.close()
-        for w in silent:
-            w.close()
+        upstream.stop()
         await origin.stop()
 
 

@@ -16,6 +16,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import List, Optional
 
 import pytest
 
@@ -62,13 +63,18 @@ class ProxyProcess:
     def __init__(self, upstream: str, tmp: Path, *extra: str, quiet: bool = True) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.err = tmp / f"h2proxy-{self.port}.stderr"
+        self._launch(["--listen", f"h2c://127.0.0.1:{self.port}", "--upstream", upstream,
+                      *(["-q"] if quiet else []), *extra], tmp / f"h2proxy-{self.port}.stderr", b"listening on")
+
+    def _launch(self, args: List[str], err: Path, ready: bytes, cwd: Optional[Path] = ROOT) -> None:
+        """Run h2proxy with ``args`` (stderr to ``err``); return once ``ready`` is in its stderr and its port
+        takes connections."""
+        self.err = err
         with open(self.err, "wb") as fe:
-            self.proc = subprocess.Popen([str(H2PROXY), "--listen", f"h2c://127.0.0.1:{self.port}", "--upstream",
-                                          upstream, *(["-q"] if quiet else []), *extra],
-                                         stdout=subprocess.DEVNULL, stderr=fe, stdin=subprocess.DEVNULL, cwd=str(ROOT))
+            self.proc = subprocess.Popen([str(H2PROXY), *args], stdout=subprocess.DEVNULL, stderr=fe,
+                                         stdin=subprocess.DEVNULL, cwd=None if cwd is None else str(cwd))
         deadline = time.monotonic() + 20
-        while b"listening on" not in self.err.read_bytes():
+        while ready not in self.err.read_bytes():
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 self.stop()
                 raise RuntimeError(f"h2proxy did not start:\n{self.err.read_text()[-2000:]}")
@@ -93,19 +99,6 @@ class ProxyProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(5)
-
-
-@pytest.fixture
-def proxy_process(tmp_path):
-    started = []
-
-    def start(upstream: str, *extra: str) -> ProxyProcess:
-        p = ProxyProcess(upstream, tmp_path, *extra)
-        started.append(p)
-        return p
-    yield start
-    for p in started:
-        p.stop()
 
 
 class PeakSampler:

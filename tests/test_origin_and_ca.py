@@ -14,17 +14,9 @@ import pytest
 from cryptography import x509
 
 from proxy.certs import CertificateAuthority, describe_ca
-from proxy.demo_origin import BIG, DemoOrigin, body_bytes
+from proxy.demo_origin import BIG, body_bytes
 from tests.conftest import http_url, need, run
 from tests.peers import nghttp as checked_nghttp  # (runs the shared SETTINGS-first / blame check)
-
-
-@pytest.fixture
-async def origin():
-    o = DemoOrigin()
-    await o.start()
-    yield o
-    await o.stop()
 
 
 async def test_origin_routes_with_nghttp(origin):

@@ -5,19 +5,52 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+from contextlib import asynccontextmanager
+from typing import AsyncIterator, Tuple
 
 import pytest
 
-from proxy.demo_origin import DemoOrigin
 from proxy.faults import FaultHook
 from proxy.faults.admin import AdminServer
-from proxy.testing import h2proxy_running
+from proxy.testing import RunningProxy, h2proxy_running
 from proxy.web.app import WebView
 from proxy.web.model import Limits, WebModel
 from proxy.web.sink import WebSink
 from tests.peers import h2load, http_url, nghttp, run
 
 pytestmark = pytest.mark.peers
+
+
+#: A fault rule withholding the WINDOW_UPDATEs towards the server for 800 ms once it sends DATA: a server stall.
+SERVER_STALL = "stall towards=server type=data direction=s2c ms=800 name=slow"
+
+
+async def download_with_server_stall(origin, sink) -> str:
+    """nghttp -nv gets /size/300000 through a proxy with :data:`SERVER_STALL` recording into ``sink``
+    (closed afterwards); nghttp's output."""
+    try:
+        async with h2proxy_running(origin.url, [SERVER_STALL], sink=sink) as proxy:
+            rc, out = await nghttp("-nv", http_url(proxy) + "/size/300000")
+            assert rc == 0
+    finally:
+        sink.close()
+    return out
+
+
+@asynccontextmanager
+async def web_proxy(upstream: str, faults=(), **model_options) -> AsyncIterator[Tuple[RunningProxy, WebModel]]:
+    """A proxy to ``upstream`` feeding a fresh live WebModel through a WebSink: (proxy, model).
+
+    On leaving the block the proxy is stopped and the sink must have handed every record to the model.
+    """
+    model = WebModel("live", **model_options)
+    sink = WebSink(model, cpu_share=1.0)
+    try:
+        async with h2proxy_running(upstream, faults, sink=sink) as proxy:
+            yield proxy, model
+        assert sink.flush()
+    finally:
+        sink.close()
 
 
 def expected_fingerprint(nghttp_out: str) -> str:
@@ -50,24 +83,10 @@ def expected_fingerprint(nghttp_out: str) -> str:
     return f"{';'.join(settings)}|{wu}|{','.join(prios) or '0'}|{','.join(pseudo)}"
 
 
-@pytest.fixture
-async def origin():
-    o = DemoOrigin()
-    await o.start()
-    yield o
-    await o.stop()
-
-
 async def test_fingerprints_streams_and_windows_of_an_nghttp_download(origin):
-    model = WebModel("live")
-    sink = WebSink(model, cpu_share=1.0)
-    try:
-        async with h2proxy_running(origin.url, sink=sink) as proxy:
-            rc, out = await nghttp("-nv", http_url(proxy) + "/size/200000")
-            assert rc == 0, out
-        assert sink.flush()
-    finally:
-        sink.close()
+    async with web_proxy(origin.url) as (proxy, model):
+        rc, out = await nghttp("-nv", http_url(proxy) + "/size/200000")
+        assert rc == 0, out
     (conn,) = model.snapshot()["conns"]
     detail = model.connection(conn["id"])
     fp = detail["fingerprints"]
@@ -93,16 +112,9 @@ async def test_fingerprints_streams_and_windows_of_an_nghttp_download(origin):
 
 
 async def test_a_stall_fault_shows_as_a_stall_of_the_server(origin):
-    model = WebModel("live", stall_threshold=0.3)
-    sink = WebSink(model, cpu_share=1.0)
-    try:
-        async with h2proxy_running(origin.url, ["stall towards=server type=data direction=s2c ms=800 name=slow"],
-                                   sink=sink) as proxy:
-            rc, out = await nghttp("-n", http_url(proxy) + "/size/300000")
-            assert rc == 0, out
-        assert sink.flush()
-    finally:
-        sink.close()
+    async with web_proxy(origin.url, [SERVER_STALL], stall_threshold=0.3) as (proxy, model):
+        rc, out = await nghttp("-n", http_url(proxy) + "/size/300000")
+        assert rc == 0, out
     (conn,) = model.snapshot()["conns"]
     detail = model.connection(conn["id"])
     stalls = [s for s in detail["stalls"] if s["side"] == "server"]
@@ -115,15 +127,9 @@ async def test_a_stall_fault_shows_as_a_stall_of_the_server(origin):
 async def test_the_model_stays_bounded_under_h2load(origin):
     limits = Limits(max_conns=3, conn_frames=50, closed_conn_frames=10, stream_frames=5, overall_frames=100,
                     max_streams=20)
-    model = WebModel("live", limits=limits)
-    sink = WebSink(model, cpu_share=1.0)
-    try:
-        async with h2proxy_running(origin.url, sink=sink) as proxy:
-            result = await h2load(http_url(proxy) + "/size/100", n=400, c=5, m=4)
-            assert result["succeeded"] == 400, result.output
-        assert sink.flush()
-    finally:
-        sink.close()
+    async with web_proxy(origin.url, limits=limits) as (proxy, model):
+        result = await h2load(http_url(proxy) + "/size/100", n=400, c=5, m=4)
+        assert result["succeeded"] == 400, result.output
     snap = model.snapshot()
     assert len(snap["conns"]) == 3 and model.evicted == 2
     assert len(snap["frames"]) == 100 and snap["cursor"] > 1000     # 3 of the 5 connections are kept
@@ -183,14 +189,7 @@ async def test_page_and_data_routes_keep_the_admin_checks():
 async def test_log_stats_prints_fingerprints_and_stalls(origin, tmp_path):
     from proxy.recording.recorder import JsonlRecorder
     log = tmp_path / "frames.jsonl"
-    rec = JsonlRecorder(log)
-    try:
-        async with h2proxy_running(origin.url, ["stall towards=server type=data direction=s2c ms=800 name=slow"],
-                                   sink=rec) as proxy:
-            rc, out = await nghttp("-nv", http_url(proxy) + "/size/300000")
-            assert rc == 0
-    finally:
-        rec.close()
+    out = await download_with_server_stall(origin, JsonlRecorder(log))
     import sys
     rc, text = await run(sys.executable, "-m", "proxy.cli", "log", "stats", str(log))
     assert rc == 0, text
@@ -207,14 +206,7 @@ async def test_the_end_of_verbose_output_prints_fingerprints_and_stalls(origin):
 
     from proxy.recording.text import LivePrinter
     out_text = io.StringIO()
-    printer = LivePrinter(out_text, verbosity=1, color=False)
-    try:
-        async with h2proxy_running(origin.url, ["stall towards=server type=data direction=s2c ms=800 name=slow"],
-                                   sink=printer) as proxy:
-            rc, out = await nghttp("-nv", http_url(proxy) + "/size/300000")
-            assert rc == 0
-    finally:
-        printer.close()
+    out = await download_with_server_stall(origin, LivePrinter(out_text, verbosity=1, color=False))
     text = out_text.getvalue()
     tail = text[text.index("h2proxy: fingerprints (Akamai format) and window stalls:"):]
     assert f"  fingerprint of the client: {expected_fingerprint(out)}" in tail, tail

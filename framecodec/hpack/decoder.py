@@ -19,7 +19,7 @@ a header list or a string over the limits raises
 from __future__ import annotations
 
 from collections import deque
-from typing import Any, Deque, Dict, List, Literal, Optional, Set, Tuple, Union, overload
+from typing import Any, Deque, Dict, List, Literal, Optional, Sequence, Set, Tuple, Union, overload
 
 from .cache import TwoGenerationCache
 from .errors import HpackDecodingError, OversizedHeaderListError
@@ -135,6 +135,31 @@ class Decoder:
     def table_entries(self) -> List[Tuple[bytes, bytes]]:
         """The dynamic table, newest entry (index 62) first."""
         return [e[0] for e in self._table]
+
+    def restore_table(self, entries: Sequence[Tuple[bytes, bytes]], max_size: int) -> None:
+        """Set the dynamic table to ``entries`` (newest first, as :attr:`table_entries` gives them) with
+        the maximum size ``max_size``.
+
+        For a decoder that starts in the middle of a connection: a frame log cut
+        into files (``--record-rotate``) saves each context's table at the top
+        of the next file, and a reader of that file alone restores it here.
+        Entries that do not fit in ``max_size`` are evicted as an insert would.
+        """
+        self._table.clear()
+        self._size = 0
+        self._blocks.clear()
+        self._resize(max_size)
+        for name, value in reversed(entries):
+            entry = _entry(bytes(name), bytes(value))
+            if entry[2] > self._max:
+                self._table.clear()
+                self._size = 0
+                continue
+            self._size += entry[2]
+            while self._size > self._max:
+                self._size -= self._table.pop()[2]
+            self._table.appendleft(entry)
+        self._version += 1
 
     def _resize(self, size: int) -> None:
         self._max = size

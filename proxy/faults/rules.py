@@ -522,10 +522,43 @@ def canonical_action(value, source: str = "fault") -> str:
     text = str(value).strip().lower().replace("-", "_")
     text = ACTION_ALIASES.get(text, text)
     if text not in ACTIONS:
-        close = difflib.get_close_matches(text, list(ACTIONS), n=1)
-        hint = f" (did you mean {close[0]}?)" if close else ""
-        raise FaultError(f"{source}: action = {value!r}: unknown action{hint}; actions: {', '.join(ACTIONS)}")
+        raise FaultError(f"{source}: action = {value!r}: unknown action{did_you_mean(text, ACTIONS)}; "
+                         f"actions: {', '.join(ACTIONS)}")
     return text
+
+
+def did_you_mean(word: str, choices) -> str:
+    """' (did you mean X?)' for the choice closest to a misspelt word, or '' when none is close."""
+    close = difflib.get_close_matches(word, list(choices), n=1)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
+def check_keys(spec: Dict[str, Any], action: str, keys: Dict[str, Key], source: str,
+               kind: str = "") -> Dict[str, Any]:
+    """The converted values of a rule spec's keys (keys given as None left out), checked against a key table.
+
+    Shared by every kind of rule (frame rules with :data:`KEYS`, gRPC message rules with theirs), so a
+    wrong key or value reads the same everywhere: an unknown key with the nearest known one, a key for
+    another action, or the converter's reason with the rule, key and value. ``kind`` follows "unknown
+    key" in the message (" for a gRPC rule").
+    """
+    values: Dict[str, Any] = {}
+    for key, raw in spec.items():
+        k = key.strip().lower() if isinstance(key, str) else key
+        if k not in keys:
+            raise FaultError(f"{source}: {key}: unknown key{kind}{did_you_mean(str(k), keys)}; "
+                             f"keys: {', '.join(keys)}")
+        meta = keys[k]
+        if meta.actions is not None and action not in meta.actions:
+            raise FaultError(f"{_where(source, key, raw)}: key {key} does not apply to action {action} "
+                             f"(it is for {', '.join(sorted(meta.actions))})")
+        if raw is None:
+            continue
+        try:
+            values[k] = meta.convert(raw)
+        except _Bad as exc:
+            raise FaultError(f"{_where(source, key, raw)}: {exc}") from None
+    return values
 
 
 # ---------------------------------------------------------------- the rule
@@ -546,31 +579,9 @@ class Rule:
             raise FaultError(f"{source}: action: missing; actions: {', '.join(ACTIONS)}")
         self.action = canonical_action(spec["action"], source)
         spec["action"] = self.action
-        values: Dict[str, Any] = {}
-        for key, raw in spec.items():
-            k = key.strip().lower() if isinstance(key, str) else key
-            if k not in KEYS:
-                close = difflib.get_close_matches(str(k), list(KEYS), n=1)
-                hint = f" (did you mean {close[0]}?)" if close else ""
-                raise FaultError(f"{source}: {key}: unknown key{hint}; keys: {', '.join(KEYS)}")
-            meta = KEYS[k]
-            if meta.actions is not None and self.action not in meta.actions:
-                raise FaultError(f"{_where(source, key, raw)}: key {key} does not apply to action {self.action} "
-                                 f"(it is for {', '.join(sorted(meta.actions))})")
-            if raw is None:
-                continue
-            try:
-                values[k] = meta.convert(raw)
-            except _Bad as exc:
-                raise FaultError(f"{_where(source, key, raw)}: {exc}") from None
-        self.spec = {k: v for k, v in spec.items() if v is not None}
-        self.source = source
-        self.name: str = values.get("name") or default_name or self.action
-        self.spec["name"] = self.name
-        self.enabled: bool = values.get("enabled", True)
-        self.raw: bool = values.get("raw", False)
+        values = check_keys(spec, self.action, KEYS, source)
+        self._take_common(spec, values, KEYS, source, default_name, default_seed)
         # match
-        self.directions: FrozenSet[int] = values.get("direction", frozenset({C2S, S2C}))
         self.types: Optional[FrozenSet[int]] = values.get("type", DEFAULT_TYPES.get(self.action))
         need, avoid = values.get("flags", (0, 0))
         if self.action == "settings" and "flags" not in values:
@@ -579,7 +590,6 @@ class Rule:
         self.streams = values.get("stream")
         self.nth = values.get("nth")
         self.nth_stream = values.get("nth_stream")
-        self.conns = values.get("conn")
         self.method = values.get("method")
         self.authority = values.get("authority")
         self.path = values.get("path")
@@ -588,6 +598,20 @@ class Rule:
         self.response_header = values.get("response_header")
         self.after_bytes = values.get("after_bytes")
         self.needs_stream = self.action == "rst_stream"
+        self._check_action(source)
+
+    def _take_common(self, spec: Dict[str, Any], values: Dict[str, Any], keys: Dict[str, Key], source: str,
+                     default_name: Optional[str], default_seed: Optional[int]) -> None:
+        """The keys every kind of rule has (the rule's own, direction, conn, how often, action parameters)
+        from checked ``values``, and fresh counters."""
+        self.spec = {k: v for k, v in spec.items() if v is not None}
+        self.source = source
+        self.name: str = values.get("name") or default_name or self.action
+        self.spec["name"] = self.name
+        self.enabled: bool = values.get("enabled", True)
+        self.raw: bool = values.get("raw", False)
+        self.directions: FrozenSet[int] = values.get("direction", frozenset({C2S, S2C}))
+        self.conns: Optional[FrozenSet[int]] = values.get("conn")
         # how often
         self.probability: float = values.get("probability", 1.0)
         if "seed" in values:
@@ -600,12 +624,8 @@ class Rule:
         self.first: Optional[int] = values.get("first")
         self.every: Optional[int] = values.get("every")
         self.limit: Optional[int] = values.get("limit")
-        self.params = {k: v for k, v in values.items() if KEYS[k].group == "action"}
-        self._check_action(source)
-        # counters and state
-        self.rng = random.Random(self.seed)
-        self.matches = 0
-        self.hits = 0
+        self.params = {k: v for k, v in values.items() if keys[k].group == "action"}
+        self.reset_counters()
 
     def _check_action(self, source: str) -> None:
         p = self.params

@@ -24,13 +24,10 @@ Actions, each on the matched message:
 from __future__ import annotations
 
 import asyncio
-import difflib
 import fnmatch
 import logging
-import random
-import secrets
 import time
-from typing import Any, Dict, FrozenSet, List, Optional
+from typing import Any, Dict, List, Optional
 
 from ..faults.rules import (
     ACTION_ALIASES,
@@ -41,7 +38,9 @@ from ..faults.rules import (
     Rule,
     _Bad,
     _bool,
+    _code,
     _direction,
+    _for,
     _glob,
     _int_min,
     _int_value,
@@ -52,6 +51,8 @@ from ..faults.rules import (
     _probability,
     _text,
     _where,
+    check_keys,
+    did_you_mean,
 )
 from ..hooks.api import CLIENT_TO_SERVER
 from .status import parse_status, status_name
@@ -71,21 +72,9 @@ GRPC_MARKERS = ("service", "message", "grpc")
 _GRPC_ONLY_ACTIONS = ("grpc_status", "cut")
 
 
-def _for(*names: str) -> FrozenSet[str]:
-    return frozenset(names)
-
-
 def _grpc_code(v) -> int:
     try:
         return parse_status(v)
-    except ValueError as exc:
-        raise _Bad(str(exc)) from None
-
-
-def _h2_code(v) -> int:
-    from ..core.protocol import parse_error_code
-    try:
-        return parse_error_code(v)
     except ValueError as exc:
         raise _Bad(str(exc)) from None
 
@@ -147,62 +136,26 @@ class GrpcRule(Rule):
         raw_action = str(spec.get("action", "")).strip().lower().replace("-", "_")
         action = ACTION_ALIASES.get(raw_action, raw_action)
         if action not in GRPC_ACTIONS:
-            close = difflib.get_close_matches(action, list(GRPC_ACTIONS), n=1)
-            hint = f" (did you mean {close[0]}?)" if close else ""
-            raise FaultError(f"{source}: action = {spec.get('action')!r}: not an action for gRPC messages{hint}; "
-                             f"gRPC actions: {', '.join(GRPC_ACTIONS)}")
+            raise FaultError(f"{source}: action = {spec.get('action')!r}: not an action for gRPC messages"
+                             f"{did_you_mean(action, GRPC_ACTIONS)}; gRPC actions: {', '.join(GRPC_ACTIONS)}")
         self.action = action
         spec["action"] = action
-        values: Dict[str, Any] = {}
-        for key, raw in spec.items():
-            k = key.strip().lower() if isinstance(key, str) else key
-            if k not in GRPC_KEYS:
-                close = difflib.get_close_matches(str(k), list(GRPC_KEYS), n=1)
-                hint = f" (did you mean {close[0]}?)" if close else ""
-                raise FaultError(f"{source}: {key}: unknown key for a gRPC rule{hint}; keys: {', '.join(GRPC_KEYS)}")
-            meta = GRPC_KEYS[k]
-            if meta.actions is not None and action not in meta.actions:
-                raise FaultError(f"{_where(source, key, raw)}: key {key} does not apply to action {action} "
-                                 f"(it is for {', '.join(sorted(meta.actions))})")
-            if raw is None:
-                continue
-            try:
-                values[k] = meta.convert(raw)
-            except _Bad as exc:
-                raise FaultError(f"{_where(source, key, raw)}: {exc}") from None
+        values = check_keys(spec, action, GRPC_KEYS, source, " for a gRPC rule")
         try:
             if action == "grpc_status":
                 values["code"] = _grpc_code(values.get("code", "UNAVAILABLE"))
             elif action == "cut":
-                values["code"] = _h2_code(values.get("code", "INTERNAL_ERROR"))
+                values["code"] = _code(values.get("code", "INTERNAL_ERROR"))
         except _Bad as exc:
             raise FaultError(f"{_where(source, 'code', spec.get('code'))}: {exc}") from None
         if action == "delay" and "ms" not in values:
             raise FaultError(f"{source}: ms: missing; delay needs ms = how long to hold the message")
-        self.spec = {k: v for k, v in spec.items() if v is not None}
-        self.source = source
-        self.name = values.get("name") or default_name or action
-        self.spec["name"] = self.name
-        self.enabled = values.get("enabled", True)
-        self.raw = False
-        self.directions = values.get("direction", frozenset({C2S, S2C}))
+        self._take_common(spec, values, GRPC_KEYS, source, default_name, default_seed)
         self.service = values.get("service")
         self.method = values.get("method")
         self.path = values.get("path")
         self.authority = values.get("authority")
         self.messages = values.get("message")
-        self.conns = values.get("conn")
-        self.probability = values.get("probability", 1.0)
-        self.seed = values["seed"] if "seed" in values else (
-            default_seed if default_seed is not None else secrets.randbelow(2 ** 31))
-        self.after = values.get("after", 0)
-        self.first = values.get("first")
-        self.every = values.get("every")
-        self.limit = values.get("limit")
-        self.params = {k: v for k, v in values.items() if GRPC_KEYS[k].group == "action"}
-        self.rng = random.Random(self.seed)
-        self.matches = 0
-        self.hits = 0
 
     def wants(self, d: int, t: int) -> bool:
         return False          # no frames: messages come through apply_rules

@@ -250,6 +250,31 @@ class HpackState:
             self._broken.add(key)
             return None, f"{type(exc).__name__}: {exc}"
 
+    def tables(self, conn) -> Dict[str, dict]:
+        """The HPACK dynamic tables of a connection, per ``"leg direction"``: ``{"max_size", "entries"}``,
+        entries ``[name, value]`` in base64, newest first (HPACK index order from 62).
+
+        A rotated log writes them at the top of each new file so that a reader
+        of that file alone can decode its header blocks (:meth:`restore`).
+        """
+        out: Dict[str, dict] = {}
+        for key, dec in self._decoders.items():
+            if key[0] != conn or key in self._broken:
+                continue
+            out[f"{key[1]} {key[2]}"] = {"max_size": dec.header_table_size,
+                                         "entries": [[b64(n), b64(v)] for n, v in dec.table_entries]}
+        return out
+
+    def restore(self, conn, tables: Dict[str, dict]) -> None:
+        """Set a connection's decoders to the tables :meth:`tables` gave (a ``connection_state`` record)."""
+        for name, state in (tables or {}).items():
+            leg, _, direction = name.partition(" ")
+            key = (conn, leg, direction)
+            self._broken.discard(key)
+            self._pending.pop(key, None)
+            entries = [(unb64(n), unb64(v)) for n, v in state.get("entries") or []]
+            self._decoder(key).restore_table(entries, int(state.get("max_size", 4096)))
+
     def lose(self, conn) -> None:
         """Frames of ``conn`` went by unseen: its header blocks can no longer be decoded."""
         self.forget(conn)

@@ -3,14 +3,16 @@ from __future__ import annotations
 
 import base64
 import datetime
-from typing import List, Optional
+import heapq
+import json
+import textwrap
+from typing import Dict, Iterable, Iterator, List, Optional, TextIO
 from urllib.parse import parse_qsl, urlsplit
 
 from .. import __version__
-from .logfile import connections
-from .streams import Exchange, exchanges
+from .streams import Exchange, ExchangeBuilder
 
-__all__ = ["build_har"]
+__all__ = ["build_har", "har_entries", "write_har"]
 
 _TEXT_TYPES = ("text/", "application/json", "application/javascript", "application/xml", "+json", "+xml",
                "application/x-www-form-urlencoded")
@@ -116,18 +118,95 @@ def _entry(ex: Exchange, info: dict) -> dict:
     return entry
 
 
-def build_har(records: List[dict], leg: str = "client", conn: Optional[int] = None) -> dict:
-    """The HAR document: entries for every stream of ``leg`` (default: what the client saw)."""
-    entries = []
-    for c in connections(records).values():
-        if conn is not None and c.conn != conn:
+def har_entries(records: Iterable[dict], leg: str = "client", conn: Optional[int] = None) -> Iterator[dict]:
+    """The HAR entries of a log's streams on ``leg``, by startedDateTime, reading the records once.
+
+    Memory holds the streams open in the log and the ended entries that may
+    still have an earlier one before them: an entry is given once no open
+    stream, and no stream yet to come (the log runs forward in time), started
+    before it.
+    """
+    builders: Dict[int, ExchangeBuilder] = {}
+    infos: Dict[int, dict] = {}
+    serials: Dict[int, int] = {}
+    heap: list = []
+    tick = 0
+
+    def push(ex: Exchange) -> None:
+        if ex.request_headers is None and ex.response_headers is None:
+            return
+        entry = _entry(ex, infos.get(ex.conn) or {})
+        key = (entry["startedDateTime"], serials.get(ex.conn, 0), ex.t_start or 0.0, ex.stream, id(entry))
+        heapq.heappush(heap, (key, entry))
+
+    def bound(now) -> Optional[str]:
+        starts = [ex.t_start for b in builders.values() for group in (b.open, b._ended)
+                  for ex in group.values() if ex.t_start is not None]
+        if now is not None:
+            starts.append(now)
+        return _iso(min(starts)) if starts else None
+
+    last_ts = None
+    for rec in records:
+        c = rec.get("conn")
+        if c is None or (conn is not None and c != conn):
             continue
-        info = c.info
-        for ex in exchanges(c, leg):
-            if ex.request_headers is None and ex.response_headers is None:
+        kind = rec.get("record")
+        if kind in ("connection_opened", "connection_state", "connection_closed"):
+            if isinstance(rec.get("info"), dict):
+                infos.setdefault(c, {}).update(rec["info"])
+        b = builders.get(c)
+        if b is None:
+            if kind == "connection_closed":
                 continue
-            entries.append(_entry(ex, info))
-    entries.sort(key=lambda e: e["startedDateTime"])
+            b = builders[c] = ExchangeBuilder(c, leg)
+            serials[c] = len(serials) + 1
+        if kind == "frame":
+            b.add(rec)
+            if rec.get("ts") is not None:
+                last_ts = rec["ts"]
+            for ex in b.pop_done():
+                push(ex)
+        elif kind == "connection_closed":
+            for ex in b.finish():
+                push(ex)
+            del builders[c]
+            infos.pop(c, None)
+        tick += 1
+        if heap and tick >= 256:
+            tick = 0
+            limit = bound(last_ts)
+            while heap and (limit is None or heap[0][0][0] < limit):
+                yield heapq.heappop(heap)[1]
+    for b in builders.values():
+        for ex in b.finish():
+            push(ex)
+    while heap:
+        yield heapq.heappop(heap)[1]
+
+
+def _document(leg: str, entries: list) -> dict:
     return {"log": {"version": "1.2", "creator": {"name": "h2proxy", "version": __version__},
                     "pages": [], "entries": entries,
                     "comment": f"from an h2proxy frame log, {leg} leg"}}
+
+
+def build_har(records: Iterable[dict], leg: str = "client", conn: Optional[int] = None) -> dict:
+    """The HAR document: entries for every stream of ``leg`` (default: what the client saw)."""
+    return _document(leg, list(har_entries(records, leg=leg, conn=conn)))
+
+
+def write_har(records: Iterable[dict], out: TextIO, leg: str = "client", conn: Optional[int] = None) -> int:
+    """Write the HAR document to ``out`` entry by entry (never the whole document in memory); returns
+    the number of entries."""
+    head, _, tail = json.dumps(_document(leg, ["@"]), indent=2).partition('"@"')
+    out.write(head.rstrip(" "))
+    n = 0
+    for entry in har_entries(records, leg=leg, conn=conn):
+        if n:
+            out.write(",\n")
+        out.write(textwrap.indent(json.dumps(entry, indent=2), "      "))
+        n += 1
+    out.write(("\n    " if n else "") + tail.lstrip())
+    out.write("\n")
+    return n

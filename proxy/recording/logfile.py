@@ -1,12 +1,10 @@
 """Reading frame logs back: records, connections, streams."""
 from __future__ import annotations
 
-import json
-import sys
 from typing import Dict, Iterator, List, Optional
 
 from .decode import unb64
-from .recorder import FORMAT_NAME
+from .reader import LogError, LogReader
 
 __all__ = ["LogError", "read_records", "Connection", "connections", "BYTE_RECORDS"]
 
@@ -14,54 +12,14 @@ __all__ = ["LogError", "read_records", "Connection", "connections", "BYTE_RECORD
 BYTE_RECORDS = ("preface", "frame", "raw")
 
 
-class LogError(Exception):
-    """The file is not a frame log this version can read."""
-
-
 def read_records(path: str, warn=None) -> List[dict]:
-    """All records of a log file (``-``: standard input).
+    """All records of a log file (``-``: standard input), in memory: for small logs and tests.
 
-    A line that is not JSON (a log cut short by a crash) is skipped with a warning.
+    The converters stream instead (:class:`proxy.recording.reader.LogReader`),
+    which this reads through: a line that is not JSON (a log cut short by a
+    crash) is skipped with a warning.
     """
-    if warn is None:
-        def warn(msg):
-            print(f"h2proxy log: {msg}", file=sys.stderr)
-    if path == "-":
-        lines = sys.stdin.read().splitlines()
-    else:
-        try:
-            with open(path, encoding="utf-8") as fh:
-                lines = fh.read().splitlines()
-        except OSError as exc:
-            raise LogError(f"{path}: {exc.strerror or exc}") from None
-    records: List[dict] = []
-    bad = 0
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except ValueError:
-            bad += 1
-            if bad <= 3:
-                warn(f"{path}:{n}: not a JSON record, skipped")
-            continue
-        if not isinstance(rec, dict):
-            continue
-        records.append(rec)
-    if bad > 3:
-        warn(f"{path}: {bad} lines in all were skipped")
-    if records and records[0].get("record") == "header":
-        head = records[0]
-        if head.get("format") != FORMAT_NAME:
-            raise LogError(f"{path}: not an h2proxy frame log (format {head.get('format')!r})")
-        if isinstance(head.get("version"), int) and head["version"] > 1:
-            warn(f"{path}: format version {head['version']} is newer than this reader (1); reading anyway")
-    elif records:
-        warn(f"{path}: no header record; reading anyway")
-    else:
-        raise LogError(f"{path}: no records")
-    return records
+    return list(LogReader(path, warn=warn, progress=False))
 
 
 class Connection:

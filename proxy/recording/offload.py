@@ -11,30 +11,51 @@ feeder thread would take the GIL from the event loop at every hand-over, which
 cost more than the pickling itself.
 
 When the child falls behind, the pipe fills up; what does not fit waits in
-memory, up to ``max_queue_bytes``, and is written as the pipe drains (the loop
-watches the pipe). Past that bound events are dropped, counted, and reported in
-the log as an ``error`` record, so memory stays bounded whatever the traffic.
+memory and is written as the pipe drains (the loop watches the pipe). Past
+``congestion_high`` bytes waiting, the proxy server (``on_congestion``) stops
+reading its sockets until the backlog is under ``congestion_low``: the traffic
+slows down to what the recorder takes instead of frames being lost. Past
+``max_queue_bytes`` (only reached by what arrives after the sockets paused)
+events are dropped, counted, and reported in the log as an ``error`` record, so
+memory stays bounded whatever happens.
+
+Without a ring, the child is the journal writer of :mod:`proxy.recording.journal`.
 """
 from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import multiprocessing
 import os
 import pickle
 import select
 import signal
 import struct
+import subprocess
 import sys
 import time
 from typing import Optional
 
+from .journal import journal_path, write_journal_header, writer_main
+from .logwriter import numbered_path
 from .recorder import JsonlRecorder, ThreadedSink, _live_sinks
 
 #: Each batch on the pipe: its length (4 bytes, big-endian), then the pickled list of events. 0 ends.
 _LENGTH = struct.Struct(">I")
 #: fcntl's F_SETPIPE_SZ (Linux): a larger pipe absorbs bursts while the child catches up.
 _F_SETPIPE_SZ = 1031
+
+
+def _plain(values):
+    """Filter values as JSON can carry them (the journal's header)."""
+    return sorted(values, key=str) if isinstance(values, (set, frozenset)) else \
+        (list(values) if values is not None else None)
+
+
+def _package_root() -> str:
+    """The folder holding the ``proxy`` package (so the converter imports this very code)."""
+    return os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _read_exact(fd: int, n: int) -> bytes:
@@ -63,7 +84,16 @@ def _child_main(reader, path: str, options: dict) -> None:
             pass
     fd = reader.fileno()
     os.set_blocking(fd, True)
-    rec = JsonlRecorder(path, **options)
+    ring = options.pop("ring", None)
+    after = options.pop("ring_after", 1.0)
+    if ring:
+        from .ring import FlightRecorder
+        rec = FlightRecorder(path, ring, after=after, max_header_list_size=options.get("max_header_list_size"),
+                             grpc=options.get("grpc"))
+        handle, flush = rec.handle, rec.flush
+    else:
+        rec = JsonlRecorder(path, **options)
+        handle, flush = rec._handle, rec.flush_output
     try:
         while True:
             try:
@@ -74,8 +104,8 @@ def _child_main(reader, path: str, options: dict) -> None:
             except (EOFError, OSError):
                 break
             for item in pickle.loads(data):
-                rec._handle(item)
-            rec.flush_output()
+                handle(item)
+            flush()
     finally:
         rec.close()
 
@@ -92,24 +122,68 @@ class ProcessRecorder(ThreadedSink):
     ship_bytes = 256 << 10
     #: Bytes asked for the pipe's buffer.
     pipe_size = 1 << 20
+    #: Backlog (bytes the pipe has not taken) past which the proxy stops reading its sockets, and under which
+    #: it reads again: the recording slows the traffic down to what the disk takes rather than dropping frames.
+    congestion_high = 64 << 20
+    congestion_low = 16 << 20
+    #: Set by the proxy server: called with True / False when the backlog crosses those marks.
+    on_congestion = None
 
     def __init__(self, path, *, filter_conn=None, filter_stream=None, filter_types=None,
                  max_bytes: Optional[int] = None, max_queue: int = 1_000_000,
-                 max_queue_bytes: int = 256 << 20, max_header_list_size: Optional[int] = None,
-                 grpc=None) -> None:
+                 max_queue_bytes: int = 256 << 20, rotate: Optional[int] = None,
+                 ring: Optional[int] = None, ring_after: float = 1.0, detach: bool = False,
+                 max_header_list_size: Optional[int] = None, grpc=None) -> None:
         self.path = os.fspath(path)
+        #: The flight recorder's size (``--record-ring``): frames are kept in memory, dumped on triggers
+        #: with what follows for ``ring_after`` seconds (proxy/recording/ring.py).
+        self.ring = ring
+        #: False: close() returns once the log is complete. True (the proxy's command line): close() returns
+        #: once the frames are in the journal, and the converter finishes the log on its own.
+        self.detach = detach
         # Fail here, in the proxy, when the file cannot be written at all.
-        open(self.path, "a").close()
-        options = {"filter_conn": filter_conn, "filter_stream": filter_stream, "filter_types": filter_types,
-                   "max_bytes": max_bytes, "max_header_list_size": max_header_list_size}
+        if ring:
+            folder = os.path.dirname(os.path.abspath(self.path))
+            if not os.access(folder, os.W_OK):
+                raise OSError(f"cannot write in {folder}")
+        else:
+            open(numbered_path(self.path, 1) if rotate else self.path, "a").close()
+        options = {"filter_conn": _plain(filter_conn), "filter_stream": _plain(filter_stream),
+                   "filter_types": _plain(filter_types), "max_bytes": max_bytes, "rotate": rotate,
+                   "max_header_list_size": max_header_list_size}
         if grpc is not None:
-            options["grpc"] = grpc       # (decoded in the child process, like everything else)
+            # Decoded where the records are built (the ring's process, or the converter), like everything
+            # else; as a dict, which the journal's JSON header carries.
+            options["grpc"] = dataclasses.asdict(grpc) if dataclasses.is_dataclass(grpc) else dict(grpc)
+        self._signal_loop = None
+        #: The process that writes the log from the journal (None with a ring: that is written in the child).
+        self._converter: Optional[subprocess.Popen] = None
+        self.journal: Optional[str] = None
         ctx = multiprocessing.get_context("spawn")
         reader, writer = ctx.Pipe(duplex=False)
-        self._proc = ctx.Process(target=_child_main, args=(reader, self.path, options), daemon=True,
-                                 name="h2proxy-recorder")
+        if ring:
+            self._proc = ctx.Process(target=_child_main, args=(reader, self.path, {**options, "ring": ring,
+                                                                                   "ring_after": ring_after}),
+                                     daemon=True, name="h2proxy-recorder")
+        else:
+            # Frames go to the journal at once (normal priority: it only copies), the log is made from it by
+            # a converter at the lowest priority that finishes on its own (proxy/recording/journal.py).
+            self.journal = journal_path(self.path)
+            fd = os.open(self.journal, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            try:
+                write_journal_header(fd, self.path, options)
+            finally:
+                os.close(fd)
+            self._proc = ctx.Process(target=writer_main, args=(reader, self.journal),
+                                     daemon=True, name="h2proxy-journal")
         self._proc.start()
         reader.close()
+        if self.journal is not None:
+            self._converter = subprocess.Popen(
+                [sys.executable, "-m", "proxy.recording.journal", self.journal, "--follow-pid", str(self._proc.pid),
+                 "--background"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, start_new_session=True,
+                cwd=os.getcwd(), env={**os.environ, "PYTHONPATH": _package_root() + os.pathsep +
+                                      os.environ.get("PYTHONPATH", "")})
         self._pipe = writer
         self._fd = writer.fileno()
         try:
@@ -124,6 +198,7 @@ class ProcessRecorder(ThreadedSink):
         self._pending_bytes = 0      # frame bytes gathered for the next batch
         self._unsent_bytes = 0       # pickled bytes the pipe has not taken yet
         self._partial = False
+        self._congested = False
         self._scheduled = False
         self._watching = False
         self._loop: Optional[asyncio.AbstractEventLoop] = None
@@ -149,6 +224,8 @@ class ProcessRecorder(ThreadedSink):
                 self._scheduled = True
                 self._loop = loop
                 loop.call_later(self.ship_delay, self._ship)
+                if self.ring and self._signal_loop is not loop:
+                    self._listen_sigusr1(loop)
             elif len(pending) >= self.ship_at:
                 self._ship()
         elif self._pending_bytes >= self.ship_bytes:
@@ -195,6 +272,15 @@ class ProcessRecorder(ThreadedSink):
             self._unsent_bytes += len(rest)
         if unsent:
             self._watch()
+            if self._unsent_bytes > self.congestion_high and not self._congested and self.on_congestion is not None:
+                self._congested = True
+                self.on_congestion(True)
+
+    def _decongest(self) -> None:
+        if self._congested and self._unsent_bytes < self.congestion_low:
+            self._congested = False
+            if self.on_congestion is not None:
+                self.on_congestion(False)
 
     def _watch(self) -> None:
         """Have the loop call :meth:`_drain` when the pipe takes more (or write now, with no loop)."""
@@ -226,12 +312,15 @@ class ProcessRecorder(ThreadedSink):
             while unsent:
                 self._drain_once()
                 if self._partial:
+                    self._decongest()
                     return       # the pipe is full again: wait for the next call
         except BlockingIOError:
+            self._decongest()
             return
         except OSError as exc:
             self._gone(exc)
         self._unwatch()
+        self._decongest()
 
     def _write_all(self, timeout: float) -> bool:
         """Write everything not written yet, waiting for the pipe up to ``timeout`` seconds."""
@@ -267,8 +356,27 @@ class ProcessRecorder(ThreadedSink):
         self._unsent.clear()
         self._unsent_bytes = 0
         self._unwatch()
+        self._decongest()
         print(f"h2proxy: the recorder process for {self.path} is gone ({exc}); recording stopped",
               file=sys.stderr)
+
+    # ------------------------------------------------------------ flight recorder
+
+    def request_dump(self, reason: str = "requested") -> bool:
+        """Have the flight recorder write out what it holds (False: this recorder has no ring)."""
+        if not self.ring or self._closed:
+            return False
+        self._put(("dump", reason, time.time()))
+        self._ship()
+        return True
+
+    def _listen_sigusr1(self, loop: asyncio.AbstractEventLoop) -> None:
+        """SIGUSR1 dumps the ring (installed on the proxy's loop, where the sink's calls run)."""
+        self._signal_loop = loop
+        try:
+            loop.add_signal_handler(signal.SIGUSR1, self.request_dump, "SIGUSR1")
+        except (NotImplementedError, RuntimeError, ValueError, AttributeError):
+            pass   # not the main thread, or no signals on this platform: the admin API still works
 
     # ------------------------------------------------------------ control
 
@@ -300,3 +408,24 @@ class ProcessRecorder(ThreadedSink):
         self._proc.join(self.close_timeout)
         if self._proc.is_alive():
             self._proc.terminate()
+        conv = self._converter
+        if conv is not None and not self.detach:
+            conv.wait()
+        elif conv is not None and conv.poll() is None:
+            try:
+                left = os.path.getsize(self.journal)
+            except OSError:
+                left = 0
+            if left > (16 << 20):
+                print(f"h2proxy: the frame log {self.path} is being finished by process {conv.pid} from "
+                      f"{self.journal} ({left >> 20} MiB recorded); it ends on its own (docs/frame-log.md)",
+                      file=sys.stderr, flush=True)
+
+    def wait_log(self, timeout: Optional[float] = None) -> Optional[int]:
+        """Wait until the log is written (the converter is done); its exit status (0: complete)."""
+        if self._converter is None:
+            return 0
+        try:
+            return self._converter.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None

@@ -15,9 +15,11 @@ plain HTTP/2 whatever the original transport was.
 """
 from __future__ import annotations
 
+import contextlib
 import ipaddress
+import os
 import struct
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, Iterable, List, Optional, Tuple
 
 from .. import __version__
 from .decode import unb64
@@ -147,8 +149,9 @@ def _teardown(w: _Writer, flow: _Flow, ts: float) -> None:
     w.packet(ts, flow, True, _ACK, b"", None)
 
 
-def write_pcapng(records: List[dict], out_path: str) -> dict:
-    """Write the capture; returns {"packets", "ports" (server-side ports to decode as HTTP/2), "flows"}."""
+def write_pcapng(records: Iterable[dict], out) -> dict:
+    """Write the capture to ``out`` (a path, or a binary file object); returns {"packets", "ports"
+    (server-side ports to decode as HTTP/2), "flows"}. Reads the records once, in order."""
     # (Keyed by the records' connection id: None for a record that lacks one.)
     flows: Dict[Tuple[Optional[int], str], _Flow] = {}
     infos: Dict[Optional[int], dict] = {}
@@ -177,14 +180,14 @@ def write_pcapng(records: List[dict], out_path: str) -> dict:
         f = flows[key] = _Flow(src, dst, n)
         return f
 
-    with open(out_path, "wb") as fh:
+    with (open(out, "wb") if isinstance(out, (str, bytes, os.PathLike)) else contextlib.nullcontext(out)) as fh:
         w = _Writer(fh)
         w.header()
         for rec in records:
             kind = rec.get("record")
             conn = rec.get("conn")
             ts = rec.get("ts") or 0.0
-            if kind == "connection_opened":
+            if kind in ("connection_opened", "connection_state"):
                 infos[conn] = dict(rec.get("info") or {})
                 _handshake(w, flow_for(conn, "client"), ts)
             elif kind in BYTE_RECORDS:
@@ -214,6 +217,7 @@ def write_pcapng(records: List[dict], out_path: str) -> dict:
                     f = flows.get((conn, leg))
                     if f is not None and f.started and not f.finished:
                         _teardown(w, f, ts)
+                infos.pop(conn, None)
     return {"packets": w.packets, "ports": sorted(server_ports),
             "flows": {f"{c}/{leg}": f"{f.ends[0][0]}:{f.ends[0][1]} -> {f.ends[1][0]}:{f.ends[1][1]}"
                       for (c, leg), f in flows.items()}}

@@ -1,6 +1,7 @@
 """Rebuilding request/response exchanges (one per stream) from the frame records of one leg."""
 from __future__ import annotations
 
+import collections
 from typing import Dict, List, Optional
 
 from framecodec.frame import DataFrame, Frame
@@ -8,7 +9,7 @@ from framecodec.frame import DataFrame, Frame
 from .decode import unb64
 from .logfile import Connection
 
-__all__ = ["Exchange", "exchanges", "data_bytes", "request_direction"]
+__all__ = ["Exchange", "ExchangeBuilder", "exchanges", "data_bytes", "request_direction"]
 
 
 def request_direction(leg: str) -> str:
@@ -89,37 +90,59 @@ class Exchange:
         return f"{scheme}://{authority}{self._get(h, ':path') or ''}"
 
 
-def exchanges(conn: Connection, leg: str = "client") -> List[Exchange]:
-    """The exchanges of one leg of a connection, in the order their streams started."""
-    req_dir = request_direction(leg)
-    out: Dict[int, Exchange] = {}
+class ExchangeBuilder:
+    """Builds the exchanges of one leg of one connection from its frame records, fed one at a time.
 
-    def get(sid: int) -> Exchange:
-        ex = out.get(sid)
+    An exchange is handed out by :meth:`pop_done` once both its request and its
+    response have ended (or the stream was reset), so a converter keeps in
+    memory only the streams still open in the log, and the last ``recent``
+    ended ones: a frame that comes late for an ended stream (a RST_STREAM after
+    END_STREAM) still lands on its exchange.
+    """
+
+    #: Ended exchanges kept for late frames before they are handed out.
+    recent = 256
+
+    def __init__(self, conn: int, leg: str = "client") -> None:
+        self.conn = conn
+        self.leg = leg
+        self._req_dir = request_direction(leg)
+        self.open: Dict[int, Exchange] = {}
+        self._ended: "collections.OrderedDict[int, Exchange]" = collections.OrderedDict()
+        self._done: List[Exchange] = []
+
+    def _get(self, sid: int) -> Exchange:
+        ex = self.open.get(sid)
         if ex is None:
-            ex = out[sid] = Exchange(conn.conn, leg, sid)
+            ex = self._ended.pop(sid, None)
+            if ex is None:
+                ex = Exchange(self.conn, self.leg, sid)
+            self.open[sid] = ex
         return ex
 
-    for rec in conn.frames(leg):
+    def add(self, rec: dict) -> None:
+        """One record of the connection (records of other legs and kinds are ignored)."""
+        if rec.get("record") != "frame" or rec.get("leg") != self.leg:
+            return
         sid = rec.get("stream") or 0
         ftype = rec.get("type")
         ts = rec.get("ts")
-        is_request = rec.get("dir") == req_dir
+        is_request = rec.get("dir") == self._req_dir
         flags = rec.get("flags") or 0
         if ftype == "PUSH_PROMISE" and not is_request:
             promised = (rec.get("fields") or {}).get("promised_stream_id")
             if promised:
-                ex = get(promised)
+                ex = self._get(promised)
                 ex.pushed = True
                 ex.promised_by = sid
                 ex.t_start = ts
                 ex.t_request_end = ts
                 if rec.get("headers") is not None:
                     ex.request_headers = rec["headers"]
-            continue
+            return
         if sid == 0 or ftype not in ("HEADERS", "CONTINUATION", "DATA", "RST_STREAM"):
-            continue
-        ex = get(sid)
+            return
+        ex = self._get(sid)
         if ex.t_start is None:
             ex.t_start = ts
         ex.types["request" if is_request else "response"].append(ftype)
@@ -168,4 +191,27 @@ def exchanges(conn: Connection, leg: str = "client") -> List[Exchange]:
                 ex.t_request_end = ts
             else:
                 ex.t_end = ts
-    return sorted(out.values(), key=lambda e: (e.t_start if e.t_start is not None else 0.0, e.stream))
+        if ex.reset is not None or (ex.t_end is not None and ex.t_request_end is not None):
+            self._ended[sid] = self.open.pop(sid)
+            if len(self._ended) > self.recent:
+                self._done.append(self._ended.popitem(last=False)[1])
+
+    def pop_done(self) -> List[Exchange]:
+        """The ended exchanges that left the window of recent ones since the last call."""
+        done, self._done = self._done, []
+        return done
+
+    def finish(self) -> List[Exchange]:
+        """Every exchange not handed out yet (the log ended or the connection closed)."""
+        rest = self.pop_done() + list(self._ended.values()) + list(self.open.values())
+        self._ended.clear()
+        self.open.clear()
+        return rest
+
+
+def exchanges(conn: Connection, leg: str = "client") -> List[Exchange]:
+    """The exchanges of one leg of a connection, in the order their streams started."""
+    builder = ExchangeBuilder(conn.conn, leg)
+    for rec in conn.frames(leg):
+        builder.add(rec)
+    return sorted(builder.finish(), key=lambda e: (e.t_start if e.t_start is not None else 0.0, e.stream))

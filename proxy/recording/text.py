@@ -132,6 +132,10 @@ class Renderer:
             return self._frame(rec)
         if kind == "connection_opened":
             return self._opened(rec)
+        if kind == "connection_state":
+            # The top of a file of a rotated log: a connection opened in an earlier file.
+            line = self._opened({**rec, "ts": rec.get("opened_ts", rec.get("ts"))})[0]
+            return [line.replace(" Connected: ", " Connected (in an earlier file): ", 1)]
         if kind == "preface":
             return self._bytes(rec, "connection preface")
         if kind == "raw":
@@ -164,6 +168,8 @@ class Renderer:
             return render.message_lines(rec, ind) if kind == "grpc_message" else render.call_lines(rec, ind)
         if kind == "truncated":
             return [f"*** log truncated: {rec.get('message', '')}"]
+        if kind == "dump":
+            return [f"*** flight recorder dump: {rec.get('reason', '')}"]
         if kind == "header":
             return []
         return [f"(record of unknown kind {kind!r})"]

@@ -20,6 +20,7 @@ from typing import Any, Iterable, Optional
 from aiohttp import web
 
 from ..faults.admin import AdminServer, json_response
+from ..signals import stop_event
 from .model import WebModel
 
 __all__ = ["WebView", "serve_log", "STATIC"]
@@ -154,8 +155,6 @@ class WebView:
 async def serve_log(path: str, listen: str, token: Optional[str], stall_ms: float,
                     records: Optional[Iterable[dict[str, Any]]] = None) -> int:
     """``h2proxy log web FILE``: load the log into a model and serve the page until interrupted."""
-    import signal
-
     from ..recording.logfile import read_records
 
     if records is None:
@@ -166,13 +165,7 @@ async def serve_log(path: str, listen: str, token: Optional[str], stall_ms: floa
     server = AdminServer(listen, token, None, announce=False, extensions=[view])
     await server.start()
     print(f"h2proxy: web view of {path} on {view.page_url}", file=sys.stderr, flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        try:
-            loop.add_signal_handler(sig, stop.set)
-        except (NotImplementedError, RuntimeError):
-            pass
+    stop = stop_event()
     await stop.wait()
     await server.stop()
     return 0
