@@ -184,7 +184,12 @@ class HookChain:
         Each condition is evaluated once here; streams with the same outcome share their tables.
         """
         atoms = self._atoms
-        key = tuple([bool(a(stream)) for a in atoms]) if atoms else ()
+        if not atoms:
+            key: tuple = ()
+        elif len(atoms) == 1:
+            key = (bool(atoms[0](stream)),)
+        else:
+            key = tuple([bool(a(stream)) for a in atoms])
         cache = self._stream_cache
         try:
             return cache[key]

@@ -32,6 +32,7 @@ import collections
 import fnmatch
 import logging
 import mimetypes
+import re
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -62,7 +63,7 @@ class PushResource:
 class PushRule:
     """A request pattern (``path``, ``authority``, ``method`` globs) and the resources it pushes."""
 
-    __slots__ = ("path", "authority", "method", "resources")
+    __slots__ = ("path", "authority", "method", "resources", "_path_rx", "_authority_rx", "_method_rx")
 
     def __init__(self, path: str, authority: Optional[str], method: Optional[str],
                  resources: List[PushResource]) -> None:
@@ -70,17 +71,21 @@ class PushRule:
         self.authority = authority
         self.method = method
         self.resources = resources
+        # The globs compiled once: asked for every request (interest) and again on its response.
+        self._path_rx = re.compile(fnmatch.translate(path)).match
+        self._authority_rx = re.compile(fnmatch.translate(authority)).match if authority is not None else None
+        self._method_rx = re.compile(fnmatch.translate(method)).match if method is not None else None
 
     def matches(self, request: Sequence[Tuple[str, str]]) -> bool:
         path = header_value(request, ":path")
         if path is None:
             return False
-        if not fnmatch.fnmatchcase(path.split("?", 1)[0], self.path):
+        if self._path_rx(path.split("?", 1)[0]) is None:
             return False
-        if self.authority is not None and not fnmatch.fnmatchcase(
-                header_value(request, ":authority") or header_value(request, "host") or "", self.authority):
+        if self._authority_rx is not None and self._authority_rx(
+                header_value(request, ":authority") or header_value(request, "host") or "") is None:
             return False
-        if self.method is not None and not fnmatch.fnmatchcase(header_value(request, ":method") or "", self.method):
+        if self._method_rx is not None and self._method_rx(header_value(request, ":method") or "") is None:
             return False
         return True
 
@@ -121,7 +126,11 @@ class PushHook(Hook):
         rules = self.rules
 
         def wanted(request) -> bool:
-            return request is not None and any(rule.matches(request) for rule in rules)
+            if request is not None:
+                for rule in rules:
+                    if rule.matches(request):
+                        return True
+            return False
         if self.when == "request":
             return Interest(types=("headers",), directions=(CLIENT_TO_SERVER,), stream=wanted,
                             decode=(CLIENT_TO_SERVER,))
