@@ -36,6 +36,18 @@ DIRECTIONS = (CLIENT_TO_SERVER, SERVER_TO_CLIENT)
 HeaderList = List[Tuple[str, str]]
 
 
+class HookLoadError(Exception):
+    """A hook named in the config or on the command line could not be loaded."""
+
+
+class HookOptionError(HookLoadError, ValueError):
+    """A hook was given an option it cannot use (raised by its constructor).
+
+    It is a :class:`HookLoadError`, so the command line reports it as a clean error, and a
+    :class:`ValueError` for code that builds hooks itself.
+    """
+
+
 def header_value(headers: Optional[Sequence[Tuple[str, str]]], name: str) -> Optional[str]:
     """The first value of header ``name`` (lower case) in a decoded header list, or None."""
     if headers:

@@ -15,7 +15,10 @@ import weakref
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
+from .api import HookLoadError
 from .interest import ALL_TYPES, on_request, resolve
+
+__all__ = ["HookChain", "HookLoadError", "load_hook", "BUILTINS"]
 
 log = logging.getLogger("h2proxy")
 
@@ -27,10 +30,6 @@ BUILTINS = {
     "extension": "proxy.hooks.builtin.extension:ExtensionHook",
     "faults": "proxy.faults.hook:FaultHook",
 }
-
-
-class HookLoadError(Exception):
-    """A hook named in the config or on the command line could not be loaded."""
 
 
 class HookChain:

@@ -18,8 +18,9 @@ import re
 import weakref
 from typing import List, Optional, Sequence
 
-from ..api import SERVER_TO_CLIENT, Hook
-from ..chain import HookLoadError
+from ..api import SERVER_TO_CLIENT, Hook, HookOptionError
+
+__all__ = ["AltSvcHook", "HookOptionError"]
 
 log = logging.getLogger("h2proxy")
 
@@ -33,14 +34,6 @@ def _shown(field: bytes) -> str:
 
 MODES = ("drop", "forward", "rewrite")
 HEADER_MODES = ("keep", "drop", "rewrite")
-
-
-class HookOptionError(HookLoadError, ValueError):
-    """A built-in hook was given an option it cannot use (raised by the constructor).
-
-    It is a :class:`~proxy.hooks.chain.HookLoadError`, so the command line reports
-    it as a clean error, and a :class:`ValueError` for code that builds hooks itself.
-    """
 
 
 class AltSvcHook(Hook):

@@ -16,8 +16,7 @@ import collections
 import logging
 from typing import Sequence
 
-from ..api import Hook
-from .altsvc import HookOptionError
+from ..api import Hook, HookOptionError
 
 log = logging.getLogger("h2proxy")
 

@@ -47,9 +47,8 @@ import logging
 import re
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from ..api import CLIENT_TO_SERVER, SERVER_TO_CLIENT, Headers, Hook, header_value
+from ..api import CLIENT_TO_SERVER, SERVER_TO_CLIENT, Headers, Hook, HookOptionError, header_value
 from ..interest import Interest
-from .altsvc import HookOptionError
 
 log = logging.getLogger("h2proxy")
 

@@ -36,9 +36,8 @@ import re
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from ..api import CLIENT_TO_SERVER, SERVER_TO_CLIENT, Hook, header_value
+from ..api import CLIENT_TO_SERVER, SERVER_TO_CLIENT, Hook, HookOptionError, header_value
 from ..interest import Interest
-from .altsvc import HookOptionError
 
 log = logging.getLogger("h2proxy")
 
