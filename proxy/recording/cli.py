@@ -8,7 +8,7 @@ import json
 import os
 import sys
 import textwrap
-from typing import IO, Iterator, List, Optional
+from typing import IO, BinaryIO, Iterator, List, Optional, TextIO
 
 from ..printable import printable
 
@@ -19,12 +19,22 @@ _FILES_HELP = ("the frame log ('-': standard input; .gz and .zst are read compre
 
 
 @contextlib.contextmanager
-def _output(path: str, binary: bool = False) -> Iterator[IO]:
-    """The file to write (``-``: standard output, left open)."""
+def _output(path: str) -> Iterator[TextIO]:
+    """The text file to write (``-``: standard output, left open)."""
     if path == "-":
-        yield sys.stdout.buffer if binary else sys.stdout
+        yield sys.stdout
         return
-    with open(path, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8"})) as fh:
+    with open(path, "w", encoding="utf-8") as fh:
+        yield fh
+
+
+@contextlib.contextmanager
+def _binary_output(path: str) -> Iterator[BinaryIO]:
+    """The binary file to write (``-``: standard output's bytes, left open)."""
+    if path == "-":
+        yield sys.stdout.buffer
+        return
+    with open(path, "wb") as fh:
         yield fh
 
 
@@ -162,7 +172,7 @@ def _cmd_text(args, open_log) -> int:
 def _cmd_pcap(args, open_log) -> int:
     from .pcap import tshark_command, write_pcapng
 
-    with _output(args.output, binary=True) as fh:
+    with _binary_output(args.output) as fh:
         result = write_pcapng(open_log(), fh)
     note = _note(args)
     print(f"wrote {args.output}: {result['packets']} packets in {len(result['flows'])} TCP conversations", file=note)

@@ -27,18 +27,24 @@ import io
 import os
 import re
 import sys
-from typing import BinaryIO, Callable, Iterable, Iterator, List, Optional, Sequence
+from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Iterable, Iterator, List, Optional, Sequence, Tuple, Type
 
+from .recorder import FORMAT_NAME
+from .recorder import FORMAT_VERSION as READER_VERSION
+
+if TYPE_CHECKING:
+    import zstandard
+
+_loads: Callable[[bytes], Any]
+_DecodeError: Tuple[Type[Exception], ...]
 try:  # the fastest parser measured (see the module docstring)
     import msgspec as _msgspec
     _loads = _msgspec.json.Decoder().decode
-    _DecodeError: tuple = (_msgspec.DecodeError, ValueError)
+    _DecodeError = (_msgspec.DecodeError, ValueError)
 except ImportError:  # pragma: no cover - msgspec is a dependency; keep working without it
     import json as _json
     _loads = _json.loads
     _DecodeError = (ValueError,)
-
-from .recorder import FORMAT_NAME, FORMAT_VERSION as READER_VERSION
 
 __all__ = ["LogError", "LogReader", "read_log", "open_log_file", "rotated_files", "conn_filter",
            "frame_type_filter", "all_of"]
@@ -55,7 +61,7 @@ class LogError(Exception):
     """The file is not a frame log this version can read."""
 
 
-def _zstd_reader(raw: BinaryIO) -> BinaryIO:
+def _zstd_reader(raw: BinaryIO) -> "zstandard.ZstdDecompressionReader":
     try:
         import zstandard
     except ImportError:
@@ -79,12 +85,10 @@ def open_log_file(path: str) -> "tuple[BinaryIO, BinaryIO]":
         peek = raw.read(4)
         raw.seek(0)
     if peek.startswith(_GZIP_MAGIC):
-        stream: BinaryIO = gzip.GzipFile(fileobj=raw, mode="rb")
-    elif peek.startswith(_ZSTD_MAGIC):
-        stream = _zstd_reader(raw)
-    else:
-        stream = raw
-    return io.BufferedReader(stream, 1 << 20) if stream is not raw else stream, raw
+        return io.BufferedReader(gzip.GzipFile(fileobj=raw, mode="rb"), 1 << 20), raw
+    if peek.startswith(_ZSTD_MAGIC):
+        return io.BufferedReader(_zstd_reader(raw), 1 << 20), raw
+    return raw, raw
 
 
 def rotated_files(path: str) -> List[str]:
@@ -179,7 +183,8 @@ class LogReader:
 
     def __iter__(self) -> Iterator[dict]:
         sizes = [_file_size(f) for f in self.files]
-        total = None if any(s is None for s in sizes) else sum(sizes)
+        known = [s for s in sizes if s is not None]
+        total = sum(known) if len(known) == len(sizes) else None
         bar = _Progress(total, self.label, self.progress)
         try:
             for index, path in enumerate(self.files):

@@ -338,7 +338,7 @@ class LivePrinter(ThreadedSink):
                                  verbosity=verbosity, hexdump_limit=hexdump_limit)
         self._broken = False
         self.record_wire = verbosity >= 2
-        from ..web.facts import FactsCollector   # fingerprints and stalls, printed at the end
+        from ..web.facts import FactsCollector  # fingerprints and stalls, printed at the end
         self.facts = FactsCollector()
         super().__init__(filter_conn=filter_conn, filter_stream=filter_stream, filter_types=filter_types,
                          thread_name="h2proxy-printer", max_header_list_size=max_header_list_size)
