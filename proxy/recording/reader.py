@@ -14,7 +14,10 @@ handed on and dropped. The reader also:
 - checks the header (format name, version);
 - skips lines a caller's ``line_filter`` rejects before parsing them (cheap
   byte tests that let ``log text --conn 3`` pass over most of a log);
-- shows a progress bar (tqdm) on standard error when that is a terminal.
+- shows a progress bar (tqdm) on standard error when that is a terminal;
+- with ``printable=True``, yields records whose every string is safe to print
+  (:func:`proxy.printable.printable_record`), copying only the records of lines
+  that have something to escape (most lines have nothing: a cheap byte test).
 
 JSON is parsed with msgspec: measured on a 170 MB log of 1 KiB responses it
 parses 284 MB/s, orjson 189 MB/s, the standard library's json 82 MB/s (the
@@ -29,6 +32,7 @@ import re
 import sys
 from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Iterable, Iterator, List, Optional, Sequence, Tuple, Type
 
+from ..printable import plain_json_line, printable_record
 from .recorder import FORMAT_NAME
 from .recorder import FORMAT_VERSION as READER_VERSION
 
@@ -162,7 +166,7 @@ class LogReader:
 
     def __init__(self, paths, *, warn: Optional[Callable[[str], None]] = None,
                  line_filter: Optional[Callable[[bytes], bool]] = None, progress: Optional[bool] = None,
-                 label: str = "reading") -> None:
+                 label: str = "reading", printable: bool = False) -> None:
         if isinstance(paths, (str, os.PathLike)):
             paths = [paths]
         files: List[str] = []
@@ -176,6 +180,8 @@ class LogReader:
         self.line_filter = line_filter
         self.progress = progress
         self.label = label
+        #: Whether every string of the records yielded is made printable (control characters escaped).
+        self.printable = printable
         #: Records yielded so far.
         self.records = 0
         #: Whether the log (its last file) ended with a ``truncated`` record.
@@ -198,6 +204,7 @@ class LogReader:
         stream, raw = open_log_file(path)
         loads = _loads
         line_filter = self.line_filter
+        escape = self.printable
         bad = 0
         first = True
         seen_pos = 0
@@ -246,6 +253,8 @@ class LogReader:
                 self.records += 1
                 if kind == "truncated":
                     self.truncated = True
+                if escape and not plain_json_line(line):
+                    rec = printable_record(rec)
                 yield rec
             if bad > 3:
                 self.warn(f"{path}: {bad} lines in all were skipped")

@@ -162,6 +162,18 @@ class _LegStreams:
         return True
 
 
+class _Way:
+    """One (leg, direction) of a connection: its counters in ``legs``, who writes on it, and the names of
+    its per-stream counters (made once, not for every frame)."""
+
+    __slots__ = ("slot", "side", "frames", "bytes", "data")
+
+    def __init__(self, slot: dict, side: str, d: object) -> None:
+        self.slot = slot
+        self.side = side
+        self.frames, self.bytes, self.data = f"frames_{d}", f"bytes_{d}", f"data_{d}"
+
+
 class _ConnStats:
     """What one connection of the log has shown so far; fed record by record."""
 
@@ -175,6 +187,7 @@ class _ConnStats:
         self.first_ts = None
         self.last_ts = None
         self.legs: Dict[str, dict] = {}
+        self._ways: Dict[Tuple[object, object], _Way] = {}
         self.settings: Dict[str, dict] = {}
         self.resets: List[dict] = []
         self.goaways: List[dict] = []
@@ -231,12 +244,14 @@ class _ConnStats:
         """A record of bytes on the wire (a frame, the preface, raw bytes): counted on its (leg, direction)."""
         leg: Optional[str] = rec.get("leg")
         d: Optional[str] = rec.get("dir")
-        key = f"{leg} {d}"
+        way = self._ways.get((leg, d))
+        if way is None:
+            key = f"{leg} {d}"
+            slot = self.legs.setdefault(key, {"frames": 0, "bytes": 0, "types": {}, "raw_records": 0})
+            way = self._ways[(leg, d)] = _Way(slot, SIDE_NAMES.get((leg or "", d or ""), key), d)
         wire = rec.get("wire")
         size = _wire_size(wire) if wire else (rec.get("length") or 0) + (9 if kind == "frame" else 0)
-        slot = self.legs.get(key)
-        if slot is None:
-            slot = self.legs[key] = {"frames": 0, "bytes": 0, "types": {}, "raw_records": 0}
+        slot = way.slot
         slot["bytes"] += size
         if kind != "frame":
             if kind == "raw":
@@ -247,14 +262,13 @@ class _ConnStats:
         types = slot["types"]
         types[ftype] = types.get(ftype, 0) + 1
         f = rec.get("fields") or {}
-        side = SIDE_NAMES.get((leg or "", d or ""), key)
         if ftype in ("SETTINGS", "RST_STREAM", "GOAWAY", "PING"):
-            self._add_control(rec, ftype, f, leg, d, side, ts)
+            self._add_control(rec, ftype, f, leg, d, way.side, ts)
         sid = rec.get("stream") or 0
         if sid and leg is not None:
             streams = self.streams.get(leg)
             if streams is not None:
-                self._add_stream_frame(rec, ftype, f, leg, d, side, sid, size, ts, streams, spool)
+                self._add_stream_frame(rec, ftype, f, leg, d, way, sid, size, ts, streams, spool)
 
     def _add_control(self, rec: dict, ftype: str, f: dict, leg: Optional[str], d: Optional[str], side: str,
                      ts: Optional[float]) -> None:
@@ -282,7 +296,7 @@ class _ConnStats:
                                    "rtt_ms": _ms(ping.get("ts"), ts), "seq": ping.get("seq"),
                                    "ack_seq": rec.get("seq")})
 
-    def _add_stream_frame(self, rec: dict, ftype: Optional[str], f: dict, leg: str, d: Optional[str], side: str,
+    def _add_stream_frame(self, rec: dict, ftype: Optional[str], f: dict, leg: str, d: Optional[str], way: _Way,
                           sid: int, size: int, ts: Optional[float], streams: Dict[int, dict],
                           spool: _StreamSpool) -> None:
         """A frame of stream ``sid``: counted on the stream, its request and status noted; a stream both
@@ -292,15 +306,16 @@ class _ConnStats:
             st = streams[sid] = _new_stream(ts)
         frames = st["frames"]
         frames[ftype] = frames.get(ftype, 0) + 1
-        st[f"frames_{d}"] = st.get(f"frames_{d}", 0) + 1
-        st[f"bytes_{d}"] = st.get(f"bytes_{d}", 0) + size
+        st[way.frames] = st.get(way.frames, 0) + 1
+        st[way.bytes] = st.get(way.bytes, 0) + size
         if ts is not None:
             st["end"] = ts
         if ftype == "DATA":
-            st["data_bytes"] += f.get("data_length") or 0
-            st[f"data_{d}"] = st.get(f"data_{d}", 0) + (f.get("data_length") or 0)
+            n = f.get("data_length") or 0
+            st["data_bytes"] += n
+            st[way.data] = st.get(way.data, 0) + n
         elif ftype == "RST_STREAM":
-            st["reset"] = {"by": side, "code": f.get("error")}
+            st["reset"] = {"by": way.side, "code": f.get("error")}
         target: Optional[dict] = st
         if ftype == "PUSH_PROMISE" or (ftype == "CONTINUATION" and (leg, d) in self.promising):
             target = self._promised(rec, leg, d, f, streams, ts)
