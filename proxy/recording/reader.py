@@ -11,6 +11,10 @@ handed on and dropped. The reader also:
   ``connection_state`` records that open each later file repeat what the
   earlier files said and are dropped;
 - skips lines that are not JSON (a log cut short mid-line) with a warning;
+- stops with a :class:`LogError` naming the line, the field and its value when a
+  record's field the converters rely on has the wrong type (a ``leg`` that is a
+  list, a ``ts`` that is text): every converter gets records it can use as they
+  are, and bad input gets one clear line, not a traceback from deep inside one;
 - checks the header (format name, version);
 - skips lines a caller's ``line_filter`` rejects before parsing them (cheap
   byte tests that let ``log text --conn 3`` pass over most of a log);
@@ -32,7 +36,7 @@ import re
 import sys
 from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Iterable, Iterator, List, Optional, Sequence, Tuple, Type
 
-from ..printable import plain_json_line, printable_record
+from ..printable import plain_json_line, printable, printable_record
 from .recorder import FORMAT_NAME
 from .recorder import FORMAT_VERSION as READER_VERSION
 
@@ -50,7 +54,7 @@ except ImportError:  # pragma: no cover - msgspec is a dependency; keep working 
     _loads = _json.loads
     _DecodeError = (ValueError,)
 
-__all__ = ["LogError", "LogReader", "read_log", "open_log_file", "rotated_files", "conn_filter",
+__all__ = ["LogError", "LogReader", "field_problem", "read_log", "open_log_file", "rotated_files", "conn_filter",
            "frame_type_filter", "all_of"]
 
 _GZIP_MAGIC = b"\x1f\x8b"
@@ -63,6 +67,34 @@ _RESTATED = ("header", "connection_state")
 
 class LogError(Exception):
     """The file is not a frame log this version can read."""
+
+
+#: The fields of a record the converters use as keys, in arithmetic or as containers: the types each may
+#: have (docs/frame-log.md) when present and not null, and how to say it.
+_FIELD_TYPES: Tuple[Tuple[str, Tuple[type, ...], str], ...] = (
+    ("record", (str,), "a string"), ("conn", (int,), "an integer"), ("leg", (str,), "a string"),
+    ("dir", (str,), "a string"), ("type", (str,), "a string"), ("stream", (int,), "an integer"),
+    ("seq", (int,), "an integer"), ("ts", (float, int), "a number"), ("length", (int,), "an integer"),
+    ("flags", (int,), "an integer"), ("type_byte", (int,), "an integer"), ("wire", (str,), "a string"),
+    ("fields", (dict,), "an object"), ("headers", (list,), "a list"),
+)
+_JSON_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "a boolean", list: "a list",
+               dict: "an object"}
+
+
+def field_problem(rec: dict) -> Optional[str]:
+    """What is wrong with a record's fields (the first field of :data:`_FIELD_TYPES` with the wrong type),
+    or None. (``type(value) in types``: a boolean is no integer here, whatever Python says.)"""
+    get = rec.get
+    for name, types, what in _FIELD_TYPES:
+        value = get(name)
+        if value is not None and type(value) not in types:
+            shown = repr(value)
+            if len(shown) > 60:
+                shown = shown[:57] + "..."
+            return f"field {name!r} is {shown} ({_JSON_NAMES.get(type(value), type(value).__name__)}), " \
+                   f"not {what}"
+    return None
 
 
 def _zstd_reader(raw: BinaryIO) -> "zstandard.ZstdDecompressionReader":
@@ -247,6 +279,11 @@ class LogReader:
                             if bad <= 3:
                                 self.warn(f"{path}:{n}: not a JSON record, skipped")
                         continue
+                problem = field_problem(rec)
+                if problem is not None:
+                    kind = rec.get("record")
+                    what = f"the {kind} record" if type(kind) is str else "the record"
+                    raise LogError(printable(f"{path}:{n}: {what}: {problem}"))
                 kind = rec.get("record")
                 if index and kind in _RESTATED:
                     continue
