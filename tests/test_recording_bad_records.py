@@ -84,3 +84,16 @@ def test_each_field_of_the_wrong_type_is_named_with_its_value(good_lines, tmp_pa
     proc = _run(["stats", str(path)], tmp_path)
     _assert_one_clear_line(proc, path, lineno, field, shown)
     assert "\x1b" not in proc.stderr
+
+
+@pytest.mark.parametrize("head", [b'{"log": "x', b"[1]", b"\xff\xfe"])
+def test_a_journal_whose_header_is_cut_or_not_an_object_is_one_clear_line(tmp_path, head):
+    import struct
+
+    from proxy.recording.journal import JOURNAL_MAGIC
+    journal = tmp_path / "frames.jsonl.journal"
+    journal.write_bytes(JOURNAL_MAGIC + struct.pack(">I", 500 if head.startswith(b"{") else len(head)) + head)
+    proc = _run(["convert", str(journal), "-o", str(tmp_path / "out.jsonl"), "--keep"], tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines() == [f"h2proxy: {journal}: the journal's header is cut short or is not "
+                                                f"a JSON object"]
