@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-__all__ = ["printable", "printable_record"]
+__all__ = ["printable", "printable_record", "plain_json_line"]
 
 # C0 controls, DEL, C1 controls, bidi embeddings/overrides/isolates, surrogates (undecodable bytes).
 _UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
@@ -42,3 +42,16 @@ def printable_record(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [printable_record(v) for v in value]
     return value
+
+
+def plain_json_line(line: bytes) -> bool:
+    """Whether nothing a JSON line decodes to needs :func:`printable`: then :func:`printable_record` of its
+    record would be an equal copy, and a reader of a large log can skip making it.
+
+    The test is on the bytes, a few C scans: ASCII only (no C1 control, bidi control or undecodable byte
+    can be written raw), no backslash (no escape sequence, so no ``\\u001b`` either) and no DEL (the one
+    ASCII control JSON lets through raw). Raw C0 controls are not looked for: a strict JSON parser (msgspec,
+    the standard library's ``json``) refuses them inside strings, and between tokens only whitespace is
+    allowed, which ends up in no string.
+    """
+    return line.isascii() and b"\\" not in line and b"\x7f" not in line

@@ -116,6 +116,12 @@ def test_a_stopped_converter_ends_the_log_with_a_truncated_record(tmp_path):
     sink = ProcessRecorder(log, detach=True)
     simulate(sink, [("GET", "/size/2000", [], b"")] * 200, t0=1_700_000_000.0)
     sink.flush()
+    # The converter has its SIGTERM handler once it writes the log (a signal during its start-up would
+    # kill it outright): wait for the first lines.
+    deadline = time.monotonic() + 60
+    while os.path.getsize(log) == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert os.path.getsize(log) > 0, "the converter wrote nothing"
     os.kill(sink._converter.pid, signal.SIGSTOP)      # hold it still, then stop it with work left
     sink.close()
     journal = log + ".journal"

@@ -20,9 +20,9 @@ __all__ = ["template_lines", "write_big_log"]
 def template_lines(requests: int = 2000, large_every: int = 50) -> List[bytes]:
     """The record lines (no header) of one simulated connection with ``requests`` GETs (conn id 1)."""
     from .recorder import JsonlRecorder
-    from .simulate import simulate
+    from .simulate import Request, simulate
 
-    reqs = [("GET", f"/size/{70000 if i % large_every == large_every - 1 else 1024}", [], b"")
+    reqs: List[Request] = [("GET", f"/size/{70000 if i % large_every == large_every - 1 else 1024}", [], b"")
             for i in range(requests)]
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "one.jsonl")

@@ -12,7 +12,7 @@ import struct
 from typing import Dict, List, Optional, Tuple
 
 from framecodec.frame import Frame
-from framecodec.hpack import OversizedHeaderListError
+from framecodec.hpack import Decoder, OversizedHeaderListError
 
 #: Frame type byte -> name (RFC 9113 section 6, ALTSVC from RFC 7838).
 FRAME_NAMES: Dict[int, str] = {
@@ -209,17 +209,16 @@ class HpackState:
     """
 
     def __init__(self, max_header_list_size: Optional[int] = None) -> None:
-        self._decoders: Dict[tuple, object] = {}
+        self._decoders: Dict[tuple, Decoder] = {}
         self._pending: Dict[tuple, list] = {}
         self._broken: set = set()
         self.max_header_list_size = max_header_list_size
         #: Keys whose last block went past max_header_list_size (taken by the sink for its violation record).
         self.over_limit: List[tuple] = []
 
-    def _decoder(self, key):
+    def _decoder(self, key: tuple) -> Decoder:
         dec = self._decoders.get(key)
         if dec is None:
-            from framecodec.hpack import Decoder
             dec = Decoder()
             # A passive observer must accept whatever table size the peers agreed on.
             dec.max_allowed_table_size = 1 << 32

@@ -211,7 +211,16 @@ def convert(journal: str, log_path: Optional[str] = None, *, writer_pid: Optiona
         say(f"{journal}: not an h2proxy recording journal")
         return 2
     size = src.read(4)
-    head = json.loads(src.read(_LENGTH.unpack(size)[0])) if size else {}
+    head: object = {}
+    if size:
+        body = src.read(_LENGTH.unpack(size)[0])
+        try:
+            head = json.loads(body) if body is not None else None
+        except ValueError:
+            head = None
+    if not isinstance(head, dict):
+        say(f"{journal}: the journal's header is cut short or is not a JSON object")
+        return 2
     path = log_path or head.get("log")
     options = head.get("options") or {}
     stopped = []

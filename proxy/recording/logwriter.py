@@ -18,7 +18,10 @@ from __future__ import annotations
 import gzip
 import os
 import re
-from typing import BinaryIO, Callable, Iterable, List, Optional
+from typing import TYPE_CHECKING, Callable, Iterable, List, Optional, Protocol, Union
+
+if TYPE_CHECKING:
+    import zstandard
 
 __all__ = ["LogFileWriter", "numbered_path", "parse_size"]
 
@@ -47,41 +50,47 @@ def numbered_path(path: str, n: int) -> str:
     return os.path.join(head, f"{name}-{n:06d}{dot}{ext}")
 
 
+class _Sink(Protocol):
+    """What a log file is written through: whole lines in, a flush that leaves them readable."""
+
+    def write(self, data: bytes) -> None: ...
+
+    def flush(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
 class _Compressed:
     """A compressing writer over a raw file, with a flush that ends a block."""
 
     def __init__(self, path: str) -> None:
         self.raw = open(path, "wb")
+        self._out: "gzip.GzipFile | zstandard.ZstdCompressionWriter"
         if path.endswith(".zst"):
             try:
                 import zstandard
             except ImportError:
                 self.raw.close()
                 raise ValueError("a .zst log needs the 'zstandard' package") from None
-            self._z = zstandard.ZstdCompressor(level=3).stream_writer(self.raw, closefd=False)
-            self._flush_mode = zstandard.FLUSH_BLOCK
-            self._gz = None
+            z = zstandard.ZstdCompressor(level=3).stream_writer(self.raw, closefd=False)
+            block = zstandard.FLUSH_BLOCK
+            self._out = z
+            self._end_block: Callable[[], object] = lambda: z.flush(block)
         else:
-            self._gz = gzip.GzipFile(fileobj=self.raw, mode="wb", compresslevel=1,
-                                     filename=os.path.basename(path)[:-3])
-            self._z = None
+            gz = gzip.GzipFile(fileobj=self.raw, mode="wb", compresslevel=1, filename=os.path.basename(path)[:-3])
+            self._out = gz
+            self._end_block = gz.flush      # Z_SYNC_FLUSH
 
     def write(self, data: bytes) -> None:
-        (self._gz or self._z).write(data)
+        self._out.write(data)
 
     def flush(self) -> None:
-        if self._gz is not None:
-            self._gz.flush()
-        else:
-            self._z.flush(self._flush_mode)
+        self._end_block()
         self.raw.flush()
 
     def close(self) -> None:
         try:
-            if self._gz is not None:
-                self._gz.close()
-            else:
-                self._z.close()
+            self._out.close()
         finally:
             self.raw.close()
 
@@ -120,7 +129,7 @@ class _LineFile:
             os.close(self._fd)
 
 
-def _open(path: str):
+def _open(path: str) -> _Sink:
     if path.endswith(".gz") or path.endswith(".zst"):
         return _Compressed(path)
     return _LineFile(path)
@@ -141,7 +150,7 @@ class LogFileWriter:
         #: JSON bytes written, all files together, and in the current file.
         self.written = 0
         self.file_written = 0
-        self._fh: Optional[BinaryIO] = None
+        self._fh: Optional[_Sink] = None
         #: The opening lines of the next file, taken when the current one filled up.
         self._pending: Optional[List[str]] = None
         self._next_file()
@@ -150,25 +159,26 @@ class LogFileWriter:
     def current(self) -> str:
         return self.files[-1]
 
-    def _next_file(self) -> None:
+    def _next_file(self) -> _Sink:
         self.part += 1
         path = numbered_path(self.path, self.part) if self.rotate else self.path
-        self._fh = _open(path)
+        fh = self._fh = _open(path)
         self.files.append(path)
         self.file_written = 0
         opening = self._pending if self._pending is not None else \
             (self._opening(self.part) if self._opening is not None else ())
         self._pending = None
         for line in opening:
-            self._put(line)
+            self._put(fh, line)
+        return fh
 
-    def _put(self, line) -> None:
+    def _put(self, fh: _Sink, line: Union[str, bytes]) -> None:
         data = (line if isinstance(line, bytes) else line.encode("utf-8")) + b"\n"
-        self._fh.write(data)
+        fh.write(data)
         self.written += len(data)
         self.file_written += len(data)
 
-    def write(self, line) -> None:
+    def write(self, line: Union[str, bytes]) -> None:
         """One record's line (str or UTF-8 bytes, without its newline).
 
         When the line fills the file, the file is closed and the opening lines
@@ -176,11 +186,10 @@ class LogFileWriter:
         this record); the next file is opened by the next line, so a log never
         ends with a file holding no record.
         """
-        if self._fh is None:
-            self._next_file()
-        self._put(line)
+        fh = self._fh if self._fh is not None else self._next_file()
+        self._put(fh, line)
         if self.rotate and self.file_written >= self.rotate:
-            self._fh.close()
+            fh.close()
             self._fh = None
             self._pending = list(self._opening(self.part + 1)) if self._opening is not None else []
 

@@ -35,11 +35,14 @@ import struct
 import subprocess
 import sys
 import time
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 from .journal import journal_path, write_journal_header, writer_main
 from .logwriter import numbered_path
 from .recorder import JsonlRecorder, ThreadedSink, _live_sinks
+
+if TYPE_CHECKING:
+    from .ring import FlightRecorder
 
 #: Each batch on the pipe: its length (4 bytes, big-endian), then the pickled list of events. 0 ends.
 _LENGTH = struct.Struct(">I")
@@ -86,6 +89,7 @@ def _child_main(reader, path: str, options: dict) -> None:
     os.set_blocking(fd, True)
     ring = options.pop("ring", None)
     after = options.pop("ring_after", 1.0)
+    rec: "FlightRecorder | JsonlRecorder"
     if ring:
         from .ring import FlightRecorder
         rec = FlightRecorder(path, ring, after=after, max_header_list_size=options.get("max_header_list_size"),
@@ -154,8 +158,9 @@ class ProcessRecorder(ThreadedSink):
         if grpc is not None:
             # Decoded where the records are built (the ring's process, or the converter), like everything
             # else; as a dict, which the journal's JSON header carries.
-            options["grpc"] = dataclasses.asdict(grpc) if dataclasses.is_dataclass(grpc) else dict(grpc)
-        self._signal_loop = None
+            options["grpc"] = (dataclasses.asdict(grpc) if dataclasses.is_dataclass(grpc) and not isinstance(grpc, type)
+                               else dict(grpc))
+        self._signal_loop: Optional[asyncio.AbstractEventLoop] = None
         #: The process that writes the log from the journal (None with a ring: that is written in the child).
         self._converter: Optional[subprocess.Popen] = None
         self.journal: Optional[str] = None
@@ -299,12 +304,14 @@ class ProcessRecorder(ThreadedSink):
         self._watching = True
 
     def _unwatch(self) -> None:
+        loop = self._loop
         if self._watching:
             self._watching = False
-            try:
-                self._loop.remove_writer(self._fd)
-            except Exception:
-                pass
+            if loop is not None:            # (set by _watch, with _watching)
+                try:
+                    loop.remove_writer(self._fd)
+                except Exception:
+                    pass
 
     def _drain(self) -> None:
         unsent = self._unsent
@@ -413,7 +420,7 @@ class ProcessRecorder(ThreadedSink):
             conv.wait()
         elif conv is not None and conv.poll() is None:
             try:
-                left = os.path.getsize(self.journal)
+                left = os.path.getsize(self.journal) if self.journal is not None else 0
             except OSError:
                 left = 0
             if left > (16 << 20):

@@ -336,7 +336,9 @@ class ThreadedSink(FrameSink):
         """A block went past max_header_list_size while decoding it for the log: say who sent it."""
         for event in header_list_violations(self._hpack, item):
             try:
-                self.emit(self._build(event))
+                rec = self._build(event)
+                if rec is not None:
+                    self.emit(rec)
             except Exception as exc:
                 self._emit_failed(exc)
 
@@ -426,9 +428,10 @@ class ThreadedSink(FrameSink):
         """Wait until everything queued so far has been written; False on timeout."""
         target = self._enqueued
         deadline = time.monotonic() + timeout
+        thread = self._thread           # (None: a subclass without a thread writes and flushes itself)
         self._wake.set()
         with self._done:
-            while self._processed < target and self._thread.is_alive():
+            while self._processed < target and thread is not None and thread.is_alive():
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return False
@@ -443,8 +446,9 @@ class ThreadedSink(FrameSink):
         self._halted = True          # events after close() are ignored
         self._stop = True
         self._wake.set()
-        if self._thread.is_alive() and threading.current_thread() is not self._thread:
-            self._thread.join(self.close_timeout)
+        thread = self._thread
+        if thread is not None and thread.is_alive() and threading.current_thread() is not thread:
+            thread.join(self.close_timeout)
         _live_sinks.discard(self)
         self.finish()
 

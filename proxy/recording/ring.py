@@ -31,10 +31,10 @@ import os
 import re
 import sys
 import time
-from typing import Deque, Optional
+from typing import Deque, Dict, List, Optional, Tuple
 
-from .decode import HpackState, decode_fields, parse_header
 from ..core.limits import Limits
+from .decode import HpackState, decode_fields, parse_header
 from .recorder import JsonlRecorder, dumps, expand_forwarded, header_list_violations
 
 __all__ = ["FlightRecorder", "dump_path", "EVENT_COST"]
@@ -54,19 +54,17 @@ def dump_path(path: str, n: int) -> str:
     return os.path.join(head, f"{name}-dump-{n:04d}{dot}{ext}")
 
 
-class _DecodedOnly:
-    """Stands for the HPACK state of a dump's writer: the ring already decoded every block, in order."""
+class _DecodedOnly(HpackState):
+    """The HPACK state of a dump's writer: decodes nothing, the ring already decoded every block, in order.
 
-    #: (The ring itself reports a block over max_header_list_size, as a violation event.)
-    over_limit = ()
+    (The ring itself reports a block over max_header_list_size, as a violation event: ``over_limit``
+    stays empty here.)
+    """
 
-    def feed(self, key, fragment, end_headers):
+    def feed(self, key: tuple, fragment: bytes, end_headers: bool) -> Tuple[Optional[List[List[str]]], Optional[str]]:
         return None, None
 
-    def forget(self, conn) -> None:
-        pass
-
-    def tables(self, conn) -> dict:
+    def tables(self, conn: object) -> Dict[str, dict]:
         return {}
 
 
@@ -194,6 +192,8 @@ class FlightRecorder:
 
     def _finish_dump(self) -> None:
         dump, self._dump = self._dump, None
+        if dump is None:
+            return
         try:
             dump.close()
         except Exception as exc:

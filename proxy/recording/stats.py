@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import collections
 import marshal
-from typing import Dict, Iterable, Iterator, List, Optional, Tuple
+from typing import TYPE_CHECKING, Dict, Iterable, Iterator, List, Optional, Tuple
 
 from ..grpc.stats import MethodStats, format_methods
 from ..web.facts import ConnFacts, format_facts
+
+if TYPE_CHECKING:
+    import sqlite3
 
 __all__ = ["compute_stats", "format_stats", "format_connection", "format_end", "format_total", "StatsBuilder",
            "SIDE_NAMES"]
@@ -46,7 +49,7 @@ class _StreamSpool:
     """
 
     def __init__(self) -> None:
-        self._db = None
+        self._db: Optional[sqlite3.Connection] = None
         self._rows: list = []
 
     def put(self, conn, leg: str, sid: int, st: dict) -> None:
@@ -57,15 +60,16 @@ class _StreamSpool:
     def _flush(self) -> None:
         if not self._rows:
             return
-        if self._db is None:
+        db = self._db
+        if db is None:
             import sqlite3
             # "": a private temporary database on disk, deleted when closed.
-            self._db = sqlite3.connect("")
-            self._db.execute("PRAGMA journal_mode=OFF")
-            self._db.execute("PRAGMA synchronous=OFF")
-            self._db.execute("CREATE TABLE s (n INTEGER PRIMARY KEY, conn, leg TEXT, sid INTEGER, data BLOB)")
-            self._db.execute("CREATE INDEX s_key ON s (conn, leg, sid, n)")
-        self._db.executemany("INSERT INTO s (conn, leg, sid, data) VALUES (?, ?, ?, ?)", self._rows)
+            db = self._db = sqlite3.connect("")
+            db.execute("PRAGMA journal_mode=OFF")
+            db.execute("PRAGMA synchronous=OFF")
+            db.execute("CREATE TABLE s (n INTEGER PRIMARY KEY, conn, leg TEXT, sid INTEGER, data BLOB)")
+            db.execute("CREATE INDEX s_key ON s (conn, leg, sid, n)")
+        db.executemany("INSERT INTO s (conn, leg, sid, data) VALUES (?, ?, ?, ?)", self._rows)
         self._rows = []
 
     def legs(self, conn) -> List[str]:
@@ -81,10 +85,11 @@ class _StreamSpool:
         if self._db is None:
             return
         cur = self._db.execute("SELECT sid, data FROM s WHERE conn = ? AND leg = ? ORDER BY sid, n", (conn, leg))
-        last_sid, acc = None, None
+        last_sid: Optional[int] = None
+        acc: Optional[dict] = None
         for sid, data in cur:
             st = marshal.loads(data)
-            if sid == last_sid:
+            if acc is not None and sid == last_sid:
                 _merge_stream(acc, st)
                 continue
             if acc is not None:
@@ -129,6 +134,18 @@ def _finish_stream(st: dict) -> dict:
     return st
 
 
+def _note_request(st: dict, headers: list) -> None:
+    """The method, path and final status a header block gives its stream (the first of each request
+    field, the last non-informational status)."""
+    for name, value in headers:
+        if name == ":method" and st["method"] is None:
+            st["method"] = value
+        elif name == ":path" and st["path"] is None:
+            st["path"] = value
+        elif name == ":status" and not str(value).startswith("1"):
+            st["status"] = value
+
+
 class _LegStreams:
     """The streams of one leg of a written-out connection, read from the spool each time they are iterated."""
 
@@ -145,17 +162,32 @@ class _LegStreams:
         return True
 
 
+class _Way:
+    """One (leg, direction) of a connection: its counters in ``legs``, who writes on it, and the names of
+    its per-stream counters (made once, not for every frame)."""
+
+    __slots__ = ("slot", "side", "frames", "bytes", "data")
+
+    def __init__(self, slot: dict, side: str, d: object) -> None:
+        self.slot = slot
+        self.side = side
+        self.frames, self.bytes, self.data = f"frames_{d}", f"bytes_{d}", f"data_{d}"
+
+
 class _ConnStats:
     """What one connection of the log has shown so far; fed record by record."""
 
-    def __init__(self, conn) -> None:
+    def __init__(self, conn: object, key: Tuple[int, object]) -> None:
         self.conn = conn
+        #: (order of first appearance, conn): the connection's place in :class:`StatsBuilder`'s output.
+        self.key = key
         self.opened: Optional[dict] = None
         self.closed: Optional[dict] = None
         self.info: dict = {}
         self.first_ts = None
         self.last_ts = None
         self.legs: Dict[str, dict] = {}
+        self._ways: Dict[Tuple[object, object], _Way] = {}
         self.settings: Dict[str, dict] = {}
         self.resets: List[dict] = []
         self.goaways: List[dict] = []
@@ -183,104 +215,124 @@ class _ConnStats:
                 self.last_ts = ts
         if kind == "frame" or kind == "violation" or kind == "connection_closed":
             self.facts.feed(rec)
-        if kind not in ("preface", "frame", "raw"):
-            if kind == "connection_opened":
-                self.opened = rec
-                if isinstance(rec.get("info"), dict):
-                    self.info.update(rec["info"])
-            elif kind == "connection_state":
-                if self.opened is None:
-                    self.opened = {"ts": rec.get("opened_ts"), "info": rec.get("info")}
-                if isinstance(rec.get("info"), dict):
-                    self.info.update(rec["info"])
-            elif kind == "connection_closed":
-                self.closed = rec
-                if isinstance(rec.get("info"), dict):
-                    self.info.update(rec["info"])
-            elif kind == "violation":
-                self.violations += 1
-            elif kind == "error":
-                self.errors += 1
+        if kind in ("preface", "frame", "raw"):
+            self._add_bytes(rec, kind, ts, spool)
+        else:
+            self._add_event(rec, kind)
+
+    def _add_event(self, rec: dict, kind: Optional[str]) -> None:
+        """A record about the connection, not bytes of it."""
+        if kind == "connection_opened":
+            self.opened = rec
+        elif kind == "connection_state":
+            if self.opened is None:
+                self.opened = {"ts": rec.get("opened_ts"), "info": rec.get("info")}
+        elif kind == "connection_closed":
+            self.closed = rec
+        elif kind == "violation":
+            self.violations += 1
             return
-        leg, d = rec.get("leg"), rec.get("dir")
-        key = f"{leg} {d}"
+        elif kind == "error":
+            self.errors += 1
+            return
+        else:
+            return
+        if isinstance(rec.get("info"), dict):
+            self.info.update(rec["info"])
+
+    def _add_bytes(self, rec: dict, kind: str, ts: Optional[float], spool: _StreamSpool) -> None:
+        """A record of bytes on the wire (a frame, the preface, raw bytes): counted on its (leg, direction)."""
+        leg: Optional[str] = rec.get("leg")
+        d: Optional[str] = rec.get("dir")
+        way = self._ways.get((leg, d))
+        if way is None:
+            key = f"{leg} {d}"
+            slot = self.legs.setdefault(key, {"frames": 0, "bytes": 0, "types": {}, "raw_records": 0})
+            way = self._ways[(leg, d)] = _Way(slot, SIDE_NAMES.get((leg or "", d or ""), key), d)
         wire = rec.get("wire")
         size = _wire_size(wire) if wire else (rec.get("length") or 0) + (9 if kind == "frame" else 0)
-        slot = self.legs.get(key)
-        if slot is None:
-            slot = self.legs[key] = {"frames": 0, "bytes": 0, "types": {}, "raw_records": 0}
+        slot = way.slot
         slot["bytes"] += size
         if kind != "frame":
             if kind == "raw":
                 slot["raw_records"] += 1
             return
-        ftype = rec.get("type")
+        ftype: Optional[str] = rec.get("type")
         slot["frames"] += 1
         types = slot["types"]
         types[ftype] = types.get(ftype, 0) + 1
         f = rec.get("fields") or {}
+        if ftype in ("SETTINGS", "RST_STREAM", "GOAWAY", "PING"):
+            self._add_control(rec, ftype, f, leg, d, way.side, ts)
         sid = rec.get("stream") or 0
-        side = SIDE_NAMES.get((leg, d), key)
-        if ftype == "SETTINGS" and not f.get("ack") and "settings" in f:
-            merged = self.settings.setdefault(side, {})
-            for name, value in f["settings"]:
-                merged[str(name)] = value
+        if sid and leg is not None:
+            streams = self.streams.get(leg)
+            if streams is not None:
+                self._add_stream_frame(rec, ftype, f, leg, d, way, sid, size, ts, streams, spool)
+
+    def _add_control(self, rec: dict, ftype: str, f: dict, leg: Optional[str], d: Optional[str], side: str,
+                     ts: Optional[float]) -> None:
+        """What SETTINGS, RST_STREAM, GOAWAY and PING frames say about the connection."""
+        if ftype == "SETTINGS":
+            if not f.get("ack") and "settings" in f:
+                merged = self.settings.setdefault(side, {})
+                for name, value in f["settings"]:
+                    merged[str(name)] = value
         elif ftype == "RST_STREAM":
-            self.resets.append({"leg": leg, "dir": d, "by": side, "stream": sid, "code": f.get("error"),
-                                "error_code": f.get("error_code"), "ts": ts})
+            self.resets.append({"leg": leg, "dir": d, "by": side, "stream": rec.get("stream") or 0,
+                                "code": f.get("error"), "error_code": f.get("error_code"), "ts": ts})
         elif ftype == "GOAWAY":
             self.goaways.append({"leg": leg, "dir": d, "by": side, "last_stream_id": f.get("last_stream_id"),
                                  "code": f.get("error"), "error_code": f.get("error_code"),
                                  "debug": f.get("debug_data"), "ts": ts})
-        elif ftype == "PING" and "opaque" in f:
+        elif "opaque" in f:                 # PING
             if not f.get("ack"):
                 self.open_pings[(leg, d, f["opaque"])] = {"ts": ts, "seq": rec.get("seq")}
-            else:
-                other = "send" if d == "recv" else "recv"
-                ping = self.open_pings.pop((leg, other, f["opaque"]), None)
-                if ping is not None:
-                    self.pings.append({"leg": leg, "sent_by": SIDE_NAMES.get((leg, other)), "opaque": f["opaque"],
-                                       "rtt_ms": _ms(ping.get("ts"), ts), "seq": ping.get("seq"),
-                                       "ack_seq": rec.get("seq")})
-        streams = self.streams.get(leg)
-        if sid and streams is not None:
-            st = streams.get(sid)
-            if st is None:
-                st = streams[sid] = _new_stream(ts)
-            frames = st["frames"]
-            frames[ftype] = frames.get(ftype, 0) + 1
-            st[f"frames_{d}"] = st.get(f"frames_{d}", 0) + 1
-            st[f"bytes_{d}"] = st.get(f"bytes_{d}", 0) + size
-            if ts is not None:
-                st["end"] = ts
-            if ftype == "DATA":
-                st["data_bytes"] += f.get("data_length") or 0
-                st[f"data_{d}"] = st.get(f"data_{d}", 0) + (f.get("data_length") or 0)
-            if ftype == "RST_STREAM":
-                st["reset"] = {"by": side, "code": f.get("error")}
-            target: Optional[dict] = st
-            if ftype == "PUSH_PROMISE" or (ftype == "CONTINUATION" and (leg, d) in self.promising):
-                target = self._promised(rec, leg, d, f, streams, ts)
-            headers = rec.get("headers")
-            if headers and target is not None:
-                for name, value in headers:
-                    if name == ":method" and target["method"] is None:
-                        target["method"] = value
-                    elif name == ":path" and target["path"] is None:
-                        target["path"] = value
-                    elif name == ":status" and not str(value).startswith("1"):
-                        target["status"] = value
-            # A stream both sides ended (or one reset) is done: off to the spool.
-            done = ftype == "RST_STREAM"
-            if not done and (rec.get("flags") or 0) & 0x01 and ftype in ("DATA", "HEADERS"):
-                ended = self.ended.setdefault((leg, sid), set())
-                ended.add(d)
-                done = len(ended) >= 2
-            if done:
-                self.ended.pop((leg, sid), None)
-                spool.put(self.conn, leg, sid, streams.pop(sid))
+                return
+            other = "send" if d == "recv" else "recv"
+            ping = self.open_pings.pop((leg, other, f["opaque"]), None)
+            if ping is not None:
+                self.pings.append({"leg": leg, "sent_by": SIDE_NAMES.get((leg or "", other)), "opaque": f["opaque"],
+                                   "rtt_ms": _ms(ping.get("ts"), ts), "seq": ping.get("seq"),
+                                   "ack_seq": rec.get("seq")})
 
-    def _promised(self, rec: dict, leg: str, d: str, f: dict, streams: Dict[int, dict], ts) -> Optional[dict]:
+    def _add_stream_frame(self, rec: dict, ftype: Optional[str], f: dict, leg: str, d: Optional[str], way: _Way,
+                          sid: int, size: int, ts: Optional[float], streams: Dict[int, dict],
+                          spool: _StreamSpool) -> None:
+        """A frame of stream ``sid``: counted on the stream, its request and status noted; a stream both
+        sides ended (or one reset) goes to the spool."""
+        st = streams.get(sid)
+        if st is None:
+            st = streams[sid] = _new_stream(ts)
+        frames = st["frames"]
+        frames[ftype] = frames.get(ftype, 0) + 1
+        st[way.frames] = st.get(way.frames, 0) + 1
+        st[way.bytes] = st.get(way.bytes, 0) + size
+        if ts is not None:
+            st["end"] = ts
+        if ftype == "DATA":
+            n = f.get("data_length") or 0
+            st["data_bytes"] += n
+            st[way.data] = st.get(way.data, 0) + n
+        elif ftype == "RST_STREAM":
+            st["reset"] = {"by": way.side, "code": f.get("error")}
+        target: Optional[dict] = st
+        if ftype == "PUSH_PROMISE" or (ftype == "CONTINUATION" and (leg, d) in self.promising):
+            target = self._promised(rec, leg, d, f, streams, ts)
+        headers = rec.get("headers")
+        if headers and target is not None:
+            _note_request(target, headers)
+        done = ftype == "RST_STREAM"
+        if not done and (rec.get("flags") or 0) & 0x01 and ftype in ("DATA", "HEADERS"):
+            ended = self.ended.setdefault((leg, sid), set())
+            ended.add(d)
+            done = len(ended) >= 2
+        if done:
+            self.ended.pop((leg, sid), None)
+            spool.put(self.conn, leg, sid, streams.pop(sid))
+
+    def _promised(self, rec: dict, leg: str, d: Optional[str], f: dict, streams: Dict[int, dict],
+                  ts: Optional[float]) -> Optional[dict]:
         """The stream a PUSH_PROMISE (or the CONTINUATION of its block) promises: its header block is that
         stream's request (RFC 9113 section 8.4), not headers of the stream it came on."""
         if rec.get("type") == "PUSH_PROMISE":
@@ -358,9 +410,8 @@ class StatsBuilder:
             return False
         c = self._open.get(conn)
         if c is None:
-            c = self._open[conn] = _ConnStats(conn)
             self._serial += 1
-            c.key = (self._serial, conn)
+            c = self._open[conn] = _ConnStats(conn, (self._serial, conn))
             self._order[c.key] = None
         c.add(rec, self._spool)
         if kind == "connection_closed":
@@ -382,7 +433,7 @@ class StatsBuilder:
 
     def finish(self) -> Iterator[dict]:
         """Every connection not given yet (open ones as the log left them)."""
-        for conn, c in list(self._open.items()):
+        for c in list(self._open.values()):
             self._order[c.key] = c.summary(self._spool)
         self._open.clear()
         yield from self.ready()
@@ -402,7 +453,8 @@ class StatsBuilder:
 
     def totals(self) -> dict:
         """Frames, bytes, truncation of the whole log, and ``grpc_methods`` when it has gRPC calls."""
-        out = {"total_frames": self.total_frames, "total_bytes": self.total_bytes, "truncated": self.truncated}
+        out: Dict[str, object] = {"total_frames": self.total_frames, "total_bytes": self.total_bytes,
+                                  "truncated": self.truncated}
         grpc = self._grpc.table()
         if grpc:
             out["grpc_methods"] = grpc
@@ -417,7 +469,7 @@ def _materialize(summary: dict) -> dict:
 def compute_stats(records: Iterable[dict]) -> dict:
     """The numbers of a whole log as one dict (in memory: the CLI streams with :class:`StatsBuilder`)."""
     b = StatsBuilder()
-    conns = []
+    conns: List[dict] = []
     try:
         for rec in records:
             b.add(rec)

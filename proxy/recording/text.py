@@ -110,14 +110,17 @@ class Renderer:
 
     # -------------------------------------------------------------- entry point
 
-    def render(self, rec: dict) -> List[str]:
+    def render(self, rec: dict, escaped: bool = False) -> List[str]:
         """The lines for one record; never raises (a record it cannot render gets a line saying so).
 
         Every string of the record is made printable first (control characters escaped): header
         names and values, paths and messages come from the peers and must not reach a terminal raw.
+        ``escaped``: the caller did it already (a :class:`~proxy.recording.reader.LogReader` with
+        ``printable=True``, which skips the copy for the lines that have nothing to escape).
         """
         try:
-            rec = printable_record(rec)
+            if not escaped:
+                rec = printable_record(rec)
             return self._render(rec)
         except Exception as exc:
             try:
@@ -338,7 +341,7 @@ class LivePrinter(ThreadedSink):
                                  verbosity=verbosity, hexdump_limit=hexdump_limit)
         self._broken = False
         self.record_wire = verbosity >= 2
-        from ..web.facts import FactsCollector   # fingerprints and stalls, printed at the end
+        from ..web.facts import FactsCollector  # fingerprints and stalls, printed at the end
         self.facts = FactsCollector()
         super().__init__(filter_conn=filter_conn, filter_stream=filter_stream, filter_types=filter_types,
                          thread_name="h2proxy-printer", max_header_list_size=max_header_list_size)

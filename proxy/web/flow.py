@@ -50,9 +50,11 @@ def side_of(leg: object, d: object) -> Optional[str]:
 
 
 class _StreamWindow:
-    __slots__ = ("window", "ended", "stalled_since", "samples")
+    __slots__ = ("serial", "window", "ended", "stalled_since", "samples")
 
-    def __init__(self, window: int, t: Optional[float], max_samples: int) -> None:
+    def __init__(self, serial: int, window: int, t: Optional[float], max_samples: int) -> None:
+        #: Order of creation among the sender's streams (stalls that end together are told in this order).
+        self.serial = serial
         self.window = window
         self.ended = False
         self.stalled_since: Optional[float] = None
@@ -62,13 +64,18 @@ class _StreamWindow:
 
 
 class _Sender:
-    __slots__ = ("key", "conn_window", "initial", "streams", "samples", "data_bytes")
+    __slots__ = ("key", "conn_window", "initial", "streams", "stalled", "created", "samples", "data_bytes")
 
     def __init__(self, key: SenderKey, max_samples: int) -> None:
         self.key = key
         self.conn_window = DEFAULT_WINDOW
         self.initial = DEFAULT_WINDOW
         self.streams: OrderedDict[int, _StreamWindow] = OrderedDict()
+        #: The streams of ``streams`` stalled now (``stalled_since`` set): a window that grows looks at these
+        #: only, not at every stream the sender has (up to ``max_streams``).
+        self.stalled: dict[int, _StreamWindow] = {}
+        #: Streams created so far (the next one's serial).
+        self.created = 0
         self.samples: deque[Sample] = deque(maxlen=max_samples)
         self.data_bytes = 0
 
@@ -94,15 +101,17 @@ class FlowTracker:
     def _stream(self, s: _Sender, sid: int, t: Optional[float]) -> _StreamWindow:
         w = s.streams.get(sid)
         if w is None:
-            w = s.streams[sid] = _StreamWindow(s.initial, t, self.max_stream_samples)
+            s.created += 1
+            w = s.streams[sid] = _StreamWindow(s.created, s.initial, t, self.max_stream_samples)
             if len(s.streams) > self.max_streams:
-                s.streams.popitem(last=False)
+                s.stalled.pop(s.streams.popitem(last=False)[0], None)
         return w
 
     def _end_stall(self, s: _Sender, sid: int, w: _StreamWindow, t: Optional[float], by: str,
                    keep: bool = True) -> None:
         start = w.stalled_since
         w.stalled_since = None
+        s.stalled.pop(sid, None)
         if start is None or not keep or t is None or t - start < self.threshold:
             return
         self.stalls.append({"side": SIDE_OF[s.key], "leg": s.key[0], "dir": s.key[1], "stream": sid,
@@ -111,10 +120,10 @@ class FlowTracker:
 
     def _check_open(self, s: _Sender, t: Optional[float], by: str) -> None:
         """After a window grew: end the stalls whose window is open again."""
-        if s.conn_window <= 0:
+        if s.conn_window <= 0 or not s.stalled:
             return
-        for sid, w in s.streams.items():
-            if w.stalled_since is not None and w.window > 0:
+        for sid, w in sorted(s.stalled.items(), key=lambda item: item[1].serial):
+            if w.window > 0:
                 self._end_stall(s, sid, w, t, by)
 
     def stop(self, t: Optional[float]) -> None:
@@ -123,6 +132,7 @@ class FlowTracker:
         for s in self.senders.values():
             for w in s.streams.values():
                 w.stalled_since = None
+            s.stalled.clear()
 
     def feed(self, rec: Record) -> None:
         """One frame record (others are ignored)."""
@@ -149,8 +159,9 @@ class FlowTracker:
             if rec.get("flags", 0) & 0x1:
                 w.ended = True
                 self._end_stall(s, sid, w, t, "END_STREAM", keep=n > 0)
-            elif w.stalled_since is None and min(s.conn_window, w.window) <= 0:
+            elif w.stalled_since is None and min(s.conn_window, w.window) <= 0 and t is not None:
                 w.stalled_since = t
+                s.stalled[sid] = w
         elif ftype == "WINDOW_UPDATE":
             # WINDOW_UPDATEs and SETTINGS are about the windows of the sender in the other direction.
             self._window_update(rec, self.senders.get((leg, _OTHER.get(d, ""))), sid, t)
