@@ -296,3 +296,18 @@ def test_a_dropped_block_that_filled_the_table_makes_the_direction_reencoded():
     assert relay.encoders[C2S] is not None
     assert upstream != sent[1] + sent[2]
     assert decoded == [req, req]                                 # and the server still decodes them right
+
+
+def test_a_rule_on_a_path_leaves_connection_frames_alone_and_watches_only_untracked_streams():
+    c = Conn([FaultHook(["rst_stream path=/never/*"])])
+    # Nothing on stream 0 (SETTINGS, PING, WINDOW_UPDATE) meets a hook ...
+    assert all(t not in c.relay.hook_table[d] for d in (C2S, S2C) for t in (0x4, 0x6, 0x8))
+    assert all(e[0] != "faults" for d in (C2S, S2C) for entries in c.relay.hook_table[d].values() for e in entries)
+    # ... the book-keeping watches frames on streams the relay no longer tracks (those a rule reset) ...
+    assert "faults" in [e[0] for e in c.relay.untracked_table[C2S][0]]
+    # ... and no stream that does not match has any entry.
+    (cb, up), (sb, down) = c.exchange(1, "/plain")
+    assert (up, down) == (cb, sb)
+    ping = wire(fc.PingFrame(0, opaque_data=b"12345678"), fc.WindowUpdateFrame(0, window_increment=1000))
+    c.relay.receive(C2S, ping, 0.0)
+    assert out(c.relay, C2S) == ping

@@ -18,7 +18,8 @@ Action = Dict[str, str]
 Actions = List[Action]
 #: One hook method in a per-direction table: (hook name, bound method, whether it takes the header
 #: list, stream condition, screen). The condition is None (every stream), () (only stream 0 and
-#: untracked streams) or a tuple of conditions on the Stream, any of which makes it want the stream;
+#: untracked streams), ``(untracked_only,)`` (only untracked streams; proxy.hooks.interest) or a
+#: tuple of conditions on the Stream, any of which makes it want the stream;
 #: the screen is None or ``screen(relay, d, unit, entries) -> bool``, asked before a frame object is
 #: made (see proxy.hooks.chain.HookChain).
 HookEntry = Tuple[str, Callable[..., Any], bool, Optional[Tuple[Callable[..., bool], ...]],
@@ -59,6 +60,8 @@ class HookRunner(Protocol):
     def table(self) -> List[HookTable]: ...
 
     def conn_table(self) -> List[HookTable]: ...
+
+    def untracked_table(self) -> List[HookTable]: ...
 
     def stream_tables(self, stream: Stream) -> Optional[StreamTables]: ...
 

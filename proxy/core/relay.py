@@ -301,8 +301,10 @@ class Relay:
         self.now = now
         self.started = now
         self.hooks = hooks
-        #: Entries for frames on stream 0 and on streams not tracked (those of every stream).
+        #: Entries for frames on stream 0 (those with no stream condition).
         self.hook_table: List[HookTable] = hooks.conn_table() if hooks is not None else [{}, {}]
+        #: Entries for frames on streams the relay does not track (closed, idle, refused).
+        self.untracked_table: List[HookTable] = hooks.untracked_table() if hooks is not None else [{}, {}]
         self.stream_tables: Optional[Callable[[Stream], Optional[StreamTables]]] = (
             hooks.stream_tables if hooks is not None else None)
         # Stream lifecycle calls cost two calls per stream: made only when some hook has those methods.
@@ -876,7 +878,7 @@ class Relay:
         if self.held_streams[d] and f.length and self._held_past_window(d, s, f.length, sid):
             return
         if s is None:
-            hooks = self.hook_table[d].get(DATA)
+            hooks = (self.hook_table if sid == 0 else self.untracked_table)[d].get(DATA)
         else:
             hooks = s.hooks[d].get(DATA) if s.hooks is not None else None
         if hooks is None:
@@ -1093,7 +1095,7 @@ class Relay:
                 return
         s = unit.stream
         if s is None:
-            hooks = self.hook_table[d].get(t)
+            hooks = (self.hook_table if sid == 0 else self.untracked_table)[d].get(t)
         else:
             hooks = s.hooks[d].get(t) if s.hooks is not None else None
         if hooks is None:
@@ -1418,7 +1420,7 @@ class Relay:
         # (On renumbered pushed streams, _map_ids gives the frame the other leg's stream id.)
         s = self.streams.get(sid) if sid else None
         if s is None:
-            hooks = self.hook_table[d].get(t if t <= ALTSVC else -1)
+            hooks = (self.hook_table if sid == 0 else self.untracked_table)[d].get(t if t <= ALTSVC else -1)
         else:
             hooks = s.hooks[d].get(t if t <= ALTSVC else -1) if s.hooks is not None else None
         if hooks is None:

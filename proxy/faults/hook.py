@@ -37,7 +37,7 @@ from framecodec import frame as fc
 
 from ..core.protocol import ErrorCode, Setting, error_name, frame_name, setting_name
 from ..hooks.api import CLIENT_TO_SERVER, SERVER_TO_CLIENT, Headers, RawBytes, header_value
-from ..hooks.interest import Interest
+from ..hooks.interest import Interest, untracked_only
 from .parse import parse_line, to_line
 from .rules import (ALTSVC, CONTINUATION, DATA, GOAWAY, HEADERS, PING, PRIORITY, PUSH_PROMISE, RST_STREAM,
                     SETTINGS, UNKNOWN, WINDOW_UPDATE, FaultError, FrameInfo, Rule)
@@ -413,7 +413,7 @@ class FaultHook:
         elif key in repair[0]:
             book_cond = None
         elif key in repair[1]:
-            book_cond = ()          # only on stream 0 and streams the relay no longer tracks
+            book_cond = (untracked_only,)      # only on streams the relay no longer tracks
         else:
             return []
         if key == HEADERS:
@@ -423,8 +423,8 @@ class FaultHook:
         else:
             own = self.on_frame
         entries = [(self.name, own, wants, book_cond, self.screen)]
-        if book_cond is not None and book_cond and key in repair[1]:
-            entries.append((self.name, own, wants, (), self.screen))
+        if book_cond is not None and book_cond != (untracked_only,) and key in repair[1]:
+            entries.append((self.name, own, wants, (untracked_only,), self.screen))
         return entries + rules
 
     def _repair_types(self) -> Tuple[frozenset, frozenset]:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from .api import HookLoadError
-from .interest import ALL_TYPES, on_request, resolve
+from .interest import ALL_TYPES, on_request, resolve, untracked_only
 
 __all__ = ["HookChain", "HookLoadError", "load_hook", "BUILTINS"]
 
@@ -64,6 +64,7 @@ class HookChain:
         self._table = self._build()
         self._full: tuple = ({}, {})
         self._conn_table: List[Dict[int, list]] = [{}, {}]
+        self._untracked_table: List[Dict[int, list]] = [{}, {}]
         self._stream_cache: Dict[tuple, Optional[tuple]] = {}
         self._atoms: List[Callable] = []
         self._relays: "weakref.WeakSet" = weakref.WeakSet()
@@ -133,24 +134,34 @@ class HookChain:
         return self._table
 
     def conn_table(self) -> List[Dict[int, list]]:
-        """Entries for stream 0 and untracked streams (the same dicts for the chain's life)."""
+        """Entries for frames on stream 0 (the same dicts for the chain's life)."""
         return self._conn_table
+
+    def untracked_table(self) -> List[Dict[int, list]]:
+        """Entries for frames on streams the relay does not track (the same dicts for the chain's life)."""
+        return self._untracked_table
 
     def _derive(self) -> None:
         """Recompute what follows from :meth:`table`: the connection tables, the conditions.
 
-        An entry whose condition is the empty tuple is only for stream 0 and untracked streams.
+        An entry whose condition is the empty tuple is only for stream 0 and untracked streams, one
+        whose condition is ``(untracked_only,)`` only for untracked streams.
         """
         atoms: Dict[int, Callable] = {}
         for d in (0, 1):
             conn = self._conn_table[d]
+            untracked = self._untracked_table[d]
             full = self._full[d]
             conn.clear()
+            untracked.clear()
             full.clear()
             for t, entries in self._table[d].items():
                 plain = [e for e in entries if e[3] is None or e[3] == ()]
                 if plain:
                     conn[t] = plain
+                loose = [e for e in entries if e[3] is None or e[3] == () or e[3] == (untracked_only,)]
+                if loose:
+                    untracked[t] = loose
                 every, seen = [], set()
                 for e in entries:        # (an entry listed twice, for streams and for the rest: once)
                     if (e[0], e[1]) not in seen:
@@ -159,7 +170,8 @@ class HookChain:
                 full[t] = every
                 for e in entries:
                     for atom in e[3] or ():
-                        atoms[id(atom)] = atom
+                        if atom is not untracked_only:
+                            atoms[id(atom)] = atom
         self._atoms = list(atoms.values())
         self._stream_cache = {}
 

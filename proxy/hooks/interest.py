@@ -147,6 +147,12 @@ def resolve(hook: Any) -> HookInterest:
     return HookInterest(methods, stream, decode, bool(declared is not None and declared.untracked))
 
 
+def untracked_only(stream: Any) -> bool:
+    """The condition of an entry only for frames on streams the relay no longer tracks (not stream 0):
+    it holds for no stream (see HookChain)."""
+    return False
+
+
 def on_request(condition: StreamCondition) -> Callable[[Any], bool]:
     """A stream condition on request headers as the chain's tables hold them: called with the stream."""
     return lambda stream: bool(condition(stream.request_headers))
