@@ -25,13 +25,14 @@ The relay itself credits dropped DATA back and re-encodes header blocks once a
 block was dropped or duplicated.
 """
 from __future__ import annotations
+
 import asyncio
 import collections
 import dataclasses
 import logging
 import time
 import weakref
-from typing import Any, Dict, Iterable, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, Union
 
 from framecodec import frame as fc
 
@@ -39,8 +40,23 @@ from ..core.protocol import ErrorCode, Setting, error_name, frame_name, setting_
 from ..hooks.api import CLIENT_TO_SERVER, SERVER_TO_CLIENT, Headers, RawBytes, header_value
 from ..hooks.interest import Interest, untracked_only
 from .parse import parse_line, to_line
-from .rules import (ALTSVC, CONTINUATION, DATA, GOAWAY, HEADERS, PING, PRIORITY, PUSH_PROMISE, RST_STREAM,
-                    SETTINGS, UNKNOWN, WINDOW_UPDATE, FaultError, FrameInfo, Rule)
+from .rules import (
+    ALTSVC,
+    CONTINUATION,
+    DATA,
+    GOAWAY,
+    HEADERS,
+    PING,
+    PRIORITY,
+    PUSH_PROMISE,
+    RST_STREAM,
+    SETTINGS,
+    UNKNOWN,
+    WINDOW_UPDATE,
+    FaultError,
+    FrameInfo,
+    Rule,
+)
 
 log = logging.getLogger("h2proxy")
 
@@ -123,7 +139,7 @@ class _Stall:
         self.scope = scope
         self.sid = sid
         self.pending: Dict[int, int] = {}
-        self.timer = None
+        self.timer: Optional[asyncio.TimerHandle] = None
         self.since = _now()
 
 
@@ -141,7 +157,7 @@ class _Conn:
         self.reset: "collections.OrderedDict[int, Tuple[frozenset, frozenset]]" = collections.OrderedDict()
         self.stalls: List[_Stall] = []
         self.stalled_by: set = set()
-        self.settings_marks = [collections.deque(), collections.deque()]
+        self.settings_marks: List[collections.deque] = [collections.deque(), collections.deque()]
         self.pings: List[set] = [set(), set()]
         self.throttle: Dict[Tuple[str, int], float] = {}
         self.closing = False          # a close rule fired: nothing more goes through
@@ -416,6 +432,7 @@ class FaultHook:
             book_cond = (untracked_only,)      # only on streams the relay no longer tracks
         else:
             return []
+        own: Callable[..., Any]
         if key == HEADERS:
             own = self.on_headers
         elif key == PUSH_PROMISE:
@@ -429,7 +446,8 @@ class FaultHook:
 
     def _repair_types(self) -> Tuple[frozenset, frozenset]:
         """Frame types the book-keeping must see (every stream; stream 0 and untracked streams) for its repairs."""
-        every, untracked = set(), set()
+        every: set = set()
+        untracked: set = set()
         for r in self.rules:
             if not r.enabled or getattr(r, "grpc", False):
                 continue
@@ -591,11 +609,11 @@ class FaultHook:
         info = self._count(st, relay, d, t, fb, sid, stream, first.length if t == DATA else 0, unit.headers)
         firing = None
         if hooks is not None:
-            rules = self._list_rules.get(id(hooks))
-            if rules is None or rules[0] is not hooks:
-                rules = self._list_rules[id(hooks)] = (hooks, [self._hooks[e[0][6:]].rule for e in hooks
-                                                               if e[4] is _decided and e[0][6:] in self._hooks])
-            rules = rules[1]
+            listed = self._list_rules.get(id(hooks))
+            if listed is None or listed[0] is not hooks:
+                listed = self._list_rules[id(hooks)] = (hooks, [self._hooks[e[0][6:]].rule for e in hooks
+                                                                if e[4] is _decided and e[0][6:] in self._hooks])
+            rules: Iterable[Rule] = listed[1]
         else:
             rules = self._screened_rules(d, t, stream)
         for rule in rules:
@@ -703,7 +721,7 @@ class FaultHook:
             debug = p.get("debug", "").encode("utf-8")
             keep = p.get("keep", True)
             after = p.get("position", "before") == "after" and keep
-            result = None if keep else []
+            result: Optional[list] = None if keep else []
             if rule.raw or after:
                 for side in _sides(towards):
                     last_id = last if last is not None else ctx.conn.last_stream[side]
@@ -796,7 +814,7 @@ class FaultHook:
             if n < 2:
                 return None, "too short to split"
             pieces = _chunks(data, n)
-            out = []
+            out: List[fc.Frame] = []
             for i, chunk in enumerate(pieces):
                 f = fc.DataFrame(frame.stream_id, data=chunk)
                 if i == len(pieces) - 1 and "END_STREAM" in frame.flags:
@@ -919,7 +937,7 @@ class FaultHook:
             what = frame_name(kind) if kind <= ALTSVC else f"frame type 0x{kind:02X}"
             if rule.raw and not isinstance(item, Headers):
                 item = RawBytes(item.serialize(), f"{note}: injected {what} (raw)")
-            elif isinstance(item, (fc.PingFrame, fc.SettingsFrame)) and not "ACK" in item.flags \
+            elif isinstance(item, (fc.PingFrame, fc.SettingsFrame)) and "ACK" not in item.flags \
                     and item.stream_id == 0:
                 self._expect_ack(st, item, target, ctx, info, p.get("position", "before"), d)
         where = "towards the client" if target == S2C else "towards the server"
@@ -969,6 +987,7 @@ class FaultHook:
         if kind > ALTSVC:
             return fc.ExtensionFrame(type=kind, stream_id=sid, flag_byte=flags, body=p.get("data", "").encode())
         # A valid frame on stream 0 first; a stream id the type does not allow goes on the raw form.
+        f: fc.Frame
         if kind == DATA:
             f = fc.DataFrame(sid or 1, data=p.get("data", "").encode())
         elif kind == PRIORITY:
