@@ -66,7 +66,8 @@ def write_journal_header(fd: int, log_path: str, options: dict) -> None:
     os.write(fd, JOURNAL_MAGIC + _LENGTH.pack(len(head)) + head)
 
 
-def _read_exact(fd: int, n: int) -> bytes:
+def read_exact(fd: int, n: int) -> bytes:
+    """Exactly ``n`` bytes from ``fd`` (EOFError when it ends first): the journal and the recorder pipe."""
     chunks = []
     while n:
         chunk = os.read(fd, min(n, 1 << 20))
@@ -98,7 +99,7 @@ def writer_main(reader, journal: str) -> None:
         end = END_ABRUPT
         while True:
             try:
-                head = _read_exact(fd, 4)
+                head = read_exact(fd, 4)
             except (EOFError, OSError):
                 break
             size = _LENGTH.unpack(head)[0]
@@ -116,7 +117,7 @@ def writer_main(reader, journal: str) -> None:
                             raise EOFError
                         left -= n
                 else:
-                    _write_all(out, _read_exact(fd, size))
+                    _write_all(out, read_exact(fd, size))
             except (EOFError, OSError):
                 # A batch cut short: the proxy is gone. The journal ends inside it; the converter reports that.
                 return

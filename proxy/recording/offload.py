@@ -37,7 +37,7 @@ import sys
 import time
 from typing import TYPE_CHECKING, Optional
 
-from .journal import journal_path, write_journal_header, writer_main
+from .journal import journal_path, read_exact, write_journal_header, writer_main
 from .logwriter import numbered_path
 from .recorder import JsonlRecorder, ThreadedSink, _live_sinks
 
@@ -59,17 +59,6 @@ def _plain(values):
 def _package_root() -> str:
     """The folder holding the ``proxy`` package (so the converter imports this very code)."""
     return os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def _read_exact(fd: int, n: int) -> bytes:
-    chunks = []
-    while n:
-        chunk = os.read(fd, min(n, 1 << 20))
-        if not chunk:
-            raise EOFError
-        chunks.append(chunk)
-        n -= len(chunk)
-    return b"".join(chunks)
 
 
 def _child_main(reader, path: str, options: dict) -> None:
@@ -101,10 +90,10 @@ def _child_main(reader, path: str, options: dict) -> None:
     try:
         while True:
             try:
-                size = _LENGTH.unpack(_read_exact(fd, 4))[0]
+                size = _LENGTH.unpack(read_exact(fd, 4))[0]
                 if not size:
                     break
-                data = _read_exact(fd, size)
+                data = read_exact(fd, size)
             except (EOFError, OSError):
                 break
             for item in pickle.loads(data):
