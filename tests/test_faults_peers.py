@@ -310,7 +310,8 @@ async def test_injected_settings_ack_swallowed_else_nghttpd_fails_the_connection
         proxy.change_fault("s", raw=True)             # repairs off: the client's ACK reaches nghttpd
         async with H2Client(proxy.url) as c:
             await c.get("/f40k")
-            assert await c.wait_for(lambda: c.goaway is not None, timeout=5)
+            ok = await c.wait_for(lambda: c.goaway is not None, timeout=5)
+            assert ok, (c.error, c.closed, c.events[-8:], server.text()[-3000:])
             assert c.goaway.error_code == "PROTOCOL_ERROR" and b"unexpected ACK" in c.goaway.debug
 
 

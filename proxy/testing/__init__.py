@@ -20,7 +20,20 @@ import asyncio
 import contextlib
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, AsyncIterator, Dict, Iterable, List, Optional, Sequence, Tuple, Union, cast
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    AsyncIterator,
+    Dict,
+    Iterable,
+    Iterator,
+    List,
+    Optional,
+    Sequence,
+    Tuple,
+    Union,
+    cast,
+)
 from urllib.parse import urlsplit
 
 if TYPE_CHECKING:
@@ -247,6 +260,7 @@ class H2Client:
         #: Every frame as it arrived on the wire: (type, flags, stream id, length) -- CONTINUATIONs included.
         self.frames: List[Tuple[int, int, int, int]] = []
         self._frame_reader: Optional[FrameReader] = None
+        self._pending = b""           # the start of a frame whose end has not arrived yet
         self.started = 0.0
         self._changed = asyncio.Event()
 
@@ -301,20 +315,36 @@ class H2Client:
                     self._fail("the connection was closed (EOF)")
                     return
                 self._record_frames(data)
-                try:
-                    events = self._h2.receive_data(data)
-                except h2.exceptions.ProtocolError as exc:
-                    self._fail(f"protocol error: {type(exc).__name__}: {exc}")
-                    self._flush()
-                    return
-                for ev in events:
-                    self._event(ev)
+                # Frame by frame: h2 discards every event of a receive_data() call that raises, so a
+                # GOAWAY followed in the same read by a frame h2 refuses (an RST_STREAM on a stream
+                # the GOAWAY kept, which RFC 9113 section 6.8 allows) would otherwise vanish.
+                for chunk in self._whole_frames(data):
+                    try:
+                        events = self._h2.receive_data(chunk)
+                    except h2.exceptions.ProtocolError as exc:
+                        self._fail(f"protocol error: {type(exc).__name__}: {exc}")
+                        self._flush()
+                        return
+                    for ev in events:
+                        self._event(ev)
                 self._flush()
                 self._changed.set()
         except (ConnectionError, OSError) as exc:
             self._fail(f"connection failed: {exc}")
         except asyncio.CancelledError:
             raise
+
+    def _whole_frames(self, data: bytes) -> Iterator[bytes]:
+        """``data`` cut after each complete frame (the rest waits for the next read)."""
+        buf = self._pending + data
+        start = 0
+        while len(buf) - start >= 9:
+            end = start + 9 + int.from_bytes(buf[start:start + 3], "big")
+            if end > len(buf):
+                break
+            yield buf[start:end]
+            start = end
+        self._pending = buf[start:]
 
     def _record_frames(self, data: bytes) -> None:
         if self._frame_reader is None:
