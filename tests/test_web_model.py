@@ -269,11 +269,10 @@ async def test_grpc_messages_are_read_from_the_data_frames(grpc_echo):
 
 
 async def test_a_connection_over_the_budget_is_detached_and_runs_at_full_speed(origin):
-    from proxy.web.sink import FollowHook
     model = WebModel("live")
     web = WebSink(model, rate=50, burst=300, cpu_share=1.0)
     try:
-        async with h2proxy_running(origin.url, hooks=[FollowHook(web)], sink=web) as proxy:
+        async with h2proxy_running(origin.url, sink=web) as proxy:
             result = await h2load(http_url(proxy) + "/size/100", n=500, c=2, m=10)
             assert result["succeeded"] == 500, result.output
             web.flush()

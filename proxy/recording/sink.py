@@ -63,6 +63,11 @@ class FrameSink:
         """A client connected. ``info``: client_addr, listen_addr, upstream_addr ("ip:port"),
         client_tls / upstream_tls ({alpn, version, sni, cipher} or None), mode; values may be None."""
 
+    def relay_opened(self, relay: object) -> None:
+        """The relay of the connection just opened (right after :meth:`connection_opened`): a sink
+        that cannot keep up may call its ``detach_sink()`` later, between two reads, to stop being
+        called for that connection (the web view does, proxy/web/sink.py)."""
+
     def preface(self, conn_id: int, leg: str, direction: str, t: float, wire: bytes, *,
                 seq: Optional[int] = None) -> int:
         """The 24-byte client connection preface went over ``leg`` in ``direction``."""
@@ -138,6 +143,12 @@ class MultiSink(FrameSink):
     def connection_opened(self, conn_id, t, info):
         for s in self.sinks:
             s.connection_opened(conn_id, t, info)
+
+    def relay_opened(self, relay):
+        for s in self.sinks:
+            opened = getattr(s, "relay_opened", None)
+            if opened is not None:
+                opened(relay)
 
     def preface(self, conn_id, leg, direction, t, wire, *, seq=None):
         seq = self.next_seq(seq)

@@ -9,8 +9,8 @@ the event loop, each at most ``cpu_share`` of an ``interval``; the bucket's rate
 follows what records cost (``cpu_share`` of the loop's time, at most ``rate``
 records a second). Frames over the budget are only counted; the connection is
 marked *sampled* (its HPACK state and windows can no longer be followed, and
-the page says so) and, when :class:`FollowHook` told the sink its relay, the
-relay stops reporting to the sink at all: its fast paths come back. A debugging
+the page says so) and, when the sink is the relay's only sink (``relay_opened``),
+the relay stops reporting to the sink at all: its fast paths come back. A debugging
 session (curl, nghttp, a test) stays far below the budget and sees every frame.
 
 Connection, violation, error and hook events are always kept.
@@ -41,8 +41,8 @@ class WebSink(ThreadedSink):
     use_thread = False
     record_wire = False
 
-    def __init__(self, model: WebModel, rate: float = 2000.0, burst: float = 10000.0, interval: float = 0.05,
-                 slice_items: int = 400, cpu_share: float = 0.03) -> None:
+    def __init__(self, model: WebModel, rate: float = 1000.0, burst: float = 2000.0, interval: float = 0.05,
+                 slice_items: int = 400, cpu_share: float = 0.01) -> None:
         self.model = model
         #: The most records a second, and at once, whatever they cost.
         self.max_rate = self.rate = rate
@@ -60,7 +60,7 @@ class WebSink(ThreadedSink):
         self._timer: Optional[asyncio.TimerHandle] = None
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._batch: list = []
-        #: conn id -> weak reference to its relay (from :class:`FollowHook`), to detach busy ones.
+        #: conn id -> weak reference to its relay (from :meth:`relay_opened`), to detach busy ones.
         self.relays: Dict[int, "weakref.ref"] = {}
         super().__init__(thread_name="h2proxy-web", max_queue=4 * int(burst) + 10000, max_queue_bytes=64 << 20)
 
@@ -122,7 +122,11 @@ class WebSink(ThreadedSink):
         super().connection_opened(conn_id, t, info)
         self._schedule()
 
+    def relay_opened(self, relay) -> None:
+        self.relays[relay.id] = weakref.ref(relay)
+
     def connection_closed(self, conn_id, t, reason):
+        self.relays.pop(conn_id, None)
         super().connection_closed(conn_id, t, reason)
         self._schedule()
 
@@ -274,19 +278,3 @@ class WebSink(ThreadedSink):
             self._timer = None
         self._queue.clear()
 
-
-class FollowHook:
-    """A hook with no frame methods (the relay's fast paths stay on): it tells a :class:`WebSink`
-    which relay each connection is, so the sink can detach the connections it cannot keep up with."""
-
-    name = "web"
-
-    def __init__(self, sink: WebSink) -> None:
-        self.sink = sink
-
-    def connection_opened(self, ctx) -> None:
-        relay = ctx.conn
-        self.sink.relays[relay.id] = weakref.ref(relay)
-
-    def connection_closed(self, ctx) -> None:
-        self.sink.relays.pop(ctx.conn.id, None)
