@@ -44,7 +44,7 @@ async def web_proxy(upstream: str, faults=(), **model_options) -> AsyncIterator[
     On leaving the block the proxy is stopped and the sink must have handed every record to the model.
     """
     model = WebModel("live", **model_options)
-    sink = WebSink(model, cpu_share=1.0)
+    sink = WebSink(model, rate=2000, burst=10000, cpu_share=1.0)
     try:
         async with h2proxy_running(upstream, faults, sink=sink) as proxy:
             yield proxy, model
@@ -250,7 +250,7 @@ async def grpc_say(target: str, *messages: bytes) -> list:
 
 async def test_grpc_messages_are_read_from_the_data_frames(grpc_echo):
     model = WebModel("live")
-    sink = WebSink(model, cpu_share=1.0)
+    sink = WebSink(model, rate=2000, burst=10000, cpu_share=1.0)
     try:
         async with h2proxy_running(grpc_echo, sink=sink) as proxy:
             answers = await grpc_say(proxy.url.split("://")[-1], b"web view", b"x" * 1000)

@@ -18,7 +18,6 @@ Connection, violation, error and hook events are always kept.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import time
 import weakref
 from typing import Dict, List, Optional
@@ -42,7 +41,7 @@ class WebSink(ThreadedSink):
     record_wire = False
 
     def __init__(self, model: WebModel, rate: float = 1000.0, burst: float = 2000.0, interval: float = 0.05,
-                 slice_items: int = 400, cpu_share: float = 0.01) -> None:
+                 slice_items: int = 400, cpu_share: float = 0.01, defer_items: int = 5000) -> None:
         self.model = model
         #: The most records a second, and at once, whatever they cost.
         self.max_rate = self.rate = rate
@@ -51,6 +50,10 @@ class WebSink(ThreadedSink):
         self.slice_items = slice_items
         #: The share of the event loop's time the records may take: the budget follows what they cost.
         self.cpu_share = cpu_share
+        #: With no page following (``model.readers``), events wait unprocessed up to this many (and bytes).
+        self.defer_items = defer_items
+        self.defer_bytes = 16 << 20
+        model.catch_up = self.catch_up
         self._cost = 0.0                 # seconds per record, a moving average of what pump() measured
         self._tokens = burst
         self._last_t = 0.0
@@ -140,7 +143,7 @@ class WebSink(ThreadedSink):
 
     def frame(self, conn_id, leg, direction, t, wire, headers=None, origin=None, actions=None, *, seq=None):
         if seq is None:
-            seq = next(self._counter)
+            seq = self.next_seq()
         if self._halted:
             return seq
         if not self._allow(1, t):
@@ -155,9 +158,7 @@ class WebSink(ThreadedSink):
         # operations when over budget (the token bucket of _allow, inlined).
         n = len(wires)
         if seq is None:
-            seq = next(self._counter)
-            if n:
-                self._counter = itertools.count(seq + 2 * n)
+            seq = self.next_seq(None, 2 * n)
         if not n or self._halted:
             return seq
         tokens = self._tokens
@@ -188,9 +189,21 @@ class WebSink(ThreadedSink):
         self._timer = None
         if self._closed:
             return
+        if not self.model.readers and len(self._queue) <= self.defer_items \
+                and self._bytes_in - self._bytes_out <= self.defer_bytes:
+            # No page follows the model: the events wait as they are (bytes, the HPACK state not yet
+            # decoded) until one asks (the model's catch_up) or there are too many; the next event
+            # schedules the check again.
+            return
         self.pump(self.slice_items, self.cpu_share * self.interval)
         if self._queue:
             self._schedule()
+
+    def catch_up(self) -> None:
+        """A reader of the model wants it now: turn what waits into records (at most ``defer_items``
+        plus a few slices' worth, so a bounded pause once, when a page opens)."""
+        if self._queue and not self._closed:
+            self.pump()
 
     def pump(self, limit: Optional[int] = None, seconds: Optional[float] = None) -> int:
         """Turn up to ``limit`` queued events (all when None), for up to ``seconds``, into records for
