@@ -303,3 +303,23 @@ async def test_cli_refuses_a_web_view_it_cannot_serve_safely(args, words):
     assert rc == 2, text
     for w in words:
         assert w in text, text
+
+
+async def test_with_no_page_following_the_frames_wait_unprocessed_until_a_read_asks(origin):
+    model = WebModel("live")
+    sink = WebSink(model)               # the proxy's defaults
+    try:
+        async with h2proxy_running(origin.url, sink=sink) as proxy:
+            rc, out = await nghttp("-n", http_url(proxy) + "/size/1000")
+            assert rc == 0, out
+        sink._tick()                    # a slice of the event loop: no page follows, so nothing is built
+        assert sink._queue and not model.conns and model.frames_total == 0
+        model.readers += 1              # a page follows: the next slice builds records
+        sink._tick()
+        assert model.conns
+        model.readers -= 1
+        (conn,) = model.snapshot()["conns"]                                   # a read catches up on the rest
+        assert not sink._queue and conn["state"] == "closed" and conn["streams"] >= 1
+        assert conn["fingerprints"]["client"]
+    finally:
+        sink.close()
