@@ -22,8 +22,8 @@ import time
 import weakref
 from typing import Dict, List, Optional
 
-from ..recording.decode import b64, frame_record
-from ..recording.recorder import ThreadedSink
+from ..recording.decode import b64, decode_fields, frame_record
+from ..recording.recorder import ThreadedSink, expand_forwarded
 from .model import WebModel
 
 __all__ = ["WebSink"]
@@ -210,11 +210,13 @@ class WebSink(ThreadedSink):
         the model; what they cost sets the budget (``cpu_share`` of the loop's time)."""
         q = self._queue
         n = 0
+        records = 0
         batch = self._batch = []
         clock = time.perf_counter
         start = clock()
         stop = None if seconds is None else start + seconds
-        while q and (limit is None or n < limit) and (stop is None or n % 16 or clock() < stop):
+        # The clock is read after every event: one event (a read's forwarded frames) can be dozens of records.
+        while q and (limit is None or n < limit) and (stop is None or clock() < stop):
             item = q.popleft()
             n += 1
             kind = item[0]
@@ -230,14 +232,14 @@ class WebSink(ThreadedSink):
                 continue
             if kind in _BYTES_ITEMS:
                 self._bytes_out += len(item[6])
-            self._handle(item)
+            records += self._handle(item)
         self._batch = []
         if batch or self.over_budget:
             over, self.over_budget = self.over_budget, {}
             self.model.ingest_many(batch, over_budget=over)
         self._processed += n
-        if n >= 16:
-            per = (clock() - start) / n
+        if records >= 16:
+            per = (clock() - start) / records
             self._cost = per if not self._cost else 0.8 * self._cost + 0.2 * per
             # Floors keep a debugging session whole on a slow machine: a few hundred records a second.
             self.rate = min(self.max_rate, max(200.0, self.cpu_share / self._cost))
@@ -249,9 +251,63 @@ class WebSink(ThreadedSink):
     def emit(self, record: dict) -> None:
         self._batch.append(record)
 
+    def _handle(self, item) -> int:
+        """Build and emit the records of one queued event; returns how many (what the budget counts)."""
+        if item[0] != "forwarded":
+            super()._handle(item)
+            return 1
+        # A forwarded frame went out as it came in: its sent copy is the received one's record on the other
+        # leg (a copy of the dict), not a second parse; only its HPACK decoder is fed the same block.
+        _, seq, conn, recv_leg, send_leg, t, blob = item
+        hpack = self._hpack
+        emit = self._batch.append
+        send_key = (conn, send_leg, "send")
+        view = memoryview(blob)
+        pos, end = 0, len(blob)
+        records = 0
+        while pos + 9 <= end:
+            stop = pos + 9 + int.from_bytes(view[pos:pos + 3], "big")
+            wire = bytes(view[pos:stop])
+            pos = stop
+            records += 2
+            one = ("frame", seq, conn, recv_leg, "recv", t, wire, None, None, None, True)
+            try:
+                parsed = None if wire[3] == 0 else decode_fields(wire)
+                rec = self._frame_record(one, parsed)
+                twin = dict(rec)
+                twin["seq"] = seq + 1
+                twin["leg"] = send_leg
+                twin["dir"] = "send"
+                twin["origin"] = seq
+                fragment = parsed[1] if parsed is not None else None
+                if fragment is not None and "parse_error" not in parsed[0]:
+                    twin.pop("headers", None)
+                    twin.pop("headers_error", None)
+                    decoded, err = hpack.feed(send_key, fragment, bool(wire[4] & 0x4))
+                    if decoded is not None:
+                        twin["headers"] = decoded
+                    elif err:
+                        twin["headers_error"] = err
+            except Exception:     # a bug must not lose the frames: the generic path records what it can
+                for event in expand_forwarded(("forwarded", seq, conn, recv_leg, send_leg, t, wire)):
+                    super()._handle(event)
+                seq += 2
+                continue
+            emit(rec)
+            emit(twin)
+            if hpack.over_limit:
+                self._header_list_violation(one)
+            seq += 2
+        return records
+
     def _build(self, item) -> Optional[dict]:
         if item[0] != "frame":
             return super()._build(item)
+        return self._frame_record(item, None)
+
+    def _frame_record(self, item, parsed) -> dict:
+        """The page's record of a frame event: the log's, with the first WIRE_KEEP bytes (DATA: parsed here,
+        the common case, without the generic decoder)."""
         _, seq, conn, leg, d, t, wire, headers, origin, actions, keep = item
         if len(wire) >= 9 and wire[3] == 0 and headers is None:
             length = wire[0] << 16 | wire[1] << 8 | wire[2]
@@ -264,7 +320,8 @@ class WebSink(ThreadedSink):
                               "pad_length": wire[9] if flags & 0x8 and length else None},
                    "wire": b64(wire[:WIRE_KEEP])}
         else:
-            rec = frame_record(seq, t, conn, leg, d, wire, headers, origin, actions, self._hpack, False)
+            rec = frame_record(seq, t, conn, leg, d, wire, headers, origin, actions, self._hpack, False,
+                               parsed=parsed)
             rec["wire"] = b64(wire[:WIRE_KEEP])
         if len(wire) > WIRE_KEEP:
             rec["wire_truncated"] = True
