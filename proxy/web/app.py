@@ -37,9 +37,11 @@ def _dumps(value: dict) -> str:
 class WebView:
     """An extension of :class:`~proxy.faults.admin.AdminServer` that serves the page for ``model``."""
 
-    def __init__(self, model: WebModel, interval: float = 0.5) -> None:
+    def __init__(self, model: WebModel, interval: float = 1.0, delta_frames: int = 200) -> None:
         self.model = model
         self.interval = interval
+        #: The most frames a delta carries (the page shows the latest 200).
+        self.delta_frames = delta_frames
         self.server: Optional[AdminServer] = None
         self._closing = asyncio.Event()
 
@@ -134,7 +136,7 @@ class WebView:
         try:
             await resp.write(b": connected\n\n")
             while not self._closing.is_set():
-                delta = self.model.delta(version, cursor, max_frames=500)
+                delta = self.model.delta(version, cursor, max_frames=self.delta_frames)
                 if delta is not None:
                     version, cursor = delta["version"], delta["cursor"]
                     await resp.write(f"event: delta\ndata: {_dumps(delta)}\n\n".encode())
