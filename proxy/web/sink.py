@@ -232,7 +232,7 @@ class WebSink(ThreadedSink):
                 continue
             if kind in _BYTES_ITEMS:
                 self._bytes_out += len(item[6])
-            records += self._handle(item)
+            records += self._records(item)
         self._batch = []
         if batch or self.over_budget:
             over, self.over_budget = self.over_budget, {}
@@ -251,7 +251,10 @@ class WebSink(ThreadedSink):
     def emit(self, record: dict) -> None:
         self._batch.append(record)
 
-    def _handle(self, item) -> int:
+    def _handle(self, item) -> None:
+        self._records(item)
+
+    def _records(self, item) -> int:
         """Build and emit the records of one queued event; returns how many (what the budget counts)."""
         if item[0] != "forwarded":
             super()._handle(item)
@@ -279,8 +282,8 @@ class WebSink(ThreadedSink):
                 twin["leg"] = send_leg
                 twin["dir"] = "send"
                 twin["origin"] = seq
-                fragment = parsed[1] if parsed is not None else None
-                if fragment is not None and "parse_error" not in parsed[0]:
+                fields, fragment = parsed if parsed is not None else ({}, None)
+                if fragment is not None and "parse_error" not in fields:
                     twin.pop("headers", None)
                     twin.pop("headers_error", None)
                     decoded, err = hpack.feed(send_key, fragment, bool(wire[4] & 0x4))
