@@ -343,10 +343,10 @@ def data_check(relay: Relay, d: int, s: Optional[Stream], f: RawFrame, sid: int)
         stream_owed = 0
         # While the receiver's SETTINGS are unacknowledged the sender may still use an older
         # initial window size: the stream window is only held against it once they are.
-        if s is not None and not relay.unacked_settings[1 - d]:
+        if s is not None and not relay.sides[1 - d].unacked_settings:
             stream_window = s.window[d]
             stream_owed = s.owed[d] if s.owed is not None else 0
-        bad = window_problem(relay.window[d], relay.owed[d], stream_window, stream_owed, n, sid)
+        bad = window_problem(relay.sides[d].window, relay.sides[d].owed, stream_window, stream_owed, n, sid)
         if bad is not None:
             return bad
     if s is None:
@@ -389,9 +389,9 @@ def unknown_stream(relay: Relay, sid: int) -> str:
     if relay.recently_closed.get(sid) == "refused":
         return "refused"
     if sid & 1:
-        idle = sid > relay.last_stream[0]
+        idle = sid > relay.sides[0].last_stream
     else:
-        idle = sid > relay.last_stream[1] and sid > relay.last_client_push_id
+        idle = sid > relay.sides[1].last_stream and sid > relay.last_client_push_id
     return "idle" if idle else "closed"
 
 
@@ -407,6 +407,6 @@ def block_dropped(relay: Relay, d: int, unit: _Unit) -> None:
     dynamic table no longer follows: from now on the proxy re-encodes this direction's
     blocks (the first one empties the receiver's table).
     """
-    if relay.closed or relay.encoders[d] is not None or unit.headers is None or unit.neutral:
+    if relay.closed or relay.sides[d].encoder is not None or unit.headers is None or unit.neutral:
         return       # (a block that changed no HPACK table leaves the receiver in step when dropped)
     relay._start_reencoding(d)

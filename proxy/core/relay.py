@@ -17,7 +17,6 @@ import enum
 import inspect
 import logging
 import struct
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import (
     TYPE_CHECKING,
@@ -38,10 +37,9 @@ from typing import (
 
 from framecodec import frame as fc
 from framecodec.exceptions import FrameCodecError, FrameTooLargeError, PrefaceError
-from framecodec.hpack import Decoder as HpackDecoder
 from framecodec.hpack import Encoder as HpackEncoder
 from framecodec.hpack import HpackDecodingError, OversizedHeaderListError, mark_never_indexed
-from framecodec.reader import Chunk, FrameFields, FrameReader, RawFrame, Wire
+from framecodec.reader import Chunk, FrameFields, RawFrame, Wire
 
 from ..hooks.api import (
     CLIENT_TO_SERVER,
@@ -56,19 +54,17 @@ from ..hooks.api import (
 from . import messages
 from . import streams as st
 from .blocks import block_frames
-from .interfaces import Actions, Counters, HeldData, HeldOutput, HookEntry, HookRunner, HookTable, StreamTables
-from .limits import Limits, RateCounter
+from .interfaces import Actions, Counters, HeldData, HookEntry, HookRunner, HookTable, StreamTables
+from .limits import Limits
 from .protocol import (
     ACK,
     ALTSVC,
     CONTINUATION,
     DATA,
-    DEFAULT_WINDOW,
     END_HEADERS,
     END_STREAM,
     GOAWAY,
     HEADERS,
-    INITIAL_SETTINGS,
     MAX_WINDOW,
     PADDED,
     PING,
@@ -85,6 +81,7 @@ from .protocol import (
     frame_name,
     parse_error_code,
 )
+from .side import pair
 
 if TYPE_CHECKING:
     from ..recording.sink import FrameSink
@@ -314,26 +311,15 @@ class Relay:
         chain_decode = getattr(hooks, "decode", None) if hooks is not None else None
         if chain_decode is None:
             chain_decode = [bool(hooks is not None and hooks.needs_headers)] * 2
-        #: Per direction, whether its header blocks are decoded (every block: the HPACK table stays in step).
-        self.decoding = [everything or bool(chain_decode[0]), everything or bool(chain_decode[1])]
-        self.decode = self.decoding[0] or self.decoding[1]
-        max_read = self.limits.max_frame_size
-        self.readers = [FrameReader(max_read, expect_preface=True), FrameReader(max_read)]
+        #: The two peers, indexed by side (= the direction each sends in): what was kept per direction.
+        self.sides = pair(self.limits, (everything or bool(chain_decode[0]), everything or bool(chain_decode[1])),
+                          now)
+        self.client, self.server = self.sides
+        self.decode = self.client.decoding or self.server.decoding
         self.out: List[List[Wire]] = [[], []]
-        # Per direction, what the proxy itself sends before the receiver has had a SETTINGS frame
-        # (RFC 9113 3.4: an endpoint's first frame is SETTINGS): held here as (wire, origin,
-        # actions) until the sender's SETTINGS goes out, then sent right behind it; None once
-        # released. See :meth:`_out` and :meth:`_release_held`.
-        self.greeting: List[Optional[List[HeldOutput]]] = [[], []]
         self.commands: List[Union[Close, AwaitHook]] = []
-        self.settings = [dict(INITIAL_SETTINGS), dict(INITIAL_SETTINGS)]   # as announced by each side
-        self.settings_seen = [False, False]
-        self.unacked_settings = [0, 0]
-        self.window = [DEFAULT_WINDOW, DEFAULT_WINDOW]                     # per direction, receiver's view
-        self.owed = [0, 0]                   # connection-level window the proxy used up on a sender's behalf
         self.streams: Dict[int, Stream] = {}
         self.recently_closed = RecentlyClosed()   # stream id -> side that reset it (-1: ended normally)
-        self.last_stream = [0, 0]            # highest id opened by the client / promised by the server
         self.last_client_push_id = 0         # highest even id used towards the client
         self.push_map: Dict[int, int] = {}   # server-leg pushed id -> client-leg id (once renumbering started)
         self.push_unmap: Dict[int, int] = {}
@@ -341,19 +327,6 @@ class Relay:
         self.proxy_ids: Set[int] = set()         # client-leg ids of streams the proxy created (pushes)
         self.client_streams_open = 0         # client-initiated streams not yet closed (for MAX_CONCURRENT_STREAMS)
         self.client_streams_total = 0        # client-initiated streams opened (Stream.ordinal)
-        self.held_streams: List["OrderedDict[int, Stream]"] = [OrderedDict(), OrderedDict()]
-        # Flow-controlled bytes of the DATA held per direction: added when held, taken off when sent.
-        # Clearing a queue does not take them off, so this may overstate (see _held_past_window).
-        self.held_fcl = [0, 0]
-        self.block: List[Optional[List[RawFrame]]] = [None, None]
-        self.block_size = [0, 0]
-        self.decoders = [HpackDecoder(self.limits.max_header_list_size),
-                         HpackDecoder(self.limits.max_header_list_size)] if self.decode else None
-        self.decoding_broken = [False, False]
-        self.encoders: List[Optional[HpackEncoder]] = [None, None]   # set once a direction is re-encoded
-        self.goaway_from: List[Optional[Tuple[int, int]]] = [None, None]
-        self.paused: List[Optional[Tuple[HookGen, Finish]]] = [None, None]   # a suspended hook chain per direction
-        self.inbox: List[List[FrameFields]] = [[], []]
         self.closed = False
         #: Set by :meth:`halt`: nothing more is relayed (the connection is being closed on a hook's behalf).
         self.halted = False
@@ -361,27 +334,12 @@ class Relay:
         self.counters: Counters = {"frames_in": [0, 0], "frames_out": [0, 0], "bytes_in": [0, 0],
                          "violations": 0, "streams": 0, "resets": [0, 0], "hook_errors": 0,
                          "pushes": 0}
-        # Per side: the client's RST_STREAMs (rapid reset), and in strict mode the streams the proxy
-        # reset for a side's stream errors (MadeYouReset): both count towards max_resets_per_second.
-        self.reset_rate = RateCounter(self.limits.max_resets_per_second, 1.0)
-        self.server_reset_rate = RateCounter(self.limits.max_resets_per_second, 1.0)
-        self.empty_rate = [RateCounter(self.limits.max_empty_frames_per_second, 1.0),
-                           RateCounter(self.limits.max_empty_frames_per_second, 1.0)]
-        self.control_rate = [RateCounter(self.limits.max_control_frames_per_second, 1.0),
-                             RateCounter(self.limits.max_control_frames_per_second, 1.0)]
         self.violations: List[Dict[str, Any]] = []
-        self.fast_headers = [False, False]
-        self.fast_data = [False, False]
-        self.fast_decoded = [False, False]
         # With a sink that takes batches, fast-path frames are recorded per read, not per frame.
         self.rec: Optional[List[List[Wire]]] = [[], []] if sink is not None and hasattr(sink, "forwarded") else None
+        self.fast_new_streams = False
         self._update_fast_path()
         self.last_activity = now
-        self.settings_sent_at: List[List[float]] = [[], []]   # times of each side's SETTINGS not yet ACKed
-        # Per side, the SETTINGS_HEADER_TABLE_SIZE of each of its SETTINGS not yet ACKed (None: not in it).
-        self.table_sizes_due: List[List[Optional[int]]] = [[], []]
-        self.stalled_since: List[Optional[float]] = [None, None]
-        self.heard = [now, now]              # when each side last sent bytes (the upstream's silence)
         self.preface_at = now                # when the upstream was sent the connection preface
         self.waiting_since: Optional[float] = None   # since when streams wait on a silent upstream
         # Set by the shell: call after producing output outside receive()/resume() (a hook's timer).
@@ -395,12 +353,13 @@ class Relay:
 
     def receive(self, d: int, data: Chunk, now: float) -> None:
         """Bytes arrived on the socket of side ``d`` (0: from the client, 1: from the server)."""
+        side = self.sides[d]
         if self.closed:
             return
         self.now = now
         self.last_activity = now
-        self.heard[d] = now
-        reader = self.readers[d]
+        side.heard = now
+        reader = side.reader
         self.counters["bytes_in"][d] += len(data)
         try:
             if reader.preface_pending:
@@ -414,7 +373,7 @@ class Relay:
             return
         except FrameTooLargeError as exc:
             # The frames before the oversized one still go through.
-            if exc.frames and self.paused[d] is None and not self.inbox[d]:
+            if exc.frames and side.paused is None and not side.inbox:
                 self._run(d, exc.frames)
             why = str(exc)
             if exc.max_frame_size == self.limits.max_frame_size:
@@ -433,13 +392,13 @@ class Relay:
         self.counters["frames_in"][d] += len(frames)
         if d == S2C and not self.preface_forwarded:
             # Nothing of the server reaches a client that has not proven it speaks HTTP/2.
-            self.inbox[d].extend(frames)
+            side.inbox.extend(frames)
             return
-        if self.paused[d] is not None or self.inbox[d]:
-            self.inbox[d].extend(frames)
+        if side.paused is not None or side.inbox:
+            side.inbox.extend(frames)
             return
         self._run(d, frames)
-        if self.greeting[d] is not None and self.paused[d] is None:
+        if side.greeting is not None and side.paused is None:
             # Side d's first frames went by and none was a SETTINGS sent on (dropped by a hook,
             # or a transparent-mode peer that began with another frame): hold nothing longer.
             self._release_held(d, False)
@@ -457,19 +416,15 @@ class Relay:
         about these (a window too small, a state that does not allow the frame),
         becomes a :class:`RawFrame` and goes through :meth:`_process`.
         """
+        side = self.sides[d]
+        peer = side.peer
         process = self._process
         streams = self.streams
         data_next = _DATA_NEXT[d]
         headers_next = _HEADERS_NEXT[d]
-        block = self.block
-        paused = self.paused
-        fast_data = self.fast_data
-        fast_headers = self.fast_headers
-        fast_decoded = self.fast_decoded
-        window = self.window
         # Frames above the receiver's SETTINGS_MAX_FRAME_SIZE, and one-frame blocks above the header
         # block limit, take the slow path (which checks them).
-        max_frame = self.settings[1 - d][_MAX_FRAME]
+        max_frame = peer.settings[_MAX_FRAME]
         max_hb = min(self.limits.max_header_block_size, max_frame)
         # The lists forwarded (and, when recording, recorded) frames go to. Anything that may run a
         # hook or the slow path can hand them on and start new ones: they are fetched again after it.
@@ -478,20 +433,20 @@ class Relay:
         for i, (t, flags, sid, length, wire) in enumerate(frames):
             if self.closed or self.halted:
                 return
-            if t <= HEADERS and block[d] is None:
+            if t <= HEADERS and side.block is None:
                 s = streams.get(sid)
                 if s is not None:
                     new = None
                     h = s.hooks
                     if t == DATA:
-                        if fast_data[d] and s.held is None and length <= window[d] and length <= s.window[d] and (
+                        if side.fast_data and s.held is None and length <= side.window and length <= s.window[d] and (
                                 length or flags & END_STREAM) and length <= max_frame and (
                                 h is None or DATA not in h[d]):
                             new = data_next[flags & END_STREAM].get(s.state)
                             if new is not None:
-                                window[d] -= length
+                                side.window -= length
                                 s.window[d] -= length
-                    elif flags & END_HEADERS and fast_headers[d] and length <= max_hb and (
+                    elif flags & END_HEADERS and side.fast_headers and length <= max_hb and (
                             h is None or HEADERS not in h[d]):
                         new = headers_next[flags & END_STREAM].get(s.state)
                     if new is not None:
@@ -507,13 +462,14 @@ class Relay:
                         continue
                 elif t == HEADERS and d == C2S and self.fast_new_streams and flags & END_HEADERS and length <= max_hb:
                     # A new client stream (the request of a new exchange).
-                    settings = self.settings
-                    if (sid & 1 and sid > self.last_stream[CLIENT]
-                            and self.client_streams_open < settings[SERVER][_MAX_CONCURRENT]
+                    client = self.client
+                    if (sid & 1 and sid > client.last_stream
+                            and self.client_streams_open < client.peer.settings[_MAX_CONCURRENT]
                             and len(streams) < self.limits.max_streams):
-                        self.last_stream[CLIENT] = sid
+                        client.last_stream = sid
                         s = streams[sid] = Stream(sid, _HALF_CLOSED_LOCAL if flags & END_STREAM else _OPEN,
-                                                  settings[CLIENT][_INITIAL_WINDOW], settings[SERVER][_INITIAL_WINDOW])
+                                                  client.settings[_INITIAL_WINDOW],
+                                                  client.peer.settings[_INITIAL_WINDOW])
                         self.client_streams_open += 1
                         self.client_streams_total += 1
                         s.ordinal = self.client_streams_total
@@ -528,30 +484,31 @@ class Relay:
                             out_d = self.out[d]
                             rec_d = self.rec[d] if self.rec is not None else None
                         continue
-            if not (t == HEADERS and fast_decoded[d] and flags & END_HEADERS and not flags & _PAD_PRIO
-                    and length <= max_hb and block[d] is None
+            if not (t == HEADERS and side.fast_decoded and flags & END_HEADERS and not flags & _PAD_PRIO
+                    and length <= max_hb and side.block is None
                     and self._decoded_block(d, streams.get(sid), flags, sid, length, wire)):
                 process(d, RawFrame(t, flags, sid, length, wire))
             out_d = self.out[d]
             rec_d = self.rec[d] if self.rec is not None else None
-            if paused[d] is not None:
+            if side.paused is not None:
                 rest = frames[i + 1:]
                 if rest:
-                    self.inbox[d][:0] = rest
+                    side.inbox[:0] = rest
                 return
 
     def resume(self, d: int, result: Any = None, error: Optional[BaseException] = None) -> None:
         """An awaited hook finished: continue the held frame and those behind it."""
-        pending = self.paused[d]
+        side = self.sides[d]
+        pending = side.paused
         if pending is None or self.closed:
             return
-        self.paused[d] = None
+        side.paused = None
         gen, finish = pending
         self._drive(d, gen, finish, result, error)
-        while self.paused[d] is None and self.inbox[d] and not self.closed:
-            frames, self.inbox[d] = self.inbox[d], []
+        while side.paused is None and side.inbox and not self.closed:
+            frames, side.inbox = side.inbox, []
             self._run(d, frames)
-        if self.greeting[d] is not None and self.paused[d] is None and self.counters["frames_in"][d]:
+        if side.greeting is not None and side.paused is None and self.counters["frames_in"][d]:
             self._release_held(d, False)
         if self.rec is not None:
             self._rec_flush()
@@ -574,17 +531,17 @@ class Relay:
                     # (Direction d: from the side that left towards the other.)
                     self._out(d, fc.RstStreamFrame(wire_sid, error_code=code).serialize(), None,
                               [{"hook": "h2proxy", "action": "injected"}])
-        if d == CLIENT and cut and self.goaway_from[CLIENT] is None:
-            self._send_goaway(C2S, self.last_stream[SERVER], ErrorCode.NO_ERROR,
+        if d == CLIENT and cut and self.client.goaway is None:
+            self._send_goaway(C2S, self.server.last_stream, ErrorCode.NO_ERROR,
                               f"h2proxy: the client closed the connection{': ' + reason if reason else ''}")
         if d == SERVER:
             log.info("c%d: server closed the connection%s%s", self.id, f": {reason}" if reason else "",
                      f"; {len(self.streams)} stream(s) still open: RST_STREAM INTERNAL_ERROR to the client"
                      if cut else "")
-            if self.goaway_from[SERVER] is None and self.preface_forwarded:
-                last = self.last_stream[CLIENT]
+            if self.server.goaway is None and self.preface_forwarded:
+                last = self.client.last_stream
                 # After the client's own GOAWAY, with no stream left, this is the expected end: no error.
-                done = self.goaway_from[CLIENT] is not None and not self.streams
+                done = self.client.goaway is not None and not self.streams
                 self._send_goaway(S2C, last, ErrorCode.NO_ERROR if done else ErrorCode.INTERNAL_ERROR,
                                   f"h2proxy: upstream closed the connection{': ' + reason if reason else ''}")
             elif not self.preface_forwarded:
@@ -602,7 +559,7 @@ class Relay:
         """Graceful stop: tell the client no new streams will be accepted."""
         if self.closed or not self.preface_forwarded:
             return
-        self._send_goaway(S2C, self.last_stream[CLIENT], ErrorCode.NO_ERROR, "h2proxy is shutting down")
+        self._send_goaway(S2C, self.client.last_stream, ErrorCode.NO_ERROR, "h2proxy is shutting down")
 
     def tick(self, now: float, upstream_held: bool = False) -> None:
         """Time passes: enforce the idle, SETTINGS-ACK, zero-window and upstream timeouts.
@@ -620,39 +577,39 @@ class Relay:
             log.info("c%d: idle for %.0f s (limit idle_timeout = %s); closing with GOAWAY", self.id,
                      now - self.last_activity, lim.idle_timeout)
             if self.preface_forwarded:
-                self._send_goaway(S2C, self.last_stream[CLIENT], ErrorCode.NO_ERROR, "h2proxy: idle timeout")
-                self._send_goaway(C2S, self.last_stream[SERVER], ErrorCode.NO_ERROR, "h2proxy: idle timeout")
+                self._send_goaway(S2C, self.client.last_stream, ErrorCode.NO_ERROR, "h2proxy: idle timeout")
+                self._send_goaway(C2S, self.server.last_stream, ErrorCode.NO_ERROR, "h2proxy: idle timeout")
             self._finish("idle timeout")
             return
         if lim.settings_ack_timeout:
-            for side in (CLIENT, SERVER):
-                sent = self.settings_sent_at[side]
+            for side in self.sides:
+                sent = side.settings_sent_at
                 if sent and now - sent[0] > lim.settings_ack_timeout:
                     # The side that did not acknowledge is the other one.
-                    self._connection_error(1 - side, "6.5.3", ErrorCode.SETTINGS_TIMEOUT,
-                                           f"SETTINGS of the {SIDE_NAME[side]} not acknowledged within "
+                    self._connection_error(side.peer.index, "6.5.3", ErrorCode.SETTINGS_TIMEOUT,
+                                           f"SETTINGS of the {side.name} not acknowledged within "
                                            f"{lim.settings_ack_timeout:g} s (limit settings_ack_timeout = "
                                            f"{lim.settings_ack_timeout})",
                                            forced=True)
                     return
         if lim.zero_window_timeout:
-            for d in (C2S, S2C):
-                if self.held_streams[d] or self._window_closed(d):
-                    since = self.stalled_since[d]
+            for d, side in enumerate(self.sides):
+                if side.held_streams or self._window_closed(d):
+                    since = side.stalled_since
                     if since is None:
-                        self.stalled_since[d] = now
+                        side.stalled_since = now
                     elif now - since > lim.zero_window_timeout:
                         self._limit(1 - d, "zero_window_timeout",
                                     f"the {SIDE_NAME[1 - d]} kept its flow-control window closed for "
                                     f"{now - since:.0f} s")
                         return
                 else:
-                    self.stalled_since[d] = None
+                    side.stalled_since = None
 
     def _upstream_timed_out(self, now: float, held: bool) -> bool:
         """The upstream's two timeouts (it never sends SETTINGS; it goes silent with streams waiting)."""
         lim = self.limits
-        if lim.upstream_settings_timeout and not self.settings_seen[SERVER] \
+        if lim.upstream_settings_timeout and not self.server.settings_seen \
                 and now - self.preface_at > lim.upstream_settings_timeout:
             self._upstream_timeout("upstream_settings_timeout",
                                    f"the upstream sent no SETTINGS within {now - self.preface_at:.1f} s of the "
@@ -662,12 +619,12 @@ class Relay:
             return False
         sending = _SENDING[S2C]
         waiting = sum(1 for s in self.streams.values() if s.state in sending)   # (the upstream still owes them)
-        if not waiting or held or self.held_streams[S2C] or self._window_closed(S2C):
+        if not waiting or held or self.server.held_streams or self._window_closed(S2C):
             self.waiting_since = None        # (nothing waits on the upstream, or something else holds it back)
             return False
         if self.waiting_since is None:
             self.waiting_since = now
-        silent = now - max(self.heard[SERVER], self.waiting_since)
+        silent = now - max(self.server.heard, self.waiting_since)
         if silent > lim.upstream_silence_timeout:
             self._upstream_timeout("upstream_silence_timeout",
                                    f"the upstream sent nothing for {silent:.1f} s while {waiting} "
@@ -685,22 +642,23 @@ class Relay:
         if self.sink is not None:
             self.sink.error(self.id, self.now, f"upstream timeout: {message}")
         note = [{"hook": "h2proxy", "action": "injected"}]
-        if not self.settings_seen[SERVER]:
+        if not self.server.settings_seen:
             # The client never had the server's preface: a server's first frame must be SETTINGS (RFC 9113 3.4).
             self._out(S2C, fc.SettingsFrame(0).serialize(), None, note)
         for s in list(self.streams.values()):
             self._out(S2C, fc.RstStreamFrame(s.id, error_code=ErrorCode.INTERNAL_ERROR).serialize(), None, note)
             if s.server_id and not s.proxy_owned:
                 self._out(C2S, fc.RstStreamFrame(s.server_id, error_code=ErrorCode.CANCEL).serialize(), None, note)
-        self._send_goaway(C2S, self.last_stream[SERVER], ErrorCode.NO_ERROR, f"h2proxy: {message}")
-        self._send_goaway(S2C, self.last_stream[CLIENT], ErrorCode.INTERNAL_ERROR,
+        self._send_goaway(C2S, self.server.last_stream, ErrorCode.NO_ERROR, f"h2proxy: {message}")
+        self._send_goaway(S2C, self.client.last_stream, ErrorCode.INTERNAL_ERROR,
                           f"h2proxy: upstream timeout: {message}")
         self._finish(f"upstream timeout: {message}")
 
     def _window_closed(self, d: int) -> bool:
         """Whether the receiver of d keeps a window at zero that a stream still sending in d waits on."""
+        side = self.sides[d]
         sending = _SENDING[d]
-        if self.window[d] <= 0:
+        if side.window <= 0:
             return any(s.state in sending for s in self.streams.values())
         return any(s.window[d] <= 0 and s.state in sending for s in self.streams.values())
 
@@ -712,11 +670,11 @@ class Relay:
     @property
     def buffered(self) -> int:
         """Bytes the core holds (incomplete frames, held DATA, frames queued behind a hook)."""
-        total = self.readers[0].buffered + self.readers[1].buffered
-        for d in (0, 1):
-            for f in self.inbox[d]:
+        total = self.client.reader.buffered + self.server.reader.buffered
+        for d, side in enumerate(self.sides):
+            for f in side.inbox:
                 total += f[3] + 9      # (type, flags, stream id, length, wire)
-            for s in self.held_streams[d].values():
+            for s in side.held_streams.values():
                 if s.held is not None:     # (a proxy push waiting for window holds no frames)
                     for item in s.held[d]:
                         total += len(item[0])
@@ -758,15 +716,15 @@ class Relay:
         """Whether complete HEADERS frames of each direction may skip the general block path, DATA
         frames the slow one (each still only on a stream no hook wants them on: ``Stream.hooks``),
         and the HEADERS opening a client stream too (no hook could want it, whatever the request)."""
-        for d in (C2S, S2C):
+        for d, side in enumerate(self.sides):
             plain = (self.sink is None or self.rec is not None) and not (d == S2C and self.push_map)
-            self.fast_headers[d] = plain and not self.decoding[d] and self.encoders[d] is None
-            self.fast_data[d] = plain and not self.strict
+            side.fast_headers = plain and not side.decoding and side.encoder is None
+            side.fast_data = plain and not self.strict
             # Decoded (every block of d is: the HPACK table stays in step), checked, handed to the hooks that
             # want it or forwarded, without the general path's detours (see _decoded_block).
-            self.fast_decoded[d] = (self.sink is None and self.decoding[d] and not self.strict
-                                    and not (d == S2C and self.push_map))
-        self.fast_new_streams = self.fast_headers[C2S] and (
+            side.fast_decoded = (self.sink is None and side.decoding and not self.strict
+                                 and not (d == S2C and self.push_map))
+        self.fast_new_streams = self.client.fast_headers and (
             self.hooks is None or HEADERS not in self.hooks.table()[C2S])
 
     def interest_changed(self) -> None:
@@ -791,25 +749,27 @@ class Relay:
             s.hooks = self.hooks.full_tables()
 
     def _process(self, d: int, f: RawFrame) -> None:
+        side = self.sides[d]
+        peer = side.peer
         t = f.type
-        if f.length > self.settings[1 - d][_MAX_FRAME] and self._oversized(d, f):
+        if f.length > peer.settings[_MAX_FRAME] and self._oversized(d, f):
             return
-        blk = self.block[d]
+        blk = side.block
         if blk is not None:
             if t == CONTINUATION and f.stream_id == blk[0].stream_id:
                 blk.append(f)
-                self.block_size[d] += f.length
+                side.block_size += f.length
                 if f.flags & END_HEADERS:
-                    self.block[d] = None
+                    side.block = None
                     self._header_block(d, blk)
                 elif (len(blk) > self.limits.max_continuations
-                      or self.block_size[d] > self.limits.max_header_block_size):
+                      or side.block_size > self.limits.max_header_block_size):
                     self._limit(d, "max_continuations" if len(blk) > self.limits.max_continuations
                                 else "max_header_block_size",
                                 f"header block on stream {f.stream_id}: {len(blk) - 1} CONTINUATION frames, "
-                                f"{self.block_size[d]} bytes")
+                                f"{side.block_size} bytes")
                 return
-            self.block[d] = None
+            side.block = None
             dropped = self._violation(d, "6.10", ErrorCode.PROTOCOL_ERROR, True,
                                       f"{frame_name(t)} on stream {f.stream_id} inside the header block of "
                                       f"stream {blk[0].stream_id} (expected CONTINUATION)")
@@ -826,8 +786,8 @@ class Relay:
             if f.flags & END_HEADERS:
                 self._header_block(d, [f])
             else:
-                self.block[d] = [f]
-                self.block_size[d] = f.length
+                side.block = [f]
+                side.block_size = f.length
         else:
             self._control(d, f)
 
@@ -839,9 +799,10 @@ class Relay:
         the connection's state (a header block, SETTINGS, anything on stream 0) is a connection
         error, others a stream error.
         """
+        peer = self.sides[1 - d]
         t = f.type
         connection = f.stream_id == 0 or t in (HEADERS, PUSH_PROMISE, CONTINUATION, SETTINGS)
-        limit = self.settings[1 - d][_MAX_FRAME]
+        limit = peer.settings[_MAX_FRAME]
         return self._violation(d, "4.2", ErrorCode.FRAME_SIZE_ERROR, connection,
                                f"{frame_name(t)} frame of {f.length} bytes on stream {f.stream_id}, above the "
                                f"{SIDE_NAME[1 - d]}'s SETTINGS_MAX_FRAME_SIZE {limit}", f.stream_id)
@@ -849,6 +810,7 @@ class Relay:
     # ---------------------------------------------------------------- DATA
 
     def _data(self, d: int, f: RawFrame) -> None:
+        side = self.sides[d]
         sid = f.stream_id
         if d == S2C and self.push_map:
             sid = self.push_map.get(sid, sid)
@@ -867,7 +829,7 @@ class Relay:
                     return
             else:
                 s.state = new
-        if f.length == 0 and not f.flags & END_STREAM and self.empty_rate[d].hit(self.now):
+        if f.length == 0 and not f.flags & END_STREAM and side.empty_rate.hit(self.now):
             # (On any stream, tracked or not: a flood on closed streams costs as much.)
             self._limit(d, "max_empty_frames_per_second", "DATA frames with empty payloads")
             return
@@ -875,7 +837,7 @@ class Relay:
             bad = messages.data_check(self, d, s, f, sid)
             if bad is not None and self._violation(d, *bad, sid=sid):
                 return
-        if self.held_streams[d] and f.length and self._held_past_window(d, s, f.length, sid):
+        if side.held_streams and f.length and self._held_past_window(d, s, f.length, sid):
             return
         if s is None:
             hooks = (self.hook_table if sid == 0 else self.untracked_table)[d].get(DATA)
@@ -892,46 +854,48 @@ class Relay:
     def _send_data(self, d: int, s: Optional[Stream], wire: Wire, fcl: int, sid: int, origin: Optional[int],
                    actions: Optional[Actions]) -> None:
         """Send one DATA frame towards the receiver of ``d``, inside its flow-control windows."""
+        side = self.sides[d]
         if d == S2C and self.push_map:
             wire = self._map_ids(d, wire)
         if s is not None:
             held = s.held
-            if (held is not None and held[d]) or ((fcl > self.window[d] or fcl > s.window[d])
-                                                 and (self.owed[d] or (s.owed is not None and s.owed[d]))):
+            if (held is not None and held[d]) or ((fcl > side.window or fcl > s.window[d])
+                                                 and (side.owed or (s.owed is not None and s.owed[d]))):
                 if held is None:
                     held = s.held = [[], []]
                     s.held_fcl = [0, 0]
                 held[d].append((wire, fcl, origin, actions))
-                self.held_fcl[d] += fcl
+                side.held_fcl += fcl
                 s.held_fcl[d] += fcl
-                self.held_streams[d][s.id] = s
+                side.held_streams[s.id] = s
                 return
             s.window[d] -= fcl
-        self.window[d] -= fcl
-        if fcl and (self.window[d] < 0 or (s is not None and s.window[d] < 0)):
-            which = "connection" if self.window[d] < 0 else f"stream {sid}"
-            self._violation(d, "6.9.1", ErrorCode.FLOW_CONTROL_ERROR, self.window[d] < 0,
+        side.window -= fcl
+        if fcl and (side.window < 0 or (s is not None and s.window[d] < 0)):
+            which = "connection" if side.window < 0 else f"stream {sid}"
+            self._violation(d, "6.9.1", ErrorCode.FLOW_CONTROL_ERROR, side.window < 0,
                             f"DATA of {fcl} bytes on stream {sid} exceeds the {which} flow-control window "
-                            f"(now {self.window[d] if self.window[d] < 0 or s is None else s.window[d]})", sid,
+                            f"(now {side.window if side.window < 0 or s is None else s.window[d]})", sid,
                             forwarded=True)
         self._out(d, wire, origin, actions)
 
     def _flush_held(self, d: int) -> None:
         """Send held DATA (and what queued behind it) as far as the receiver's windows allow."""
-        held = self.held_streams[d]
+        side = self.sides[d]
+        held = side.held_streams
         for sid in list(held):
             s = held[sid]
             # (A proxy push waiting for window is in held_streams with no frames held.)
             queue = s.held[d] if s.held is not None else ()
             while queue:
                 wire, fcl, origin, actions = queue[0]
-                if fcl and (fcl > self.window[d] or fcl > s.window[d]):
+                if fcl and (fcl > side.window or fcl > s.window[d]):
                     break
                 queue.pop(0)
-                self.held_fcl[d] -= fcl
+                side.held_fcl -= fcl
                 s.held_fcl[d] -= fcl
                 s.window[d] -= fcl
-                self.window[d] -= fcl
+                side.window -= fcl
                 self._out(d, wire, origin, actions)
             if not queue:
                 del held[sid]
@@ -947,23 +911,25 @@ class Relay:
         FLOW_CONTROL_ERROR (in both modes: such DATA cannot be forwarded in order). True when
         the connection was closed.
         """
-        if n <= self.window[d] + self.owed[d] - self.held_fcl[d]:
-            if s is None or s.held is None or not s.held[d] or self.unacked_settings[1 - d]:
+        side = self.sides[d]
+        peer = side.peer
+        if n <= side.window + side.owed - side.held_fcl:
+            if s is None or s.held is None or not s.held[d] or peer.unacked_settings:
                 return False
             if n <= s.window[d] + (s.owed[d] if s.owed is not None else 0) - s.held_fcl[d]:
                 return False
         # Exact sums (the running totals may overstate after a reset cleared a queue).
         total = 0
-        for hs in self.held_streams[d].values():
+        for hs in side.held_streams.values():
             if hs.held is not None:
                 for item in hs.held[d]:
                     total += item[1]
-        self.held_fcl[d] = total
-        room = self.window[d] + self.owed[d] - total
+        side.held_fcl = total
+        room = side.window + side.owed - total
         which = "connection"
         if n <= room:
             # The stream's window too, once the receiver's SETTINGS (its initial window) are acknowledged.
-            if s is None or s.held is None or not s.held[d] or self.unacked_settings[1 - d]:
+            if s is None or s.held is None or not s.held[d] or peer.unacked_settings:
                 return False
             s.held_fcl[d] = sum(item[1] for item in s.held[d])
             room = s.window[d] + (s.owed[d] if s.owed is not None else 0) - s.held_fcl[d]
@@ -986,19 +952,20 @@ class Relay:
 
         False, with nothing done, when the block must take the general path instead.
         """
+        side = self.sides[d]
         end = flags & END_STREAM
         new: Optional[str] = None
         if s is not None:
             new = _HEADERS_NEXT[d][end].get(s.state)
             if new is None:
                 return False
-        elif not (d == C2S and sid & 1 and sid > self.last_stream[CLIENT]
-                  and self.client_streams_open < self.settings[SERVER][_MAX_CONCURRENT]
+        elif not (d == C2S and sid & 1 and sid > self.client.last_stream
+                  and self.client_streams_open < self.server.settings[_MAX_CONCURRENT]
                   and len(self.streams) < self.limits.max_streams):
             return False          # (not a new client stream the proxy may open at once: the general path)
-        if self.decoding_broken[d] or self.decoders is None:
+        decoder = side.decoder
+        if side.decoding_broken or decoder is None:
             return False
-        decoder = self.decoders[d]
         version = decoder.table_version
         try:
             headers = decoder.decode(memoryview(wire)[9:])
@@ -1012,10 +979,10 @@ class Relay:
             if messages.check_block(None, d, headers, bool(end), "request", False) is not None:
                 self._header_block(d, [RawFrame(HEADERS, flags, sid, length, wire)], headers)   # (it reports it)
                 return True
-            settings = self.settings
-            self.last_stream[CLIENT] = sid
+            client = self.client
+            client.last_stream = sid
             s = self.streams[sid] = Stream(sid, _HALF_CLOSED_LOCAL if end else _OPEN,
-                                           settings[CLIENT][_INITIAL_WINDOW], settings[SERVER][_INITIAL_WINDOW])
+                                           client.settings[_INITIAL_WINDOW], client.peer.settings[_INITIAL_WINDOW])
             self.client_streams_open += 1
             self.client_streams_total += 1
             s.ordinal = self.client_streams_total
@@ -1039,8 +1006,8 @@ class Relay:
                 s.trailers = headers
         h = s.hooks
         hooks = h[d].get(HEADERS) if h is not None else None
-        if hooks is None and self.greeting[d] is None:
-            if self.encoders[d] is None:
+        if hooks is None and side.greeting is None:
+            if side.encoder is None:
                 self.out[d].append(wire)
             else:
                 # This direction is re-encoded (a block was dropped or changed before): the proxy's encoder.
@@ -1060,6 +1027,7 @@ class Relay:
         return True
 
     def _header_block(self, d: int, frames: List[RawFrame], predecoded: Any = _UNDECODED) -> None:
+        side = self.sides[d]
         first = frames[0]
         t = first.type
         sid = first.stream_id
@@ -1075,11 +1043,11 @@ class Relay:
             bad = None
         if predecoded is not _UNDECODED:
             unit.headers = predecoded
-        elif self.decoding[d] and not self.decoding_broken[d] and not malformed:
-            version = self.decoders[d].table_version if self.decoders is not None else -1
+        elif side.decoding and not side.decoding_broken and not malformed:
+            version = side.decoder.table_version if side.decoder is not None else -1
             unit.headers = self._decode(d, frames)
-            unit.neutral = unit.headers is not None and self.decoders is not None \
-                and self.decoders[d].table_version == version
+            unit.neutral = unit.headers is not None and side.decoder is not None \
+                and side.decoder.table_version == version
             if self.closed:
                 return
         if bad is not None and self._violation(d, *bad, sid=sid):
@@ -1099,7 +1067,7 @@ class Relay:
         else:
             hooks = s.hooks[d].get(t) if s.hooks is not None else None
         if hooks is None:
-            if self.sink is None and self.encoders[d] is None and not (d == S2C and self.push_map):
+            if self.sink is None and side.encoder is None and not (d == S2C and self.push_map):
                 # Fast path: nothing looks at or changes this block.
                 out = self.out[d]
                 for f in frames:
@@ -1121,14 +1089,14 @@ class Relay:
             return self._violation(d, "6.2", ErrorCode.PROTOCOL_ERROR, True, "HEADERS on stream 0")
         s = self.streams.get(sid)
         if s is None:
-            if d == C2S and sid > self.last_stream[CLIENT]:
+            if d == C2S and sid > self.client.last_stream:
                 if not sid & 1:
                     if self._violation(d, "5.1.1", ErrorCode.PROTOCOL_ERROR, True,
                                        f"client opened stream {sid} with an even id"):
                         return True
                 if sid in self.recently_closed:
                     pass
-                limit = self.settings[SERVER][Setting.MAX_CONCURRENT_STREAMS]
+                limit = self.server.settings[Setting.MAX_CONCURRENT_STREAMS]
                 if self.client_streams_open >= limit:
                     if self._violation(d, "5.1.2", ErrorCode.REFUSED_STREAM, False,
                                        f"stream {sid} exceeds the server's SETTINGS_MAX_CONCURRENT_STREAMS "
@@ -1140,12 +1108,12 @@ class Relay:
                 if unit.headers is not None:
                     bad = messages.check_block(None, d, unit.headers, bool(end), "request", self.strict)
                     if bad is not None and self._violation(d, *bad, sid=sid):
-                        self.last_stream[CLIENT] = sid
+                        self.client.last_stream = sid
                         messages.refused(self, sid)
                         return True
-                self.last_stream[CLIENT] = sid
-                s = Stream(sid, st.IDLE, self.settings[CLIENT][Setting.INITIAL_WINDOW_SIZE],
-                           self.settings[SERVER][Setting.INITIAL_WINDOW_SIZE])
+                self.client.last_stream = sid
+                s = Stream(sid, st.IDLE, self.client.settings[Setting.INITIAL_WINDOW_SIZE],
+                           self.server.settings[Setting.INITIAL_WINDOW_SIZE])
                 self.streams[sid] = s
                 self.client_streams_open += 1
                 self.client_streams_total += 1
@@ -1164,7 +1132,7 @@ class Relay:
                     return self._closed_stream_frame(d, unit.frames[0], sid)
                 return self._violation(d, "5.1.1", ErrorCode.PROTOCOL_ERROR, True,
                                        f"client sent HEADERS on stream {sid}, not above its last stream "
-                                       f"{self.last_stream[CLIENT]}")
+                                       f"{self.client.last_stream}")
             if self._closed_stream_frame(d, unit.frames[0], sid):
                 return True
             return False
@@ -1206,7 +1174,7 @@ class Relay:
                                f"PUSH_PROMISE on stream {sid}, which is "
                                f"{parent.state if parent is not None else 'idle or closed'}"):
                 return True
-        if self.settings[CLIENT][Setting.ENABLE_PUSH] == 0:
+        if self.client.settings[Setting.ENABLE_PUSH] == 0:
             if self._violation(d, "8.4", ErrorCode.PROTOCOL_ERROR, True,
                                "PUSH_PROMISE although the client set SETTINGS_ENABLE_PUSH to 0"):
                 return True
@@ -1221,12 +1189,12 @@ class Relay:
         del pad
         if self.push_map is not None and sid in self.push_map:
             sid = self.push_map[sid]
-        if promised & 1 or promised <= self.last_stream[SERVER]:
+        if promised & 1 or promised <= self.server.last_stream:
             if self._violation(d, "5.1.1", ErrorCode.PROTOCOL_ERROR, True,
                                f"PUSH_PROMISE promises stream {promised}, which is odd or not above "
-                               f"{self.last_stream[SERVER]}"):
+                               f"{self.server.last_stream}"):
                 return True
-        self.last_stream[SERVER] = max(self.last_stream[SERVER], promised)
+        self.server.last_stream = max(self.server.last_stream, promised)
         if unit.headers is not None:
             bad = messages.push_problem(unit.headers)
             if bad is not None and self._violation(d, *bad, sid=promised):
@@ -1244,8 +1212,8 @@ class Relay:
         self.last_client_push_id = max(self.last_client_push_id, client_id)
         parent = self.streams.get(sid)
         unit.stream = parent
-        s = Stream(client_id, st.RESERVED_REMOTE, self.settings[CLIENT][Setting.INITIAL_WINDOW_SIZE],
-                   self.settings[SERVER][Setting.INITIAL_WINDOW_SIZE])
+        s = Stream(client_id, st.RESERVED_REMOTE, self.client.settings[Setting.INITIAL_WINDOW_SIZE],
+                   self.server.settings[Setting.INITIAL_WINDOW_SIZE])
         s.server_id = promised
         s.request_headers = unit.headers
         if self.stream_tables is not None:
@@ -1263,7 +1231,7 @@ class Relay:
         discarded like any frame in flight on a stream the proxy reset. Returns True (dropped).
         """
         promised = self._promised_id(unit.frames[0])
-        self.last_stream[SERVER] = max(self.last_stream[SERVER], promised)
+        self.server.last_stream = max(self.server.last_stream, promised)
         self._out(C2S, fc.RstStreamFrame(promised, error_code=ErrorCode.CANCEL).serialize(), None,
                   [{"hook": "h2proxy", "action": "injected"}])
         self.recently_closed[promised] = ProxyReset((CLIENT, SERVER))
@@ -1273,13 +1241,14 @@ class Relay:
 
     def _forward_block(self, d: int, unit: _Unit, result: HookResult, actions: Optional[Actions] = None) -> None:
         """Send a header block on: unchanged (byte for byte, unless re-encoding), or as changed."""
+        side = self.sides[d]
         frames = unit.frames
-        if result is UNCHANGED and (self.encoders[d] is None or unit.headers is None):
-            if self.encoders[d] is not None and (self.decoding_broken[d] or not self.decoding[d]):
+        if result is UNCHANGED and (side.encoder is None or unit.headers is None):
+            if side.encoder is not None and (side.decoding_broken or not side.decoding):
                 # (A malformed frame has its violation logged already.)
                 self._log_error(f"cannot re-encode the header block on stream {frames[0].stream_id}: the "
                                 f"{SIDE_NAME[d]}'s header blocks are not decoded "
-                                f"({'COMPRESSION_ERROR earlier' if self.decoding[d] else 'decoding is off'}); "
+                                f"({'COMPRESSION_ERROR earlier' if side.decoding else 'decoding is off'}); "
                                 "forwarded as received")
             seqs = self._record_block_in(d, unit, actions)
             mapping = d == S2C and self.push_map
@@ -1307,7 +1276,7 @@ class Relay:
             acts = actions
         for item in result:
             self._send_item(d, item, origin, acts, unit)
-        if self.encoders[d] is None and unit.headers is not None and not _block_intact(frames, result) \
+        if side.encoder is None and unit.headers is not None and not _block_intact(frames, result) \
                 and not (unit.neutral and _neutral_kept(frames, result)):
             # The receiver did not get the sender's block as it was (dropped, duplicated, replaced):
             # its HPACK table no longer follows the sender's, so later blocks are re-encoded. (Not when
@@ -1339,31 +1308,36 @@ class Relay:
     def _decode(self, d: int, frames: List[RawFrame], block: Optional[Chunk] = None) -> Optional[HeaderList]:
         """The decoded header list of a block (``block``: its bytes when known), or None when it does not
         decode (reported; the direction's later blocks are not decoded) or is over a limit (connection closed)."""
-        assert self.decoders is not None     # (called only when decoding)
+        side = self.sides[d]
+        decoder = side.decoder
+        assert decoder is not None     # (called only when decoding)
         try:
             if block is None:
                 block = b"".join(_fragment(f) for f in frames)
-            return self.decoders[d].decode(block)      # never-indexed fields stay marked (NeverIndexed)
+            return decoder.decode(block)      # never-indexed fields stay marked (NeverIndexed)
         except (HpackDecodingError, ValueError) as exc:   # (ValueError: padding that leaves no fragment)
             self._decode_failed(d, frames, exc)
             return None
 
     def _decode_failed(self, d: int, frames: List[RawFrame], exc: Exception) -> None:
         """A block over the header list limit (the connection closes), or one that does not decode."""
+        side = self.sides[d]
         if isinstance(exc, OversizedHeaderListError):
             self._limit(d, "max_header_list_size", str(exc))
             return
         if not isinstance(exc, (HpackDecodingError, ValueError)):
             raise exc
-        self.decoding_broken[d] = True
+        side.decoding_broken = True
         self._violation(d, "4.3", ErrorCode.COMPRESSION_ERROR, True,
                         f"header block on stream {frames[0].stream_id} does not decode: {exc}",
                         forwarded=not self.strict)
 
     def _start_reencoding(self, d: int) -> HpackEncoder:
-        enc = self.encoders[d] = HpackEncoder()
+        side = self.sides[d]
+        peer = side.peer
+        enc = side.encoder = HpackEncoder()
         # Empty the receiver's dynamic table so that it matches the new encoder's.
-        size = min(4096, self.settings[1 - d][Setting.HEADER_TABLE_SIZE])
+        size = min(4096, peer.settings[Setting.HEADER_TABLE_SIZE])
         enc.header_table_size = 0
         enc.header_table_size = size
         self._update_fast_path()
@@ -1376,15 +1350,18 @@ class Relay:
 
     def _encode_block(self, d: int, item: Headers) -> List[bytes]:
         """HPACK-encode with the proxy's own encoder for direction d and split to the receiver's frame size."""
-        enc = self.encoders[d]
+        side = self.sides[d]
+        peer = side.peer
+        enc = side.encoder
         if enc is None:
             enc = self._start_reencoding(d)
         headers = item.headers
-        if self.decoders is not None and self.decoders[d].never_indexed_seen:
+        decoder = side.decoder
+        if decoder is not None and decoder.never_indexed_seen:
             # A hook may have rebuilt the pairs: what came in never-indexed goes out never-indexed.
-            headers = mark_never_indexed(headers, self.decoders[d].never_indexed_seen)
+            headers = mark_never_indexed(headers, decoder.never_indexed_seen)
         block = enc.encode(headers)
-        return block_frames(item.stream_id, block, self.settings[1 - d][_MAX_FRAME], bool(item.end_stream),
+        return block_frames(item.stream_id, block, peer.settings[_MAX_FRAME], bool(item.end_stream),
                             item.promised_stream_id)
 
     # ---------------------------------------------------------- other frames
@@ -1433,21 +1410,23 @@ class Relay:
 
     def _ping(self, d: int, f: RawFrame) -> bool:
         """The checks and the flood limit for a PING; True when the frame is dropped."""
+        side = self.sides[d]
         sid = f.stream_id
         if sid != 0 and self._violation(d, "6.7", ErrorCode.PROTOCOL_ERROR, True, f"PING on stream {sid}"):
             return True
         if f.length != 8 and self._violation(d, "6.7", ErrorCode.FRAME_SIZE_ERROR, True,
                                              f"PING with a body of {f.length} bytes, not 8"):
             return True
-        if self.control_rate[d].hit(self.now):
+        if side.control_rate.hit(self.now):
             self._limit(d, "max_control_frames_per_second", "PING flood")
             return True
         return False
 
     def _priority(self, d: int, f: RawFrame) -> bool:
         """The checks and the churn limit for a PRIORITY; True when the frame is dropped (or consumed)."""
+        side = self.sides[d]
         sid = f.stream_id
-        if self.control_rate[d].hit(self.now):
+        if side.control_rate.hit(self.now):
             # (Before the checks: a PRIORITY that is a stream error counts too.)
             self._limit(d, "max_control_frames_per_second", "PRIORITY churn")
             return True
@@ -1468,6 +1447,7 @@ class Relay:
 
     def _goaway_frame(self, d: int, f: RawFrame) -> bool:
         """The checks for a GOAWAY, and what it says (``goaway_from``); True when the frame is dropped."""
+        side = self.sides[d]
         sid = f.stream_id
         if sid != 0 and self._violation(d, "6.8", ErrorCode.PROTOCOL_ERROR, True, f"GOAWAY on stream {sid}"):
             return True
@@ -1477,7 +1457,7 @@ class Relay:
                 return True
         else:
             last, code = _goaway_head.unpack_from(f.payload)
-            self.goaway_from[d] = (last & 0x7FFFFFFF, code)
+            side.goaway = (last & 0x7FFFFFFF, code)
         return False
 
     def _proxy_stream_frame(self, f: RawFrame) -> None:
@@ -1486,7 +1466,7 @@ class Relay:
         if s is not None:
             if f.type == WINDOW_UPDATE and f.length == 4:
                 s.window[S2C] += _u32.unpack_from(f.payload)[0] & 0x7FFFFFFF
-                if self.held_streams[S2C]:
+                if self.server.held_streams:
                     self._flush_held(S2C)
             elif f.type == RST_STREAM:
                 s.state = st.CLOSED
@@ -1494,11 +1474,13 @@ class Relay:
                 s.push_body = None
                 if s.held is not None:
                     s.held[S2C].clear()
-                self.held_streams[S2C].pop(s.id, None)
+                self.server.held_streams.pop(s.id, None)
                 self._close_stream(s)
         self._record_in(C2S, f, [{"hook": "h2proxy", "action": "consumed"}])
 
     def _settings(self, d: int, f: RawFrame) -> bool:
+        side = self.sides[d]
+        peer = side.peer
         sid = f.stream_id
         if sid != 0 and self._violation(d, "6.5", ErrorCode.PROTOCOL_ERROR, True, f"SETTINGS on stream {sid}"):
             return True
@@ -1510,10 +1492,10 @@ class Relay:
         if f.length // 6 > self.limits.max_settings_entries:
             self._limit(d, "max_settings_entries", f"SETTINGS with {f.length // 6} entries")
             return True
-        if self.control_rate[d].hit(self.now):
+        if side.control_rate.hit(self.now):
             self._limit(d, "max_control_frames_per_second", "SETTINGS flood")
             return True
-        mine = self.settings[d]
+        mine = side.settings
         receiving = 1 - d        # the direction in which this side receives
         table_size = None
         for ident, value in _settings_entry.iter_unpack(f.payload):
@@ -1539,60 +1521,62 @@ class Relay:
                 continue
             elif ident == Setting.HEADER_TABLE_SIZE:
                 table_size = value
-                if self.decoders is not None:
+                dec = peer.decoder
+                if dec is not None:
                     # A larger table is allowed at once; a smaller one binds the other side's encoder only
                     # once it acknowledged these SETTINGS (see the ACK above): blocks it sent before
                     # may still use the old size.
-                    dec = self.decoders[receiving]
                     dec.max_allowed_table_size = max(dec.max_allowed_table_size, value)
-                enc = self.encoders[receiving]
+                enc = peer.encoder
                 if enc is not None:
                     # RFC 7541 §4.2: the next block re-encoded for this side starts with a size update.
                     enc.header_table_size = min(4096, value)
             mine[ident] = value
         if self.strict:
-            self.readers[receiving].max_frame_size = min(self.limits.max_frame_size,
-                                                         mine[Setting.MAX_FRAME_SIZE])
-        self.settings_seen[d] = True
-        self.unacked_settings[d] += 1
-        if len(self.table_sizes_due[d]) < 64:
-            self.table_sizes_due[d].append(table_size)
-        if len(self.settings_sent_at[d]) < 64:
-            self.settings_sent_at[d].append(self.now)
-        if self.held_streams[receiving]:
+            peer.reader.max_frame_size = min(self.limits.max_frame_size, mine[Setting.MAX_FRAME_SIZE])
+        side.settings_seen = True
+        side.unacked_settings += 1
+        if len(side.table_sizes_due) < 64:
+            side.table_sizes_due.append(table_size)
+        if len(side.settings_sent_at) < 64:
+            side.settings_sent_at.append(self.now)
+        if peer.held_streams:
             self._flush_held(receiving)
         return False
 
     def _settings_ack(self, d: int, f: RawFrame) -> bool:
         """Side d acknowledged the other side's SETTINGS; True when the frame is dropped."""
+        side = self.sides[d]
+        peer = side.peer
         if f.length and self._violation(d, "6.5", ErrorCode.FRAME_SIZE_ERROR, True,
                                         f"SETTINGS ACK with a body of {f.length} bytes"):
             return True
-        other = 1 - d
-        if self.unacked_settings[other]:
-            self.unacked_settings[other] -= 1
-        pending = self.table_sizes_due[other]
+        if peer.unacked_settings:
+            peer.unacked_settings -= 1
+        pending = peer.table_sizes_due
         if pending:
             size = pending.pop(0)
-            if size is not None and self.decoders is not None:
+            if size is not None and side.decoder is not None:
                 # From now on side d's encoder is held to the size (RFC 7541 4.2: the update
                 # follows the SETTINGS acknowledgement); a larger one still unacknowledged stays allowed.
                 later = [v for v in pending if v is not None]
-                self.decoders[d].max_allowed_table_size = max([size] + later)
-        if self.settings_sent_at[other]:
-            self.settings_sent_at[other].pop(0)
-        if self.control_rate[d].hit(self.now):
+                side.decoder.max_allowed_table_size = max([size] + later)
+        if peer.settings_sent_at:
+            peer.settings_sent_at.pop(0)
+        if side.control_rate.hit(self.now):
             self._limit(d, "max_control_frames_per_second", "SETTINGS flood")
             return True
         return False
 
     def _window_update(self, d: int, f: RawFrame) -> bool:
+        side = self.sides[d]
+        peer = side.peer
         sid = f.stream_id
         if f.length != 4:
             return self._violation(d, "6.9", ErrorCode.FRAME_SIZE_ERROR, True,
                                    f"WINDOW_UPDATE on stream {sid} with a body of {f.length} bytes, not 4")
         inc = _u32.unpack_from(f.payload)[0] & 0x7FFFFFFF
-        if inc < 1024 and self.control_rate[d].hit(self.now):
+        if inc < 1024 and side.control_rate.hit(self.now):
             # (Only small increments count, 0 too: big ones are what a receiver reading DATA sends.)
             self._limit(d, "max_control_frames_per_second", "WINDOW_UPDATE churn")
             return True
@@ -1600,18 +1584,18 @@ class Relay:
             return self._violation(d, "6.9", ErrorCode.PROTOCOL_ERROR, sid == 0,
                                    f"WINDOW_UPDATE on stream {sid} with an increment of 0", sid)
         other = 1 - d            # the direction whose receiver this side is
-        self.stalled_since[other] = None       # (progress: zero_window_timeout starts again)
+        peer.stalled_since = None       # (progress: zero_window_timeout starts again)
         if sid == 0:
-            self.window[other] += inc
-            if self.window[other] > MAX_WINDOW:
+            peer.window += inc
+            if peer.window > MAX_WINDOW:
                 if self._violation(d, "6.9.1", ErrorCode.FLOW_CONTROL_ERROR, True,
-                                   f"connection window raised to {self.window[other]}, above 2^31-1"):
+                                   f"connection window raised to {peer.window}, above 2^31-1"):
                     return True
-            owed = self.owed[other]
+            owed = peer.owed
             if owed:
                 take = min(owed, inc)
-                self.owed[other] -= take
-                if self.held_streams[other]:
+                peer.owed -= take
+                if peer.held_streams:
                     self._flush_held(other)
                 if take == inc:
                     self._record_in(d, f, [{"hook": "h2proxy", "action": "consumed"}])
@@ -1640,7 +1624,7 @@ class Relay:
                     take = inc if s.proxy_owned or owed_s is None else min(owed_s[other], inc)
                     if not s.proxy_owned and owed_s is not None:
                         owed_s[other] -= take
-                    if self.held_streams[other]:
+                    if peer.held_streams:
                         self._flush_held(other)
                     if take == inc:
                         self._record_in(d, f, [{"hook": "h2proxy", "action": "consumed"}])
@@ -1650,7 +1634,7 @@ class Relay:
                               self._record_in(d, f, [{"hook": "h2proxy", "action": "changed"}]),
                               [{"hook": "h2proxy", "action": "window-repair"}])
                     return True
-        if self.held_streams[other]:
+        if peer.held_streams:
             self._flush_held(other)
         return False
 
@@ -1664,7 +1648,7 @@ class Relay:
         if d == S2C and self.push_map:
             sid = self.push_map.get(sid, sid)
         self.counters["resets"][d] += 1
-        if d == C2S and self.reset_rate.hit(self.now):
+        if d == C2S and self.client.reset_rate.hit(self.now):
             self._limit(d, "max_resets_per_second", "stream resets (rapid reset, CVE-2023-44487)")
             return True
         s = self.streams.get(sid)
@@ -1679,7 +1663,7 @@ class Relay:
             s.push_body = None
             if s.held is not None:
                 s.held[S2C].clear()
-            self.held_streams[S2C].pop(sid, None)
+            self.server.held_streams.pop(sid, None)
             self._close_stream(s)
             self._record_in(d, f, [{"hook": "h2proxy", "action": "consumed"}])
             return True
@@ -1687,14 +1671,14 @@ class Relay:
         for dd in (0, 1):
             if s.held is not None and s.held[dd]:
                 s.held[dd].clear()
-                self.held_streams[dd].pop(sid, None)
+                self.sides[dd].held_streams.pop(sid, None)
         self._close_stream(s)
         return False
 
     def _closed_stream_frame(self, d: int, f: RawFrame, sid: int) -> bool:
         """A DATA or HEADERS frame for a stream the proxy does not track."""
         owner = CLIENT if sid & 1 else SERVER
-        last = self.last_stream[owner] if owner == CLIENT else max(self.last_stream[SERVER],
+        last = self.sides[owner].last_stream if owner == CLIENT else max(self.server.last_stream,
                                                                    self.last_client_push_id)
         if sid > last:
             return self._violation(d, "5.1", ErrorCode.PROTOCOL_ERROR, True,
@@ -1730,6 +1714,7 @@ class Relay:
     # ---------------------------------------------------------------- hooks
 
     def _hooked(self, d: int, unit: _Unit, hooks: List[HookEntry]) -> None:
+        side = self.sides[d]
         for entry in hooks:
             screen = entry[4] if len(entry) > 4 else None
             if screen is None or screen(self, d, unit, hooks):
@@ -1737,10 +1722,10 @@ class Relay:
         else:
             # Every entry screened the raw frame and none will act on it: no object, no chain.
             first = unit.frames[0]
-            if (first.type == HEADERS and self.sink is None and self.greeting[d] is None
+            if (first.type == HEADERS and self.sink is None and side.greeting is None
                     and not (d == S2C and self.push_map) and not (d == C2S and self.push_unmap)):
                 out = self.out[d]
-                if self.encoders[d] is None:
+                if side.encoder is None:
                     for f in unit.frames:
                         out.append(f.wire)
                 elif unit.headers is not None:
@@ -1759,6 +1744,7 @@ class Relay:
         self._drive(d, gen, lambda result: self._finish_unit(d, unit, result), None, None)
 
     def _drive(self, d: int, gen: HookGen, finish: Finish, value: Any, error: Optional[BaseException]) -> None:
+        side = self.sides[d]
         try:
             if error is not None:
                 awaitable = gen.throw(error)
@@ -1767,7 +1753,7 @@ class Relay:
         except StopIteration as stop:
             finish(stop.value)
             return
-        self.paused[d] = (gen, finish)
+        side.paused = (gen, finish)
         self.commands.append(AwaitHook(d, awaitable))
 
     def _hook_chain(self, d: int, unit: _Unit, hooks: List[HookEntry]) -> HookGen:
@@ -1867,6 +1853,7 @@ class Relay:
         return frame
 
     def _finish_unit(self, d: int, unit: _Unit, outcome: HookOutcome) -> None:
+        side = self.sides[d]
         if self.closed:
             return
         result, actions = outcome
@@ -1894,14 +1881,14 @@ class Relay:
             ahead = sum(len(i.data) + (i.pad_length + 1 if "PADDED" in i.flags else 0)
                         for i in result if isinstance(i, fc.DataFrame)) - first.length
             if ahead > 0:
-                self.owed[d] += ahead
+                side.owed += ahead
                 _owe(s, d, ahead)
         for item in result:
             sent_fcl += self._send_item(d, item, origin, [a for a in actions if a["action"] != "passed"], unit)
         if t == DATA and s is not None:
             if ahead > 0:
                 # Settled below from what was really sent (splitting a padded frame drops its padding).
-                self.owed[d] -= ahead
+                side.owed -= ahead
                 assert s.owed is not None     # (made by _owe above)
                 s.owed[d] -= ahead
             diff = first.length - sent_fcl
@@ -1909,7 +1896,7 @@ class Relay:
                 # (RawBytes in the result: repairs are off for this frame, no credit.)
                 self._credit_sender(d, s, diff, bool(first.flags & END_STREAM))
             elif diff < 0:
-                self.owed[d] += -diff
+                side.owed += -diff
                 _owe(s, d, -diff)
             if s.state == st.CLOSED:
                 self._close_stream(s)
@@ -1927,6 +1914,7 @@ class Relay:
     def _send_item(self, d: int, item: HookItem, origin: Optional[int], actions: Optional[Actions],
                    unit: Optional[_Unit]) -> int:
         """Send one thing a hook produced towards the receiver of d; returns DATA bytes sent."""
+        peer = self.sides[1 - d]
         if isinstance(item, RawBytes):
             self._out_raw(d, item.data, item.note)
             return 0
@@ -1940,7 +1928,7 @@ class Relay:
         if not isinstance(item, fc.Frame):
             self._log_error(f"a hook returned {type(item).__name__}, not a frame; ignored")
             return 0
-        max_size = self.settings[1 - d][Setting.MAX_FRAME_SIZE]
+        max_size = peer.settings[Setting.MAX_FRAME_SIZE]
         if isinstance(item, fc.DataFrame):
             data = item.data
             s = self.streams.get(item.stream_id)
@@ -1992,13 +1980,14 @@ class Relay:
 
     def inject(self, d: int, item: HookItem, origin: Optional[int] = None, note: str = "injected") -> None:
         """Send a frame, a Headers block or RawBytes towards the receiver of d, with repairs."""
+        side = self.sides[d]
         if self.closed:
             return
         acts = [{"hook": note, "action": "injected"}]
         if isinstance(item, fc.DataFrame):
             s = self.streams.get(item.stream_id)
             n = self._send_item(d, item, origin, acts, None)
-            self.owed[d] += n
+            side.owed += n
             if s is not None:
                 _owe(s, d, n)
             return
@@ -2037,7 +2026,7 @@ class Relay:
         for dd in (0, 1):
             if s.held is not None:
                 s.held[dd].clear()
-            self.held_streams[dd].pop(s.id, None)
+            self.sides[dd].held_streams.pop(s.id, None)
         s.push_body = None
 
     def _discard_after_reset(self, d: int, f: RawFrame, sid: int) -> Optional[bool]:
@@ -2051,13 +2040,14 @@ class Relay:
         receiver's HPACK table then follows the proxy's re-encoding); otherwise it is forwarded so
         that the receiver's table stays in step.
         """
+        side = self.sides[d]
         mark = self.recently_closed.get(sid)
         if not isinstance(mark, ProxyReset):
             return None
         if (1 - d) not in mark.sides:
             return False
         t = f.type
-        if t in (HEADERS, PUSH_PROMISE) and (not self.decoding[d] or self.decoding_broken[d]):
+        if t in (HEADERS, PUSH_PROMISE) and (not side.decoding or side.decoding_broken):
             return False
         if t == DATA and f.length:
             back = 1 - d
@@ -2078,7 +2068,7 @@ class Relay:
             d = 1 - side
             last = last_stream_id
             if last is None:
-                last = self.last_stream[CLIENT] if side == CLIENT else self.last_stream[SERVER]
+                last = self.client.last_stream if side == CLIENT else self.server.last_stream
             self._send_goaway(d, last, code, debug, note)
 
     def push(self, parent: Optional[Stream], path: str, headers: Iterable[Tuple[Any, Any]], body: bytes,
@@ -2088,24 +2078,24 @@ class Relay:
             return PushRefused("pushes need a client-initiated stream to be promised on")
         if parent.state not in (st.OPEN, st.HALF_CLOSED_LOCAL):
             return PushRefused(f"stream {parent.id} is {parent.state}; a push must be promised on an open stream")
-        if self.settings[CLIENT][Setting.ENABLE_PUSH] == 0:
+        if self.client.settings[Setting.ENABLE_PUSH] == 0:
             return PushRefused("the client disabled push (SETTINGS_ENABLE_PUSH = 0)")
         active_pushes = sum(1 for s in self.streams.values() if s.id % 2 == 0 and s.state != st.CLOSED)
-        limit = self.settings[CLIENT][Setting.MAX_CONCURRENT_STREAMS]
+        limit = self.client.settings[Setting.MAX_CONCURRENT_STREAMS]
         if active_pushes >= limit:
             return PushRefused(f"the client allows {limit} concurrent pushed streams "
                                f"(SETTINGS_MAX_CONCURRENT_STREAMS) and {active_pushes} are open")
-        if self.goaway_from[CLIENT] is not None:
+        if self.client.goaway is not None:
             return PushRefused("the client sent GOAWAY")
-        promised = max(self.last_client_push_id, self.last_stream[SERVER]) + 2
+        promised = max(self.last_client_push_id, self.server.last_stream) + 2
         self.last_client_push_id = promised
         self.renumber_pushes = True
         req = parent.request_headers or []
         authority = _header(req, ":authority") or "localhost"
         scheme = _header(req, ":scheme") or "https"
         request = [(":method", "GET"), (":scheme", scheme), (":authority", authority), (":path", path)]
-        s = Stream(promised, st.RESERVED_LOCAL, self.settings[CLIENT][Setting.INITIAL_WINDOW_SIZE],
-                   self.settings[SERVER][Setting.INITIAL_WINDOW_SIZE])
+        s = Stream(promised, st.RESERVED_LOCAL, self.client.settings[Setting.INITIAL_WINDOW_SIZE],
+                   self.server.settings[Setting.INITIAL_WINDOW_SIZE])
         s.proxy_owned = True
         self.proxy_ids.add(promised)
         s.request_headers = request
@@ -2130,37 +2120,38 @@ class Relay:
     def _continue_push(self, s: Stream) -> None:
         """Send as much of a proxy-pushed body as the client's windows allow."""
         body = s.push_body
-        max_size = self.settings[CLIENT][Setting.MAX_FRAME_SIZE]
+        max_size = self.client.settings[Setting.MAX_FRAME_SIZE]
         while body is not None and len(body):
-            room = min(self.window[S2C], s.window[S2C], max_size)
+            room = min(self.server.window, s.window[S2C], max_size)
             if room <= 0:
                 s.push_body = body        # the rest, sent when the client's window opens
-                self.held_streams[S2C][s.id] = s
+                self.server.held_streams[s.id] = s
                 return
             chunk = body[:room]
             body = body[room:]
             frame = fc.DataFrame(s.id, data=bytes(chunk))
             if not len(body):
                 frame.flags.add("END_STREAM")
-            self.window[S2C] -= len(chunk)
+            self.server.window -= len(chunk)
             s.window[S2C] -= len(chunk)
-            self.owed[S2C] += len(chunk)
+            self.server.owed += len(chunk)
             self._out(S2C, frame.serialize(), None, [{"hook": "push", "action": "injected"}])
         s.push_body = None
-        self.held_streams[S2C].pop(s.id, None)
+        self.server.held_streams.pop(s.id, None)
         s.state = st.CLOSED
         self._close_stream(s)
 
     # ------------------------------------------------------------- output
 
     def _out(self, d: int, wire: Wire, origin: Optional[int], actions: Optional[Actions]) -> None:
-        greeting = self.greeting[d]
+        side = self.sides[d]
+        greeting = side.greeting
         if greeting is not None:
             if wire[3] != SETTINGS or wire[4] & ACK:
                 # The receiver has not had its peer's SETTINGS yet: nothing may come before it.
                 greeting.append((wire, origin, actions))
                 return
-            self.greeting[d] = None
+            side.greeting = None
             self._out(d, wire, origin, actions)
             for held in greeting:
                 self._out(d, *held)
@@ -2222,8 +2213,8 @@ class Relay:
         self.out[C2S].append(PREFACE)
         if self.sink is not None:
             self.sink.preface(self.id, "upstream", "send", self.now, PREFACE)
-        if self.inbox[S2C] and self.paused[S2C] is None:
-            held, self.inbox[S2C] = self.inbox[S2C], []
+        if self.server.inbox and self.server.paused is None:
+            held, self.server.inbox = self.server.inbox, []
             self._run(S2C, held)
 
     def _release_held(self, d: int, speak_first: bool) -> None:
@@ -2236,10 +2227,11 @@ class Relay:
         RST_STREAM is read; RFC 9113 3.4). Nothing goes to a server that has not had the
         connection preface.
         """
-        greeting = self.greeting[d]
+        side = self.sides[d]
+        greeting = side.greeting
         if greeting is None:
             return
-        self.greeting[d] = None
+        side.greeting = None
         if not greeting or (d == C2S and not self.preface_forwarded):
             return
         if speak_first:
@@ -2297,7 +2289,7 @@ class Relay:
         """Strict mode: reset the stream towards the offender, cancel it towards the other side."""
         s = self.streams.get(sid)
         offender = d
-        rate = self.reset_rate if offender == CLIENT else self.server_reset_rate
+        rate = self.sides[offender].reset_rate
         if rate.hit(self.now):
             # A peer that makes the proxy reset streams for it resets them as surely as with RST_STREAM
             # (MadeYouReset, CVE-2025-8671): the same limit as rapid reset.
@@ -2329,7 +2321,7 @@ class Relay:
             if self.sink is not None:
                 self.sink.violation(self.id, self.now, SIDE_NAME[d], section, error_name(code), message)
         towards_offender = 1 - d
-        last_offender = self.last_stream[CLIENT] if d == CLIENT else self.last_stream[SERVER]
+        last_offender = self.client.last_stream if d == CLIENT else self.server.last_stream
         if d == CLIENT or self.preface_forwarded:
             # (Not towards a server that has not had the connection preface: it would read garbage.)
             self._send_goaway(towards_offender, last_offender, code, f"h2proxy: {message}")
@@ -2339,7 +2331,7 @@ class Relay:
                                   f"h2proxy: the client's connection failed ({error_name(code)})")
             elif d == SERVER:
                 # Towards the client the last stream id counts its streams: they did reach the upstream.
-                self._send_goaway(d, self.last_stream[CLIENT], ErrorCode.NO_ERROR,
+                self._send_goaway(d, self.client.last_stream, ErrorCode.NO_ERROR,
                                   f"h2proxy: the upstream's connection failed ({error_name(code)})")
         self._finish(f"{SIDE_NAME[d]} {error_name(code)}: {message}", close_sides=(CLIENT, SERVER))
 
@@ -2376,9 +2368,9 @@ class Relay:
         self.closed = True
         # Nothing more will be relayed: let go of what the connection held.
         self.recently_closed = RecentlyClosed()
-        self.inbox = [[], []]
-        for held in self.held_streams:
-            held.clear()
+        for each in self.sides:
+            each.inbox = []
+            each.held_streams.clear()
         for side in (CLIENT, SERVER):
             self.commands.append(Close(side, reason))
         if self.sink is not None:
