@@ -38,7 +38,7 @@ from typing import (
 from framecodec import frame as fc
 from framecodec.exceptions import FrameCodecError, FrameTooLargeError, PrefaceError
 from framecodec.hpack import Encoder as HpackEncoder
-from framecodec.hpack import HpackDecodingError, OversizedHeaderListError, mark_never_indexed
+from framecodec.hpack import HpackDecodingError, OversizedHeaderListError
 from framecodec.reader import Chunk, FrameFields, RawFrame, Wire
 
 from ..hooks.api import (
@@ -51,9 +51,8 @@ from ..hooks.api import (
     PushStarted,
     RawBytes,
 )
-from . import messages
+from . import blocks, messages
 from . import streams as st
-from .blocks import block_frames
 from .interfaces import Actions, Counters, HeldData, HookEntry, HookRunner, HookTable, StreamTables
 from .limits import Limits
 from .protocol import (
@@ -1230,7 +1229,7 @@ class Relay:
         promised stream is cancelled towards the server, and what the server still sends on it is
         discarded like any frame in flight on a stream the proxy reset. Returns True (dropped).
         """
-        promised = self._promised_id(unit.frames[0])
+        promised = blocks.promised_id(unit.frames[0])
         self.server.last_stream = max(self.server.last_stream, promised)
         self._out(C2S, fc.RstStreamFrame(promised, error_code=ErrorCode.CANCEL).serialize(), None,
                   [{"hook": "h2proxy", "action": "injected"}])
@@ -1257,7 +1256,7 @@ class Relay:
                 if mapping:
                     w = self._map_ids(d, w)
                     if i == 0 and f.type == PUSH_PROMISE:
-                        w = self._map_promised(w, f.flags)
+                        w = blocks.map_promised(w, f.flags, self.push_map)
                 self._out(d, w, seqs[i], None)
             self._after_block(unit)
             return
@@ -1267,7 +1266,7 @@ class Relay:
         if result is UNCHANGED:
             promised = None
             if frames[0].type == PUSH_PROMISE:
-                promised = self._promised_id(frames[0])
+                promised = blocks.promised_id(frames[0])
                 promised = self.push_map.get(promised, promised)
             assert unit.headers is not None     # (blocks not decoded were forwarded as received above)
             result = [Headers(frames[0].stream_id, unit.headers, bool(frames[0].flags & END_STREAM), promised)]
@@ -1276,8 +1275,8 @@ class Relay:
             acts = actions
         for item in result:
             self._send_item(d, item, origin, acts, unit)
-        if side.encoder is None and unit.headers is not None and not _block_intact(frames, result) \
-                and not (unit.neutral and _neutral_kept(frames, result)):
+        if side.encoder is None and unit.headers is not None and not blocks.block_intact(frames, result) \
+                and not (unit.neutral and blocks.neutral_kept(frames, result)):
             # The receiver did not get the sender's block as it was (dropped, duplicated, replaced):
             # its HPACK table no longer follows the sender's, so later blocks are re-encoded. (Not when
             # the block changed no table and was only dropped or repeated as it was.)
@@ -1289,22 +1288,6 @@ class Relay:
         if s is not None and s.state == st.CLOSED and unit.frames[0].type == HEADERS:
             self._close_stream(s)
 
-    def _map_promised(self, wire: Wire, flags: int) -> Wire:
-        """Rewrite the promised stream id of a raw PUSH_PROMISE frame when the push was renumbered."""
-        off = 10 if flags & PADDED else 9
-        promised = _u32.unpack_from(wire, off)[0]
-        new = self.push_map.get(promised & 0x7FFFFFFF)
-        if new is None:
-            return wire
-        buf = bytearray(wire)
-        _u32.pack_into(buf, off, (promised & 0x80000000) | new)
-        return bytes(buf)
-
-    def _promised_id(self, f: RawFrame) -> int:
-        off = 1 if f.flags & PADDED else 0
-        promised: int = _u32.unpack_from(f.payload, off)[0]
-        return promised & 0x7FFFFFFF
-
     def _decode(self, d: int, frames: List[RawFrame], block: Optional[Chunk] = None) -> Optional[HeaderList]:
         """The decoded header list of a block (``block``: its bytes when known), or None when it does not
         decode (reported; the direction's later blocks are not decoded) or is over a limit (connection closed)."""
@@ -1313,7 +1296,7 @@ class Relay:
         assert decoder is not None     # (called only when decoding)
         try:
             if block is None:
-                block = b"".join(_fragment(f) for f in frames)
+                block = blocks.joined(frames)
             return decoder.decode(block)      # never-indexed fields stay marked (NeverIndexed)
         except (HpackDecodingError, ValueError) as exc:   # (ValueError: padding that leaves no fragment)
             self._decode_failed(d, frames, exc)
@@ -1335,11 +1318,7 @@ class Relay:
     def _start_reencoding(self, d: int) -> HpackEncoder:
         side = self.sides[d]
         peer = side.peer
-        enc = side.encoder = HpackEncoder()
-        # Empty the receiver's dynamic table so that it matches the new encoder's.
-        size = min(4096, peer.settings[Setting.HEADER_TABLE_SIZE])
-        enc.header_table_size = 0
-        enc.header_table_size = size
+        enc = side.encoder = blocks.new_encoder(peer.settings[Setting.HEADER_TABLE_SIZE])
         self._update_fast_path()
         # Once per process and direction at info: the same line for every connection tells nothing new.
         log.log(logging.DEBUG if d in _REENCODING_LOGGED else logging.INFO,
@@ -1355,14 +1334,7 @@ class Relay:
         enc = side.encoder
         if enc is None:
             enc = self._start_reencoding(d)
-        headers = item.headers
-        decoder = side.decoder
-        if decoder is not None and decoder.never_indexed_seen:
-            # A hook may have rebuilt the pairs: what came in never-indexed goes out never-indexed.
-            headers = mark_never_indexed(headers, decoder.never_indexed_seen)
-        block = enc.encode(headers)
-        return block_frames(item.stream_id, block, peer.settings[_MAX_FRAME], bool(item.end_stream),
-                            item.promised_stream_id)
+        return blocks.encode(enc, side.decoder, item, peer.settings[_MAX_FRAME])
 
     # ---------------------------------------------------------- other frames
 
@@ -1760,7 +1732,7 @@ class Relay:
         """Run the hooks on one unit; a generator so that an async hook can suspend it."""
         first = unit.frames[0]
         try:
-            frame = self._frame_object(unit)
+            frame = blocks.frame_object(unit.frames)
         except FrameCodecError as exc:
             if first.type == ALTSVC:
                 # A malformed ALTSVC still goes to the hooks that decide what becomes of ALTSVC
@@ -1842,15 +1814,6 @@ class Relay:
         if len(items) == 1 and items[0] is frame and original is not None and frame.serialize() == original:
             return UNCHANGED, actions
         return items, actions
-
-    def _frame_object(self, unit: _Unit) -> fc.Frame:
-        frames = unit.frames
-        frame = frames[0].parse()
-        # (Only a header block has more than one frame: its first is HEADERS or PUSH_PROMISE.)
-        if len(frames) > 1 and isinstance(frame, (fc.HeadersFrame, fc.PushPromiseFrame)):
-            frame.data = b"".join([frame.data] + [bytes(f.payload) for f in frames[1:]])
-            frame.flags.add("END_HEADERS")
-        return frame
 
     def _finish_unit(self, d: int, unit: _Unit, outcome: HookOutcome) -> None:
         side = self.sides[d]
@@ -1951,7 +1914,7 @@ class Relay:
                 total += len(chunk)
             return total
         if isinstance(item, (fc.HeadersFrame, fc.PushPromiseFrame)) and len(item.data) > max_size - 10:
-            wires = _split_block(item, max_size)
+            wires = blocks.split_frame(item, max_size)
             for wire in wires:
                 self._out(d, self._map_ids(d, wire), origin, actions)
             return 0
@@ -2483,76 +2446,6 @@ def _direction(direction: Union[int, str]) -> int:
     if direction in (S2C, SERVER_TO_CLIENT, "s2c", "to_client", "client", "downstream"):
         return S2C
     raise ValueError(f"direction must be {CLIENT_TO_SERVER!r} or {SERVER_TO_CLIENT!r}, not {direction!r}")
-
-
-def _fragment(f: RawFrame) -> bytes:
-    """The header block fragment of a HEADERS, PUSH_PROMISE or CONTINUATION frame."""
-    p = f.payload
-    if f.type == CONTINUATION:
-        return bytes(p)
-    start = 0
-    end = len(p)
-    if f.flags & PADDED:
-        if not end:
-            raise ValueError("PADDED frame without a pad length")
-        end -= p[0]
-        start = 1
-    if f.type == HEADERS and f.flags & PRIORITY_FLAG:
-        start += 5
-    elif f.type == PUSH_PROMISE:
-        start += 4
-    if end < start:
-        raise ValueError(f"padding of {p[0]} bytes longer than the frame body")
-    return bytes(p[start:end])
-
-
-def _block_intact(frames: List[RawFrame], result: List[HookItem]) -> bool:
-    """Whether a hook's result carries the received header block's bytes exactly once, in order."""
-    sent = []
-    for item in result:
-        if isinstance(item, Headers):
-            return True      # encoded by the proxy's own encoder, which resets the receiver's table
-        if isinstance(item, (fc.HeadersFrame, fc.PushPromiseFrame, fc.ContinuationFrame)):
-            sent.append(bytes(item.data))
-    try:
-        return b"".join(sent) == b"".join(_fragment(f) for f in frames)
-    except ValueError:
-        return False
-
-
-def _neutral_kept(frames: List[RawFrame], result: Sequence[Any]) -> bool:
-    """Whether a hook's result holds no header block but copies of the received one, whole (a block that
-    changed no HPACK table may be dropped or repeated so: the receiver's table stays in step)."""
-    original: Optional[bytes] = None
-    for item in result:
-        if isinstance(item, (Headers, RawBytes, bytes, bytearray, memoryview, fc.ContinuationFrame)):
-            return False
-        if isinstance(item, (fc.HeadersFrame, fc.PushPromiseFrame)):
-            if original is None:
-                try:
-                    original = b"".join(_fragment(f) for f in frames)
-                except ValueError:
-                    return False
-            if bytes(item.data) != original or "END_HEADERS" not in item.flags:
-                return False
-    return True
-
-
-def _split_block(frame: Union[fc.HeadersFrame, fc.PushPromiseFrame], max_size: int) -> List[bytes]:
-    """Split a HEADERS or PUSH_PROMISE frame whose block is too large into the frame + CONTINUATIONs."""
-    data = frame.data
-    first_room = max_size - 20
-    frame.data = data[:first_room]
-    rest = data[first_room:]
-    frame.flags.discard("END_HEADERS")
-    wires = [frame.serialize()]
-    while rest:
-        chunk, rest = rest[:max_size], rest[max_size:]
-        cont = fc.ContinuationFrame(frame.stream_id, data=chunk)
-        if not rest:
-            cont.flags.add("END_HEADERS")
-        wires.append(cont.serialize())
-    return wires
 
 
 _RESULT_ITEMS = (fc.Frame, Headers, RawBytes, bytes, bytearray, memoryview)
