@@ -51,7 +51,7 @@ from ..hooks.api import (
     PushStarted,
     RawBytes,
 )
-from . import blocks, messages
+from . import blocks, checks, messages
 from . import streams as st
 from .interfaces import Actions, Counters, HeldData, HookEntry, HookRunner, HookTable, StreamTables
 from .limits import Limits
@@ -64,7 +64,6 @@ from .protocol import (
     END_STREAM,
     GOAWAY,
     HEADERS,
-    MAX_WINDOW,
     PADDED,
     PING,
     PREFACE,
@@ -769,10 +768,7 @@ class Relay:
                                 f"{side.block_size} bytes")
                 return
             side.block = None
-            dropped = self._violation(d, "6.10", ErrorCode.PROTOCOL_ERROR, True,
-                                      f"{frame_name(t)} on stream {f.stream_id} inside the header block of "
-                                      f"stream {blk[0].stream_id} (expected CONTINUATION)")
-            if dropped:
+            if self._violation(d, *checks.inside_block(t, f.stream_id, blk[0].stream_id)):
                 return
             self._header_block(d, blk)   # forward what there was, then this frame
         if t == DATA:
@@ -799,12 +795,7 @@ class Relay:
         error, others a stream error.
         """
         peer = self.sides[1 - d]
-        t = f.type
-        connection = f.stream_id == 0 or t in (HEADERS, PUSH_PROMISE, CONTINUATION, SETTINGS)
-        limit = peer.settings[_MAX_FRAME]
-        return self._violation(d, "4.2", ErrorCode.FRAME_SIZE_ERROR, connection,
-                               f"{frame_name(t)} frame of {f.length} bytes on stream {f.stream_id}, above the "
-                               f"{SIDE_NAME[1 - d]}'s SETTINGS_MAX_FRAME_SIZE {limit}", f.stream_id)
+        return self._violation(d, *checks.oversized(f, peer.settings[_MAX_FRAME], peer.name), sid=f.stream_id)
 
     # ---------------------------------------------------------------- DATA
 
@@ -815,7 +806,7 @@ class Relay:
             sid = self.push_map.get(sid, sid)
         s = self.streams.get(sid)
         if sid == 0:
-            if self._violation(d, "6.1", ErrorCode.PROTOCOL_ERROR, True, "DATA on stream 0"):
+            if self._violation(d, *checks.on_stream_zero(DATA)):
                 return
         elif s is None:
             if self._closed_stream_frame(d, f, sid):
@@ -823,8 +814,7 @@ class Relay:
         else:
             new = st.TRANSITIONS.get((s.state, SENDER[d], st.DATA_END if f.flags & END_STREAM else st.DATA))
             if new is None:
-                code, conn, why = st.violation_code(s.state, SENDER[d], "DATA")
-                if self._violation(d, "5.1", code, conn, f"stream {sid}: {why}", sid):
+                if self._violation(d, *checks.transition(s.state, SENDER[d], "DATA", sid), sid=sid):
                     return
             else:
                 s.state = new
@@ -871,11 +861,9 @@ class Relay:
             s.window[d] -= fcl
         side.window -= fcl
         if fcl and (side.window < 0 or (s is not None and s.window[d] < 0)):
-            which = "connection" if side.window < 0 else f"stream {sid}"
-            self._violation(d, "6.9.1", ErrorCode.FLOW_CONTROL_ERROR, side.window < 0,
-                            f"DATA of {fcl} bytes on stream {sid} exceeds the {which} flow-control window "
-                            f"(now {side.window if side.window < 0 or s is None else s.window[d]})", sid,
-                            forwarded=True)
+            bad = checks.data_past_window(fcl, sid, side.window, s.window[d] if s is not None else None)
+            if bad is not None:
+                self._violation(d, *bad, sid=sid, forwarded=True)
         self._out(d, wire, origin, actions)
 
     def _flush_held(self, d: int) -> None:
@@ -999,7 +987,7 @@ class Relay:
                 self._violation(d, *bad, sid=sid)
             if d == C2S:
                 s.trailers = headers
-            elif s.response_headers is None or _is_informational(s.response_headers):
+            elif s.response_headers is None or messages.is_informational(s.response_headers):
                 s.response_headers = headers
             else:
                 s.trailers = headers
@@ -1050,15 +1038,15 @@ class Relay:
             if self.closed:
                 return
         if bad is not None and self._violation(d, *bad, sid=sid):
-            messages.block_dropped(self, d, unit)
+            self._block_dropped(d, unit)
             return
         if t == HEADERS:
             if self._check_headers(d, unit, sid):
-                messages.block_dropped(self, d, unit)
+                self._block_dropped(d, unit)
                 return
         else:
             if self._check_push_promise(d, unit, sid):
-                messages.block_dropped(self, d, unit)
+                self._block_dropped(d, unit)
                 return
         s = unit.stream
         if s is None:
@@ -1085,40 +1073,31 @@ class Relay:
         if d == S2C and self.push_map:
             sid = self.push_map.get(sid, sid)
         if sid == 0:
-            return self._violation(d, "6.2", ErrorCode.PROTOCOL_ERROR, True, "HEADERS on stream 0")
+            return self._violation(d, *checks.on_stream_zero(HEADERS))
         s = self.streams.get(sid)
         if s is None:
-            if d == C2S and sid > self.client.last_stream:
-                if not sid & 1:
-                    if self._violation(d, "5.1.1", ErrorCode.PROTOCOL_ERROR, True,
-                                       f"client opened stream {sid} with an even id"):
-                        return True
-                if sid in self.recently_closed:
-                    pass
-                limit = self.server.settings[Setting.MAX_CONCURRENT_STREAMS]
-                if self.client_streams_open >= limit:
-                    if self._violation(d, "5.1.2", ErrorCode.REFUSED_STREAM, False,
-                                       f"stream {sid} exceeds the server's SETTINGS_MAX_CONCURRENT_STREAMS "
-                                       f"{limit}", sid):
-                        return True
+            client = self.client
+            if d == C2S and sid > client.last_stream:
+                if self._problems(d, checks.client_stream(sid, self.client_streams_open,
+                                                          client.peer.settings[_MAX_CONCURRENT]), sid):
+                    return True
                 if len(self.streams) >= self.limits.max_streams:
                     self._limit(d, "max_streams", f"{len(self.streams)} streams tracked")
                     return True
                 if unit.headers is not None:
                     bad = messages.check_block(None, d, unit.headers, bool(end), "request", self.strict)
                     if bad is not None and self._violation(d, *bad, sid=sid):
-                        self.client.last_stream = sid
-                        messages.refused(self, sid)
+                        client.last_stream = sid
+                        self._refused(sid)
                         return True
-                self.client.last_stream = sid
-                s = Stream(sid, st.IDLE, self.client.settings[Setting.INITIAL_WINDOW_SIZE],
-                           self.server.settings[Setting.INITIAL_WINDOW_SIZE])
+                client.last_stream = sid
+                s = Stream(sid, st.HALF_CLOSED_LOCAL if end else st.OPEN, client.settings[_INITIAL_WINDOW],
+                           client.peer.settings[_INITIAL_WINDOW])
                 self.streams[sid] = s
                 self.client_streams_open += 1
                 self.client_streams_total += 1
                 s.ordinal = self.client_streams_total
                 self.counters["streams"] += 1
-                s.state = st.HALF_CLOSED_LOCAL if end else st.OPEN
                 s.request_headers = unit.headers
                 if self.stream_tables is not None:
                     s.hooks = self.stream_tables(s)
@@ -1126,78 +1105,56 @@ class Relay:
                 if self.stream_hooks is not None:
                     self.stream_hooks.stream_opened(self, s)
                 return False
-            if d == C2S:
-                if sid in self.recently_closed:
-                    return self._closed_stream_frame(d, unit.frames[0], sid)
-                return self._violation(d, "5.1.1", ErrorCode.PROTOCOL_ERROR, True,
-                                       f"client sent HEADERS on stream {sid}, not above its last stream "
-                                       f"{self.client.last_stream}")
-            if self._closed_stream_frame(d, unit.frames[0], sid):
-                return True
-            return False
+            if d == C2S and sid not in self.recently_closed:
+                return self._violation(d, *checks.stream_not_above(sid, client.last_stream))
+            return self._closed_stream_frame(d, unit.frames[0], sid)
         unit.stream = s
         new = st.TRANSITIONS.get((s.state, SENDER[d], st.HEADERS_END if end else st.HEADERS))
         if new is None:
-            code, conn, why = st.violation_code(s.state, SENDER[d], "HEADERS")
-            return self._violation(d, "5.1", code, conn, f"stream {sid}: {why}", sid)
+            return self._violation(d, *checks.transition(s.state, SENDER[d], "HEADERS", sid), sid=sid)
         s.state = new
         if unit.headers is not None:
             bad = messages.check_block(s, d, unit.headers, bool(end), "next", self.strict)
             if bad is not None and self._violation(d, *bad, sid=sid):
                 return True
-        if unit.headers is not None:
             if d == C2S:
                 s.trailers = unit.headers
-            elif s.response_headers is None or _is_informational(s.response_headers):
+            elif s.response_headers is None or messages.is_informational(s.response_headers):
                 s.response_headers = unit.headers
             else:
                 s.trailers = unit.headers
         return False
 
     def _check_push_promise(self, d: int, unit: _Unit, sid: int) -> bool:
+        """State and rules for a PUSH_PROMISE block; True when the block is dropped. Registers the
+        promised stream (renumbered when the proxy pushes on this connection too)."""
         first = unit.frames[0]
         if d == C2S:
-            return self._violation(d, "8.4", ErrorCode.PROTOCOL_ERROR, True, "the client sent PUSH_PROMISE")
-        if sid == 0 and self._violation(d, "6.6", ErrorCode.PROTOCOL_ERROR, True, "PUSH_PROMISE on stream 0"):
-            return True
+            return self._violation(d, *checks.client_push_promise())
         parent = self.streams.get(sid)
-        if parent is None and sid and unit.headers is not None:
-            mark = self.recently_closed.get(sid)
-            if isinstance(mark, ProxyReset) and CLIENT in mark.sides:
-                return self._promise_after_reset(unit)
-        if sid and (not sid & 1 or (parent.state not in (st.OPEN, st.HALF_CLOSED_LOCAL) if parent is not None
-                                    else self.recently_closed.get(sid) != CLIENT)):
-            # Only on a client stream that is open or half-closed (local) from the client's view; one the
-            # client reset may still get promises sent before the reset arrived (RFC 9113 6.6).
-            if self._violation(d, "6.6", ErrorCode.PROTOCOL_ERROR, True,
-                               f"PUSH_PROMISE on stream {sid}, which is "
-                               f"{parent.state if parent is not None else 'idle or closed'}"):
-                return True
-        if self.client.settings[Setting.ENABLE_PUSH] == 0:
-            if self._violation(d, "8.4", ErrorCode.PROTOCOL_ERROR, True,
-                               "PUSH_PROMISE although the client set SETTINGS_ENABLE_PUSH to 0"):
-                return True
-        payload = first.payload
-        pad = payload[0] if first.flags & PADDED and len(payload) else 0
-        off = 1 if first.flags & PADDED else 0
-        if len(payload) < off + 4:
-            return self._violation(d, "6.6", ErrorCode.FRAME_SIZE_ERROR, True,
-                                   f"PUSH_PROMISE on stream {sid}: body of {len(payload)} bytes has no promised "
-                                   f"stream id")
-        promised = _u32.unpack_from(payload, off)[0] & 0x7FFFFFFF
-        del pad
-        if self.push_map is not None and sid in self.push_map:
+        client = self.client
+        closer = self.recently_closed.get(sid) if parent is None and sid else None
+        if isinstance(closer, ProxyReset) and CLIENT in closer.sides and unit.headers is not None:
+            return self._promise_after_reset(unit)
+        if self._problems(d, checks.push_promise_parent(
+                sid, parent.state if parent is not None else None, closer == CLIENT,
+                client.settings[Setting.ENABLE_PUSH] != 0), None):
+            return True
+        bad = checks.promised_room(first)
+        if bad is not None:
+            return self._violation(d, *bad)
+        promised = blocks.promised_id(first)
+        if sid in self.push_map:
             sid = self.push_map[sid]
-        if promised & 1 or promised <= self.server.last_stream:
-            if self._violation(d, "5.1.1", ErrorCode.PROTOCOL_ERROR, True,
-                               f"PUSH_PROMISE promises stream {promised}, which is odd or not above "
-                               f"{self.server.last_stream}"):
-                return True
-        self.server.last_stream = max(self.server.last_stream, promised)
+        server = self.server
+        bad = checks.promised_stream(promised, server.last_stream)
+        if bad is not None and self._violation(d, *bad):
+            return True
+        server.last_stream = max(server.last_stream, promised)
         if unit.headers is not None:
             bad = messages.push_problem(unit.headers)
             if bad is not None and self._violation(d, *bad, sid=promised):
-                messages.refused(self, promised)
+                self._refused(promised)
                 return True
         if len(self.streams) >= self.limits.max_streams:
             self._limit(d, "max_streams", f"{len(self.streams)} streams tracked, PUSH_PROMISE for one more")
@@ -1209,10 +1166,8 @@ class Relay:
             self.push_unmap[client_id] = promised
             self._update_fast_path()
         self.last_client_push_id = max(self.last_client_push_id, client_id)
-        parent = self.streams.get(sid)
-        unit.stream = parent
-        s = Stream(client_id, st.RESERVED_REMOTE, self.client.settings[Setting.INITIAL_WINDOW_SIZE],
-                   self.server.settings[Setting.INITIAL_WINDOW_SIZE])
+        unit.stream = self.streams.get(sid)
+        s = Stream(client_id, st.RESERVED_REMOTE, client.settings[_INITIAL_WINDOW], server.settings[_INITIAL_WINDOW])
         s.server_id = promised
         s.request_headers = unit.headers
         if self.stream_tables is not None:
@@ -1220,6 +1175,22 @@ class Relay:
         self.streams[client_id] = s
         self.counters["streams"] += 1
         return False
+
+    def _refused(self, sid: int) -> None:
+        """Strict mode refused stream ``sid`` (a malformed request or push) before the other side saw it:
+        later frames on it are dropped instead of reaching a peer that never heard of the stream."""
+        self.recently_closed[sid] = "refused"     # (remembers a bounded number of streams itself)
+
+    def _block_dropped(self, d: int, unit: _Unit) -> None:
+        """A header block was decoded but not forwarded (strict mode refused its stream).
+
+        The sender's HPACK encoder went on as if the receiver had it, so the receiver's
+        dynamic table no longer follows: from now on the proxy re-encodes this direction's
+        blocks (the first one empties the receiver's table).
+        """
+        if self.closed or self.sides[d].encoder is not None or unit.headers is None or unit.neutral:
+            return       # (a block that changed no HPACK table leaves the receiver in step when dropped)
+        self._start_reencoding(d)
 
     def _promise_after_reset(self, unit: _Unit) -> bool:
         """A PUSH_PROMISE in flight on a stream the proxy had reset towards the client (RFC 9113 6.6).
@@ -1311,9 +1282,7 @@ class Relay:
         if not isinstance(exc, (HpackDecodingError, ValueError)):
             raise exc
         side.decoding_broken = True
-        self._violation(d, "4.3", ErrorCode.COMPRESSION_ERROR, True,
-                        f"header block on stream {frames[0].stream_id} does not decode: {exc}",
-                        forwarded=not self.strict)
+        self._violation(d, *checks.undecodable(frames[0].stream_id, exc), forwarded=not self.strict)
 
     def _start_reencoding(self, d: int) -> HpackEncoder:
         side = self.sides[d]
@@ -1363,8 +1332,7 @@ class Relay:
             if self._goaway_frame(d, f):
                 return
         elif t == CONTINUATION:
-            if self._violation(d, "6.10", ErrorCode.PROTOCOL_ERROR, True,
-                               f"CONTINUATION on stream {sid} without a HEADERS or PUSH_PROMISE before it"):
+            if self._violation(d, *checks.continuation_alone(sid)):
                 return
         # (On renumbered pushed streams, _map_ids gives the frame the other leg's stream id.)
         s = self.streams.get(sid) if sid else None
@@ -1383,11 +1351,7 @@ class Relay:
     def _ping(self, d: int, f: RawFrame) -> bool:
         """The checks and the flood limit for a PING; True when the frame is dropped."""
         side = self.sides[d]
-        sid = f.stream_id
-        if sid != 0 and self._violation(d, "6.7", ErrorCode.PROTOCOL_ERROR, True, f"PING on stream {sid}"):
-            return True
-        if f.length != 8 and self._violation(d, "6.7", ErrorCode.FRAME_SIZE_ERROR, True,
-                                             f"PING with a body of {f.length} bytes, not 8"):
+        if self._problems(d, checks.ping(f), f.stream_id):
             return True
         if side.control_rate.hit(self.now):
             self._limit(d, "max_control_frames_per_second", "PING flood")
@@ -1402,16 +1366,8 @@ class Relay:
             # (Before the checks: a PRIORITY that is a stream error counts too.)
             self._limit(d, "max_control_frames_per_second", "PRIORITY churn")
             return True
-        if sid == 0 and self._violation(d, "6.3", ErrorCode.PROTOCOL_ERROR, True, "PRIORITY on stream 0"):
+        if self._problems(d, checks.priority(f), sid):
             return True
-        if f.length != 5 and self._violation(d, "6.3", ErrorCode.FRAME_SIZE_ERROR, False,
-                                             f"PRIORITY on stream {sid} with a body of {f.length} bytes, not 5",
-                                             sid):
-            return True
-        if f.length == 5 and (_u32.unpack_from(f.payload)[0] & 0x7FFFFFFF) == sid:
-            if self._violation(d, "5.3.1", ErrorCode.PROTOCOL_ERROR, False,
-                               f"PRIORITY: stream {sid} depends on itself", sid):
-                return True
         if d == C2S and sid in self.streams and self.streams[sid].proxy_owned:
             self._record_in(d, f, [{"hook": "h2proxy", "action": "consumed"}])
             return True
@@ -1420,14 +1376,9 @@ class Relay:
     def _goaway_frame(self, d: int, f: RawFrame) -> bool:
         """The checks for a GOAWAY, and what it says (``goaway_from``); True when the frame is dropped."""
         side = self.sides[d]
-        sid = f.stream_id
-        if sid != 0 and self._violation(d, "6.8", ErrorCode.PROTOCOL_ERROR, True, f"GOAWAY on stream {sid}"):
+        if self._problems(d, checks.goaway(f), f.stream_id):
             return True
-        if f.length < 8:
-            if self._violation(d, "6.8", ErrorCode.FRAME_SIZE_ERROR, True,
-                               f"GOAWAY with a body of {f.length} bytes, shorter than 8"):
-                return True
-        else:
+        if f.length >= 8:
             last, code = _goaway_head.unpack_from(f.payload)
             side.goaway = (last & 0x7FFFFFFF, code)
         return False
@@ -1453,14 +1404,14 @@ class Relay:
     def _settings(self, d: int, f: RawFrame) -> bool:
         side = self.sides[d]
         peer = side.peer
-        sid = f.stream_id
-        if sid != 0 and self._violation(d, "6.5", ErrorCode.PROTOCOL_ERROR, True, f"SETTINGS on stream {sid}"):
+        bad = checks.settings_stream(f)
+        if bad is not None and self._violation(d, *bad):
             return True
         if f.flags & ACK:
             return self._settings_ack(d, f)
-        if f.length % 6:
-            return self._violation(d, "6.5", ErrorCode.FRAME_SIZE_ERROR, True,
-                                   f"SETTINGS body of {f.length} bytes is not a multiple of 6")
+        bad = checks.settings_length(f)
+        if bad is not None:
+            return self._violation(d, *bad)
         if f.length // 6 > self.limits.max_settings_entries:
             self._limit(d, "max_settings_entries", f"SETTINGS with {f.length // 6} entries")
             return True
@@ -1471,26 +1422,17 @@ class Relay:
         receiving = 1 - d        # the direction in which this side receives
         table_size = None
         for ident, value in _settings_entry.iter_unpack(f.payload):
-            if ident == Setting.ENABLE_PUSH and (value > 1 or (value and d == SERVER)):
-                if self._violation(d, "6.5.2", ErrorCode.PROTOCOL_ERROR, True,
-                                   f"SETTINGS_ENABLE_PUSH = {value}, must be 0 or 1"
-                                   f"{' (and 0 from a server)' if value == 1 else ''}"):
+            bad = checks.setting(ident, value, d == SERVER)
+            if bad is not None:
+                if self._violation(d, *bad):
                     return True
-            elif ident == Setting.INITIAL_WINDOW_SIZE:
-                if value > MAX_WINDOW:
-                    if self._violation(d, "6.5.2", ErrorCode.FLOW_CONTROL_ERROR, True,
-                                       f"SETTINGS_INITIAL_WINDOW_SIZE = {value}, above 2^31-1"):
-                        return True
-                    continue
+                if ident != Setting.ENABLE_PUSH:
+                    continue          # (a window or frame size out of range is not applied)
+            if ident == Setting.INITIAL_WINDOW_SIZE:
                 delta = value - mine[Setting.INITIAL_WINDOW_SIZE]
                 if delta:
                     for s in self.streams.values():
                         s.window[receiving] += delta
-            elif ident == Setting.MAX_FRAME_SIZE and not 16384 <= value <= 16777215:
-                if self._violation(d, "6.5.2", ErrorCode.PROTOCOL_ERROR, True,
-                                   f"SETTINGS_MAX_FRAME_SIZE = {value}, outside 16384..16777215"):
-                    return True
-                continue
             elif ident == Setting.HEADER_TABLE_SIZE:
                 table_size = value
                 dec = peer.decoder
@@ -1520,8 +1462,8 @@ class Relay:
         """Side d acknowledged the other side's SETTINGS; True when the frame is dropped."""
         side = self.sides[d]
         peer = side.peer
-        if f.length and self._violation(d, "6.5", ErrorCode.FRAME_SIZE_ERROR, True,
-                                        f"SETTINGS ACK with a body of {f.length} bytes"):
+        bad = checks.settings_length(f)
+        if bad is not None and self._violation(d, *bad):
             return True
         if peer.unacked_settings:
             peer.unacked_settings -= 1
@@ -1544,25 +1486,24 @@ class Relay:
         side = self.sides[d]
         peer = side.peer
         sid = f.stream_id
-        if f.length != 4:
-            return self._violation(d, "6.9", ErrorCode.FRAME_SIZE_ERROR, True,
-                                   f"WINDOW_UPDATE on stream {sid} with a body of {f.length} bytes, not 4")
+        bad = checks.window_update_length(f)
+        if bad is not None:
+            return self._violation(d, *bad)
         inc = _u32.unpack_from(f.payload)[0] & 0x7FFFFFFF
         if inc < 1024 and side.control_rate.hit(self.now):
             # (Only small increments count, 0 too: big ones are what a receiver reading DATA sends.)
             self._limit(d, "max_control_frames_per_second", "WINDOW_UPDATE churn")
             return True
-        if inc == 0:
-            return self._violation(d, "6.9", ErrorCode.PROTOCOL_ERROR, sid == 0,
-                                   f"WINDOW_UPDATE on stream {sid} with an increment of 0", sid)
+        bad = checks.window_increment(sid, inc)
+        if bad is not None:
+            return self._violation(d, *bad, sid=sid)
         other = 1 - d            # the direction whose receiver this side is
         peer.stalled_since = None       # (progress: zero_window_timeout starts again)
         if sid == 0:
             peer.window += inc
-            if peer.window > MAX_WINDOW:
-                if self._violation(d, "6.9.1", ErrorCode.FLOW_CONTROL_ERROR, True,
-                                   f"connection window raised to {peer.window}, above 2^31-1"):
-                    return True
+            bad = checks.window_overflow(0, peer.window)
+            if bad is not None and self._violation(d, *bad):
+                return True
             owed = peer.owed
             if owed:
                 take = min(owed, inc)
@@ -1581,16 +1522,14 @@ class Relay:
             if s is None:
                 gone = messages.unknown_stream(self, sid)
                 if gone == "idle":
-                    return self._violation(d, "5.1", ErrorCode.PROTOCOL_ERROR, True,
-                                           f"WINDOW_UPDATE on idle stream {sid}")
+                    return self._violation(d, *checks.idle_stream(WINDOW_UPDATE, sid))
                 if gone == "refused" or self._discard_after_reset(d, f, sid):
                     return True
             if s is not None:
                 s.window[other] += inc
-                if s.window[other] > MAX_WINDOW:
-                    if self._violation(d, "6.9.1", ErrorCode.FLOW_CONTROL_ERROR, False,
-                                       f"stream {sid} window raised to {s.window[other]}, above 2^31-1", sid):
-                        return True
+                bad = checks.window_overflow(sid, s.window[other])
+                if bad is not None and self._violation(d, *bad, sid=sid):
+                    return True
                 owed_s = s.owed
                 if s.proxy_owned or (owed_s is not None and owed_s[other]):
                     take = inc if s.proxy_owned or owed_s is None else min(owed_s[other], inc)
@@ -1612,11 +1551,9 @@ class Relay:
 
     def _rst_stream(self, d: int, f: RawFrame) -> bool:
         sid = f.stream_id
-        if sid == 0:
-            return self._violation(d, "6.4", ErrorCode.PROTOCOL_ERROR, True, "RST_STREAM on stream 0")
-        if f.length != 4:
-            return self._violation(d, "6.4", ErrorCode.FRAME_SIZE_ERROR, True,
-                                   f"RST_STREAM on stream {sid} with a body of {f.length} bytes, not 4")
+        bad = checks.rst_stream(f)
+        if bad is not None:
+            return self._violation(d, *bad)
         if d == S2C and self.push_map:
             sid = self.push_map.get(sid, sid)
         self.counters["resets"][d] += 1
@@ -1627,7 +1564,7 @@ class Relay:
         if s is None:
             gone = messages.unknown_stream(self, sid)
             if gone == "idle":
-                return self._violation(d, "5.1", ErrorCode.PROTOCOL_ERROR, True, f"RST_STREAM on idle stream {sid}")
+                return self._violation(d, *checks.idle_stream(RST_STREAM, sid))
             return gone == "refused" or bool(self._discard_after_reset(d, f, sid))
         s.state = st.CLOSED
         s.reset_by = d
@@ -1653,8 +1590,7 @@ class Relay:
         last = self.sides[owner].last_stream if owner == CLIENT else max(self.server.last_stream,
                                                                    self.last_client_push_id)
         if sid > last:
-            return self._violation(d, "5.1", ErrorCode.PROTOCOL_ERROR, True,
-                                   f"{frame_name(f.type)} on idle stream {sid}")
+            return self._violation(d, *checks.idle_stream(f.type, sid))
         closer = self.recently_closed.get(sid, "unknown")
         if closer == "refused":
             return True      # strict mode refused the stream: the other side never heard of it
@@ -1662,9 +1598,7 @@ class Relay:
             return bool(self._discard_after_reset(d, f, sid))
         if closer == d or closer == -1:   # -1: both sides had ended it with END_STREAM
             # The sender itself closed the stream with END_STREAM or RST_STREAM and sends again.
-            return self._violation(d, "5.1", ErrorCode.STREAM_CLOSED, False,
-                                   f"{frame_name(f.type)} on stream {sid}, which the {SIDE_NAME[d]} had closed",
-                                   sid)
+            return self._violation(d, *checks.sent_after_close(f.type, sid, SIDE_NAME[d]), sid=sid)
         return False
 
     def _close_stream(self, s: Stream) -> None:
@@ -2054,8 +1988,8 @@ class Relay:
         self.last_client_push_id = promised
         self.renumber_pushes = True
         req = parent.request_headers or []
-        authority = _header(req, ":authority") or "localhost"
-        scheme = _header(req, ":scheme") or "https"
+        authority = messages.pseudo(req, ":authority") or "localhost"
+        scheme = messages.pseudo(req, ":scheme") or "https"
         request = [(":method", "GET"), (":scheme", scheme), (":authority", authority), (":path", path)]
         s = Stream(promised, st.RESERVED_LOCAL, self.client.settings[Setting.INITIAL_WINDOW_SIZE],
                    self.server.settings[Setting.INITIAL_WINDOW_SIZE])
@@ -2209,6 +2143,13 @@ class Relay:
         self._out(d, frame.serialize(), None, [{"hook": note, "action": "injected"}])
 
     # ------------------------------------------------------------- errors
+
+    def _problems(self, d: int, problems: List[messages.Problem], sid: Optional[int]) -> bool:
+        """Report each of a frame's problems (``sid`` for stream errors); True once the frame is dropped."""
+        for bad in problems:
+            if self._violation(d, *bad, sid=None if bad[2] else sid):
+                return True
+        return False
 
     def _violation(self, d: int, section: str, code: int, connection: bool, message: str,
                    sid: Optional[int] = None, forwarded: Optional[bool] = None) -> bool:
@@ -2486,14 +2427,3 @@ def _owe(s: Stream, d: int, amount: int) -> None:
         s.owed = [0, 0]
     s.owed[d] += amount
 
-
-def _header(headers: Sequence[Tuple[str, str]], name: str) -> Optional[str]:
-    for k, v in headers:
-        if k == name:
-            return v
-    return None
-
-
-def _is_informational(headers: Sequence[Tuple[str, str]]) -> bool:
-    status = _header(headers, ":status")
-    return status is not None and status.startswith("1")
