@@ -13,23 +13,17 @@ the very bytes that arrived.
 """
 from __future__ import annotations
 
-import enum
-import inspect
 import logging
 import struct
 from dataclasses import dataclass, field
 from typing import (
     TYPE_CHECKING,
     Any,
-    Awaitable,
     Callable,
     Dict,
-    Final,
-    Generator,
     Iterable,
     List,
     Optional,
-    Sequence,
     Set,
     Tuple,
     Union,
@@ -46,13 +40,23 @@ from ..hooks.api import (
     SERVER_TO_CLIENT,
     HeaderList,
     Headers,
-    HookContext,
     PushRefused,
     PushStarted,
     RawBytes,
 )
 from . import blocks, checks, messages
 from . import streams as st
+from .hookrun import (
+    UNCHANGED,
+    ConnView,
+    Finish,
+    HookGen,
+    HookItem,
+    HookOutcome,
+    HookResult,
+    hook_chain,
+    sides_towards,
+)
 from .interfaces import Actions, Counters, HeldData, HookEntry, HookRunner, HookTable, StreamTables
 from .limits import Limits
 from .protocol import (
@@ -77,7 +81,6 @@ from .protocol import (
     Setting,
     error_name,
     frame_name,
-    parse_error_code,
 )
 from .side import pair
 
@@ -253,35 +256,6 @@ class _Unit:
         self.stream = stream
 
 
-class _Unchanged(enum.Enum):
-    """The type of :data:`UNCHANGED` (an enum member, so that type checkers tell it from a list)."""
-    UNCHANGED = "unchanged"
-
-
-#: The hooks' outcome for a frame they left as it came: it is forwarded byte for byte.
-UNCHANGED: Final = _Unchanged.UNCHANGED
-#: What hooks may produce in place of a frame: frames, header lists to encode, raw bytes.
-HookItem = Union[fc.Frame, Headers, RawBytes, bytes, bytearray, memoryview]
-#: What the hooks made of a unit: UNCHANGED, or the items to send instead (an empty list drops it).
-HookResult = Union[_Unchanged, List[HookItem]]
-#: The hooks' outcome and what each hook did.
-HookOutcome = Tuple[HookResult, Actions]
-#: A hook chain run as a generator: it yields what an async hook returned, to be awaited by the shell.
-HookGen = Generator[Awaitable[Any], Any, HookOutcome]
-#: What to do with a hook chain's outcome once it finished.
-Finish = Callable[[HookOutcome], None]
-
-
-class MalformedFrame(fc.ExtensionFrame):
-    """A frame of a known type whose body does not parse, handed to hooks as its raw parts.
-
-    ``problem`` says what is wrong; :meth:`serialize` gives back the bytes that came in.
-    """
-
-    __slots__ = ("problem",)
-    problem: str
-
-
 class Relay:
     """Relays one HTTP/2 connection between a client and an upstream server."""
 
@@ -344,6 +318,8 @@ class Relay:
         self.wake: Optional[Callable[[], None]] = None
         if sink is not None:
             sink.connection_opened(conn_id, now, self.info)
+        #: What hooks see of this connection (``ctx.conn``).
+        self.view = ConnView(self)
         if hooks is not None:
             hooks.connection_opened(self)
 
@@ -1623,7 +1599,7 @@ class Relay:
         side = self.sides[d]
         for entry in hooks:
             screen = entry[4] if len(entry) > 4 else None
-            if screen is None or screen(self, d, unit, hooks):
+            if screen is None or screen(self.view, d, unit, hooks):
                 break
         else:
             # Every entry screened the raw frame and none will act on it: no object, no chain.
@@ -1646,7 +1622,7 @@ class Relay:
                 return
             self._finish_unit(d, unit, (UNCHANGED, []))
             return
-        gen = self._hook_chain(d, unit, hooks)
+        gen = hook_chain(self, d, unit, hooks)
         self._drive(d, gen, lambda result: self._finish_unit(d, unit, result), None, None)
 
     def _drive(self, d: int, gen: HookGen, finish: Finish, value: Any, error: Optional[BaseException]) -> None:
@@ -1661,93 +1637,6 @@ class Relay:
             return
         side.paused = (gen, finish)
         self.commands.append(AwaitHook(d, awaitable))
-
-    def _hook_chain(self, d: int, unit: _Unit, hooks: List[HookEntry]) -> HookGen:
-        """Run the hooks on one unit; a generator so that an async hook can suspend it."""
-        first = unit.frames[0]
-        try:
-            frame = blocks.frame_object(unit.frames)
-        except FrameCodecError as exc:
-            if first.type == ALTSVC:
-                # A malformed ALTSVC still goes to the hooks that decide what becomes of ALTSVC
-                # frames (RFC 7838 4: an intermediary does not forward them), as the raw frame.
-                frame = MalformedFrame(ALTSVC, first.stream_id, flag_byte=first.flags, body=bytes(first.payload))
-                frame.problem = str(exc)
-                return (yield from self._run_hooks(d, unit, hooks, frame))
-            self._log_error(f"{frame_name(first.type)} on stream {first.stream_id} cannot be handed to hooks: "
-                            f"{exc}; forwarded unchanged")
-            return UNCHANGED, []
-        return (yield from self._run_hooks(d, unit, hooks, frame))
-
-    def _run_hooks(self, d: int, unit: _Unit, hooks: List[HookEntry], frame: fc.Frame) -> HookGen:
-        first = unit.frames[0]
-        original = frame.serialize() if unit.frames[0].type in (HEADERS, PUSH_PROMISE) else None
-        items: List[HookItem] = [frame]
-        actions: Actions = []
-        changed = False
-        for entry in hooks:
-            name, method, wants_headers = entry[0], entry[1], entry[2]
-            new_items: List[HookItem] = []
-            for item in items:
-                hdrs: Optional[Sequence[Tuple[Any, Any]]] = unit.headers
-                if isinstance(item, Headers) and wants_headers and item.stream_id == first.stream_id:
-                    # An earlier hook's header list: later header hooks see it (hooks run in order).
-                    call_item, hdrs = frame, item.headers
-                elif not isinstance(item, fc.Frame):
-                    new_items.append(item)
-                    continue
-                else:
-                    call_item = item
-                ctx = HookCtx(self, d, name, unit.stream, call_item)
-                try:
-                    if wants_headers:
-                        result = method(ctx, call_item, list(hdrs) if hdrs is not None else None)
-                    else:
-                        result = method(ctx, item)
-                    if result is not None and type(result) not in _PLAIN_RESULTS and inspect.isawaitable(result):
-                        actions.append({"hook": name, "action": "delayed"})
-                        result = yield result
-                except Exception as exc:
-                    self._hook_error(name, exc, first)
-                    new_items.append(item)
-                    continue
-                if result is not None and not _valid_result(result):
-                    # Like an exception: the frame goes on as given, and the log says what came back.
-                    self._hook_error(name, TypeError(
-                        f"{getattr(method, '__name__', 'hook method')} returned {_type_name(result)} on "
-                        f"{frame_name(first.type)} stream {first.stream_id}, not None, a frame, a header "
-                        f"list, Headers, RawBytes or a list of them"), first, method)
-                    new_items.append(item)
-                    continue
-                if result is None:
-                    new_items.append(item)
-                    actions.append({"hook": name, "action": "passed"})
-                    continue
-                changed = True
-                if isinstance(result, (list, tuple)):
-                    if result and isinstance(result[0], tuple):
-                        if isinstance(item, Headers):
-                            block = Headers(item.stream_id, result, item.end_stream, item.promised_stream_id)
-                        else:
-                            block = Headers(item.stream_id, result, "END_STREAM" in item.flags,
-                                            getattr(item, "promised_stream_id", None)
-                                            if isinstance(item, fc.PushPromiseFrame) else None)
-                        new_items.append(block)
-                        actions.append({"hook": name, "action": "changed"})
-                    else:
-                        new_items.extend(result)
-                        actions.append({"hook": name, "action": "dropped" if not result else
-                                        ("changed" if len(result) == 1 else "split")})
-                else:
-                    new_items.append(result)
-                    actions.append({"hook": name, "action": "changed" if result is not item else "passed"})
-            items = new_items
-        if not changed and len(items) == 1 and items[0] is frame:
-            if original is None or frame.serialize() == original:
-                return UNCHANGED, actions
-        if len(items) == 1 and items[0] is frame and original is not None and frame.serialize() == original:
-            return UNCHANGED, actions
-        return items, actions
 
     def _finish_unit(self, d: int, unit: _Unit, outcome: HookOutcome) -> None:
         side = self.sides[d]
@@ -1855,24 +1744,6 @@ class Relay:
         self._out(d, self._map_ids(d, item.serialize()), origin, actions)
         return 0
 
-    def _hook_error(self, name: str, exc: BaseException, f: RawFrame,
-                    method: Optional[Callable[..., Any]] = None) -> None:
-        self.counters["hook_errors"] += 1
-        key = (name, type(exc).__name__, method is not None)
-        seen = self.hooks.errors_logged if self.hooks is not None else set()
-        if key not in seen:
-            seen.add(key)
-            if method is not None:      # (a wrong return value: no traceback to show)
-                log.error("c%d: hook %s: %s; the frame goes on unchanged", self.id, name, exc)
-            else:
-                log.error("c%d: hook %s raised on %s stream %d; the frame goes on unchanged", self.id, name,
-                          frame_name(f.type), f.stream_id, exc_info=exc)
-        else:
-            log.debug("c%d: hook %s raised %r again", self.id, name, exc)
-        if self.sink is not None:
-            self.sink.error(self.id, self.now, f"hook {name}: {exc}" if method is not None
-                            else f"hook {name} raised {type(exc).__name__}: {exc}")
-
     # -------------------------------------------------------- proxy actions
 
     def inject(self, d: int, item: HookItem, origin: Optional[int] = None, note: str = "injected") -> None:
@@ -1899,7 +1770,7 @@ class Relay:
         """
         s = self.streams.get(sid)
         told = set()
-        for side in _sides(towards):
+        for side in sides_towards(towards):
             d = 1 - side    # towards the client = direction S2C
             wire_sid = s.server_id if (s is not None and side == SERVER) else sid
             if side == SERVER and s is not None and s.proxy_owned:
@@ -1961,7 +1832,7 @@ class Relay:
 
     def goaway(self, code: int, last_stream_id: Optional[int], debug: bytes, towards: str,
                note: str = "h2proxy") -> None:
-        for side in _sides(towards):
+        for side in sides_towards(towards):
             d = 1 - side
             last = last_stream_id
             if last is None:
@@ -2282,6 +2153,11 @@ class Relay:
         if self.hooks is not None:
             self.hooks.connection_closed(self)
 
+    def close_side(self, side: int, reason: str, abort: bool = False) -> None:
+        """A hook closes the socket of ``side`` (after what the proxy held back for it)."""
+        self._release_held(1 - side, True)
+        self.commands.append(Close(side, reason, abort=abort))
+
     def close(self, reason: str) -> None:
         """The shell is done with this connection (both sockets gone)."""
         self._finish(reason)
@@ -2312,113 +2188,6 @@ class Relay:
         if self.sink is not None:
             self.sink.error(self.id, self.now, why)
         self._finish(why)
-
-
-class HookCtx(HookContext):
-    """The context a hook method gets: this frame's connection, stream and direction."""
-
-    __slots__ = ("relay", "d", "hook", "stream", "frame")
-
-    def __init__(self, relay: Relay, d: int, hook: str, stream: Optional[Stream], frame: Optional[fc.Frame]) -> None:
-        self.relay = relay
-        self.d = d
-        self.hook = hook
-        self.stream = stream
-        self.frame = frame
-
-    @property
-    def direction(self) -> str:
-        return DIRECTION_NAME[self.d]
-
-    @property
-    def conn(self) -> Relay:
-        return self.relay
-
-    @property
-    def request_headers(self) -> Optional[HeaderList]:
-        return self.stream.request_headers if self.stream is not None else None
-
-    def inject(self, frame: HookItem, direction: Optional[str] = None) -> None:
-        d = self.d if direction is None else _direction(direction)
-        self.relay.inject(d, frame, note=self.hook)
-
-    def reset_stream(self, stream_id: Optional[int] = None, code: Union[int, str] = "CANCEL",
-                     towards: str = "both") -> None:
-        if stream_id is None:
-            if self.stream is not None:
-                stream_id = self.stream.id
-            elif self.frame is not None:
-                stream_id = self.frame.stream_id
-            else:
-                raise ValueError("reset_stream: give the stream_id (this hook call has no frame)")
-        self.relay.reset_stream(stream_id, parse_error_code(code), towards, note=self.hook)
-
-    def goaway(self, code: Union[int, str] = "NO_ERROR", last_stream_id: Optional[int] = None, debug: bytes = b"",
-               towards: str = "both") -> None:
-        self.relay.goaway(parse_error_code(code), last_stream_id, debug, towards, note=self.hook)
-
-    def push(self, path: str, headers: Iterable[Tuple[str, str]] = (), body: bytes = b"",
-             status: int = 200) -> Union[PushRefused, PushStarted]:
-        result = self.relay.push(self.stream, path, headers, body, status)
-        if isinstance(result, PushRefused):
-            log.info("c%d: push of %s refused: %s", self.relay.id, path, result.reason)
-        return result
-
-    def close(self, towards: str = "both", reset: bool = False) -> None:
-        for side in _sides(towards):
-            self.relay._release_held(1 - side, True)
-            self.relay.commands.append(Close(side, f"hook {self.hook} closed the connection", abort=reset))
-
-
-def _sides(towards: str) -> Tuple[int, ...]:
-    towards = towards.lower()
-    if towards == "both":
-        return (CLIENT, SERVER)
-    if towards in ("client", "downstream"):
-        return (CLIENT,)
-    if towards in ("server", "upstream"):
-        return (SERVER,)
-    raise ValueError(f"towards must be 'client', 'server' or 'both', not {towards!r}")
-
-
-def _direction(direction: Union[int, str]) -> int:
-    if direction in (C2S, CLIENT_TO_SERVER, "c2s", "to_server", "server", "upstream"):
-        return C2S
-    if direction in (S2C, SERVER_TO_CLIENT, "s2c", "to_client", "client", "downstream"):
-        return S2C
-    raise ValueError(f"direction must be {CLIENT_TO_SERVER!r} or {SERVER_TO_CLIENT!r}, not {direction!r}")
-
-
-_RESULT_ITEMS = (fc.Frame, Headers, RawBytes, bytes, bytearray, memoryview)
-
-
-def _valid_result(result: object) -> bool:
-    """Whether a hook's return value is one the relay knows how to send (None aside)."""
-    if isinstance(result, _RESULT_ITEMS):
-        return True
-    if not isinstance(result, (list, tuple)):
-        return False
-    if result and isinstance(result[0], tuple):
-        # A header list: (name, value) pairs of text or bytes.
-        text = _TEXT
-        for h in result:
-            if not isinstance(h, tuple) or not 2 <= len(h) <= 3 or not isinstance(h[0], text) \
-                    or not isinstance(h[1], text):
-                return False
-        return True
-    return all(isinstance(item, _RESULT_ITEMS) for item in result)
-
-
-_TEXT = (str, bytes)
-#: Result types that are never awaitable (the common ones: no inspect call for them).
-_PLAIN_RESULTS = frozenset((list, tuple, Headers, RawBytes, bytes))
-
-
-def _type_name(value: object) -> str:
-    if isinstance(value, (list, tuple)):
-        bad = next((v for v in value if not isinstance(v, _RESULT_ITEMS)), None)
-        return f"a {type(value).__name__} holding {type(bad).__name__}"
-    return f"{type(value).__name__} ({value!r:.40})"
 
 
 def _owe(s: Stream, d: int, amount: int) -> None:

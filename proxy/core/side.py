@@ -27,7 +27,8 @@ from .limits import Limits, RateCounter
 from .protocol import DEFAULT_WINDOW, INITIAL_SETTINGS
 
 if TYPE_CHECKING:
-    from .relay import Finish, HookGen, Stream
+    from .hookrun import Finish, HookGen
+    from .relay import Stream
 
 CLIENT, SERVER = 0, 1
 SIDE_NAME = ("client", "server")

@@ -724,7 +724,7 @@ class FaultHook:
             result: Optional[list] = None if keep else []
             if rule.raw or after:
                 for side in _sides(towards):
-                    last_id = last if last is not None else ctx.conn.sides[side].last_stream
+                    last_id = last if last is not None else ctx.conn.last_stream[side]
                     goaway = fc.GoAwayFrame(0, last_stream_id=last_id, error_code=code, additional_data=debug)
                     item = RawBytes(goaway.serialize(), f"{note}: GOAWAY (raw)") if rule.raw else goaway
                     target = _towards_direction(side)
@@ -822,7 +822,7 @@ class FaultHook:
                 out.append(f)
         elif isinstance(frame, (fc.HeadersFrame, fc.PushPromiseFrame)):
             block = frame.data
-            max_size = ctx.conn.sides[1 - d].settings[Setting.MAX_FRAME_SIZE] - 64
+            max_size = ctx.conn.settings[1 - d][Setting.MAX_FRAME_SIZE] - 64
             n = min(max(parts, -(-len(block) // max_size)), len(block))
             if n < 2:
                 return None, "too short to split"
@@ -952,7 +952,7 @@ class FaultHook:
             return
         marks = st.settings_marks[target]
         if not marks:
-            marks.extend(["peer"] * ctx.conn.sides[target].unacked_settings)
+            marks.extend(["peer"] * ctx.conn.unacked_settings[target])
             if info.type == SETTINGS and not info.flag_byte & 0x01 and d == target and marks:
                 marks.pop()       # the matched SETTINGS itself: placed below
                 if position == "after":
@@ -1002,7 +1002,7 @@ class FaultHook:
         elif kind == GOAWAY:
             last = p.get("last_stream_id")
             if last is None:
-                last = ctx.conn.sides[CLIENT].last_stream
+                last = ctx.conn.last_stream[CLIENT]
             f = fc.GoAwayFrame(0, last_stream_id=last, error_code=code,
                                additional_data=p.get("debug", "").encode("utf-8"))
         elif kind == WINDOW_UPDATE:
