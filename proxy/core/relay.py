@@ -59,6 +59,7 @@ from .hookrun import (
 )
 from .interfaces import Actions, Counters, HeldData, HookEntry, HookRunner, HookTable, StreamTables
 from .limits import Limits
+from .output import EMPTY_SETTINGS, Output
 from .protocol import (
     ACK,
     ALTSVC,
@@ -70,7 +71,6 @@ from .protocol import (
     HEADERS,
     PADDED,
     PING,
-    PREFACE,
     PRIORITY,
     PRIORITY_FLAG,
     PUSH_PROMISE,
@@ -95,8 +95,6 @@ C2S, S2C = 0, 1                      # directions; the sending side of direction
 CLIENT, SERVER = 0, 1                # sides
 SIDE_NAME = ("client", "server")
 DIRECTION_NAME = (CLIENT_TO_SERVER, SERVER_TO_CLIENT)
-RECV_LEG = ("client", "upstream")    # the socket a direction's frames arrive on
-SEND_LEG = ("upstream", "client")    # the socket they leave on
 SENDER = (st.CLIENT, st.SERVER)
 
 _u32 = struct.Struct(">L")
@@ -114,8 +112,6 @@ _REMEMBER_CLOSED = 256
 #: Per direction, the stream states in which its sender may still send DATA.
 _SENDING = ((st.OPEN, st.HALF_CLOSED_REMOTE), (st.OPEN, st.HALF_CLOSED_LOCAL))
 _settings_entry = struct.Struct(">HL")
-#: The proxy's own SETTINGS (all defaults), for when it must speak before the peer it relays.
-_EMPTY_SETTINGS = bytes((0, 0, 0, SETTINGS, 0, 0, 0, 0, 0))
 _goaway_head = struct.Struct(">LL")
 _PAD_PRIO = PADDED | PRIORITY_FLAG
 #: ``predecoded`` default of Relay._header_block: the block was not decoded yet.
@@ -256,7 +252,7 @@ class _Unit:
         self.stream = stream
 
 
-class Relay:
+class Relay(Output):
     """Relays one HTTP/2 connection between a client and an upstream server."""
 
     def __init__(self, conn_id: int, options: Optional[RelayOptions] = None, hooks: Optional[HookRunner] = None,
@@ -654,26 +650,7 @@ class Relay:
                         total += len(item[0])
         return total
 
-    def take_output(self, d: int) -> List[Wire]:
-        """The buffers to write towards the receiver of direction d, in order (and forget them)."""
-        out = self.out[d]
-        if out:
-            self.out[d] = []
-            self.counters["frames_out"][d] += len(out)
-        return out
-
     # ------------------------------------------------------------ dispatching
-
-    def _rec_flush(self) -> None:
-        """Hand frames recorded on the fast path to the sink, before any other record."""
-        rec = self.rec
-        sink = self.sink
-        if rec is None or sink is None:
-            return
-        for d in (C2S, S2C):
-            if rec[d]:
-                wires, rec[d] = rec[d], []
-                sink.forwarded(self.id, RECV_LEG[d], SEND_LEG[d], self.now, wires)
 
     def detach_sink(self) -> None:
         """Stop reporting to the sink (a busy web view asks this, between reads): what was recorded on
@@ -1909,110 +1886,6 @@ class Relay:
         s.state = st.CLOSED
         self._close_stream(s)
 
-    # ------------------------------------------------------------- output
-
-    def _out(self, d: int, wire: Wire, origin: Optional[int], actions: Optional[Actions]) -> None:
-        side = self.sides[d]
-        greeting = side.greeting
-        if greeting is not None:
-            if wire[3] != SETTINGS or wire[4] & ACK:
-                # The receiver has not had its peer's SETTINGS yet: nothing may come before it.
-                greeting.append((wire, origin, actions))
-                return
-            side.greeting = None
-            self._out(d, wire, origin, actions)
-            for held in greeting:
-                self._out(d, *held)
-            return
-        self.out[d].append(wire)
-        if self.sink is not None:
-            if self.rec is not None and (self.rec[0] or self.rec[1]):
-                self._rec_flush()
-            self.sink.frame(self.id, SEND_LEG[d], "send", self.now, wire, None, origin, actions)
-
-    def _out_raw(self, d: int, data: bytes, note: str) -> None:
-        self.out[d].append(data)
-        log.info("c%d: raw bytes towards the %s (%d bytes, repairs off): %s", self.id, SIDE_NAME[1 - d],
-                 len(data), note)
-        if self.sink is not None:
-            if self.rec is not None:
-                self._rec_flush()
-            self.sink.raw(self.id, SEND_LEG[d], "send", self.now, data, note)
-
-    def _record_in(self, d: int, f: RawFrame, actions: Optional[Actions] = None,
-                   headers: Optional[HeaderList] = None) -> Optional[int]:
-        if self.sink is None:
-            return None
-        if self.rec is not None and (self.rec[0] or self.rec[1]):
-            self._rec_flush()
-        return self.sink.frame(self.id, RECV_LEG[d], "recv", self.now, f.wire, headers, None, actions)
-
-    def _record_block_in(self, d: int, unit: _Unit, actions: Optional[Actions]) -> List[Optional[int]]:
-        if self.sink is None:
-            return [None] * len(unit.frames)
-        if self.rec is not None and (self.rec[0] or self.rec[1]):
-            self._rec_flush()
-        last = len(unit.frames) - 1
-        return [self.sink.frame(self.id, RECV_LEG[d], "recv", self.now, f.wire,
-                                unit.headers if i == last else None, None, actions if i == 0 else None)
-                for i, f in enumerate(unit.frames)]
-
-    def _map_ids(self, d: int, wire: Wire) -> Wire:
-        """Rewrite stream ids of frames on renumbered pushed streams."""
-        if d == S2C:
-            table = self.push_map
-        else:
-            table = self.push_unmap
-        if not table:
-            return wire
-        sid = _u32.unpack_from(wire, 5)[0] & 0x7FFFFFFF
-        new = table.get(sid)
-        if new is None:
-            return wire
-        buf = bytearray(wire)
-        _u32.pack_into(buf, 5, (_u32.unpack_from(wire, 5)[0] & 0x80000000) | new)
-        return bytes(buf)
-
-    def _forward_preface(self) -> None:
-        self.preface_forwarded = True
-        self.preface_at = self.now
-        if self.sink is not None:
-            self.sink.preface(self.id, "client", "recv", self.now, PREFACE)
-        self.out[C2S].append(PREFACE)
-        if self.sink is not None:
-            self.sink.preface(self.id, "upstream", "send", self.now, PREFACE)
-        if self.server.inbox and self.server.paused is None:
-            held, self.server.inbox = self.server.inbox, []
-            self._run(S2C, held)
-
-    def _release_held(self, d: int, speak_first: bool) -> None:
-        """Stop holding the proxy's own frames towards the receiver of d and send them.
-
-        Called when the sender's first frames went by without a SETTINGS to send them behind
-        (``speak_first`` False: a hook dropped it, or a peer in transparent mode began with
-        another frame), or when the connection ends before that SETTINGS came (``speak_first``:
-        the proxy then sends its own SETTINGS, with no parameters, so that its GOAWAY or
-        RST_STREAM is read; RFC 9113 3.4). Nothing goes to a server that has not had the
-        connection preface.
-        """
-        side = self.sides[d]
-        greeting = side.greeting
-        if greeting is None:
-            return
-        side.greeting = None
-        if not greeting or (d == C2S and not self.preface_forwarded):
-            return
-        if speak_first:
-            self._out(d, _EMPTY_SETTINGS, None, [{"hook": "h2proxy", "action": "injected"}])
-        for held in greeting:
-            self._out(d, *held)
-
-    def _send_goaway(self, d: int, last: int, code: int, debug: Union[str, bytes], note: str = "h2proxy") -> None:
-        if isinstance(debug, str):
-            debug = debug.encode("utf-8", "replace")
-        frame = fc.GoAwayFrame(0, last_stream_id=last, error_code=int(code), additional_data=debug[:1024])
-        self._out(d, frame.serialize(), None, [{"hook": note, "action": "injected"}])
-
     # ------------------------------------------------------------- errors
 
     def _problems(self, d: int, problems: List[messages.Problem], sid: Optional[int]) -> bool:
@@ -2174,7 +2047,7 @@ class Relay:
         first with them, RFC 9113 3.4), then GOAWAY ENHANCE_YOUR_CALM naming the limit."""
         if self.closed or self.preface_forwarded:
             return
-        self._out(S2C, _EMPTY_SETTINGS, None, [{"hook": "h2proxy", "action": "injected"}])
+        self._out(S2C, EMPTY_SETTINGS, None, [{"hook": "h2proxy", "action": "injected"}])
         self._limit(CLIENT, "preface_timeout", f"no connection preface within {seconds:.1f} s")
 
     def upstream_failed(self, why: str, now: float) -> None:
@@ -2183,7 +2056,7 @@ class Relay:
         if self.closed:
             return
         self.now = now
-        self._out(S2C, _EMPTY_SETTINGS, None, [{"hook": "h2proxy", "action": "injected"}])
+        self._out(S2C, EMPTY_SETTINGS, None, [{"hook": "h2proxy", "action": "injected"}])
         self._send_goaway(S2C, 0, ErrorCode.INTERNAL_ERROR, f"h2proxy: {why}")
         if self.sink is not None:
             self.sink.error(self.id, self.now, why)
