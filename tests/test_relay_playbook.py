@@ -10,6 +10,7 @@ import pytest
 from framecodec import frame as fc
 from framecodec.reader import PREFACE, FrameReader
 from proxy.core.limits import Limits
+from proxy.core.protocol import ErrorCode
 from proxy.core.relay import C2S, S2C, AwaitHook, Close, Relay, RelayOptions
 from proxy.hooks.api import RawBytes
 from proxy.hooks.chain import HookChain
@@ -105,6 +106,19 @@ def test_violations_are_named_and_still_forwarded(frame, section, code):
     assert out(r, C2S) == wire(frame)
     assert r.violations[-1]["section"] == section and r.violations[-1]["code"] == code
     assert r.violations[-1]["side"] == "client"
+
+
+def test_a_side_that_closes_its_socket_only_gets_the_other_side_closed():
+    """eof(side): the relay says the connection ends and closes the other socket; the one that closed
+    gets no Close (Relay._finish honours close_sides)."""
+    for side in (C2S, S2C):
+        r = start()
+        r.eof(side, "gone")
+        assert r.closed and [(c.side, c.abort) for c in r.commands if isinstance(c, Close)] == [(1 - side, False)]
+        if side == S2C:     # (the client hears why; a client leaving with no stream open owes the server nothing)
+            [goaway] = parsed(out(r, S2C))
+            assert isinstance(goaway, fc.GoAwayFrame) and goaway.error_code == ErrorCode.INTERNAL_ERROR
+        assert out(r, C2S) == b""
 
 
 def test_strict_mode_answers_connection_error_and_closes():

@@ -2007,6 +2007,8 @@ class Relay(Output):
             self.sink.error(self.id, self.now, message)
 
     def _finish(self, reason: str, close_sides: Tuple[int, ...] = (CLIENT, SERVER)) -> None:
+        """The connection ends: nothing more is relayed, and the sockets of ``close_sides`` are to be
+        closed (not that of a side that closed its own already: :meth:`eof`)."""
         if self.closed:
             return
         if self.rec is not None:
@@ -2019,7 +2021,7 @@ class Relay(Output):
         for each in self.sides:
             each.inbox = []
             each.held_streams.clear()
-        for side in (CLIENT, SERVER):
+        for side in close_sides:
             self.commands.append(Close(side, reason))
         if self.sink is not None:
             self.sink.connection_closed(self.id, self.now, reason)
