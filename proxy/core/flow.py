@@ -24,7 +24,7 @@ from .protocol import ErrorCode, Setting
 from .side import Side
 
 if TYPE_CHECKING:
-    from .relay import Stream
+    from .streams import Stream
 
 C2S, S2C = 0, 1
 SIDE_NAME = ("client", "server")

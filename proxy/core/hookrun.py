@@ -57,7 +57,8 @@ from .side import CLIENT, SERVER
 if TYPE_CHECKING:
     from framecodec.reader import RawFrame
 
-    from .relay import Relay, Stream, _Unit
+    from .relay import Relay, _Unit
+    from .streams import Stream
 
 log = logging.getLogger("h2proxy")
 

@@ -22,7 +22,8 @@ from framecodec.reader import RawFrame
 from .protocol import DATA, END_STREAM, HEADERS, PADDED, PRIORITY_FLAG, PUSH_PROMISE, ErrorCode
 
 if TYPE_CHECKING:
-    from .relay import Relay, Stream
+    from .relay import Relay
+    from .streams import Stream
 
 #: (RFC 9113 section, error code, connection error?, message)
 Problem = Tuple[str, int, bool, str]

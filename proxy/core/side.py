@@ -28,7 +28,7 @@ from .protocol import DEFAULT_WINDOW, INITIAL_SETTINGS
 
 if TYPE_CHECKING:
     from .hookrun import Finish, HookGen
-    from .relay import Stream
+    from .streams import Stream
 
 CLIENT, SERVER = 0, 1
 SIDE_NAME = ("client", "server")
