@@ -214,10 +214,13 @@ class Relay(FlowControl, Output):
         self.waiting_since: Optional[float] = None   # since when streams wait on a silent upstream
         # Set by the shell: call after producing output outside receive()/resume() (a hook's timer).
         self.wake: Optional[Callable[[], None]] = None
-        if sink is not None:
-            sink.connection_opened(conn_id, now, self.info)
         #: What hooks see of this connection (``ctx.conn``).
         self.view = ConnView(self)
+        if sink is not None:
+            sink.connection_opened(conn_id, now, self.info)
+            opened = getattr(sink, "relay_opened", None)     # (sinks that are not FrameSinks may lack it)
+            if opened is not None:
+                opened(self)
         if hooks is not None:
             hooks.connection_opened(self)
 
