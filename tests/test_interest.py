@@ -116,7 +116,7 @@ async def test_a_stream_no_hook_wants_is_forwarded_byte_for_byte_with_hooks_inst
                 assert loop.time() < deadline, "the responses did not all arrive"
                 await client.read_some(0.5)
             bridge = next(iter(proxy.server.bridges))
-            relay_decodes = bridge.relay.decoding
+            relay_decodes = [side.decoding for side in bridge.relay.sides]
             client.close()
         # What each side sent reached the other as the very bytes, frame for frame and in order.
         upstream = bytes(origin.received)
@@ -197,14 +197,14 @@ def test_a_fault_rule_on_a_path_matches_exactly_the_frames_of_matching_streams()
 def test_the_headers_hook_on_responses_decodes_no_request_and_rewrites_only_matching_streams():
     hook = HeadersHook(rules=[{"match": {"direction": "response", "path": "/api/*"}, "set": {"x-api": "1"}}])
     c = Conn([hook])
-    assert c.relay.decoding == [True, True]          # (the path is the request's: requests are decoded)
+    assert [side.decoding for side in c.relay.sides] == [True, True]  # (requests are decoded: the path is theirs)
     (c1, up1), (s1, down1) = c.exchange(1, "/plain")
     assert (up1, down1) == (c1, s1)
     (_, _), (_, down3) = c.exchange(3, "/api/v1")
     heads = [f for f in parsed(down3) if isinstance(f, fc.HeadersFrame)]
     assert hpack.Decoder().decode(heads[0].data) == [(":status", "200"), ("x-api", "1")]
     any_path = HeadersHook(rules=[{"match": {"direction": "response"}, "set": {"x-any": "1"}}])
-    assert Conn([any_path]).relay.decoding == [False, True]      # no request is decoded for it
+    assert [side.decoding for side in Conn([any_path]).relay.sides] == [False, True]  # no request is decoded for it
 
 
 def test_a_push_rule_on_a_path_never_requested_leaves_every_frame_alone():
@@ -213,7 +213,7 @@ def test_a_push_rule_on_a_path_never_requested_leaves_every_frame_alone():
     for sid in (1, 3, 5):
         (cb, up), (sb, down) = c.exchange(sid, f"/page/{sid}")
         assert (up, down) == (cb, sb)
-    assert not c.relay.streams and c.relay.decoding == [True, True]
+    assert not c.relay.streams and [side.decoding for side in c.relay.sides] == [True, True]
 
 
 # ---------------------------------------------------------------- rules changed at run time
@@ -285,7 +285,7 @@ def test_a_dropped_block_that_changed_no_hpack_table_needs_no_reencoding():
     # The 2nd request is all indexed (the 1st filled the table): dropping it keeps the server in step.
     relay, sent, upstream, decoded, req = _requests_through(
         "rst_stream type=headers direction=c2s nth_stream=2 towards=client")
-    assert relay.encoders[C2S] is None
+    assert relay.sides[C2S].encoder is None
     assert upstream == sent[0] + sent[2]                       # the others byte for byte
     assert decoded == [req, req]
 
@@ -293,7 +293,7 @@ def test_a_dropped_block_that_changed_no_hpack_table_needs_no_reencoding():
 def test_a_dropped_block_that_filled_the_table_makes_the_direction_reencoded():
     relay, sent, upstream, decoded, req = _requests_through(
         "rst_stream type=headers direction=c2s nth_stream=1 towards=client")
-    assert relay.encoders[C2S] is not None
+    assert relay.sides[C2S].encoder is not None
     assert upstream != sent[1] + sent[2]
     assert decoded == [req, req]                                 # and the server still decodes them right
 

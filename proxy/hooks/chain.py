@@ -15,6 +15,7 @@ import weakref
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
+from ..core.hookrun import HookCtx
 from .api import HookLoadError
 from .interest import ALL_TYPES, on_request, resolve, untracked_only
 
@@ -235,13 +236,11 @@ class HookChain:
     def connection_opened(self, relay) -> None:
         self._relays.add(relay)
         if self._lifecycle["connection_opened"]:
-            from ..core.relay import HookCtx
             self._call("connection_opened", HookCtx(relay, 0, "h2proxy", None, None))
 
     def connection_closed(self, relay) -> None:
         self._relays.discard(relay)
         if self._lifecycle["connection_closed"]:
-            from ..core.relay import HookCtx
             self._call("connection_closed", HookCtx(relay, 0, "h2proxy", None, None))
 
     def stream_opened(self, relay, stream) -> None:
@@ -256,7 +255,6 @@ class HookChain:
         if wanted and stream.hooks is not None:
             calls = calls + [(hook_name, fn) for hook_name, fn, cond in wanted if cond(stream)]
         if calls:
-            from ..core.relay import HookCtx
             ctx = HookCtx(relay, 0, "h2proxy", stream, None)
             for hook_name, fn in calls:
                 try:
