@@ -311,3 +311,57 @@ def test_a_rule_on_a_path_leaves_connection_frames_alone_and_watches_only_untrac
     ping = wire(fc.PingFrame(0, opaque_data=b"12345678"), fc.WindowUpdateFrame(0, window_increment=1000))
     c.relay.receive(C2S, ping, 0.0)
     assert out(c.relay, C2S) == ping
+
+
+# ---------------------------------------------------------------- blocks decoded only to keep the table in step
+
+def _open(c: Conn, sid: int, path: str) -> None:
+    req = [(k, path if k == ":path" else v) for k, v in REQ]
+    c.send(C2S, fc.HeadersFrame(sid, data=c.client.enc.encode(req), flags=["END_HEADERS", "END_STREAM"]))
+    out(c.relay, C2S)
+
+
+def test_a_block_dropped_in_a_read_reencodes_the_blocks_behind_it_in_the_same_read():
+    # The response of /api/x fills the server's table and is dropped; the response of /plain, in the
+    # same read, refers to that entry: the client (which never got the first) must get it re-encoded.
+    c = Conn([FaultHook(["drop type=headers direction=s2c path=/api/*"])])
+    _open(c, 1, "/api/x")
+    _open(c, 3, "/plain")
+    fields = [(":status", "200"), ("server", "h2proxy-test-origin")]
+    first = c.server.enc.encode(fields)
+    second = c.server.enc.encode(fields)
+    assert len(second) < len(first)                           # (indexed: it needs the first one's entry)
+    c.send(S2C, fc.HeadersFrame(1, data=first, flags=["END_HEADERS"]),
+           fc.HeadersFrame(3, data=second, flags=["END_HEADERS", "END_STREAM"]))
+    heads = [f for f in parsed(out(c.relay, S2C)) if isinstance(f, fc.HeadersFrame)]
+    assert [f.stream_id for f in heads] == [3]
+    assert hpack.Decoder().decode(heads[0].data) == fields
+    assert c.relay.encoders[S2C] is not None
+
+
+def test_a_block_that_does_not_decode_on_a_stream_no_hook_wants_is_reported_as_before():
+    c = Conn([FaultHook(["rst_stream path=/never/*"])])
+    _open(c, 1, "/plain")
+    bad = bytes([0x80 | 0x7E])                                 # index 126: past both tables
+    c.send(S2C, fc.HeadersFrame(1, data=bad, flags=["END_HEADERS", "END_STREAM"]))
+    assert [(v["section"], v["code"]) for v in c.relay.violations if "does not decode" in v["message"]] == [
+        ("4.3", "COMPRESSION_ERROR")], c.relay.violations
+    assert c.relay.decoding_broken[S2C] and not c.relay.fast_synced[S2C]
+    # Transparent mode: forwarded as it came; later blocks of that direction go the general way.
+    assert out(c.relay, S2C) == wire(fc.HeadersFrame(1, data=bad, flags=["END_HEADERS", "END_STREAM"]))
+
+
+def test_blocks_decoded_only_for_the_table_are_not_checked_but_those_a_hook_is_handed_are():
+    recorder = PathRecorder()
+    c = Conn([recorder])
+    assert c.relay.fast_synced == [True, True]
+    upper = [("X-Upper", "1")]
+    for sid, path in ((1, "/plain/a"), (3, "/api/b")):
+        req = [(k, path if k == ":path" else v) for k, v in REQ] + upper
+        c.send(C2S, fc.HeadersFrame(sid, data=c.client.enc.encode(req), flags=["END_HEADERS", "END_STREAM"]))
+    # Only the /api/ stream's request went to the hook, and only it was checked (RFC 9113 8.2.1).
+    assert [v["stream"] for v in c.relay.violations if "x-upper" in v["message"].lower()] == [3], \
+        c.relay.violations
+    # With decode_headers every block is checked.
+    checked = Relay(2, RelayOptions(decode_headers=True), hooks=HookChain([PathRecorder()]))
+    assert checked.check_all and checked.fast_synced == [False, False]

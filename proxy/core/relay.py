@@ -317,6 +317,9 @@ class Relay:
         #: Per direction, whether its header blocks are decoded (every block: the HPACK table stays in step).
         self.decoding = [everything or bool(chain_decode[0]), everything or bool(chain_decode[1])]
         self.decode = self.decoding[0] or self.decoding[1]
+        #: Whether every decoded block gets the RFC 9113 section 8 checks (``--strict``, ``decode_headers``);
+        #: otherwise only those a hook is handed (see docs/proxy.md, *What is checked*).
+        self.check_all = bool(self.options.decode_headers or self.options.strict)
         max_read = self.limits.max_frame_size
         self.readers = [FrameReader(max_read, expect_preface=True), FrameReader(max_read)]
         self.out: List[List[Wire]] = [[], []]
@@ -373,6 +376,7 @@ class Relay:
         self.fast_headers = [False, False]
         self.fast_data = [False, False]
         self.fast_decoded = [False, False]
+        self.fast_synced = [False, False]
         # With a sink that takes batches, fast-path frames are recorded per read, not per frame.
         self.rec: Optional[List[List[Wire]]] = [[], []] if sink is not None and hasattr(sink, "forwarded") else None
         self._update_fast_path()
@@ -456,6 +460,10 @@ class Relay:
         with no object and no call per frame. Anything else, and anything unusual
         about these (a window too small, a state that does not allow the frame),
         becomes a :class:`RawFrame` and goes through :meth:`_process`.
+
+        In a direction decoded only so that hooks can read some streams' blocks (``fast_synced``),
+        a block no hook wants on its stream is decoded here (the HPACK table stays in step) and
+        forwarded as it came, unchecked, as the transparent path forwards it.
         """
         process = self._process
         streams = self.streams
@@ -466,6 +474,9 @@ class Relay:
         fast_data = self.fast_data
         fast_headers = self.fast_headers
         fast_decoded = self.fast_decoded
+        # (Read at each frame: a hook acting on one frame may start re-encoding, which ends this path.)
+        fast_synced = self.fast_synced
+        greeted = self.greeting[d] is None
         window = self.window
         # Frames above the receiver's SETTINGS_MAX_FRAME_SIZE, and one-frame blocks above the header
         # block limit, take the slow path (which checks them).
@@ -494,6 +505,13 @@ class Relay:
                     elif flags & END_HEADERS and fast_headers[d] and length <= max_hb and (
                             h is None or HEADERS not in h[d]):
                         new = headers_next[flags & END_STREAM].get(s.state)
+                    elif fast_synced[d] and greeted and flags & END_HEADERS and not flags & _PAD_PRIO and \
+                            length <= max_hb and (h is None or HEADERS not in h[d]):
+                        new = headers_next[flags & END_STREAM].get(s.state)
+                        if new is not None and not self._synced_block(d, s, flags, sid, length, wire):
+                            out_d = self.out[d]
+                            rec_d = self.rec[d] if self.rec is not None else None
+                            continue
                     if new is not None:
                         s.state = new
                         out_d.append(wire)
@@ -766,6 +784,10 @@ class Relay:
             # want it or forwarded, without the general path's detours (see _decoded_block).
             self.fast_decoded[d] = (self.sink is None and self.decoding[d] and not self.strict
                                     and not (d == S2C and self.push_map))
+            # ... and those of streams no hook wants them on decoded (the table in step), then sent on as they
+            # came, unchecked, in _run itself (not with decode_headers, which checks every block).
+            self.fast_synced[d] = (self.fast_decoded[d] and not self.check_all and self.encoders[d] is None
+                                   and not self.decoding_broken[d] and self.decoders is not None)
         self.fast_new_streams = self.fast_headers[C2S] and (
             self.hooks is None or HEADERS not in self.hooks.table()[C2S])
 
@@ -1003,34 +1025,36 @@ class Relay:
         try:
             headers = decoder.decode(memoryview(wire)[9:])
         except Exception as exc:
-            f = RawFrame(HEADERS, flags, sid, length, wire)
-            self._decode_failed(d, [f], exc)
-            if not self.closed:
-                self._header_block(d, [f], None)     # (the general path, with what there is)
+            self._undecodable(d, flags, sid, length, wire, exc)
             return True
         if s is None:
-            if messages.check_block(None, d, headers, bool(end), "request", False) is not None:
-                self._header_block(d, [RawFrame(HEADERS, flags, sid, length, wire)], headers)   # (it reports it)
-                return True
+            # The stream's hooks are decided first (on the stream not registered yet): the RFC 9113
+            # section 8 checks run on the blocks hooks see, and on every block with decode_headers.
             settings = self.settings
-            self.last_stream[CLIENT] = sid
-            s = self.streams[sid] = Stream(sid, _HALF_CLOSED_LOCAL if end else _OPEN,
-                                           settings[CLIENT][_INITIAL_WINDOW], settings[SERVER][_INITIAL_WINDOW])
-            self.client_streams_open += 1
-            self.client_streams_total += 1
-            s.ordinal = self.client_streams_total
-            self.counters["streams"] += 1
+            s = Stream(sid, _HALF_CLOSED_LOCAL if end else _OPEN,
+                       settings[CLIENT][_INITIAL_WINDOW], settings[SERVER][_INITIAL_WINDOW])
+            s.ordinal = self.client_streams_total + 1
             s.request_headers = headers
             if self.stream_tables is not None:
                 s.hooks = self.stream_tables(s)
+            if (self.check_all or (s.hooks is not None and HEADERS in s.hooks[d])) and messages.check_block(
+                    None, d, headers, bool(end), "request", False) is not None:
+                self._header_block(d, [RawFrame(HEADERS, flags, sid, length, wire)], headers)   # (it reports it)
+                return True
+            self.last_stream[CLIENT] = sid
+            self.streams[sid] = s
+            self.client_streams_open += 1
+            self.client_streams_total += 1
+            self.counters["streams"] += 1
             if self.stream_hooks is not None:
                 self.stream_hooks.stream_opened(self, s)
         else:
             assert new is not None
             s.state = new
-            bad = messages.check_block(s, d, headers, bool(end), "next", False)
-            if bad is not None:
-                self._violation(d, *bad, sid=sid)
+            if self.check_all or (s.hooks is not None and HEADERS in s.hooks[d]):
+                bad = messages.check_block(s, d, headers, bool(end), "next", False)
+                if bad is not None:
+                    self._violation(d, *bad, sid=sid)
             if d == C2S:
                 s.trailers = headers
             elif s.response_headers is None or _is_informational(s.response_headers):
@@ -1058,6 +1082,30 @@ class Relay:
         else:
             self._hooked(d, unit, hooks)
         return True
+
+    def _synced_block(self, d: int, s: Stream, flags: int, sid: int, length: int, wire: Wire) -> bool:
+        """A one-frame block no hook wants on stream ``s``, in a ``fast_synced`` direction: decoded (the
+        table kept in step, the stream's headers noted); False when it did not decode (then handled)."""
+        assert self.decoders is not None     # (fast_synced: decoding)
+        try:
+            headers = self.decoders[d].decode(wire[9:])
+        except Exception as exc:
+            self._undecodable(d, flags, sid, length, wire, exc)
+            return False
+        if d == C2S:
+            s.trailers = headers
+        elif s.response_headers is None or _is_informational(s.response_headers):
+            s.response_headers = headers
+        else:
+            s.trailers = headers
+        return True
+
+    def _undecodable(self, d: int, flags: int, sid: int, length: int, wire: Wire, exc: Exception) -> None:
+        """A one-frame HEADERS block that did not decode: reported, then the general path with what there is."""
+        f = RawFrame(HEADERS, flags, sid, length, wire)
+        self._decode_failed(d, [f], exc)
+        if not self.closed:
+            self._header_block(d, [f], None)
 
     def _header_block(self, d: int, frames: List[RawFrame], predecoded: Any = _UNDECODED) -> None:
         first = frames[0]
@@ -1356,6 +1404,7 @@ class Relay:
         if not isinstance(exc, (HpackDecodingError, ValueError)):
             raise exc
         self.decoding_broken[d] = True
+        self._update_fast_path()
         self._violation(d, "4.3", ErrorCode.COMPRESSION_ERROR, True,
                         f"header block on stream {frames[0].stream_id} does not decode: {exc}",
                         forwarded=not self.strict)
