@@ -365,3 +365,56 @@ def test_blocks_decoded_only_for_the_table_are_not_checked_but_those_a_hook_is_h
     # With decode_headers every block is checked.
     checked = Relay(2, RelayOptions(decode_headers=True), hooks=HookChain([PathRecorder()]))
     assert checked.check_all and checked.fast_synced == [False, False]
+
+
+# ---------------------------------------------------------------- a hook that only rewrites header lists
+
+class _SameRewriteByHand:
+    """What the headers hook does, as a plain on_headers hook (the hook chain's way)."""
+
+    def interest(self):
+        return Interest(types=["headers"], directions=[SERVER_TO_CLIENT])
+
+    def on_headers(self, ctx, frame, headers):
+        return [h for h in headers if h[0] != "x-drop"] + [("x-via", "1")]
+
+
+def test_the_headers_hook_called_directly_sends_what_the_hook_chain_sends():
+    rules = [{"match": {"direction": "response"}, "remove": ["x-drop"], "set": {"x-via": "1"}}]
+    hook = HeadersHook(rules=rules)
+    direct, chained = Conn([hook]), Conn([_SameRewriteByHand()])
+    assert type(direct.relay.stream_tables(_stream_with(REQ))[S2C][0x1]).__name__ == "RewriteEntries"
+    assert type(chained.relay.stream_tables(_stream_with(REQ))[S2C][0x1]) is list
+    dec = hpack.Decoder()
+    for sid in (1, 3, 5):
+        _open(direct, sid, "/a")
+        _open(chained, sid, "/a")
+        fields = [(":status", "200"), ("x-drop", "y"), ("server", f"s{sid}")]
+        blocks = []
+        for c in (direct, chained):
+            c.send(S2C, fc.HeadersFrame(sid, data=c.server.enc.encode(fields), flags=["END_HEADERS"]),
+                   fc.DataFrame(sid, data=b"z", flags=["END_STREAM"]))
+            blocks.append(out(c.relay, S2C))
+        assert blocks[0] == blocks[1]
+        heads = [f for f in parsed(blocks[0]) if isinstance(f, fc.HeadersFrame)]
+        assert dec.decode(heads[0].data) == [(":status", "200"), ("server", f"s{sid}"), ("x-via", "1")]
+    assert hook.changed == 3 and not direct.relay.streams
+
+
+def test_a_rewrite_that_raises_goes_through_the_hook_chain_and_is_reported(caplog):
+    hook = HeadersHook(rules=[{"match": {"direction": "response"}, "set": {"x-via": "1"}}])
+    hook.rewrite = lambda *a: (_ for _ in ()).throw(RuntimeError("boom"))
+    c = Conn([hook])
+    _open(c, 1, "/a")
+    block = c.server.enc.encode([(":status", "200")])
+    c.send(S2C, fc.HeadersFrame(1, data=block, flags=["END_HEADERS", "END_STREAM"]))
+    assert out(c.relay, S2C) == wire(fc.HeadersFrame(1, data=block, flags=["END_HEADERS", "END_STREAM"]))
+    assert c.relay.counters["hook_errors"] == 1
+    assert any("boom" in r.getMessage() or (r.exc_info and "boom" in str(r.exc_info[1])) for r in caplog.records)
+
+
+def _stream_with(request):
+    from proxy.core.relay import Stream
+    s = Stream(1, "open", 65535, 65535)
+    s.request_headers = request
+    return s

@@ -1063,17 +1063,30 @@ class Relay:
                 s.trailers = headers
         h = s.hooks
         hooks = h[d].get(HEADERS) if h is not None else None
-        if hooks is None and self.greeting[d] is None:
-            if self.encoders[d] is None:
-                self.out[d].append(wire)
-            else:
-                # This direction is re-encoded (a block was dropped or changed before): the proxy's encoder.
-                out = self.out[d]
-                for w in self._encode_block(d, Headers(sid, headers, bool(end))):
-                    out.append(w)
-            if new is _CLOSED:
-                self._close_stream(s)
-            return True
+        if self.greeting[d] is None:
+            changed: Optional[HeaderList] = None
+            chain = hooks is not None          # (the hook chain, below)
+            if hooks is not None:
+                # One hook that only rewrites header lists (HookChain's RewriteEntries): called directly.
+                rewrite = getattr(hooks, "rewrite", None)
+                if rewrite is not None:
+                    try:
+                        changed = rewrite(DIRECTION_NAME[d], headers, s.request_headers)
+                        chain = False
+                    except Exception:
+                        pass                   # (it runs again in the chain, which reports what it raises)
+            if not chain:
+                if changed is None and self.encoders[d] is None:
+                    self.out[d].append(wire)
+                else:
+                    # Changed, or this direction is re-encoded (a block was dropped or changed before):
+                    # the proxy's encoder.
+                    out = self.out[d]
+                    for w in self._encode_block(d, Headers(sid, headers if changed is None else changed, bool(end))):
+                        out.append(w)
+                if new is _CLOSED:
+                    self._close_stream(s)
+                return True
         unit = _Unit(d, [RawFrame(HEADERS, flags, sid, length, wire)], s)
         unit.headers = headers
         unit.neutral = decoder.table_version == version

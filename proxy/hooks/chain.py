@@ -15,6 +15,7 @@ import weakref
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
+from ..core.protocol import HEADERS
 from .api import HookLoadError
 from .interest import ALL_TYPES, on_request, resolve, untracked_only
 
@@ -30,6 +31,15 @@ BUILTINS = {
     "extension": "proxy.hooks.builtin.extension:ExtensionHook",
     "faults": "proxy.faults.hook:FaultHook",
 }
+
+
+class RewriteEntries(list):
+    """The entries for a stream's HEADERS in one direction when they are one hook's that only rewrites
+    header lists: ``rewrite(direction, headers, request_headers)`` returns None (unchanged) or the new
+    list. The relay calls it directly (no frame object, no hook context) where nothing else needs
+    the frame (see ``rewrite_header_list`` in docs/hooks.md); anywhere else the entries run as usual."""
+
+    rewrite: Callable[[str, List[Tuple[str, str]], Optional[List[Tuple[str, str]]]], Optional[list]]
 
 
 class HookChain:
@@ -57,6 +67,8 @@ class HookChain:
         self.hooks = list(hooks)
         self._add_grpc(grpc)
         self.errors_logged: set = set()
+        #: id(bound on_headers of an entry) -> the same hook's rewrite_header_list (see RewriteEntries).
+        self._rewriters: Dict[int, Callable] = {}
         self.interests = [resolve(h) for h in self.hooks]
         #: Per direction, whether some hook needs that direction's header blocks decoded.
         self.decode = [any(d in i.decode for i in self.interests) for d in (0, 1)]
@@ -102,6 +114,7 @@ class HookChain:
 
     def _build(self) -> List[Dict[int, list]]:
         tables: List[Dict[int, list]] = [{}, {}]
+        self._rewriters = {}
         for h, interest in zip(self.hooks, self.interests, strict=True):
             provider = getattr(h, "hook_entries", None)
             if provider is not None:
@@ -113,8 +126,11 @@ class HookChain:
                             tables[d].setdefault(t, []).extend(entries)
                 continue
             cond = None if interest.stream is None else (on_request(interest.stream),)
+            rewrite = getattr(h, "rewrite_header_list", None)
             for d in (0, 1):
                 for t, (method, wants) in interest.methods[d].items():
+                    if callable(rewrite) and wants and t == HEADERS:
+                        self._rewriters[id(method)] = rewrite
                     entries = tables[d].setdefault(t, [])
                     entries.append((self._name(h), method, wants, cond, None))
                     if cond is not None and interest.untracked:
@@ -211,6 +227,9 @@ class HookChain:
         for d in (0, 1):
             for t, entries in self._table[d].items():
                 kept = [e for e in entries if e[3] is None or any(id(a) in held for a in e[3])]
+                if len(kept) == 1 and t == HEADERS and id(kept[0][1]) in self._rewriters:
+                    kept = RewriteEntries(kept)
+                    kept.rewrite = self._rewriters[id(kept[0][1])]
                 if kept:
                     out[d][t] = kept
         result = None if not (out[0] or out[1]) else (out[0], out[1])

@@ -231,6 +231,15 @@ class HeadersHook(Hook):
             return Headers(frame.stream_id, [], end_stream="END_STREAM" in frame.flags)
         return new
 
+    def rewrite_header_list(self, direction: str, headers: HeaderList,
+                            request: Optional[HeaderList] = None) -> Optional[HeaderList]:
+        """What :meth:`on_headers` does, for the relay's direct call (no frame, no context): the new
+        list, or None when nothing changed."""
+        new = self.rewrite(direction, headers, request)
+        if new is not None:
+            self.changed += 1
+        return new
+
     def rewrite(self, direction: str, headers: HeaderList,
                 request: Optional[HeaderList] = None) -> Optional[HeaderList]:
         """The headers after every matching rule, or None when nothing changed."""
