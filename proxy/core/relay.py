@@ -1023,7 +1023,7 @@ class Relay:
         decoder = self.decoders[d]
         version = decoder.table_version
         try:
-            headers = decoder.decode(memoryview(wire)[9:])
+            headers = decoder.decode(wire[9:])
         except Exception as exc:
             self._undecodable(d, flags, sid, length, wire, exc)
             return True

@@ -79,6 +79,8 @@ class HookChain:
         self._untracked_table: List[Dict[int, list]] = [{}, {}]
         self._stream_cache: Dict[tuple, Optional[tuple]] = {}
         self._atoms: List[Callable] = []
+        self._one: Optional[Callable] = None
+        self._one_tables: Tuple[Optional[tuple], Optional[tuple]] = (None, None)
         self._relays: "weakref.WeakSet" = weakref.WeakSet()
         #: Bumped at every change of the tables.
         self.version = 0
@@ -190,6 +192,9 @@ class HookChain:
                             atoms[id(atom)] = atom
         self._atoms = list(atoms.values())
         self._stream_cache = {}
+        # One condition (the usual case: one rule or one hook on a path): both outcomes' tables made now.
+        self._one = self._atoms[0] if len(self._atoms) == 1 else None
+        self._one_tables = (self._tables_for((False,)), self._tables_for((True,))) if self._one else (None, None)
 
     def changed(self) -> None:
         """The tables were edited (rules changed at run time): open connections follow at once.
@@ -210,19 +215,24 @@ class HookChain:
 
         Each condition is evaluated once here; streams with the same outcome share their tables.
         """
+        one = self._one
+        if one is not None:
+            return self._one_tables[1 if one(stream) else 0]
         atoms = self._atoms
-        if not atoms:
-            key: tuple = ()
-        elif len(atoms) == 1:
-            key = (bool(atoms[0](stream)),)
-        else:
-            key = tuple([bool(a(stream)) for a in atoms])
+        key: tuple = tuple([bool(a(stream)) for a in atoms]) if atoms else ()
         cache = self._stream_cache
         try:
             return cache[key]
         except KeyError:
             pass
-        held = {id(a) for a, on in zip(atoms, key, strict=True) if on}
+        result = self._tables_for(key)
+        if len(cache) < 256:
+            cache[key] = result
+        return result
+
+    def _tables_for(self, key: tuple) -> Optional[tuple]:
+        """The tables of a stream for which the conditions' outcomes are ``key`` (in ``_atoms`` order)."""
+        held = {id(a) for a, on in zip(self._atoms, key, strict=True) if on}
         out: List[Dict[int, list]] = [{}, {}]
         for d in (0, 1):
             for t, entries in self._table[d].items():
@@ -232,10 +242,7 @@ class HookChain:
                     kept.rewrite = self._rewriters[id(kept[0][1])]
                 if kept:
                     out[d][t] = kept
-        result = None if not (out[0] or out[1]) else (out[0], out[1])
-        if len(cache) < 256:
-            cache[key] = result
-        return result
+        return None if not (out[0] or out[1]) else (out[0], out[1])
 
     def full_tables(self) -> tuple:
         """Every entry, whatever its condition (a stream a hook must follow whole from now on: its
