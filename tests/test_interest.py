@@ -418,3 +418,17 @@ def _stream_with(request):
     s = Stream(1, "open", 65535, 65535)
     s.request_headers = request
     return s
+
+
+def test_identical_requests_share_a_remembered_outcome_only_for_conditions_on_the_request_alone():
+    # Three identical requests: a rule on the path alone matches all three (its outcome is remembered
+    # per request list), one on the path and the stream's ordinal only the second.
+    by_path = FaultHook(["drop path=/api/* after=1000000 name=count"])
+    by_ordinal = FaultHook(["drop path=/api/* nth_stream=2 after=1000000 name=count"])
+    for hook, streams in ((by_path, 3), (by_ordinal, 1)):
+        c = Conn([hook])
+        assert (c.chain._one_memo is not None) == (hook is by_path)
+        for sid in (1, 3, 5):
+            (cb, up), (sb, down) = c.exchange(sid, "/api/x")
+            assert (up, down) == (cb, sb)
+        assert hook.matches("count") == 5 * streams

@@ -33,6 +33,13 @@ BUILTINS = {
 }
 
 
+#: How many request header lists the outcome of a single request-only condition is remembered for.
+_CONDITION_MEMO = 1024
+#: Memo value for "no tables" (None is "not remembered"), and the key for a stream with no request list.
+_NONE: tuple = ()
+_NO_REQUEST: tuple = (None,)
+
+
 class RewriteEntries(list):
     """The entries for a stream's HEADERS in one direction when they are one hook's that only rewrites
     header lists: ``rewrite(direction, headers, request_headers)`` returns None (unchanged) or the new
@@ -81,6 +88,8 @@ class HookChain:
         self._atoms: List[Callable] = []
         self._one: Optional[Callable] = None
         self._one_tables: Tuple[Optional[tuple], Optional[tuple]] = (None, None)
+        #: request header list -> the tables (or _NONE), for a single condition marked request_only.
+        self._one_memo: Optional[Dict[tuple, tuple]] = None
         self._relays: "weakref.WeakSet" = weakref.WeakSet()
         #: Bumped at every change of the tables.
         self.version = 0
@@ -195,6 +204,7 @@ class HookChain:
         # One condition (the usual case: one rule or one hook on a path): both outcomes' tables made now.
         self._one = self._atoms[0] if len(self._atoms) == 1 else None
         self._one_tables = (self._tables_for((False,)), self._tables_for((True,))) if self._one else (None, None)
+        self._one_memo = {} if self._one is not None and getattr(self._one, "request_only", False) else None
 
     def changed(self) -> None:
         """The tables were edited (rules changed at run time): open connections follow at once.
@@ -217,6 +227,8 @@ class HookChain:
         """
         one = self._one
         if one is not None:
+            if self._one_memo is not None:
+                return self._remembered(one, stream)
             return self._one_tables[1 if one(stream) else 0]
         atoms = self._atoms
         key: tuple = tuple([bool(a(stream)) for a in atoms]) if atoms else ()
@@ -229,6 +241,22 @@ class HookChain:
         if len(cache) < 256:
             cache[key] = result
         return result
+
+    def _remembered(self, one: Callable, stream) -> Optional[tuple]:
+        """stream_tables for one condition on the request alone: its outcome remembered per header list."""
+        memo = self._one_memo
+        assert memo is not None
+        req = stream.request_headers
+        try:
+            request = tuple(req) if req is not None else _NO_REQUEST
+            hit = memo.get(request)
+        except TypeError:          # (a value that cannot be hashed)
+            return self._one_tables[1 if one(stream) else 0]
+        if hit is None:
+            if len(memo) >= _CONDITION_MEMO:
+                memo.clear()
+            hit = memo[request] = self._one_tables[1 if one(stream) else 0] or _NONE
+        return None if hit is _NONE else hit
 
     def _tables_for(self, key: tuple) -> Optional[tuple]:
         """The tables of a stream for which the conditions' outcomes are ``key`` (in ``_atoms`` order)."""

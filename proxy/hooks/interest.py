@@ -154,5 +154,11 @@ def untracked_only(stream: Any) -> bool:
 
 
 def on_request(condition: StreamCondition) -> Callable[[Any], bool]:
-    """A stream condition on request headers as the chain's tables hold them: called with the stream."""
-    return lambda stream: bool(condition(stream.request_headers))
+    """A stream condition on request headers as the chain's tables hold them: called with the stream.
+
+    It is marked ``request_only`` (its outcome depends on the request headers alone: HookChain may
+    remember it per header list)."""
+    def on_stream(stream: Any) -> bool:
+        return bool(condition(stream.request_headers))
+    on_stream.request_only = True         # type: ignore[attr-defined]
+    return on_stream
