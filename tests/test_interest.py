@@ -427,7 +427,7 @@ def test_identical_requests_share_a_remembered_outcome_only_for_conditions_on_th
     by_ordinal = FaultHook(["drop path=/api/* nth_stream=2 after=1000000 name=count"])
     for hook, streams in ((by_path, 3), (by_ordinal, 1)):
         c = Conn([hook])
-        assert (c.chain._one_memo is not None) == (hook is by_path)
+        assert (c.chain._memo is not None) == (hook is by_path)
         for sid in (1, 3, 5):
             (cb, up), (sb, down) = c.exchange(sid, "/api/x")
             assert (up, down) == (cb, sb)

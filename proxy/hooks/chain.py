@@ -33,7 +33,7 @@ BUILTINS = {
 }
 
 
-#: How many request header lists the outcome of a single request-only condition is remembered for.
+#: How many request header lists the outcome of request-only conditions is remembered for.
 _CONDITION_MEMO = 1024
 #: Memo value for "no tables" (None is "not remembered"), and the key for a stream with no request list.
 _NONE: tuple = ()
@@ -88,8 +88,8 @@ class HookChain:
         self._atoms: List[Callable] = []
         self._one: Optional[Callable] = None
         self._one_tables: Tuple[Optional[tuple], Optional[tuple]] = (None, None)
-        #: request header list -> the tables (or _NONE), for a single condition marked request_only.
-        self._one_memo: Optional[Dict[tuple, tuple]] = None
+        #: request header list -> the tables (or _NONE), when every condition is marked request_only.
+        self._memo: Optional[Dict[tuple, tuple]] = None
         self._relays: "weakref.WeakSet" = weakref.WeakSet()
         #: Bumped at every change of the tables.
         self.version = 0
@@ -204,7 +204,7 @@ class HookChain:
         # One condition (the usual case: one rule or one hook on a path): both outcomes' tables made now.
         self._one = self._atoms[0] if len(self._atoms) == 1 else None
         self._one_tables = (self._tables_for((False,)), self._tables_for((True,))) if self._one else (None, None)
-        self._one_memo = {} if self._one is not None and getattr(self._one, "request_only", False) else None
+        self._memo = {} if self._atoms and all(getattr(a, "request_only", False) for a in self._atoms) else None
 
     def changed(self) -> None:
         """The tables were edited (rules changed at run time): open connections follow at once.
@@ -225,10 +225,14 @@ class HookChain:
 
         Each condition is evaluated once here; streams with the same outcome share their tables.
         """
+        if self._memo is not None:
+            return self._remembered(stream)
+        return self._decide(stream)
+
+    def _decide(self, stream) -> Optional[tuple]:
+        """stream_tables, each condition asked."""
         one = self._one
         if one is not None:
-            if self._one_memo is not None:
-                return self._remembered(one, stream)
             return self._one_tables[1 if one(stream) else 0]
         atoms = self._atoms
         key: tuple = tuple([bool(a(stream)) for a in atoms]) if atoms else ()
@@ -242,20 +246,20 @@ class HookChain:
             cache[key] = result
         return result
 
-    def _remembered(self, one: Callable, stream) -> Optional[tuple]:
-        """stream_tables for one condition on the request alone: its outcome remembered per header list."""
-        memo = self._one_memo
+    def _remembered(self, stream) -> Optional[tuple]:
+        """stream_tables when every condition is on the request alone: remembered per request header list."""
+        memo = self._memo
         assert memo is not None
         req = stream.request_headers
         try:
             request = tuple(req) if req is not None else _NO_REQUEST
             hit = memo.get(request)
         except TypeError:          # (a value that cannot be hashed)
-            return self._one_tables[1 if one(stream) else 0]
+            return self._decide(stream)
         if hit is None:
             if len(memo) >= _CONDITION_MEMO:
                 memo.clear()
-            hit = memo[request] = self._one_tables[1 if one(stream) else 0] or _NONE
+            hit = memo[request] = self._decide(stream) or _NONE
         return None if hit is _NONE else hit
 
     def _tables_for(self, key: tuple) -> Optional[tuple]:

@@ -156,9 +156,10 @@ def untracked_only(stream: Any) -> bool:
 def on_request(condition: StreamCondition) -> Callable[[Any], bool]:
     """A stream condition on request headers as the chain's tables hold them: called with the stream.
 
-    It is marked ``request_only`` (its outcome depends on the request headers alone: HookChain may
-    remember it per header list)."""
+    A condition that says it is a pure function of the request headers (``condition.request_only =
+    True``: the built-ins' are) keeps the mark: HookChain may then remember its outcome per header
+    list. Others (a user's condition may count streams) are asked for every stream."""
     def on_stream(stream: Any) -> bool:
         return bool(condition(stream.request_headers))
-    on_stream.request_only = True         # type: ignore[attr-defined]
+    on_stream.request_only = bool(getattr(condition, "request_only", False))     # type: ignore[attr-defined]
     return on_stream

@@ -221,6 +221,7 @@ class HeadersHook(Hook):
 
             def stream(request) -> bool:
                 return request is not None and any(rule.request_matches(request) for rule in rules)
+            stream.request_only = True      # type: ignore[attr-defined]  # (a pure function of the request)
         decode = set(directions)
         if stream is not None:
             decode.add(CLIENT_TO_SERVER)
