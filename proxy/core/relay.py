@@ -186,6 +186,9 @@ class Relay(FlowControl, Output):
                           now)
         self.client, self.server = self.sides
         self.decode = self.client.decoding or self.server.decoding
+        #: Whether every decoded block gets the RFC 9113 section 8 checks (``--strict``, ``decode_headers``);
+        #: otherwise only those a hook is handed (see docs/proxy.md, *What is checked*).
+        self.check_all = bool(self.options.decode_headers or self.options.strict)
         self.out: List[List[Wire]] = [[], []]
         self.commands: List[Union[Close, AwaitHook]] = []
         self.streams: Dict[int, Stream] = {}
@@ -290,6 +293,10 @@ class Relay(FlowControl, Output):
         with no object and no call per frame. Anything else, and anything unusual
         about these (a window too small, a state that does not allow the frame),
         becomes a :class:`RawFrame` and goes through :meth:`_process`.
+
+        In a direction decoded only so that hooks can read some streams' blocks (``fast_synced``),
+        a block no hook wants on its stream is decoded here (the HPACK table stays in step) and
+        forwarded as it came, unchecked, as the transparent path forwards it.
         """
         side = self.sides[d]
         peer = side.peer
@@ -297,6 +304,7 @@ class Relay(FlowControl, Output):
         streams = self.streams
         data_next = _DATA_NEXT[d]
         headers_next = _HEADERS_NEXT[d]
+        greeted = side.greeting is None
         # Frames above the receiver's SETTINGS_MAX_FRAME_SIZE, and one-frame blocks above the header
         # block limit, take the slow path (which checks them).
         max_frame = peer.settings[_MAX_FRAME]
@@ -324,6 +332,13 @@ class Relay(FlowControl, Output):
                     elif flags & END_HEADERS and side.fast_headers and length <= max_hb and (
                             h is None or HEADERS not in h[d]):
                         new = headers_next[flags & END_STREAM].get(s.state)
+                    elif side.fast_synced and greeted and flags & END_HEADERS and not flags & _PAD_PRIO and \
+                            length <= max_hb and (h is None or HEADERS not in h[d]):
+                        new = headers_next[flags & END_STREAM].get(s.state)
+                        if new is not None and not self._synced_block(d, s, flags, sid, length, wire):
+                            out_d = self.out[d]
+                            rec_d = self.rec[d] if self.rec is not None else None
+                            continue
                     if new is not None:
                         s.state = new
                         out_d.append(wire)
@@ -572,6 +587,10 @@ class Relay(FlowControl, Output):
             # want it or forwarded, without the general path's detours (see _decoded_block).
             side.fast_decoded = (self.sink is None and side.decoding and not self.strict
                                  and not (d == S2C and self.push_map))
+            # ... and those of streams no hook wants them on decoded (the table in step), then sent on as they
+            # came, unchecked, in _run itself (not with decode_headers, which checks every block).
+            side.fast_synced = (side.fast_decoded and not self.check_all and side.encoder is None
+                                and not side.decoding_broken and side.decoder is not None)
         self.fast_new_streams = self.client.fast_headers and (
             self.hooks is None or HEADERS not in self.hooks.table()[C2S])
 
@@ -716,36 +735,38 @@ class Relay(FlowControl, Output):
             return False
         version = decoder.table_version
         try:
-            headers = decoder.decode(memoryview(wire)[9:])
+            headers = decoder.decode(wire[9:])
         except Exception as exc:
-            f = RawFrame(HEADERS, flags, sid, length, wire)
-            self._decode_failed(d, [f], exc)
-            if not self.closed:
-                self._header_block(d, [f], None)     # (the general path, with what there is)
+            self._undecodable(d, flags, sid, length, wire, exc)
             return True
         if s is None:
-            if messages.check_block(None, d, headers, bool(end), "request", False) is not None:
-                self._header_block(d, [RawFrame(HEADERS, flags, sid, length, wire)], headers)   # (it reports it)
-                return True
+            # The stream's hooks are decided first (on the stream not registered yet): the RFC 9113
+            # section 8 checks run on the blocks hooks see, and on every block with decode_headers.
             client = self.client
-            client.last_stream = sid
-            s = self.streams[sid] = Stream(sid, _HALF_CLOSED_LOCAL if end else _OPEN,
-                                           client.settings[_INITIAL_WINDOW], client.peer.settings[_INITIAL_WINDOW])
-            self.client_streams_open += 1
-            self.client_streams_total += 1
-            s.ordinal = self.client_streams_total
-            self.counters["streams"] += 1
+            s = Stream(sid, _HALF_CLOSED_LOCAL if end else _OPEN,
+                       client.settings[_INITIAL_WINDOW], client.peer.settings[_INITIAL_WINDOW])
+            s.ordinal = self.client_streams_total + 1
             s.request_headers = headers
             if self.stream_tables is not None:
                 s.hooks = self.stream_tables(s)
+            if (self.check_all or (s.hooks is not None and HEADERS in s.hooks[d])) and messages.check_block(
+                    None, d, headers, bool(end), "request", False) is not None:
+                self._header_block(d, [RawFrame(HEADERS, flags, sid, length, wire)], headers)   # (it reports it)
+                return True
+            client.last_stream = sid
+            self.streams[sid] = s
+            self.client_streams_open += 1
+            self.client_streams_total += 1
+            self.counters["streams"] += 1
             if self.stream_hooks is not None:
                 self.stream_hooks.stream_opened(self, s)
         else:
             assert new is not None
             s.state = new
-            bad = messages.check_block(s, d, headers, bool(end), "next", False)
-            if bad is not None:
-                self._violation(d, *bad, sid=sid)
+            if self.check_all or (s.hooks is not None and HEADERS in s.hooks[d]):
+                bad = messages.check_block(s, d, headers, bool(end), "next", False)
+                if bad is not None:
+                    self._violation(d, *bad, sid=sid)
             if d == C2S:
                 s.trailers = headers
             elif s.response_headers is None or messages.is_informational(s.response_headers):
@@ -754,17 +775,30 @@ class Relay(FlowControl, Output):
                 s.trailers = headers
         h = s.hooks
         hooks = h[d].get(HEADERS) if h is not None else None
-        if hooks is None and side.greeting is None:
-            if side.encoder is None:
-                self.out[d].append(wire)
-            else:
-                # This direction is re-encoded (a block was dropped or changed before): the proxy's encoder.
-                out = self.out[d]
-                for w in self._encode_block(d, Headers(sid, headers, bool(end))):
-                    out.append(w)
-            if new is _CLOSED:
-                self._close_stream(s)
-            return True
+        if side.greeting is None:
+            changed: Optional[HeaderList] = None
+            chain = hooks is not None          # (the hook chain, below)
+            if hooks is not None:
+                # One hook that only rewrites header lists (HookChain's RewriteEntries): called directly.
+                rewrite = getattr(hooks, "rewrite", None)
+                if rewrite is not None:
+                    try:
+                        changed = rewrite(DIRECTION_NAME[d], headers, s.request_headers)
+                        chain = False
+                    except Exception:
+                        pass                   # (it runs again in the chain, which reports what it raises)
+            if not chain:
+                if changed is None and side.encoder is None:
+                    self.out[d].append(wire)
+                else:
+                    # Changed, or this direction is re-encoded (a block was dropped or changed before):
+                    # the proxy's encoder.
+                    out = self.out[d]
+                    for w in self._encode_block(d, Headers(sid, headers if changed is None else changed, bool(end))):
+                        out.append(w)
+                if new is _CLOSED:
+                    self._close_stream(s)
+                return True
         unit = _Unit(d, [RawFrame(HEADERS, flags, sid, length, wire)], s)
         unit.headers = headers
         unit.neutral = decoder.table_version == version
@@ -773,6 +807,31 @@ class Relay(FlowControl, Output):
         else:
             self._hooked(d, unit, hooks)
         return True
+
+    def _synced_block(self, d: int, s: Stream, flags: int, sid: int, length: int, wire: Wire) -> bool:
+        """A one-frame block no hook wants on stream ``s``, in a ``fast_synced`` direction: decoded (the
+        table kept in step, the stream's headers noted); False when it did not decode (then handled)."""
+        decoder = self.sides[d].decoder
+        assert decoder is not None     # (fast_synced: decoding)
+        try:
+            headers = decoder.decode(wire[9:])
+        except Exception as exc:
+            self._undecodable(d, flags, sid, length, wire, exc)
+            return False
+        if d == C2S:
+            s.trailers = headers
+        elif s.response_headers is None or messages.is_informational(s.response_headers):
+            s.response_headers = headers
+        else:
+            s.trailers = headers
+        return True
+
+    def _undecodable(self, d: int, flags: int, sid: int, length: int, wire: Wire, exc: Exception) -> None:
+        """A one-frame HEADERS block that did not decode: reported, then the general path with what there is."""
+        f = RawFrame(HEADERS, flags, sid, length, wire)
+        self._decode_failed(d, [f], exc)
+        if not self.closed:
+            self._header_block(d, [f], None)
 
     def _header_block(self, d: int, frames: List[RawFrame], predecoded: Any = _UNDECODED) -> None:
         side = self.sides[d]
@@ -1043,6 +1102,7 @@ class Relay(FlowControl, Output):
         if not isinstance(exc, (HpackDecodingError, ValueError)):
             raise exc
         side.decoding_broken = True
+        self._update_fast_path()
         self._violation(d, *checks.undecodable(frames[0].stream_id, exc), forwarded=not self.strict)
 
     def _start_reencoding(self, d: int) -> HpackEncoder:

@@ -41,7 +41,7 @@ class Side:
                  "settings_sent_at", "table_sizes_due", "window", "owed", "last_stream", "held_streams",
                  "held_fcl", "block", "block_size", "decoding", "decoder", "decoding_broken", "encoder",
                  "goaway", "paused", "inbox", "empty_rate", "control_rate", "reset_rate", "fast_headers",
-                 "fast_data", "fast_decoded", "stalled_since", "heard")
+                 "fast_data", "fast_decoded", "fast_synced", "stalled_since", "heard")
 
     peer: Side
 
@@ -99,6 +99,7 @@ class Side:
         self.fast_headers = False
         self.fast_data = False
         self.fast_decoded = False
+        self.fast_synced = False
         #: Since when the peer's window keeps a stream of this side waiting (zero_window_timeout).
         self.stalled_since: Optional[float] = None
         #: When this side last sent bytes (the upstream's silence).
