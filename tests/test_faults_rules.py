@@ -571,3 +571,28 @@ def test_every_rule_written_in_the_docs_is_valid():
     for body in map(json.loads, posted):
         hook.add(body["line"] + (f" name={body['name']}" if "name" in body else "") if "line" in body else body)
     assert [r.name for r in hook.rules] == ["refuse", "late"]
+
+
+def test_a_rule_on_type_and_direction_alone_acts_on_every_nth_and_counts_the_frames_it_lets_by():
+    # (Screened without a FrameInfo per frame: only the rule's counters decide; the frames let by are
+    # still counted, so that a later block on the same stream is known to be its trailers.)
+    c = Conn(["rst_stream code=REFUSED_STREAM type=headers direction=c2s every=3"])
+    sent = {}
+    for sid in (1, 3, 5, 7, 9, 11):
+        block = c.client.headers(sid, REQ, True)
+        sent[sid] = wire(block)
+        c.relay.receive(C2S, sent[sid], 0.0)
+        got = out(c.relay, C2S)
+        resets = c.take(S2C)
+        if sid in (5, 11):
+            assert got == b"" and [(f.stream_id, f.error_code) for f in resets] == [(sid, 7)]
+        else:
+            assert got == sent[sid] and resets == []
+
+    c = Conn(["rst_stream code=REFUSED_STREAM type=headers direction=c2s after=1"])
+    c.request(1, end=False)
+    assert types(c.take(C2S)) == ["Headers"] and c.take(S2C) == []
+    c.send(C2S, c.client.headers(1, [("x-trailer", "1")], True))       # the stream's second block: its trailers
+    # The server saw the request: it is reset on both legs.
+    assert [(f.stream_id, f.error_code) for f in c.take(C2S)] == [(1, 7)]
+    assert [(f.stream_id, f.error_code) for f in c.take(S2C)] == [(1, 7)]

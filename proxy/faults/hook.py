@@ -560,6 +560,13 @@ class FaultHook:
 
     def _count(self, st: _Conn, relay, d: int, t: int, fb: int, sid: int, stream, flow: int, headers) -> FrameInfo:
         """Count one frame that came in (per stream and type; DATA bytes) and say what the rules see of it."""
+        n, before = self._tally(st, d, t, sid, stream, flow)
+        return self._info(st, relay, d, t, fb, sid, stream, headers, n, before)
+
+    @staticmethod
+    def _tally(st: _Conn, d: int, t: int, sid: int, stream, flow: int) -> Tuple[int, int]:
+        """Count one frame that came in: (its number among the stream's frames of its type and direction,
+        the DATA bytes before it on its stream, or on the connection for stream 0)."""
         n = st.count(d, sid, t, stream)
         if t == DATA:
             key = (d, sid)
@@ -572,6 +579,12 @@ class FaultHook:
             before = st.bytes.get((d, sid), 0)
         else:
             before = st.conn_bytes[d]
+        return n, before
+
+    @staticmethod
+    def _info(st: _Conn, relay, d: int, t: int, fb: int, sid: int, stream, headers, n: int,
+              before: int) -> FrameInfo:
+        """What the rules see of a frame that was counted (:meth:`_tally`); kept as ``st.info[d]``."""
         request = stream.request_headers if stream is not None else None
         response = stream.response_headers if stream is not None else None
         if t == HEADERS and d == S2C and headers is not None:
@@ -609,16 +622,32 @@ class FaultHook:
                 or (t == WINDOW_UPDATE and st.stalls):
             st.screened[d] = None
             return True        # a repair may apply: the book-keeping decides with the frame object
-        info = self._count(st, relay, d, t, fb, sid, stream, first.length if t == DATA else 0, unit.headers)
+        flow = first.length if t == DATA else 0
         firing = None
         if hooks is not None:
             listed = self._list_rules.get(id(hooks))
             if listed is None or listed[0] is not hooks:
-                listed = self._list_rules[id(hooks)] = (hooks, [self._hooks[e[0][6:]].rule for e in hooks
-                                                                if e[4] is _decided and e[0][6:] in self._hooks])
+                ruled = [self._hooks[e[0][6:]].rule for e in hooks if e[4] is _decided and e[0][6:] in self._hooks]
+                listed = self._list_rules[id(hooks)] = (hooks, ruled, all(r.by_type_alone() for r in ruled))
             rules: Iterable[Rule] = listed[1]
+            if listed[2] and t <= ALTSVC:
+                # Every rule of this list matches on direction and type alone (the table's own keys): only
+                # its counters decide, and the FrameInfo is built only for a frame some rule acts on.
+                n, before = self._tally(st, d, t, sid, stream, flow)
+                for rule in listed[1]:
+                    if rule.enabled and d in rule.directions and (rule.types is None or t in rule.types) \
+                            and (sid or not rule.needs_stream) \
+                            and not (rule.action == "stall" and rule.name in st.stalled_by) and rule.fires():
+                        if firing is None:
+                            firing = set()
+                        firing.add(rule.name)
+                st.info[d] = None if firing is None else \
+                    self._info(st, relay, d, t, fb, sid, stream, unit.headers, n, before)
+                st.screened[d] = firing
+                return firing is not None
         else:
             rules = self._screened_rules(d, t, stream)
+        info = self._count(st, relay, d, t, fb, sid, stream, flow, unit.headers)
         for rule in rules:
             if rule.action == "stall" and rule.name in st.stalled_by:
                 continue

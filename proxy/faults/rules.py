@@ -748,6 +748,14 @@ class Rule:
         self._stream_cond = condition
         return condition
 
+    def by_type_alone(self) -> bool:
+        """Whether :meth:`matches_frame` asks nothing of a frame but its direction, its type and (a stream
+        action) a stream id: the fault hook then screens the frame without building a FrameInfo for it."""
+        return not (self.flags_need or self.flags_avoid or self.streams is not None or self.conns is not None
+                    or self.nth is not None or self.nth_stream is not None or self.after_bytes is not None
+                    or self.method is not None or self.authority is not None or self.path is not None
+                    or self.status is not None or self.request_header or self.response_header)
+
     def matches_frame(self, m: "FrameInfo") -> bool:
         """Every match key against one frame (the counters are not touched)."""
         if not self.enabled or m.d not in self.directions:
