@@ -596,3 +596,28 @@ def test_a_rule_on_type_and_direction_alone_acts_on_every_nth_and_counts_the_fra
     # The server saw the request: it is reset on both legs.
     assert [(f.stream_id, f.error_code) for f in c.take(C2S)] == [(1, 7)]
     assert [(f.stream_id, f.error_code) for f in c.take(S2C)] == [(1, 7)]
+
+
+def test_a_request_block_sent_again_is_matched_on_what_it_decodes_to_now():
+    # The relay remembers which hooks a request block's stream got (Side.opened_by); the same bytes
+    # after the dynamic table changed, or after the rules did, are matched afresh.
+    c = Conn(["rst_stream code=REFUSED_STREAM path=/never/*"])
+    lit_authority = b"\x01\x01e"                           # :authority e, literal without indexing
+    first = b"\x82\x86" + lit_authority + b"\x44\x02/a"    # :path /a, inserted at index 62
+    again = b"\x82\x86" + lit_authority + b"\xbe"          # :path = index 62 (the table left as it was)
+    never = b"\x82\x86" + lit_authority + b"\x44\x08/never/b"
+
+    def send(sid, block):
+        c.send(C2S, fc.HeadersFrame(sid, data=block, flags=["END_HEADERS", "END_STREAM"]))
+        return types(c.take(C2S)), [(f.stream_id, f.error_code) for f in c.take(S2C)]
+
+    assert send(1, first) == (["Headers"], [])
+    assert send(3, again) == (["Headers"], [])
+    assert send(5, again) == (["Headers"], [])             # (as remembered)
+    assert send(7, never) == ([], [(7, 7)])                # index 62 is /never/b from now on
+    assert send(9, again) == ([], [(9, 7)])
+    older = b"\x82\x86" + lit_authority + b"\xbf"          # :path = index 63, /a now
+    assert send(11, older) == (["Headers"], [])
+    assert send(13, older) == (["Headers"], [])            # (as remembered)
+    c.faults.add("rst_stream code=CANCEL path=/a")          # rules changed: asked again
+    assert send(15, older) == ([], [(15, 8)])

@@ -234,10 +234,12 @@ class Decoder:
             data = data.tobytes() if type(data) is memoryview else bytes(data)
         version = self._version
         hit = self._blocks.get(data)
-        if (hit is not None and hit[0] == version and hit[1] == raw
-                and hit[2] == (self.max_header_list_size, self.max_string_length)
-                and self._max <= self.max_allowed_table_size):
-            return list(hit[3])
+        if hit is not None and hit[0] == version and hit[1] == raw:
+            # (The limits it was decoded under, compared one by one: no tuple made on the hot path.)
+            limits = hit[2]
+            if (limits[0] == self.max_header_list_size and limits[1] == self.max_string_length
+                    and self._max <= self.max_allowed_table_size):
+                return list(hit[3])
         limits = (self.max_header_list_size, self.max_string_length)
         k: Literal[0, 1] = 0 if raw else 1
         table = self._table

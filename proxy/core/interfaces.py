@@ -57,6 +57,9 @@ class HookRunner(Protocol):
     decode: List[bool]
     #: (hook, exception type, wrong return) already logged with a traceback: logged once each.
     errors_logged: Set[Tuple[str, str, bool]]
+    #: None, or a value that changes whenever the rules do, while :meth:`stream_tables` depends on the
+    #: stream's request headers alone (the same list: the same tables).
+    request_tables: Optional[int]
 
     def table(self) -> List[HookTable]: ...
 

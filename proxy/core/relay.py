@@ -31,6 +31,7 @@ from typing import (
 
 from framecodec import frame as fc
 from framecodec.exceptions import FrameCodecError, FrameTooLargeError, PrefaceError
+from framecodec.hpack import Decoder as HpackDecoder
 from framecodec.hpack import Encoder as HpackEncoder
 from framecodec.hpack import HpackDecodingError, OversizedHeaderListError
 from framecodec.reader import Chunk, FrameFields, RawFrame, Wire
@@ -83,7 +84,7 @@ from .protocol import (
     error_name,
     frame_name,
 )
-from .side import pair
+from .side import Side, pair
 from .streams import ProxyReset, RecentlyClosed, Stream
 
 if TYPE_CHECKING:
@@ -136,6 +137,20 @@ class RelayOptions:
     strict: bool = False
     decode_headers: bool = False
     limits: Limits = field(default_factory=Limits)
+
+
+#: How many request blocks each side remembers the stream tables of (Side.opened_by).
+_OPENED_BY = 256
+
+
+def _note_block(s: Stream, d: int, headers: HeaderList) -> None:
+    """A later block of stream ``s`` in direction ``d``: its response (or an informational one), or trailers."""
+    if d == C2S:
+        s.trailers = headers
+    elif s.response_headers is None or messages.is_informational(s.response_headers):
+        s.response_headers = headers
+    else:
+        s.trailers = headers
 
 
 class _Unit:
@@ -734,11 +749,16 @@ class Relay(FlowControl, Output):
         if side.decoding_broken or decoder is None:
             return False
         version = decoder.table_version
-        try:
-            headers = decoder.decode(wire[9:])
-        except Exception as exc:
-            self._undecodable(d, flags, sid, length, wire, exc)
-            return True
+        block = bytes(wire[9:])
+        seen = self._opened_before(side, decoder, block, version) if s is None else None
+        if seen is not None:
+            headers = list(seen[3])
+        else:
+            try:
+                headers = decoder.decode(block)
+            except Exception as exc:
+                self._undecodable(d, flags, sid, length, wire, exc)
+                return True
         if s is None:
             # The stream's hooks are decided first (on the stream not registered yet): the RFC 9113
             # section 8 checks run on the blocks hooks see, and on every block with decode_headers.
@@ -747,8 +767,11 @@ class Relay(FlowControl, Output):
                        client.settings[_INITIAL_WINDOW], client.peer.settings[_INITIAL_WINDOW])
             s.ordinal = self.client_streams_total + 1
             s.request_headers = headers
-            if self.stream_tables is not None:
+            if seen is not None:
+                s.hooks = seen[4]
+            elif self.stream_tables is not None:
                 s.hooks = self.stream_tables(s)
+                self._remember_opened(side, decoder, block, version, headers, s.hooks)
             if (self.check_all or (s.hooks is not None and HEADERS in s.hooks[d])) and messages.check_block(
                     None, d, headers, bool(end), "request", False) is not None:
                 self._header_block(d, [RawFrame(HEADERS, flags, sid, length, wire)], headers)   # (it reports it)
@@ -767,12 +790,7 @@ class Relay(FlowControl, Output):
                 bad = messages.check_block(s, d, headers, bool(end), "next", False)
                 if bad is not None:
                     self._violation(d, *bad, sid=sid)
-            if d == C2S:
-                s.trailers = headers
-            elif s.response_headers is None or messages.is_informational(s.response_headers):
-                s.response_headers = headers
-            else:
-                s.trailers = headers
+            _note_block(s, d, headers)
         h = s.hooks
         hooks = h[d].get(HEADERS) if h is not None else None
         if side.greeting is None:
@@ -808,6 +826,28 @@ class Relay(FlowControl, Output):
             self._hooked(d, unit, hooks)
         return True
 
+    def _opened_before(self, side: Side, decoder: HpackDecoder, block: bytes,
+                       version: int) -> Optional[Tuple[Any, ...]]:
+        """What request ``block`` opened a stream with before (Side.opened_by), when it would decode the
+        same now and the same hooks would want it (the same table, limits and rules); None otherwise."""
+        seen = side.opened_by.get(block)
+        if seen is not None and seen[0] == version and seen[2] == decoder.max_header_list_size \
+                and self.hooks is not None and seen[1] == self.hooks.request_tables \
+                and decoder.header_table_size <= decoder.max_allowed_table_size:
+            return seen
+        return None
+
+    def _remember_opened(self, side: Side, decoder: HpackDecoder, block: bytes, version: int, headers: HeaderList,
+                         tables: Optional[StreamTables]) -> None:
+        """Note what ``block`` opened a stream with, when the hooks' interest depends on the request
+        alone and the block left the table as it was (sent again, it decodes the same)."""
+        rules = self.hooks.request_tables if self.hooks is not None else None
+        if rules is not None and decoder.table_version == version:
+            opened = side.opened_by
+            if len(opened) >= _OPENED_BY:
+                opened.clear()
+            opened[block] = (version, rules, decoder.max_header_list_size, tuple(headers), tables)
+
     def _synced_block(self, d: int, s: Stream, flags: int, sid: int, length: int, wire: Wire) -> bool:
         """A one-frame block no hook wants on stream ``s``, in a ``fast_synced`` direction: decoded (the
         table kept in step, the stream's headers noted); False when it did not decode (then handled)."""
@@ -818,12 +858,7 @@ class Relay(FlowControl, Output):
         except Exception as exc:
             self._undecodable(d, flags, sid, length, wire, exc)
             return False
-        if d == C2S:
-            s.trailers = headers
-        elif s.response_headers is None or messages.is_informational(s.response_headers):
-            s.response_headers = headers
-        else:
-            s.trailers = headers
+        _note_block(s, d, headers)
         return True
 
     def _undecodable(self, d: int, flags: int, sid: int, length: int, wire: Wire, exc: Exception) -> None:

@@ -16,7 +16,7 @@ Nothing here acts: the relay reads and updates these fields, so that
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import TYPE_CHECKING, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 
 from framecodec.hpack import Decoder as HpackDecoder
 from framecodec.hpack import Encoder as HpackEncoder
@@ -41,7 +41,7 @@ class Side:
                  "settings_sent_at", "table_sizes_due", "window", "owed", "last_stream", "held_streams",
                  "held_fcl", "block", "block_size", "decoding", "decoder", "decoding_broken", "encoder",
                  "goaway", "paused", "inbox", "empty_rate", "control_rate", "reset_rate", "fast_headers",
-                 "fast_data", "fast_decoded", "fast_synced", "stalled_since", "heard")
+                 "fast_data", "fast_decoded", "fast_synced", "stalled_since", "heard", "opened_by")
 
     peer: Side
 
@@ -100,6 +100,11 @@ class Side:
         self.fast_data = False
         self.fast_decoded = False
         self.fast_synced = False
+        #: Request blocks that opened streams, as they came -> (decoder table version, its limits, the hook
+        #: chain's request_tables, the header list, the stream's hook tables): a request sent again while
+        #: neither table nor rules changed opens its stream without decoding or asking the chain
+        #: (Relay._decoded_block).
+        self.opened_by: Dict[bytes, Tuple[Any, ...]] = {}
         #: Since when the peer's window keeps a stream of this side waiting (zero_window_timeout).
         self.stalled_since: Optional[float] = None
         #: When this side last sent bytes (the upstream's silence).

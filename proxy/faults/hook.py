@@ -150,7 +150,7 @@ class _Conn:
 
     def __init__(self, relay) -> None:
         self.relay = relay
-        self.counts: Dict[int, Dict[Tuple[int, int], int]] = {}     # stream -> (direction, type) -> frames
+        self.counts: Dict[int, Dict[int, int]] = {}     # stream -> type * 2 + direction -> frames
         self.bytes: Dict[Tuple[int, int], int] = {}                   # (direction, stream) -> DATA bytes
         self.conn_bytes = [0, 0]
         self.ordinals: Dict[int, int] = {}
@@ -183,8 +183,9 @@ class _Conn:
                 per = self.counts[sid] = {}
                 if len(self.counts) > 4096:
                     self.counts = dict(list(self.counts.items())[2048:])     # (not one by one: O(n) each)
-        n = per.get((d, t), 0) + 1
-        per[(d, t)] = n
+        key = t * 2 + d          # (an int key: no tuple per frame)
+        n = per.get(key, 0) + 1
+        per[key] = n
         return n
 
 

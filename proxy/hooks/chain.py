@@ -94,6 +94,8 @@ class HookChain:
         self._relays: "weakref.WeakSet" = weakref.WeakSet()
         #: Bumped at every change of the tables.
         self.version = 0
+        #: See HookRunner.request_tables.
+        self.request_tables: Optional[int] = None
         self._derive()
         self._lifecycle: Dict[str, List[Tuple[str, Callable[..., Any]]]] = {
             name: [(self._name(h), getattr(h, name)) for h in self.hooks if hasattr(h, name)]
@@ -206,6 +208,7 @@ class HookChain:
         self._one = self._atoms[0] if len(self._atoms) == 1 else None
         self._one_tables = (self._tables_for((False,)), self._tables_for((True,))) if self._one else (None, None)
         self._memo = {} if self._atoms and all(getattr(a, "request_only", False) for a in self._atoms) else None
+        self.request_tables = None if self._atoms and self._memo is None else self.version + 1
 
     def changed(self) -> None:
         """The tables were edited (rules changed at run time): open connections follow at once.
