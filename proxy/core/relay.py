@@ -156,7 +156,7 @@ def _note_block(s: Stream, d: int, headers: HeaderList) -> None:
 class _Unit:
     """A frame, or a whole header block, on its way through the pipeline."""
 
-    __slots__ = ("d", "frames", "headers", "seqs", "stream", "neutral")
+    __slots__ = ("d", "frames", "headers", "stream", "neutral")
 
     def __init__(self, d: int, frames: List[RawFrame], stream: Optional[Stream]) -> None:
         self.d = d
@@ -165,7 +165,6 @@ class _Unit:
         #: The block was decoded and left the decoder's dynamic table as it was (all indexed fields, no
         #: insertion, no size update): dropping it, or sending it again, keeps the receiver in step.
         self.neutral = False
-        self.seqs: List[Optional[int]] = [None] * len(frames)
         self.stream = stream
 
 
