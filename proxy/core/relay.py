@@ -24,6 +24,7 @@ from typing import (
     Iterable,
     List,
     Optional,
+    Sequence,
     Set,
     Tuple,
     Union,
@@ -46,6 +47,7 @@ from ..hooks.api import (
 )
 from . import blocks, checks, messages
 from . import streams as st
+from .commands import AwaitHook, Close, Command
 from .flow import SENDING, FlowControl, owe
 from .hookrun import (
     UNCHANGED,
@@ -117,21 +119,6 @@ _UNDECODED = object()
 
 
 @dataclass
-class Close:
-    """Command: close the socket of ``side`` (0 client, 1 server) once its output is written."""
-    side: int
-    reason: str
-    abort: bool = False
-
-
-@dataclass
-class AwaitHook:
-    """Command: await ``awaitable`` and hand the outcome to :meth:`Relay.resume`."""
-    direction: int
-    awaitable: Any
-
-
-@dataclass
 class RelayOptions:
     strict: bool = False
     decode_headers: bool = False
@@ -190,7 +177,7 @@ class Relay(FlowControl, Output):
         #: otherwise only those a hook is handed (see docs/proxy.md, *What is checked*).
         self.check_all = bool(self.options.decode_headers or self.options.strict)
         self.out: List[List[Wire]] = [[], []]
-        self.commands: List[Union[Close, AwaitHook]] = []
+        self.commands: List[Command] = []
         self.streams: Dict[int, Stream] = {}
         self.recently_closed = RecentlyClosed()   # stream id -> side that reset it (-1: ended normally)
         self.last_client_push_id = 0         # highest even id used towards the client
@@ -1862,6 +1849,35 @@ class Relay(FlowControl, Output):
     def close(self, reason: str) -> None:
         """The shell is done with this connection (both sockets gone)."""
         self._finish(reason)
+
+    # ------------------------------------------------- what the shell takes (public boundary)
+
+    def pending_output(self, d: int) -> bool:
+        """Whether buffers wait to be written towards the receiver of direction ``d`` (:meth:`take_output`)."""
+        return bool(self.out[d])
+
+    def pending_control(self, d: int) -> int:
+        """How many of the buffers waiting towards the receiver of ``d`` are not DATA frames: what the
+        shell counts against ``max_queued_control_frames`` while that receiver reads nothing."""
+        return sum(1 for buf in self.out[d] if len(buf) < 9 or buf[3] != DATA)
+
+    def pending_commands(self) -> bool:
+        """Whether commands wait to be taken (:meth:`take_commands`)."""
+        return bool(self.commands)
+
+    def take_commands(self) -> Sequence[Command]:
+        """The commands made since the last call, in order (and forget them); the shell carries them
+        out after writing the output it took (a :class:`Close` closes a socket once written)."""
+        commands = self.commands
+        if not commands:
+            return ()
+        self.commands = []
+        return commands
+
+    def inbox_empty(self, side: int) -> bool:
+        """Whether no frame read from ``side`` waits unprocessed (behind an awaited hook, or a server's
+        frames before the client's preface): the shell may read that side again."""
+        return not self.sides[side].inbox
 
     # ------------------------------------------------- what the shell reports (public boundary)
 
