@@ -1,9 +1,33 @@
 """The sans-I/O connection core: one client connection relayed to one upstream.
 
-Bytes from each socket go in through :meth:`Relay.receive`; frames come out as
-buffers in ``relay.out[direction]`` (to be written to the receiving socket) and
-as commands in ``relay.commands`` (close a side, await a hook). No sockets, no
-clock: the caller passes the time in.
+No sockets, no clock, no event loop: the caller passes bytes and the time in,
+and takes bytes and commands out. The boundary with the shell
+(``proxy/server.py``, ``proxy/forward.py``) is these calls and nothing else
+(the shell reads no other attribute of the relay):
+
+In, each followed by taking what came out:
+
+* :meth:`Relay.receive` ``(side, data, now)``: bytes read from the socket of ``side``;
+* :meth:`Relay.eof` ``(side, reason)``: that socket was closed by its peer;
+* :meth:`Relay.tick` ``(now, upstream_held)``: once a second, for the timeouts;
+* :meth:`Relay.resume` ``(direction, result, error)``: the outcome of an :class:`AwaitHook`;
+* the shell's own findings: :meth:`Relay.limit_exceeded`, :meth:`Relay.preface_timeout`,
+  :meth:`Relay.upstream_failed`, :meth:`Relay.shutdown`, :meth:`Relay.close`.
+
+Out, in this order:
+
+1. :meth:`Relay.take_output` ``(direction)``: the buffers to write towards the receiver of
+   ``direction`` (to the server for 0, to the client for 1), to write before anything else;
+   :meth:`Relay.pending_output` says whether any wait (the shell takes them only once it
+   has a socket to write them to), :meth:`Relay.pending_control` how many are not DATA;
+2. :meth:`Relay.take_commands`: the commands (:mod:`proxy.core.commands`: :class:`Close` a
+   socket once its output is written, :class:`AwaitHook` and hand the outcome to ``resume``);
+   :meth:`Relay.pending_commands` says whether any wait.
+
+For backpressure: :attr:`Relay.buffered` (bytes the core holds) and
+:meth:`Relay.inbox_empty` (no frame of a side waits unprocessed: reading it may resume);
+:attr:`Relay.closed` once the connection ended. ``relay.wake`` is set by the shell to a
+function that takes the output made outside these calls (a hook's timer).
 
 Per direction the pipeline is: streaming reader -> header-block assembly ->
 RFC 9113 checks and the passive state (settings, streams, windows) -> hooks ->
