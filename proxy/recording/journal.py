@@ -18,9 +18,15 @@ the proxy already saturates. The work is split in two processes:
   own, then deletes the journal.
 
 The journal (``H2PJ`` + version, then a JSON header with the recorder's
-options, then batches: 4-byte big-endian length + pickled list of events) is a
-private, transient format: it is read by the same version of h2proxy that wrote
-it. End markers: length 0 (the proxy closed the log), ``0xFFFFFFFF`` (the proxy
+options, then batches: 4-byte big-endian length + either a pickled list of
+events or one *forwarded block*, :data:`FORWARDED_HEAD` then the frames as they
+went over the wire) is a private, transient format: it is read by the same
+version of h2proxy that wrote it (this one also reads version 1 journals, which
+have pickled batches only). Forwarded blocks are how the proxy hands over large
+reads of frames it passed on unchanged: their bytes go from the relay's buffers
+to the pipe in one ``writev``, never joined or pickled (:func:`decode_batch`).
+
+End markers: length 0 (the proxy closed the log), ``0xFFFFFFFF`` (the proxy
 vanished without closing it).
 
 If the converter is stopped (SIGTERM, SIGINT) before it is done, it finishes the
@@ -40,10 +46,31 @@ import sys
 import time
 from typing import Optional
 
-__all__ = ["JOURNAL_MAGIC", "journal_path", "write_journal_header", "writer_main", "convert", "main"]
+__all__ = ["JOURNAL_MAGIC", "decode_batch", "forwarded_head", "journal_path", "write_journal_header", "writer_main",
+           "convert", "main"]
 
-JOURNAL_MAGIC = b"H2PJ\x01\n"
+JOURNAL_MAGIC = b"H2PJ\x02\n"
+#: Journals of the previous version (pickled batches only): still converted.
+JOURNAL_MAGICS = (JOURNAL_MAGIC, b"H2PJ\x01\n")
 _LENGTH = struct.Struct(">I")
+#: A forwarded block's head: ``F``, seq, conn, time, the index in LEGS of the leg received on and of the
+#: leg sent on. A pickled batch starts with pickle's PROTO opcode (0x80), never with ``F``.
+FORWARDED_HEAD = struct.Struct(">cqqdBB")
+_LEGS = ("client", "upstream")
+
+
+def forwarded_head(seq: int, conn: int, t: float, recv_leg: str, send_leg: str) -> bytes:
+    """The head of a forwarded block (the frames follow it)."""
+    return FORWARDED_HEAD.pack(b"F", seq, conn, t, _LEGS.index(recv_leg), _LEGS.index(send_leg))
+
+
+def decode_batch(data: bytes) -> list:
+    """The events of one batch read from the journal or the recorder pipe."""
+    if data[:1] == b"F":
+        _, seq, conn, t, recv_leg, send_leg = FORWARDED_HEAD.unpack_from(data)
+        return [("forwarded", seq, conn, _LEGS[recv_leg], _LEGS[send_leg], t,
+                 memoryview(data)[FORWARDED_HEAD.size:])]
+    return pickle.loads(data)
 #: End marker: the proxy closed the log.
 END_CLEAN = 0
 #: End marker: the pipe ended without the proxy closing the log (it was killed).
@@ -208,7 +235,7 @@ def convert(journal: str, log_path: Optional[str] = None, *, writer_pid: Optiona
 
     src = _Follower(journal, writer_pid)
     magic = src.fh.read(len(JOURNAL_MAGIC))
-    if magic != JOURNAL_MAGIC:
+    if magic not in JOURNAL_MAGICS:
         say(f"{journal}: not an h2proxy recording journal")
         return 2
     size = src.read(4)
@@ -272,7 +299,7 @@ def convert(journal: str, log_path: Optional[str] = None, *, writer_pid: Optiona
                 rec.emit(_cut_short(journal))
                 status = 1
                 break
-            for item in pickle.loads(data):
+            for item in decode_batch(data):
                 rec._handle(item)
             rec.flush_output()
     finally:
