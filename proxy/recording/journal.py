@@ -77,6 +77,12 @@ END_CLEAN = 0
 END_ABRUPT = 0xFFFFFFFF
 #: Seconds the converter waits between looks at a journal that has not grown.
 POLL = 0.05
+#: Journal growth (bytes per second) past which the converter leaves the disk to the journal writer: at
+#: full load with large bodies the disk is what limits recording (the log's writes would take its
+#: bandwidth from the journal, and so from the proxy); the log is written once the load drops.
+YIELD_RATE = 48 << 20
+#: Seconds over which that growth is measured.
+YIELD_WINDOW = 0.25
 
 
 def journal_path(path: str) -> str:
@@ -217,6 +223,30 @@ class _Follower:
             time.sleep(POLL)
         return b"".join(parts)
 
+    _mark: Optional[tuple] = None
+
+    def _size(self) -> int:
+        try:
+            return os.fstat(self.fh.fileno()).st_size
+        except OSError:
+            return 0
+
+    def yield_disk(self) -> None:
+        """Wait while the journal grows faster than :data:`YIELD_RATE` (its writer alive, no stop asked)."""
+        now = time.monotonic()
+        mark = self._mark
+        if mark is None:
+            self._mark = (now, self._size())
+            return
+        if now - mark[0] < YIELD_WINDOW:
+            return
+        size = self._size()
+        while (size - mark[1]) / (now - mark[0]) > YIELD_RATE and not self.stop and self._writer_alive():
+            mark = (now, size)
+            time.sleep(YIELD_WINDOW)
+            now, size = time.monotonic(), self._size()
+        self._mark = (now, size)
+
     def remaining(self) -> int:
         try:
             return os.fstat(self.fh.fileno()).st_size - self.fh.tell()
@@ -269,6 +299,8 @@ def convert(journal: str, log_path: Optional[str] = None, *, writer_pid: Optiona
             if following and batches % 64 == 0 and not src._writer_alive():
                 following = False
                 _normal_priority()
+            if following:
+                src.yield_disk()
             if stopped:
                 left = src.remaining()
                 rec.emit({"record": "truncated", "ts": time.time(), "journal": journal, "unconverted_bytes": left,
