@@ -235,11 +235,12 @@ class ProcessRecorder(ThreadedSink):
 
     def forwarded(self, conn_id, recv_leg, send_leg, t, wires, *, seq=None):
         n = len(wires)
-        if not n or n > self.direct_frames or self.ring or self._filtering or self._broken:
+        # (Reads of small frames, the common case, leave at the first test: their first and last frames
+        # are small. A large read of DATA has a full-sized frame at one end at least.)
+        if not n or (len(wires[0]) < 8192 and len(wires[-1]) < 8192) or n > self.direct_frames or self.ring \
+                or self._filtering or self._broken:
             return super().forwarded(conn_id, recv_leg, send_leg, t, wires, seq=seq)
-        size = 0
-        for w in wires:
-            size += len(w)
+        size = sum(map(len, wires))
         if size < self.direct_bytes:
             return super().forwarded(conn_id, recv_leg, send_leg, t, wires, seq=seq)
         if seq is None:
