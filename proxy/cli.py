@@ -258,15 +258,13 @@ async def run_proxy(cfg: Config, loop_name: str = "asyncio") -> int:
     sink = build_sink(cfg)
     web_model = None
     if cfg.web_listen:
-        from .hooks.chain import HookChain
         from .recording.sink import MultiSink
         from .web.model import WebModel
-        from .web.sink import FollowHook, WebSink
+        from .web.sink import WebSink
         web_model = WebModel("live", stall_threshold=cfg.web_stall_ms / 1000.0)
         web_sink = WebSink(web_model)
+        # Alone, the web sink detaches the connections busier than its budget (relay_opened gives it the relay).
         sink = web_sink if sink is None else MultiSink([sink, web_sink])
-        # Lets the web sink detach connections busier than its budget (only when it is the only sink).
-        hooks = HookChain((hooks.hooks if hooks is not None else []) + [FollowHook(web_sink)])
     server: ProxyServer
     if cfg.mode == "forward":
         from .forward import ForwardProxyServer

@@ -44,7 +44,7 @@ async def web_proxy(upstream: str, faults=(), **model_options) -> AsyncIterator[
     On leaving the block the proxy is stopped and the sink must have handed every record to the model.
     """
     model = WebModel("live", **model_options)
-    sink = WebSink(model, cpu_share=1.0)
+    sink = WebSink(model, rate=2000, burst=10000, cpu_share=1.0)
     try:
         async with h2proxy_running(upstream, faults, sink=sink) as proxy:
             yield proxy, model
@@ -250,7 +250,7 @@ async def grpc_say(target: str, *messages: bytes) -> list:
 
 async def test_grpc_messages_are_read_from_the_data_frames(grpc_echo):
     model = WebModel("live")
-    sink = WebSink(model, cpu_share=1.0)
+    sink = WebSink(model, rate=2000, burst=10000, cpu_share=1.0)
     try:
         async with h2proxy_running(grpc_echo, sink=sink) as proxy:
             answers = await grpc_say(proxy.url.split("://")[-1], b"web view", b"x" * 1000)
@@ -269,11 +269,10 @@ async def test_grpc_messages_are_read_from_the_data_frames(grpc_echo):
 
 
 async def test_a_connection_over_the_budget_is_detached_and_runs_at_full_speed(origin):
-    from proxy.web.sink import FollowHook
     model = WebModel("live")
     web = WebSink(model, rate=50, burst=300, cpu_share=1.0)
     try:
-        async with h2proxy_running(origin.url, hooks=[FollowHook(web)], sink=web) as proxy:
+        async with h2proxy_running(origin.url, sink=web) as proxy:
             result = await h2load(http_url(proxy) + "/size/100", n=500, c=2, m=10)
             assert result["succeeded"] == 500, result.output
             web.flush()
@@ -304,3 +303,23 @@ async def test_cli_refuses_a_web_view_it_cannot_serve_safely(args, words):
     assert rc == 2, text
     for w in words:
         assert w in text, text
+
+
+async def test_with_no_page_following_the_frames_wait_unprocessed_until_a_read_asks(origin):
+    model = WebModel("live")
+    sink = WebSink(model)               # the proxy's defaults
+    try:
+        async with h2proxy_running(origin.url, sink=sink) as proxy:
+            rc, out = await nghttp("-n", http_url(proxy) + "/size/1000")
+            assert rc == 0, out
+        sink._tick()                    # a slice of the event loop: no page follows, so nothing is built
+        assert sink._queue and not model.conns and model.frames_total == 0
+        model.readers += 1              # a page follows: the next slice builds records
+        sink._tick()
+        assert model.conns
+        model.readers -= 1
+        (conn,) = model.snapshot()["conns"]                                   # a read catches up on the rest
+        assert not sink._queue and conn["state"] == "closed" and conn["streams"] >= 1
+        assert conn["fingerprints"]["client"]
+    finally:
+        sink.close()

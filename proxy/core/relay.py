@@ -388,6 +388,9 @@ class Relay:
         self.wake: Optional[Callable[[], None]] = None
         if sink is not None:
             sink.connection_opened(conn_id, now, self.info)
+            opened = getattr(sink, "relay_opened", None)     # (sinks that are not FrameSinks may lack it)
+            if opened is not None:
+                opened(self)
         if hooks is not None:
             hooks.connection_opened(self)
 

@@ -215,6 +215,10 @@ class HpackState:
         self.max_header_list_size = max_header_list_size
         #: Keys whose last block went past max_header_list_size (taken by the sink for its violation record).
         self.over_limit: List[tuple] = []
+        #: Decoded field (bytes pair) -> its ``[name, value]`` of str: the same fields come back in every
+        #: block of a connection, and turning them into str was most of what decoding a block cost. The
+        #: lists are shared between records: readers never change them.
+        self._strs: Dict[tuple, List[str]] = {}
 
     def _decoder(self, key: tuple) -> Decoder:
         dec = self._decoders.get(key)
@@ -237,8 +241,7 @@ class HpackState:
         if key in self._broken:
             return None, "HPACK state lost earlier on this connection"
         try:
-            headers = self._decoder(key).decode(block, raw=True)
-            return [[_str(n), _str(v)] for n, v in headers], None
+            return self._str_list(self._decoder(key).decode(block, raw=True)), None
         except OversizedHeaderListError:
             self._broken.add(key)
             self.over_limit.append(key)
@@ -248,6 +251,19 @@ class HpackState:
         except Exception as exc:
             self._broken.add(key)
             return None, f"{type(exc).__name__}: {exc}"
+
+    def _str_list(self, headers) -> List[List[str]]:
+        strs = self._strs
+        out = []
+        for field in headers:
+            pair = strs.get(field)
+            if pair is None:
+                pair = [_str(field[0]), _str(field[1])]
+                if len(strs) >= 4096:       # bounded: values that never repeat (dates, ids) must not pile up
+                    strs.clear()
+                strs[field] = pair
+            out.append(pair)
+        return out
 
     def tables(self, conn) -> Dict[str, dict]:
         """The HPACK dynamic tables of a connection, per ``"leg direction"``: ``{"max_size", "entries"}``,
@@ -292,10 +308,11 @@ class HpackState:
 
 def frame_record(seq: int, t: float, conn: int, leg: str, direction: str, wire: bytes,
                  headers=None, origin=None, actions=None, hpack: Optional[HpackState] = None,
-                 with_wire: bool = True) -> dict:
-    """The log record of one frame (see docs/frame-log.md)."""
+                 with_wire: bool = True, parsed: Optional[Tuple[dict, Optional[bytes]]] = None) -> dict:
+    """The log record of one frame (see docs/frame-log.md); ``parsed``: what :func:`decode_fields` gave
+    for ``wire``, when the caller has it already."""
     ftype, flags, sid, length, reserved = parse_header(wire)
-    fields, fragment = decode_fields(wire)
+    fields, fragment = decode_fields(wire) if parsed is None else parsed
     rec = {"record": "frame", "seq": seq, "ts": t, "conn": conn, "leg": leg, "dir": direction,
            "type": frame_name(ftype), "type_byte": ftype, "flags": flags,
            "flag_names": flag_names(ftype, flags), "stream": sid, "length": length, "fields": fields}

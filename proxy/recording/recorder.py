@@ -243,10 +243,7 @@ class ThreadedSink(FrameSink):
     def forwarded(self, conn_id, recv_leg, send_leg, t, wires, *, seq=None):
         n = len(wires)
         if seq is None:
-            seq = next(self._counter)
-            if n:
-                # A fresh counter past the numbers these frames take: cheaper than consuming them.
-                self._counter = itertools.count(seq + 2 * n)
+            seq = self.next_seq(None, 2 * n)
         if self._halted or (self._fconn is not None and conn_id not in self._fconn) or not n:
             return seq
         if self._filtering:

@@ -50,18 +50,32 @@ class FrameSink:
 
     _counter = None
 
-    def next_seq(self, seq: Optional[int] = None) -> int:
-        """``seq`` when given, else the next number of this sink's own counter."""
+    def next_seq(self, seq: Optional[int] = None, count: int = 1) -> int:
+        """``seq`` when given, else the next number of this sink's own counter.
+
+        ``count``: how many numbers the record takes (a :meth:`forwarded` block of n frames takes 2n:
+        each received, then sent); the first is returned and the next record comes after them all.
+        Every sink numbers its records here (:class:`MultiSink` once for all of its sinks).
+        """
         if seq is not None:
             return seq
         counter = self._counter
         if counter is None:
             counter = self._counter = itertools.count(1)
-        return next(counter)
+        first = next(counter)
+        if count > 1:
+            # A fresh counter past the numbers taken: cheaper than consuming them one by one.
+            self._counter = itertools.count(first + count)
+        return first
 
     def connection_opened(self, conn_id: int, t: float, info: dict) -> None:
         """A client connected. ``info``: client_addr, listen_addr, upstream_addr ("ip:port"),
         client_tls / upstream_tls ({alpn, version, sni, cipher} or None), mode; values may be None."""
+
+    def relay_opened(self, relay: object) -> None:
+        """The relay of the connection just opened (right after :meth:`connection_opened`): a sink
+        that cannot keep up may call its ``detach_sink()`` later, between two reads, to stop being
+        called for that connection (the web view does, proxy/web/sink.py)."""
 
     def preface(self, conn_id: int, leg: str, direction: str, t: float, wire: bytes, *,
                 seq: Optional[int] = None) -> int:
@@ -139,6 +153,12 @@ class MultiSink(FrameSink):
         for s in self.sinks:
             s.connection_opened(conn_id, t, info)
 
+    def relay_opened(self, relay):
+        for s in self.sinks:
+            opened = getattr(s, "relay_opened", None)
+            if opened is not None:
+                opened(relay)
+
     def preface(self, conn_id, leg, direction, t, wire, *, seq=None):
         seq = self.next_seq(seq)
         for s, p, _, _ in self._numbered:
@@ -167,10 +187,7 @@ class MultiSink(FrameSink):
         return seq
 
     def forwarded(self, conn_id, recv_leg, send_leg, t, wires, *, seq=None):
-        start = self.next_seq(seq)
-        if seq is None and wires:
-            # Each frame takes two numbers (received, then sent): the next event comes after them all.
-            self._counter = itertools.count(start + 2 * len(wires))
+        start = self.next_seq(seq, 2 * len(wires))
         for s in self.sinks:
             s.forwarded(conn_id, recv_leg, send_leg, t, wires, seq=start)
         return start

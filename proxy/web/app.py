@@ -11,7 +11,6 @@ events: a ``delta`` event whenever the model changed, at most every
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import sys
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Any, Iterable, Optional
 from aiohttp import web
 
 from ..faults.admin import AdminServer, json_response
+from ..recording.recorder import dumps_bytes
 from ..signals import stop_event
 from .model import WebModel
 
@@ -30,16 +30,18 @@ STATIC = Path(__file__).with_name("static")
 _TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/css", ".txt": "text/plain"}
 
 
-def _dumps(value: object) -> str:
-    return json.dumps(value, separators=(",", ":"), default=str)
+def _dumps(value: dict) -> str:
+    return dumps_bytes(value).decode()      # (orjson: the page's deltas are the bulk of its cost)
 
 
 class WebView:
     """An extension of :class:`~proxy.faults.admin.AdminServer` that serves the page for ``model``."""
 
-    def __init__(self, model: WebModel, interval: float = 0.5) -> None:
+    def __init__(self, model: WebModel, interval: float = 1.0, delta_frames: int = 200) -> None:
         self.model = model
         self.interval = interval
+        #: The most frames a delta carries (the page shows the latest 200).
+        self.delta_frames = delta_frames
         self.server: Optional[AdminServer] = None
         self._closing = asyncio.Event()
 
@@ -130,10 +132,11 @@ class WebView:
                                            "X-Accel-Buffering": "no"})
         await resp.prepare(request)
         idle = 0
+        self.model.readers += 1
         try:
             await resp.write(b": connected\n\n")
             while not self._closing.is_set():
-                delta = self.model.delta(version, cursor, max_frames=500)
+                delta = self.model.delta(version, cursor, max_frames=self.delta_frames)
                 if delta is not None:
                     version, cursor = delta["version"], delta["cursor"]
                     await resp.write(f"event: delta\ndata: {_dumps(delta)}\n\n".encode())
@@ -149,6 +152,8 @@ class WebView:
                     pass
         except (ConnectionError, asyncio.CancelledError):
             pass
+        finally:
+            self.model.readers -= 1
         return resp
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict, deque
-from typing import Any, Deque, Dict, Iterable, List, Optional
+from typing import Any, Callable, Deque, Dict, Iterable, List, Optional
 
 from ..recording.decode import unb64
 from .fingerprint import Fingerprint
@@ -272,6 +272,11 @@ class WebModel:
         self.skipped = 0
         self._gone: "OrderedDict[int, None]" = OrderedDict()
         self.notes: Deque[dict] = deque(maxlen=self.limits.max_events)
+        #: Pages following the model live (server-sent events); the live sink leaves its events
+        #: unprocessed while there are none.
+        self.readers = 0
+        #: Set by the live sink: called before a read, so that what waits unprocessed is in it.
+        self.catch_up: Optional[Callable[[], None]] = None
 
     # ------------------------------------------------------------ feeding (any thread)
 
@@ -422,6 +427,10 @@ class WebModel:
 
     # ------------------------------------------------------------ reading (event loop)
 
+    def _catch_up(self) -> None:
+        if self.catch_up is not None:
+            self.catch_up()
+
     def now(self) -> Optional[float]:
         if self.mode == "live":
             return time.time()
@@ -429,6 +438,7 @@ class WebModel:
         return max(last) if last else None
 
     def snapshot(self, max_frames: int = 500) -> dict:
+        self._catch_up()
         with self.lock:
             frames = list(self.frames)[-max_frames:]
             return {"mode": self.mode, "title": self.title, "version": self.version,
@@ -439,7 +449,9 @@ class WebModel:
                     "frames": [dict(r, _i=i) for i, r in frames]}
 
     def delta(self, version: int, cursor: int, max_frames: int = 300) -> Optional[dict]:
-        """What changed since ``version`` / frame ``cursor``; None when nothing did."""
+        """What changed since ``version`` / frame ``cursor``; None when nothing did.
+
+        (No catch-up here: while a page follows, the sink feeds the model in slices of its budget.)"""
         with self.lock:
             if self.version == version:
                 return None
@@ -451,6 +463,7 @@ class WebModel:
                     "frames": [dict(r, _i=i) for i, r in frames]}
 
     def connection(self, cid: int) -> Optional[dict]:
+        self._catch_up()
         with self.lock:
             c = self.conns.get(cid)
             if c is None:
@@ -466,6 +479,7 @@ class WebModel:
                     "windows_now": c.flow.windows_now(), "frames": list(c.frames)[-300:]}
 
     def stream(self, cid: int, sid: int) -> Optional[dict]:
+        self._catch_up()
         with self.lock:
             c = self.conns.get(cid)
             s = c.streams.get(sid) if c is not None else None
@@ -479,6 +493,7 @@ class WebModel:
 
     def facts(self) -> List[dict]:
         """Per connection: fingerprints and stalls (for tests and the text outputs)."""
+        self._catch_up()
         with self.lock:
             return [{"conn": c.id, "fingerprints": {side: fp.text for side, fp in c.fingerprints.items()},
                      "stalls": c.flow.all_stalls(self.now())} for c in self.conns.values()]

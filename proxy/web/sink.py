@@ -9,8 +9,8 @@ the event loop, each at most ``cpu_share`` of an ``interval``; the bucket's rate
 follows what records cost (``cpu_share`` of the loop's time, at most ``rate``
 records a second). Frames over the budget are only counted; the connection is
 marked *sampled* (its HPACK state and windows can no longer be followed, and
-the page says so) and, when :class:`FollowHook` told the sink its relay, the
-relay stops reporting to the sink at all: its fast paths come back. A debugging
+the page says so) and, when the sink is the relay's only sink (``relay_opened``),
+the relay stops reporting to the sink at all: its fast paths come back. A debugging
 session (curl, nghttp, a test) stays far below the budget and sees every frame.
 
 Connection, violation, error and hook events are always kept.
@@ -18,13 +18,12 @@ Connection, violation, error and hook events are always kept.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import time
 import weakref
 from typing import Dict, List, Optional
 
-from ..recording.decode import b64, frame_record
-from ..recording.recorder import ThreadedSink
+from ..recording.decode import b64, decode_fields, frame_record
+from ..recording.recorder import ThreadedSink, expand_forwarded
 from .model import WebModel
 
 __all__ = ["WebSink"]
@@ -41,8 +40,8 @@ class WebSink(ThreadedSink):
     use_thread = False
     record_wire = False
 
-    def __init__(self, model: WebModel, rate: float = 2000.0, burst: float = 10000.0, interval: float = 0.05,
-                 slice_items: int = 400, cpu_share: float = 0.03) -> None:
+    def __init__(self, model: WebModel, rate: float = 1000.0, burst: float = 2000.0, interval: float = 0.05,
+                 slice_items: int = 400, cpu_share: float = 0.01, defer_items: int = 5000) -> None:
         self.model = model
         #: The most records a second, and at once, whatever they cost.
         self.max_rate = self.rate = rate
@@ -51,6 +50,10 @@ class WebSink(ThreadedSink):
         self.slice_items = slice_items
         #: The share of the event loop's time the records may take: the budget follows what they cost.
         self.cpu_share = cpu_share
+        #: With no page following (``model.readers``), events wait unprocessed up to this many (and bytes).
+        self.defer_items = defer_items
+        self.defer_bytes = 16 << 20
+        model.catch_up = self.catch_up
         self._cost = 0.0                 # seconds per record, a moving average of what pump() measured
         self._tokens = burst
         self._last_t = 0.0
@@ -60,7 +63,7 @@ class WebSink(ThreadedSink):
         self._timer: Optional[asyncio.TimerHandle] = None
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._batch: list = []
-        #: conn id -> weak reference to its relay (from :class:`FollowHook`), to detach busy ones.
+        #: conn id -> weak reference to its relay (from :meth:`relay_opened`), to detach busy ones.
         self.relays: Dict[int, "weakref.ref"] = {}
         super().__init__(thread_name="h2proxy-web", max_queue=4 * int(burst) + 10000, max_queue_bytes=64 << 20)
 
@@ -122,7 +125,11 @@ class WebSink(ThreadedSink):
         super().connection_opened(conn_id, t, info)
         self._schedule()
 
+    def relay_opened(self, relay) -> None:
+        self.relays[relay.id] = weakref.ref(relay)
+
     def connection_closed(self, conn_id, t, reason):
+        self.relays.pop(conn_id, None)
         super().connection_closed(conn_id, t, reason)
         self._schedule()
 
@@ -136,7 +143,7 @@ class WebSink(ThreadedSink):
 
     def frame(self, conn_id, leg, direction, t, wire, headers=None, origin=None, actions=None, *, seq=None):
         if seq is None:
-            seq = next(self._counter)
+            seq = self.next_seq()
         if self._halted:
             return seq
         if not self._allow(1, t):
@@ -151,9 +158,7 @@ class WebSink(ThreadedSink):
         # operations when over budget (the token bucket of _allow, inlined).
         n = len(wires)
         if seq is None:
-            seq = next(self._counter)
-            if n:
-                self._counter = itertools.count(seq + 2 * n)
+            seq = self.next_seq(None, 2 * n)
         if not n or self._halted:
             return seq
         tokens = self._tokens
@@ -184,20 +189,34 @@ class WebSink(ThreadedSink):
         self._timer = None
         if self._closed:
             return
+        if not self.model.readers and len(self._queue) <= self.defer_items \
+                and self._bytes_in - self._bytes_out <= self.defer_bytes:
+            # No page follows the model: the events wait as they are (bytes, the HPACK state not yet
+            # decoded) until one asks (the model's catch_up) or there are too many; the next event
+            # schedules the check again.
+            return
         self.pump(self.slice_items, self.cpu_share * self.interval)
         if self._queue:
             self._schedule()
+
+    def catch_up(self) -> None:
+        """A reader of the model wants it now: turn what waits into records (at most ``defer_items``
+        plus a few slices' worth, so a bounded pause once, when a page opens)."""
+        if self._queue and not self._closed:
+            self.pump()
 
     def pump(self, limit: Optional[int] = None, seconds: Optional[float] = None) -> int:
         """Turn up to ``limit`` queued events (all when None), for up to ``seconds``, into records for
         the model; what they cost sets the budget (``cpu_share`` of the loop's time)."""
         q = self._queue
         n = 0
+        records = 0
         batch = self._batch = []
         clock = time.perf_counter
         start = clock()
         stop = None if seconds is None else start + seconds
-        while q and (limit is None or n < limit) and (stop is None or n % 16 or clock() < stop):
+        # The clock is read after every event: one event (a read's forwarded frames) can be dozens of records.
+        while q and (limit is None or n < limit) and (stop is None or clock() < stop):
             item = q.popleft()
             n += 1
             kind = item[0]
@@ -213,14 +232,14 @@ class WebSink(ThreadedSink):
                 continue
             if kind in _BYTES_ITEMS:
                 self._bytes_out += len(item[6])
-            self._handle(item)
+            records += self._records(item)
         self._batch = []
         if batch or self.over_budget:
             over, self.over_budget = self.over_budget, {}
             self.model.ingest_many(batch, over_budget=over)
         self._processed += n
-        if n >= 16:
-            per = (clock() - start) / n
+        if records >= 16:
+            per = (clock() - start) / records
             self._cost = per if not self._cost else 0.8 * self._cost + 0.2 * per
             # Floors keep a debugging session whole on a slow machine: a few hundred records a second.
             self.rate = min(self.max_rate, max(200.0, self.cpu_share / self._cost))
@@ -232,9 +251,66 @@ class WebSink(ThreadedSink):
     def emit(self, record: dict) -> None:
         self._batch.append(record)
 
+    def _handle(self, item) -> None:
+        self._records(item)
+
+    def _records(self, item) -> int:
+        """Build and emit the records of one queued event; returns how many (what the budget counts)."""
+        if item[0] != "forwarded":
+            super()._handle(item)
+            return 1
+        # A forwarded frame went out as it came in: its sent copy is the received one's record on the other
+        # leg (a copy of the dict), not a second parse; only its HPACK decoder is fed the same block.
+        _, seq, conn, recv_leg, send_leg, t, blob = item
+        hpack = self._hpack
+        emit = self._batch.append
+        send_key = (conn, send_leg, "send")
+        view = memoryview(blob)
+        pos, end = 0, len(blob)
+        records = 0
+        while pos + 9 <= end:
+            stop = pos + 9 + int.from_bytes(view[pos:pos + 3], "big")
+            wire = bytes(view[pos:stop])
+            pos = stop
+            records += 2
+            one = ("frame", seq, conn, recv_leg, "recv", t, wire, None, None, None, True)
+            try:
+                parsed = None if wire[3] == 0 else decode_fields(wire)
+                rec = self._frame_record(one, parsed)
+                twin = dict(rec)
+                twin["seq"] = seq + 1
+                twin["leg"] = send_leg
+                twin["dir"] = "send"
+                twin["origin"] = seq
+                fields, fragment = parsed if parsed is not None else ({}, None)
+                if fragment is not None and "parse_error" not in fields:
+                    twin.pop("headers", None)
+                    twin.pop("headers_error", None)
+                    decoded, err = hpack.feed(send_key, fragment, bool(wire[4] & 0x4))
+                    if decoded is not None:
+                        twin["headers"] = decoded
+                    elif err:
+                        twin["headers_error"] = err
+            except Exception:     # a bug must not lose the frames: the generic path records what it can
+                for event in expand_forwarded(("forwarded", seq, conn, recv_leg, send_leg, t, wire)):
+                    super()._handle(event)
+                seq += 2
+                continue
+            emit(rec)
+            emit(twin)
+            if hpack.over_limit:
+                self._header_list_violation(one)
+            seq += 2
+        return records
+
     def _build(self, item) -> Optional[dict]:
         if item[0] != "frame":
             return super()._build(item)
+        return self._frame_record(item, None)
+
+    def _frame_record(self, item, parsed) -> dict:
+        """The page's record of a frame event: the log's, with the first WIRE_KEEP bytes (DATA: parsed here,
+        the common case, without the generic decoder)."""
         _, seq, conn, leg, d, t, wire, headers, origin, actions, keep = item
         if len(wire) >= 9 and wire[3] == 0 and headers is None:
             length = wire[0] << 16 | wire[1] << 8 | wire[2]
@@ -247,7 +323,8 @@ class WebSink(ThreadedSink):
                               "pad_length": wire[9] if flags & 0x8 and length else None},
                    "wire": b64(wire[:WIRE_KEEP])}
         else:
-            rec = frame_record(seq, t, conn, leg, d, wire, headers, origin, actions, self._hpack, False)
+            rec = frame_record(seq, t, conn, leg, d, wire, headers, origin, actions, self._hpack, False,
+                               parsed=parsed)
             rec["wire"] = b64(wire[:WIRE_KEEP])
         if len(wire) > WIRE_KEEP:
             rec["wire_truncated"] = True
@@ -274,19 +351,3 @@ class WebSink(ThreadedSink):
             self._timer = None
         self._queue.clear()
 
-
-class FollowHook:
-    """A hook with no frame methods (the relay's fast paths stay on): it tells a :class:`WebSink`
-    which relay each connection is, so the sink can detach the connections it cannot keep up with."""
-
-    name = "web"
-
-    def __init__(self, sink: WebSink) -> None:
-        self.sink = sink
-
-    def connection_opened(self, ctx) -> None:
-        relay = ctx.conn
-        self.sink.relays[relay.id] = weakref.ref(relay)
-
-    def connection_closed(self, ctx) -> None:
-        self.sink.relays.pop(ctx.conn.id, None)

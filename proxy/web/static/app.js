@@ -8,6 +8,10 @@ const FRAME_TYPES = ["DATA", "HEADERS", "PRIORITY", "RST_STREAM", "SETTINGS", "P
 const SIDES = ["client", "proxy to client", "proxy to upstream", "server"];
 const COLORS = {"client": "#2f6fd6", "proxy to client": "#8bb3f0", "proxy to upstream": "#e5a04a", "server": "#c0571b"};
 const MAX_FRAMES = 2000;
+// The frames table shows the latest FRAME_ROWS that pass the filters, and the lists are redrawn at most
+// every RENDER_MS while deltas come in: the browser shares the machine with the proxy.
+const FRAME_ROWS = 200;
+const RENDER_MS = 1000;
 
 const state = {
   token: null, mode: "live", conns: new Map(), frames: [], version: 0, cursor: 0, now: null,
@@ -243,7 +247,7 @@ function renderFrames() {
   const f = filters();
   const body = document.querySelector("#frames tbody");
   const rows = [];
-  const list = state.frames.filter((r) => frameVisible(r, f)).slice(-400);
+  const list = state.frames.filter((r) => frameVisible(r, f)).slice(-FRAME_ROWS);
   for (const rec of list) {
     const row = frameRow(rec, null, () => toggleDetail(row, rec));
     rows.push(row);
@@ -481,7 +485,7 @@ function scheduleRender() {
     state.renderQueued = false;
     renderConns();
     renderFrames();
-  }, 400);
+  }, RENDER_MS);
 }
 
 function addFrames(frames) {
