@@ -143,3 +143,36 @@ def test_a_version_1_journal_still_converts(tmp_path):
     assert convert(str(journal), quiet=True) == 0
     frames = [r for r in read_records(str(log)) if r["record"] == "frame"]
     assert [unb64(r["wire"]) for r in frames] == [frame]
+
+
+def test_the_converter_waits_while_the_journal_grows_fast(tmp_path, monkeypatch):
+    """The follower's yield_disk with a scripted clock and journal size: it waits while the journal grows
+    faster than YIELD_RATE, and goes on as soon as the growth drops (or when asked to stop)."""
+    from proxy.recording import journal as jmod
+    path = tmp_path / "x.journal"
+    path.write_bytes(b"")
+    follower = jmod._Follower(str(path), os.getpid())
+    clock = [100.0]
+    # Journal sizes seen at each look: fast growth for four windows, then none.
+    fast = int(jmod.YIELD_RATE * jmod.YIELD_WINDOW * 2)
+    sizes = iter([fast, 2 * fast, 3 * fast, 4 * fast, 4 * fast, 4 * fast])
+    sleeps = []
+    monkeypatch.setattr(jmod.time, "monotonic", lambda: clock[0])
+
+    def sleep(s):
+        sleeps.append(s)
+        clock[0] += s
+    monkeypatch.setattr(jmod.time, "sleep", sleep)
+    monkeypatch.setattr(follower, "_size", lambda: next(sizes))
+    follower._mark = (clock[0], 0)
+    clock[0] += jmod.YIELD_WINDOW
+    follower.yield_disk()
+    assert sleeps == [jmod.YIELD_WINDOW] * 4           # waited while it grew, not once more
+    follower.stop = True
+    follower._mark = (clock[0], 0)
+    clock[0] += jmod.YIELD_WINDOW
+    sizes = iter([10 * fast])
+    monkeypatch.setattr(follower, "_size", lambda: next(sizes))
+    follower.yield_disk()                               # growing fast, but a stop was asked: no wait
+    assert len(sleeps) == 4
+    follower.fh.close()
