@@ -90,7 +90,7 @@ class Bridge:
         if self.write_paused[side] and relay.out[1 - side]:
             self._count_answers(side)
         self.flush()
-        if relay.inbox[side] and relay.buffered > self.server.settings.limits.high_water:
+        if relay.sides[side].inbox and relay.buffered > self.server.settings.limits.high_water:
             self._pause(side)
         elif self.server.recording_congested:
             self._pause(side)
@@ -206,7 +206,7 @@ class Bridge:
         else:
             relay.resume(d, result)
         self.flush()
-        if self.paused_reading[d] and not relay.inbox[d]:
+        if self.paused_reading[d] and not relay.sides[d].inbox:
             self._resume(d)
 
     # -- backpressure -----------------------------------------------------

@@ -47,7 +47,7 @@ READY_TIMEOUT = 60.0
 
 def run_workers(cfg, loop_name: str = "asyncio") -> int:
     """Run ``cfg.workers`` worker processes; return the exit code for the command."""
-    from .cli import build_hooks, settings_from
+    from .assemble import build_hooks, settings_from
 
     n = int(cfg.workers)
     if cfg.mode == "reverse" and not cfg.upstream:
@@ -281,7 +281,7 @@ def _worker_process(cfg, index: int, hooks, ready_fd: int, loop_name: str) -> in
 
 
 async def _worker(cfg, index: int, hooks, ready_fd: int) -> int:
-    from .cli import build_sink, settings_from
+    from .assemble import build_sink, settings_from
     from .server import ProxyServer
 
     settings = settings_from(cfg)

@@ -354,7 +354,7 @@ def test_duplicate_sends_copies_and_counts_them_for_flow_control():
     c.take(S2C)
     c.send(S2C, fc.DataFrame(1, data=b"abc"))
     assert [f.data for f in c.take(S2C)] == [b"abc"] * 3
-    assert c.relay.owed[S2C] == 6          # the client's WINDOW_UPDATEs for the copies are absorbed
+    assert c.relay.sides[S2C].owed == 6          # the client's WINDOW_UPDATEs for the copies are absorbed
 
 
 def test_corrupt_flips_chosen_bytes_and_lies_about_the_length_as_raw_bytes():
@@ -377,13 +377,13 @@ def test_corrupt_data_keeps_a_valid_frame_and_exact_windows():
     c.request(1)
     c.respond(1)
     c.take(S2C), c.take(C2S)
-    before = c.relay.window[S2C]
+    before = c.relay.sides[S2C].window
     c.send(S2C, fc.DataFrame(1, data=b"\0" * 50))
     (f,) = c.take(S2C)
     rng = random.Random(5)
     flipped = {rng.randrange(50) for _ in range(3)}
     assert {i for i, b in enumerate(f.data) if b} == flipped
-    assert c.relay.window[S2C] == before - 50 and c.take(C2S) == []
+    assert c.relay.sides[S2C].window == before - 50 and c.take(C2S) == []
 
 
 def test_split_data_and_headers_into_continuations():

@@ -149,12 +149,12 @@ def test_stalled_proxy_push_and_window_update_do_not_raise():
     r = _start([Pusher()], {4: 1000})
     r.receive(C2S, fc.HeadersFrame(1, data=hpack.Encoder().encode(REQ),
                                    flags=["END_HEADERS", "END_STREAM"]).serialize(), 0.0)
-    assert r.held_streams[S2C] and r.buffered == 0
+    assert r.sides[S2C].held_streams and r.buffered == 0
     r.take_output(S2C)
     r.receive(C2S, fc.WindowUpdateFrame(0, window_increment=100000).serialize()
               + fc.WindowUpdateFrame(2, window_increment=100000).serialize(), 0.0)
     data = [f for f in _frames(r, S2C) if f.type == 0]
-    assert sum(f.length for f in data) == 5000 - 1000 and not r.held_streams[S2C]
+    assert sum(f.length for f in data) == 5000 - 1000 and not r.sides[S2C].held_streams
 
 
 def test_sender_ignoring_flow_control_cannot_grow_held_data_without_bound():

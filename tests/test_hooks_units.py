@@ -161,6 +161,26 @@ def test_headers_removing_every_trailer_sends_an_empty_block_not_a_drop():
     assert isinstance(out, Headers) and out.headers == [] and out.end_stream and out.stream_id == 1
 
 
+def test_headers_rewrites_remembered_give_the_same_lists_and_counts():
+    from framecodec.hpack import NeverIndexed
+    hook = HeadersHook(rules=[{"match": {"direction": "response", "path": "/api/*"}, "set": {"x-api": "1"}}])
+    resp = [(":status", "200"), ("server", "s")]
+    api = [(n, "/api/v" if n == ":path" else v) for n, v in REQ]
+    web = [(n, "/web/v" if n == ":path" else v) for n, v in REQ]
+    first = hook.rewrite(SERVER_TO_CLIENT, resp, api)
+    first.append(("mutated", "by the caller"))
+    # The same list again: the same outcome (a fresh list), counted again; another request: its own.
+    assert hook.rewrite(SERVER_TO_CLIENT, list(resp), api) == resp + [("x-api", "1")]
+    assert hook.rewrite(SERVER_TO_CLIENT, resp, web) is None
+    assert hook.rewrite(SERVER_TO_CLIENT, resp, api) == resp + [("x-api", "1")]
+    assert hook.rules[0].applied == 3
+    # A never-indexed field keeps its mark (such lists are not taken from the memo).
+    secret = resp + [NeverIndexed("set-cookie", "a=b")]
+    for _ in range(2):
+        out = hook.rewrite(SERVER_TO_CLIENT, secret, api)
+        assert [type(h).__name__ for h in out] == ["tuple", "tuple", "NeverIndexed", "tuple"]
+
+
 @pytest.mark.parametrize("rules", [
     {"match": {}}, [{"mach": {}}], [{"match": {"direction": "sideways"}}], [{"match": {"colour": "red"}}],
     [{"replace": {"a": ["(", "x"]}}], [{"replace": {"a": "x"}}], [{"set": {"a": {"b": 1}}}],

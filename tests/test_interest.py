@@ -116,7 +116,7 @@ async def test_a_stream_no_hook_wants_is_forwarded_byte_for_byte_with_hooks_inst
                 assert loop.time() < deadline, "the responses did not all arrive"
                 await client.read_some(0.5)
             bridge = next(iter(proxy.server.bridges))
-            relay_decodes = bridge.relay.decoding
+            relay_decodes = [side.decoding for side in bridge.relay.sides]
             client.close()
         # What each side sent reached the other as the very bytes, frame for frame and in order.
         upstream = bytes(origin.received)
@@ -197,14 +197,14 @@ def test_a_fault_rule_on_a_path_matches_exactly_the_frames_of_matching_streams()
 def test_the_headers_hook_on_responses_decodes_no_request_and_rewrites_only_matching_streams():
     hook = HeadersHook(rules=[{"match": {"direction": "response", "path": "/api/*"}, "set": {"x-api": "1"}}])
     c = Conn([hook])
-    assert c.relay.decoding == [True, True]          # (the path is the request's: requests are decoded)
+    assert [side.decoding for side in c.relay.sides] == [True, True]  # (requests are decoded: the path is theirs)
     (c1, up1), (s1, down1) = c.exchange(1, "/plain")
     assert (up1, down1) == (c1, s1)
     (_, _), (_, down3) = c.exchange(3, "/api/v1")
     heads = [f for f in parsed(down3) if isinstance(f, fc.HeadersFrame)]
     assert hpack.Decoder().decode(heads[0].data) == [(":status", "200"), ("x-api", "1")]
     any_path = HeadersHook(rules=[{"match": {"direction": "response"}, "set": {"x-any": "1"}}])
-    assert Conn([any_path]).relay.decoding == [False, True]      # no request is decoded for it
+    assert [side.decoding for side in Conn([any_path]).relay.sides] == [False, True]  # no request is decoded for it
 
 
 def test_a_push_rule_on_a_path_never_requested_leaves_every_frame_alone():
@@ -213,7 +213,7 @@ def test_a_push_rule_on_a_path_never_requested_leaves_every_frame_alone():
     for sid in (1, 3, 5):
         (cb, up), (sb, down) = c.exchange(sid, f"/page/{sid}")
         assert (up, down) == (cb, sb)
-    assert not c.relay.streams and c.relay.decoding == [True, True]
+    assert not c.relay.streams and [side.decoding for side in c.relay.sides] == [True, True]
 
 
 # ---------------------------------------------------------------- rules changed at run time
@@ -285,7 +285,7 @@ def test_a_dropped_block_that_changed_no_hpack_table_needs_no_reencoding():
     # The 2nd request is all indexed (the 1st filled the table): dropping it keeps the server in step.
     relay, sent, upstream, decoded, req = _requests_through(
         "rst_stream type=headers direction=c2s nth_stream=2 towards=client")
-    assert relay.encoders[C2S] is None
+    assert relay.sides[C2S].encoder is None
     assert upstream == sent[0] + sent[2]                       # the others byte for byte
     assert decoded == [req, req]
 
@@ -293,7 +293,7 @@ def test_a_dropped_block_that_changed_no_hpack_table_needs_no_reencoding():
 def test_a_dropped_block_that_filled_the_table_makes_the_direction_reencoded():
     relay, sent, upstream, decoded, req = _requests_through(
         "rst_stream type=headers direction=c2s nth_stream=1 towards=client")
-    assert relay.encoders[C2S] is not None
+    assert relay.sides[C2S].encoder is not None
     assert upstream != sent[1] + sent[2]
     assert decoded == [req, req]                                 # and the server still decodes them right
 
@@ -311,3 +311,123 @@ def test_a_rule_on_a_path_leaves_connection_frames_alone_and_watches_only_untrac
     ping = wire(fc.PingFrame(0, opaque_data=b"12345678"), fc.WindowUpdateFrame(0, window_increment=1000))
     c.relay.receive(C2S, ping, 0.0)
     assert out(c.relay, C2S) == ping
+
+
+# ---------------------------------------------------------------- blocks decoded only to keep the table in step
+
+def _open(c: Conn, sid: int, path: str) -> None:
+    req = [(k, path if k == ":path" else v) for k, v in REQ]
+    c.send(C2S, fc.HeadersFrame(sid, data=c.client.enc.encode(req), flags=["END_HEADERS", "END_STREAM"]))
+    out(c.relay, C2S)
+
+
+def test_a_block_dropped_in_a_read_reencodes_the_blocks_behind_it_in_the_same_read():
+    # The response of /api/x fills the server's table and is dropped; the response of /plain, in the
+    # same read, refers to that entry: the client (which never got the first) must get it re-encoded.
+    c = Conn([FaultHook(["drop type=headers direction=s2c path=/api/*"])])
+    _open(c, 1, "/api/x")
+    _open(c, 3, "/plain")
+    fields = [(":status", "200"), ("server", "h2proxy-test-origin")]
+    first = c.server.enc.encode(fields)
+    second = c.server.enc.encode(fields)
+    assert len(second) < len(first)                           # (indexed: it needs the first one's entry)
+    c.send(S2C, fc.HeadersFrame(1, data=first, flags=["END_HEADERS"]),
+           fc.HeadersFrame(3, data=second, flags=["END_HEADERS", "END_STREAM"]))
+    heads = [f for f in parsed(out(c.relay, S2C)) if isinstance(f, fc.HeadersFrame)]
+    assert [f.stream_id for f in heads] == [3]
+    assert hpack.Decoder().decode(heads[0].data) == fields
+
+
+def test_a_block_that_does_not_decode_on_a_stream_no_hook_wants_is_reported_as_before():
+    c = Conn([FaultHook(["rst_stream path=/never/*"])])
+    _open(c, 1, "/plain")
+    bad = bytes([0x80 | 0x7E])                                 # index 126: past both tables
+    c.send(S2C, fc.HeadersFrame(1, data=bad, flags=["END_HEADERS", "END_STREAM"]))
+    assert [(v["section"], v["code"]) for v in c.relay.violations if "does not decode" in v["message"]] == [
+        ("4.3", "COMPRESSION_ERROR")], c.relay.violations
+    assert c.relay.sides[S2C].decoding_broken and not c.relay.sides[S2C].fast_synced
+    # Transparent mode: forwarded as it came; later blocks of that direction go the general way.
+    assert out(c.relay, S2C) == wire(fc.HeadersFrame(1, data=bad, flags=["END_HEADERS", "END_STREAM"]))
+
+
+def test_blocks_decoded_only_for_the_table_are_not_checked_but_those_a_hook_is_handed_are():
+    recorder = PathRecorder()
+    c = Conn([recorder])
+    assert [side.fast_synced for side in c.relay.sides] == [True, True]
+    upper = [("X-Upper", "1")]
+    for sid, path in ((1, "/plain/a"), (3, "/api/b")):
+        req = [(k, path if k == ":path" else v) for k, v in REQ] + upper
+        c.send(C2S, fc.HeadersFrame(sid, data=c.client.enc.encode(req), flags=["END_HEADERS", "END_STREAM"]))
+    # Only the /api/ stream's request went to the hook, and only it was checked (RFC 9113 8.2.1).
+    assert [v["stream"] for v in c.relay.violations if "x-upper" in v["message"].lower()] == [3], \
+        c.relay.violations
+    # With decode_headers every block is checked.
+    checked = Relay(2, RelayOptions(decode_headers=True), hooks=HookChain([PathRecorder()]))
+    assert checked.check_all and [side.fast_synced for side in checked.sides] == [False, False]
+
+
+# ---------------------------------------------------------------- a hook that only rewrites header lists
+
+class _SameRewriteByHand:
+    """What the headers hook does, as a plain on_headers hook (the hook chain's way)."""
+
+    def interest(self):
+        return Interest(types=["headers"], directions=[SERVER_TO_CLIENT])
+
+    def on_headers(self, ctx, frame, headers):
+        return [h for h in headers if h[0] != "x-drop"] + [("x-via", "1")]
+
+
+def test_the_headers_hook_called_directly_sends_what_the_hook_chain_sends():
+    rules = [{"match": {"direction": "response"}, "remove": ["x-drop"], "set": {"x-via": "1"}}]
+    hook = HeadersHook(rules=rules)
+    direct, chained = Conn([hook]), Conn([_SameRewriteByHand()])
+    assert type(direct.relay.stream_tables(_stream_with(REQ))[S2C][0x1]).__name__ == "RewriteEntries"
+    assert type(chained.relay.stream_tables(_stream_with(REQ))[S2C][0x1]) is list
+    dec = hpack.Decoder()
+    for sid in (1, 3, 5):
+        _open(direct, sid, "/a")
+        _open(chained, sid, "/a")
+        fields = [(":status", "200"), ("x-drop", "y"), ("server", f"s{sid}")]
+        blocks = []
+        for c in (direct, chained):
+            c.send(S2C, fc.HeadersFrame(sid, data=c.server.enc.encode(fields), flags=["END_HEADERS"]),
+                   fc.DataFrame(sid, data=b"z", flags=["END_STREAM"]))
+            blocks.append(out(c.relay, S2C))
+        assert blocks[0] == blocks[1]
+        heads = [f for f in parsed(blocks[0]) if isinstance(f, fc.HeadersFrame)]
+        assert dec.decode(heads[0].data) == [(":status", "200"), ("server", f"s{sid}"), ("x-via", "1")]
+    assert hook.changed == 3 and not direct.relay.streams
+
+
+def test_a_rewrite_that_raises_goes_through_the_hook_chain_and_is_reported(caplog):
+    hook = HeadersHook(rules=[{"match": {"direction": "response"}, "set": {"x-via": "1"}}])
+    hook.rewrite = lambda *a: (_ for _ in ()).throw(RuntimeError("boom"))
+    c = Conn([hook])
+    _open(c, 1, "/a")
+    block = c.server.enc.encode([(":status", "200")])
+    c.send(S2C, fc.HeadersFrame(1, data=block, flags=["END_HEADERS", "END_STREAM"]))
+    assert out(c.relay, S2C) == wire(fc.HeadersFrame(1, data=block, flags=["END_HEADERS", "END_STREAM"]))
+    assert c.relay.counters["hook_errors"] == 1
+    assert any("boom" in r.getMessage() or (r.exc_info and "boom" in str(r.exc_info[1])) for r in caplog.records)
+
+
+def _stream_with(request):
+    from proxy.core.relay import Stream
+    s = Stream(1, "open", 65535, 65535)
+    s.request_headers = request
+    return s
+
+
+def test_identical_requests_share_a_remembered_outcome_only_for_conditions_on_the_request_alone():
+    # Three identical requests: a rule on the path alone matches all three (its outcome is remembered
+    # per request list), one on the path and the stream's ordinal only the second.
+    by_path = FaultHook(["drop path=/api/* after=1000000 name=count"])
+    by_ordinal = FaultHook(["drop path=/api/* nth_stream=2 after=1000000 name=count"])
+    for hook, streams in ((by_path, 3), (by_ordinal, 1)):
+        c = Conn([hook])
+        assert (c.chain._memo is not None) == (hook is by_path)
+        for sid in (1, 3, 5):
+            (cb, up), (sb, down) = c.exchange(sid, "/api/x")
+            assert (up, down) == (cb, sb)
+        assert hook.matches("count") == 5 * streams

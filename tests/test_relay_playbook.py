@@ -10,6 +10,7 @@ import pytest
 from framecodec import frame as fc
 from framecodec.reader import PREFACE, FrameReader
 from proxy.core.limits import Limits
+from proxy.core.protocol import ErrorCode
 from proxy.core.relay import C2S, S2C, AwaitHook, Close, Relay, RelayOptions
 from proxy.hooks.api import RawBytes
 from proxy.hooks.chain import HookChain
@@ -76,9 +77,9 @@ def test_stream_states_and_windows_follow_the_frames():
     assert r.streams[1].state == "open"
     r.receive(C2S, wire(fc.DataFrame(1, data=b"a" * 1000, flags=["END_STREAM"])), 0.0)
     assert r.streams[1].state == "half-closed (local)"
-    assert r.window[C2S] == 65535 - 1000 and r.streams[1].window[C2S] == 65535 - 1000
+    assert r.sides[C2S].window == 65535 - 1000 and r.streams[1].window[C2S] == 65535 - 1000
     r.receive(S2C, wire(fc.WindowUpdateFrame(0, window_increment=1000)), 0.0)
-    assert r.window[C2S] == 65535
+    assert r.sides[C2S].window == 65535
     r.receive(S2C, wire(s.headers(1, RESP), fc.DataFrame(1, data=b"b", flags=["END_STREAM"])), 0.0)
     assert 1 not in r.streams
     assert r.counters["violations"] == 0
@@ -105,6 +106,19 @@ def test_violations_are_named_and_still_forwarded(frame, section, code):
     assert out(r, C2S) == wire(frame)
     assert r.violations[-1]["section"] == section and r.violations[-1]["code"] == code
     assert r.violations[-1]["side"] == "client"
+
+
+def test_a_side_that_closes_its_socket_only_gets_the_other_side_closed():
+    """eof(side): the relay says the connection ends and closes the other socket; the one that closed
+    gets no Close (Relay._finish honours close_sides)."""
+    for side in (C2S, S2C):
+        r = start()
+        r.eof(side, "gone")
+        assert r.closed and [(c.side, c.abort) for c in r.commands if isinstance(c, Close)] == [(1 - side, False)]
+        if side == S2C:     # (the client hears why; a client leaving with no stream open owes the server nothing)
+            [goaway] = parsed(out(r, S2C))
+            assert isinstance(goaway, fc.GoAwayFrame) and goaway.error_code == ErrorCode.INTERNAL_ERROR
+        assert out(r, C2S) == b""
 
 
 def test_strict_mode_answers_connection_error_and_closes():
@@ -166,7 +180,7 @@ def test_changed_header_blocks_are_reencoded_and_stay_decodable():
         assert headers == RESP + [("x-n", str(sid)), ("x-proxied", "1")]
         assert "END_STREAM" in frames[0].flags
     # Requests were not touched: they still pass byte for byte.
-    assert r.encoders[C2S] is None
+    assert r.sides[C2S].encoder is None
 
 
 def test_big_header_block_is_resplit_to_the_receivers_frame_size():
@@ -207,7 +221,7 @@ def test_oversized_data_from_a_hook_is_split():
     assert [len(f.data) for f in frames] == [16384, 16384, 40000 - 32768]
     assert "END_STREAM" in frames[-1].flags and "END_STREAM" not in frames[0].flags
     # The proxy sent 39999 more bytes than the client: it owes them to the server's window.
-    assert r.owed[C2S] == 39999
+    assert r.sides[C2S].owed == 39999
 
 
 def test_growing_data_beyond_the_window_holds_it_until_window_update():

@@ -1,6 +1,7 @@
 """What transparent mode checks, as docs/proxy.md ("What is checked") and README say (issue 13,
-item 10): framing rules always; header block contents only where the proxy decodes headers
-(decode_headers, a hook or fault rule that reads them, strict mode). A raw-socket client sends a
+item 10): framing rules always; header block contents with decode_headers and strict mode, and
+in the blocks a hook is handed (issue 16: blocks decoded only to keep the HPACK table in step for
+a hook that wants other streams are forwarded unchecked, as in plain transparent mode). A raw-socket client sends a
 request with an upper-case field name, one with a connection-specific field and a WINDOW_UPDATE
 with increment 0 on a stream; the h2-library origin shows what was forwarded."""
 from __future__ import annotations
@@ -44,16 +45,27 @@ async def _violations(proxy_factory, caplog, **kw) -> tuple:
         await origin.stop()
 
 
-async def test_plain_transparent_mode_checks_framing_but_not_header_contents(proxy_factory, caplog):
-    texts, forwarded = await _violations(proxy_factory, caplog)
+class _ReadsRequests:
+    """A hook handed every request block (it only reads them)."""
+
+    def on_headers(self, ctx, frame, headers):
+        return None
+
+
+@pytest.mark.parametrize("how", ["nothing installed", "fault rule on other streams"])
+async def test_plain_transparent_mode_checks_framing_but_not_header_contents(proxy_factory, caplog, how):
+    # A fault rule decodes the requests (to match paths) but acts on none of these streams: their
+    # blocks are forwarded as in plain transparent mode, unchecked.
+    kw = {} if how == "nothing installed" else \
+        {"hooks": HookChain([build_fault_hook([], ["rst_stream path=/never/*"])])}
+    texts, forwarded = await _violations(proxy_factory, caplog, **kw)
     assert len(texts) == 1 and "WINDOW_UPDATE" in texts[0] and "section 6.9" in texts[0], texts
     assert forwarded == [1, 3, 5]
 
 
-@pytest.mark.parametrize("how", ["decode_headers", "fault rule"])
+@pytest.mark.parametrize("how", ["decode_headers", "hook reading requests"])
 async def test_transparent_mode_reports_header_contents_where_headers_are_decoded(proxy_factory, caplog, how):
-    kw = {"decode_headers": True} if how == "decode_headers" else \
-        {"hooks": HookChain([build_fault_hook([], ["drop type=ping"])])}
+    kw = {"decode_headers": True} if how == "decode_headers" else {"hooks": HookChain([_ReadsRequests()])}
     texts, forwarded = await _violations(proxy_factory, caplog, **kw)
     assert any("'x-upper'" in t.lower() and "uppercase" in t and t.endswith("forwarded") for t in texts), texts
     assert any("connection-specific" in t and t.endswith("forwarded") for t in texts), texts

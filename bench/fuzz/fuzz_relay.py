@@ -106,12 +106,12 @@ class Checker:
             assert r.closed
         self.closed = r.closed
         limit = r.limits.max_frame_size + 9
-        assert sum(rd.buffered for rd in r.readers) <= 2 * limit + len(PREFACE)
+        assert sum(side.reader.buffered for side in r.sides) <= 2 * limit + len(PREFACE)
         for d in (C2S, S2C):
-            held = sum(item[1] for s in r.held_streams[d].values() if s.held is not None for item in s.held[d])
-            assert held <= max(0, r.window[d] + r.owed[d]), f"held {held} past the window"
+            held = sum(item[1] for s in r.sides[d].held_streams.values() if s.held is not None for item in s.held[d])
+            assert held <= max(0, r.sides[d].window + r.sides[d].owed), f"held {held} past the window"
             # Frames wait in the inbox only behind an awaited hook, or (server) for the client's preface.
-            assert not r.inbox[d] or r.paused[d] is not None or (d == S2C and not r.preface_forwarded)
+            assert not r.sides[d].inbox or r.sides[d].paused is not None or (d == S2C and not r.preface_forwarded)
 
 
 def TestOneInput(data: bytes) -> None:

@@ -230,13 +230,15 @@ class Decoder:
         (The list holds str pairs or bytes pairs as ``raw`` says: the overloads give its type.)
         """
         if type(data) is not bytes:
-            data = bytes(data)
+            # (A relay hands memoryviews of what it read: tobytes is the cheapest copy of one.)
+            data = data.tobytes() if type(data) is memoryview else bytes(data)
         version = self._version
-        limits = (self.max_header_list_size, self.max_string_length)
         hit = self._blocks.get(data)
-        if (hit is not None and hit[0] == version and hit[1] == raw and hit[2] == limits
+        if (hit is not None and hit[0] == version and hit[1] == raw
+                and hit[2] == (self.max_header_list_size, self.max_string_length)
                 and self._max <= self.max_allowed_table_size):
             return list(hit[3])
+        limits = (self.max_header_list_size, self.max_string_length)
         k: Literal[0, 1] = 0 if raw else 1
         table = self._table
         static = _STATIC

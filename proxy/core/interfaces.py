@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Protocol,
 from framecodec.reader import Wire
 
 if TYPE_CHECKING:
-    from .relay import Relay, Stream
+    from .relay import Relay
+    from .streams import Stream
 
 #: What the proxy did to a frame, as the frame log records it: ``{"hook": name, "action": verb}``.
 Action = Dict[str, str]

@@ -22,7 +22,8 @@ from framecodec.reader import RawFrame
 from .protocol import DATA, END_STREAM, HEADERS, PADDED, PRIORITY_FLAG, PUSH_PROMISE, ErrorCode
 
 if TYPE_CHECKING:
-    from .relay import Relay, Stream, _Unit
+    from .relay import Relay
+    from .streams import Stream
 
 #: (RFC 9113 section, error code, connection error?, message)
 Problem = Tuple[str, int, bool, str]
@@ -133,7 +134,8 @@ def field_problem(headers: Fields, allowed_pseudo: Collection[str], what: str) -
     return None
 
 
-def _pseudo(headers: Iterable[Tuple[str, str]], name: str) -> Optional[str]:
+def pseudo(headers: Iterable[Tuple[str, str]], name: str) -> Optional[str]:
+    """The value of pseudo-header ``name`` (they come first: the search stops at the first regular field)."""
     for k, v in headers:
         if k == name:
             return v
@@ -164,11 +166,11 @@ def request_problem(headers: Fields, end_stream: bool) -> Optional[Problem]:
     bad = field_problem(headers, REQUEST_PSEUDO, "request")
     if bad is not None:
         return bad
-    method = _pseudo(headers, ":method")
-    scheme = _pseudo(headers, ":scheme")
-    path = _pseudo(headers, ":path")
-    authority = _pseudo(headers, ":authority")
-    protocol = _pseudo(headers, ":protocol")
+    method = pseudo(headers, ":method")
+    scheme = pseudo(headers, ":scheme")
+    path = pseudo(headers, ":path")
+    authority = pseudo(headers, ":authority")
+    protocol = pseudo(headers, ":protocol")
     if method is None:
         return _malformed("request without :method", "8.3.1")
     if method == "CONNECT" and protocol is None:
@@ -200,7 +202,7 @@ def response_problem(headers: Fields, end_stream: bool, request_method: Optional
     bad = field_problem(headers, RESPONSE_PSEUDO, "response")
     if bad is not None:
         return bad
-    status = _pseudo(headers, ":status")
+    status = pseudo(headers, ":status")
     if status is None:
         return _malformed("response without :status", "8.3.2")
     if len(status) != 3 or not status.isdigit() or not status.isascii():
@@ -229,10 +231,10 @@ def push_problem(headers: Fields) -> Optional[Problem]:
     bad = request_problem(headers, True)
     if bad is not None:
         return bad
-    method = _pseudo(headers, ":method")
+    method = pseudo(headers, ":method")
     if method not in PUSHABLE_METHODS:
         return _malformed(f"pushed request with method {method}, which is not safe and cacheable", "8.4")
-    if _pseudo(headers, ":authority") is None:
+    if pseudo(headers, ":authority") is None:
         return _malformed("pushed request without :authority", "8.4")
     return None
 
@@ -278,12 +280,12 @@ def check_block(s: Optional[Stream], d: int, headers: Fields, end_stream: bool, 
                 bad = _malformed(f"request content is {left} bytes short of its content-length", "8.1.1")
         return bad
     prev = s.response_headers
-    if prev is None or _is_informational(prev):
+    if prev is None or is_informational(prev):
         req = s.request_headers
-        method = req[0][1] if req and req[0][0] == ":method" else _pseudo(req or (), ":method")
+        method = req[0][1] if req and req[0][0] == ":method" else pseudo(req or (), ":method")
         bad = _memo(response_problem, headers, end_stream, method)
         if bad is None and count_body and not end_stream:
-            status = _pseudo(headers, ":status")
+            status = pseudo(headers, ":status")
             length, _ = content_length(headers)
             if length is not None and expects_body(status, method):
                 body_state(s)[1] = length
@@ -343,10 +345,10 @@ def data_check(relay: Relay, d: int, s: Optional[Stream], f: RawFrame, sid: int)
         stream_owed = 0
         # While the receiver's SETTINGS are unacknowledged the sender may still use an older
         # initial window size: the stream window is only held against it once they are.
-        if s is not None and not relay.unacked_settings[1 - d]:
+        if s is not None and not relay.sides[1 - d].unacked_settings:
             stream_window = s.window[d]
             stream_owed = s.owed[d] if s.owed is not None else 0
-        bad = window_problem(relay.window[d], relay.owed[d], stream_window, stream_owed, n, sid)
+        bad = window_problem(relay.sides[d].window, relay.sides[d].owed, stream_window, stream_owed, n, sid)
         if bad is not None:
             return bad
     if s is None:
@@ -378,35 +380,18 @@ def window_problem(window: int, owed: int, stream_window: Optional[int], stream_
     return None
 
 
-def refused(relay: Relay, sid: int) -> None:
-    """Strict mode refused stream ``sid`` (a malformed request or push) before the other side saw it:
-    later frames on it are dropped instead of reaching a peer that never heard of the stream."""
-    relay.recently_closed[sid] = "refused"     # (remembers a bounded number of streams itself)
-
-
 def unknown_stream(relay: Relay, sid: int) -> str:
     """What a stream id the relay does not track is: ``"idle"``, ``"refused"`` or ``"closed"``."""
     if relay.recently_closed.get(sid) == "refused":
         return "refused"
     if sid & 1:
-        idle = sid > relay.last_stream[0]
+        idle = sid > relay.sides[0].last_stream
     else:
-        idle = sid > relay.last_stream[1] and sid > relay.last_client_push_id
+        idle = sid > relay.sides[1].last_stream and sid > relay.last_client_push_id
     return "idle" if idle else "closed"
 
 
-def _is_informational(headers: Iterable[Tuple[str, str]]) -> bool:
-    status = _pseudo(headers, ":status")
+def is_informational(headers: Iterable[Tuple[str, str]]) -> bool:
+    """Whether a response header list is a 1xx (informational) response, with more to follow."""
+    status = pseudo(headers, ":status")
     return status is not None and status.startswith("1")
-
-
-def block_dropped(relay: Relay, d: int, unit: _Unit) -> None:
-    """A header block was decoded but not forwarded (strict mode refused its stream).
-
-    The sender's HPACK encoder went on as if the receiver had it, so the receiver's
-    dynamic table no longer follows: from now on the proxy re-encodes this direction's
-    blocks (the first one empties the receiver's table).
-    """
-    if relay.closed or relay.encoders[d] is not None or unit.headers is None or unit.neutral:
-        return       # (a block that changed no HPACK table leaves the receiver in step when dropped)
-    relay._start_reencoding(d)

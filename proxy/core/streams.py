@@ -1,4 +1,4 @@
-"""Stream states (RFC 9113 section 5.1) as an explicit transition table.
+"""Stream states (RFC 9113 section 5.1) as an explicit transition table, and what the proxy keeps per stream.
 
 The proxy watches both endpoints, so the table is written from the client's
 point of view: "local" is the client, "remote" the server. Each transition is
@@ -8,9 +8,13 @@ would answer with.
 """
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, Tuple, Union
 
 from .protocol import ErrorCode
+
+if TYPE_CHECKING:
+    from ..hooks.api import HeaderList
+    from .interfaces import HeldData, StreamTables
 
 # States.
 IDLE = "idle"
@@ -94,3 +98,105 @@ def violation_code(state: str, sender: str, event: str) -> Tuple[ErrorCode, bool
 def next_state(state: str, sender: str, event: str) -> Optional[str]:
     """The state after the event, or None when the table has no such transition."""
     return TRANSITIONS.get((state, sender, event))
+
+
+# ---------------------------------------------------------------- what the relay keeps per stream
+
+#: Closed streams remembered (between this many and twice as many) to tell late frames from bad ones.
+REMEMBER_CLOSED = 256
+
+
+class Stream:
+    """What the proxy knows of one stream (ids are those of the client leg)."""
+
+    # A stream is made per request, so only what every stream needs is set here; the rest keep
+    # these class-level defaults until first assigned (then they live in the instance dict).
+    __slots__ = ("id", "state", "window", "server_id", "__dict__")
+
+    #: owed/held only matter once the proxy changed DATA on this stream: made on first use.
+    owed: Optional[List[int]] = None
+    held: Optional[List[List[HeldData]]] = None
+    #: Flow-controlled bytes in ``held`` per direction (may overstate after a queue was cleared); set with ``held``.
+    held_fcl: List[int]
+    request_headers: Optional[HeaderList] = None
+    response_headers: Optional[HeaderList] = None
+    trailers: Optional[HeaderList] = None
+    proxy_owned = False
+    push_body: Optional[memoryview] = None
+    #: The direction whose sender reset the stream, or the proxy's own reset (see ProxyReset).
+    reset_by: Union[int, ProxyReset, None] = None
+    #: Strict mode: content-length still due per direction.
+    body: Optional[List[Optional[int]]] = None
+    #: The hook entries for this stream's frames, per direction (type -> entries), decided when its
+    #: request was read (:meth:`HookChain.stream_tables`); None: no hook wants any frame of it.
+    hooks: Optional[StreamTables] = None
+    #: The how-manieth stream the client opened on the connection (1 = first); None for pushes.
+    ordinal: Optional[int] = None
+
+    def __init__(self, sid: int, state: str, client_window: int, server_window: int) -> None:
+        self.id = sid
+        self.state = state
+        # window[d]: what the receiver of direction d still accepts on this stream.
+        self.window = [server_window, client_window]
+        self.server_id = sid
+
+    def __repr__(self) -> str:
+        return f"Stream(id={self.id}, state={self.state!r})"
+
+
+class RecentlyClosed:
+    """Who closed the streams closed last (a dict-like map: stream id -> side, -1 or a mark).
+
+    Two generations of at most ``REMEMBER_CLOSED`` entries each: when the newer
+    one is full it replaces the older, so between that many and twice as many
+    streams are remembered at O(1) cost per closed stream.
+    """
+
+    __slots__ = ("new", "old")
+
+    def __init__(self) -> None:
+        self.new: Dict[int, Any] = {}
+        self.old: Dict[int, Any] = {}
+
+    def get(self, sid: int, default: Any = None) -> Any:
+        value = self.new.get(sid, _MISSING)
+        return self.old.get(sid, default) if value is _MISSING else value
+
+    def __contains__(self, sid: int) -> bool:
+        return sid in self.new or sid in self.old
+
+    def __setitem__(self, sid: int, value: Any) -> None:
+        self.old.pop(sid, None)
+        new = self.new
+        new[sid] = value
+        if len(new) >= REMEMBER_CLOSED:
+            self.old, self.new = new, {}
+
+    def pop(self, sid: int, default: Any = None) -> Any:
+        value = self.new.pop(sid, _MISSING)
+        old = self.old.pop(sid, _MISSING)
+        if value is _MISSING:
+            value = default if old is _MISSING else old
+        return value
+
+    def __len__(self) -> int:
+        return len(self.new) + len(self.old)
+
+
+_MISSING = object()
+
+
+class ProxyReset:
+    """A ``recently_closed`` mark: the proxy itself reset this stream towards ``sides``.
+
+    Frames on it still in flight towards a side in ``sides`` are expected (RFC 9113 5.1, 5.4.2)
+    and discarded quietly; towards the other side the stream goes on.
+    """
+
+    __slots__ = ("sides",)
+
+    def __init__(self, sides: Iterable[int]) -> None:
+        self.sides = frozenset(sides)
+
+    def __repr__(self) -> str:
+        return f"ProxyReset({sorted(self.sides)})"

@@ -32,7 +32,7 @@ import dataclasses
 import logging
 import time
 import weakref
-from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, FrozenSet, Iterable, List, Optional, Tuple, Union
 
 from framecodec import frame as fc
 
@@ -41,11 +41,13 @@ from ..hooks.api import CLIENT_TO_SERVER, SERVER_TO_CLIENT, Headers, RawBytes, h
 from ..hooks.interest import Interest, untracked_only
 from .parse import parse_line, to_line
 from .rules import (
+    ACTIONS,
     ALTSVC,
     CONTINUATION,
     DATA,
     GOAWAY,
     HEADERS,
+    KEYS,
     PING,
     PRIORITY,
     PUSH_PROMISE,
@@ -576,9 +578,10 @@ class FaultHook:
             status = header_value(headers, ":status")
         else:
             status = header_value(response, ":status")
-        info = st.info[d] = FrameInfo(d=d, type=t, flag_byte=fb, stream_id=sid, conn=relay.id, nth=n,
-                                      stream_ordinal=getattr(stream, "ordinal", None) if stream is not None else None,
-                                      bytes_before=before, request=request, response=response, status=status)
+        # (Positional: a keyword call costs about three times as much, once per frame the rules see.)
+        info = st.info[d] = FrameInfo(d, t, fb, sid, relay.id, n,
+                                      getattr(stream, "ordinal", None) if stream is not None else None,
+                                      before, request, response, status)
         return info
 
     def screen(self, relay, d: int, unit, hooks=None) -> bool:
@@ -683,87 +686,8 @@ class FaultHook:
                 event["frame"], info.stream_id, event["direction"], f": {detail}" if detail else "")
 
     def _act(self, rule: Rule, ctx, frame, headers, st: _Conn, info: FrameInfo, d: int):
-        p = rule.params
-        a = rule.action
-        note = f"fault:{rule.name}"
-        t = info.type
-        if a == "delay":
-            ms = p["ms"]
-            jitter = p.get("jitter")
-            if jitter:
-                ms = max(0.0, ms + rule.rng.uniform(-jitter, jitter))
-            return _hold(ms / 1000.0), f"held {ms:.0f} ms"
-        if a == "drop":
-            if rule.raw and t == DATA:
-                # Bytes of nothing: the relay sees no DATA dropped and credits nothing back.
-                return [RawBytes(b"", f"{note}: dropped, no window credit (raw)")], "dropped (raw)"
-            if t == HEADERS and info.nth == 1 and not rule.raw:
-                # The receiver never learns of this request (or response): nothing more of it goes there.
-                self._mark_reset(st, info.stream_id, frozenset({d}), frozenset())
-            return [], "dropped"
-        if a == "duplicate":
-            copies = p.get("copies", 1)
-            if rule.raw:
-                wire = frame.serialize()
-                return [frame] + [RawBytes(wire, f"{note}: copy (raw)") for _ in range(copies)], \
-                    f"{copies} cop{'y' if copies == 1 else 'ies'} (raw)"
-            return [frame] + [_clone(frame) for _ in range(copies)], f"{copies} cop{'y' if copies == 1 else 'ies'}"
-        if a == "corrupt":
-            return self._corrupt(rule, frame, p, note)
-        if a == "split":
-            return self._split(rule, ctx, frame, p, note, d)
-        if a == "rst_stream":
-            return self._rst(rule, ctx, frame, p, st, info, d, note)
-        if a == "goaway":
-            code = p.get("code", int(ErrorCode.NO_ERROR))
-            towards = p.get("towards", "client")
-            last = p.get("last_stream_id")
-            debug = p.get("debug", "").encode("utf-8")
-            keep = p.get("keep", True)
-            after = p.get("position", "before") == "after" and keep
-            result: Optional[list] = None if keep else []
-            if rule.raw or after:
-                for side in _sides(towards):
-                    last_id = last if last is not None else ctx.conn.last_stream[side]
-                    goaway = fc.GoAwayFrame(0, last_stream_id=last_id, error_code=code, additional_data=debug)
-                    item = RawBytes(goaway.serialize(), f"{note}: GOAWAY (raw)") if rule.raw else goaway
-                    target = _towards_direction(side)
-                    if after and target == d:
-                        result = [frame, item]
-                    else:
-                        ctx.inject(item, direction=target)
-            else:
-                ctx.goaway(code, last, debug, towards)
-            where = " after the frame" if after else ""
-            return result, f"GOAWAY {error_name(code)} towards {towards}{where}"
-        if a == "close":
-            reset = p.get("reset", False)
-            towards = p.get("towards", "both")
-            ctx.close(towards, reset)
-            if not rule.raw:
-                st.closing = True     # frames behind this one in the same read do not follow it out
-                halt = getattr(ctx.conn, "halt", None)
-                if halt is not None:
-                    halt()
-            return (None if p.get("keep", False) else []), f"{'TCP reset' if reset else 'FIN'} towards {towards}"
-        if a == "stall":
-            return self._stall(rule, ctx, p, st, info, d)
-        if a == "throttle":
-            rate = p["rate"]
-            size = _flow_length(frame) if t == DATA else max(0, len(frame.serialize()) - 9)
-            key = (rule.name, d)
-            now = _now()
-            start = max(now, st.throttle.get(key, now))
-            st.throttle[key] = start + size / rate
-            wait = start - now
-            if wait > 0.0005:
-                return _hold(wait), f"{size} bytes held {wait * 1000:.0f} ms"
-            return None, f"{size} bytes"
-        if a == "inject":
-            return self._inject(rule, ctx, frame, p, st, info, d, note)
-        if a == "settings":
-            return self._settings(rule, frame, p, note)
-        raise AssertionError(a)
+        """What the rule's action makes of the frame, and the detail for the log (see ``_ACTIONS``)."""
+        return _ACTIONS[rule.action].act(self, rule, ctx, frame, st, info, d, f"fault:{rule.name}")
 
     # -- the actions with more to them
 
@@ -1072,6 +996,214 @@ def _towards_direction(side) -> int:
         return S2C
     return C2S
 
+
+# ---------------------------------------------------------------- the actions
+
+class _Action:
+    """One fault action: what it makes of the matched frame, and the detail the log shows.
+
+    ``act`` returns what hooks return (None: the frame goes on; a list: what goes instead; an
+    awaitable: held) and the detail. ``params``: the rule parameters it reads; each must be a key
+    the rule parser (rules.KEYS) accepts for this action, and every action the parser knows
+    (rules.ACTIONS) has a class here: :func:`_check_actions` holds the two to each other.
+    """
+
+    name = ""
+    params: FrozenSet[str] = frozenset()
+
+    def act(self, hook: FaultHook, rule: Rule, ctx: Any, frame: Any, st: _Conn, info: FrameInfo, d: int,
+            note: str) -> Tuple[Any, str]:
+        raise NotImplementedError
+
+
+class _DelayAction(_Action):
+    name = "delay"
+    params = frozenset({"ms", "jitter"})
+
+    def act(self, hook: FaultHook, rule: Rule, ctx: Any, frame: Any, st: _Conn, info: FrameInfo, d: int,
+            note: str) -> Tuple[Any, str]:
+        p = rule.params
+        ms = p["ms"]
+        jitter = p.get("jitter")
+        if jitter:
+            ms = max(0.0, ms + rule.rng.uniform(-jitter, jitter))
+        return _hold(ms / 1000.0), f"held {ms:.0f} ms"
+
+
+class _DropAction(_Action):
+    name = "drop"
+
+    def act(self, hook: FaultHook, rule: Rule, ctx: Any, frame: Any, st: _Conn, info: FrameInfo, d: int,
+            note: str) -> Tuple[Any, str]:
+        t = info.type
+        if rule.raw and t == DATA:
+            # Bytes of nothing: the relay sees no DATA dropped and credits nothing back.
+            return [RawBytes(b"", f"{note}: dropped, no window credit (raw)")], "dropped (raw)"
+        if t == HEADERS and info.nth == 1 and not rule.raw:
+            # The receiver never learns of this request (or response): nothing more of it goes there.
+            hook._mark_reset(st, info.stream_id, frozenset({d}), frozenset())
+        return [], "dropped"
+
+
+class _DuplicateAction(_Action):
+    name = "duplicate"
+    params = frozenset({"copies"})
+
+    def act(self, hook: FaultHook, rule: Rule, ctx: Any, frame: Any, st: _Conn, info: FrameInfo, d: int,
+            note: str) -> Tuple[Any, str]:
+        copies = rule.params.get("copies", 1)
+        if rule.raw:
+            wire = frame.serialize()
+            return [frame] + [RawBytes(wire, f"{note}: copy (raw)") for _ in range(copies)], \
+                f"{copies} cop{'y' if copies == 1 else 'ies'} (raw)"
+        return [frame] + [_clone(frame) for _ in range(copies)], f"{copies} cop{'y' if copies == 1 else 'ies'}"
+
+
+class _CorruptAction(_Action):
+    name = "corrupt"
+    params = frozenset({"offsets", "count", "xor", "length", "length_delta"})
+
+    def act(self, hook: FaultHook, rule: Rule, ctx: Any, frame: Any, st: _Conn, info: FrameInfo, d: int,
+            note: str) -> Tuple[Any, str]:
+        return hook._corrupt(rule, frame, rule.params, note)
+
+
+class _SplitAction(_Action):
+    name = "split"
+    params = frozenset({"parts"})
+
+    def act(self, hook: FaultHook, rule: Rule, ctx: Any, frame: Any, st: _Conn, info: FrameInfo, d: int,
+            note: str) -> Tuple[Any, str]:
+        return hook._split(rule, ctx, frame, rule.params, note, d)
+
+
+class _RstStreamAction(_Action):
+    name = "rst_stream"
+    params = frozenset({"code", "towards"})
+
+    def act(self, hook: FaultHook, rule: Rule, ctx: Any, frame: Any, st: _Conn, info: FrameInfo, d: int,
+            note: str) -> Tuple[Any, str]:
+        return hook._rst(rule, ctx, frame, rule.params, st, info, d, note)
+
+
+class _GoawayAction(_Action):
+    name = "goaway"
+    params = frozenset({"code", "towards", "last_stream_id", "debug", "keep", "position"})
+
+    def act(self, hook: FaultHook, rule: Rule, ctx: Any, frame: Any, st: _Conn, info: FrameInfo, d: int,
+            note: str) -> Tuple[Any, str]:
+        p = rule.params
+        code = p.get("code", int(ErrorCode.NO_ERROR))
+        towards = p.get("towards", "client")
+        last = p.get("last_stream_id")
+        debug = p.get("debug", "").encode("utf-8")
+        keep = p.get("keep", True)
+        after = p.get("position", "before") == "after" and keep
+        result: Optional[list] = None if keep else []
+        if rule.raw or after:
+            for side in _sides(towards):
+                last_id = last if last is not None else ctx.conn.last_stream[side]
+                goaway = fc.GoAwayFrame(0, last_stream_id=last_id, error_code=code, additional_data=debug)
+                item = RawBytes(goaway.serialize(), f"{note}: GOAWAY (raw)") if rule.raw else goaway
+                target = _towards_direction(side)
+                if after and target == d:
+                    result = [frame, item]
+                else:
+                    ctx.inject(item, direction=target)
+        else:
+            ctx.goaway(code, last, debug, towards)
+        where = " after the frame" if after else ""
+        return result, f"GOAWAY {error_name(code)} towards {towards}{where}"
+
+
+class _CloseAction(_Action):
+    name = "close"
+    params = frozenset({"reset", "towards", "keep"})
+
+    def act(self, hook: FaultHook, rule: Rule, ctx: Any, frame: Any, st: _Conn, info: FrameInfo, d: int,
+            note: str) -> Tuple[Any, str]:
+        p = rule.params
+        reset = p.get("reset", False)
+        towards = p.get("towards", "both")
+        ctx.close(towards, reset)
+        if not rule.raw:
+            st.closing = True     # frames behind this one in the same read do not follow it out
+            halt = getattr(ctx.conn, "halt", None)
+            if halt is not None:
+                halt()
+        return (None if p.get("keep", False) else []), f"{'TCP reset' if reset else 'FIN'} towards {towards}"
+
+
+class _StallAction(_Action):
+    name = "stall"
+    params = frozenset({"ms", "towards", "scope"})
+
+    def act(self, hook: FaultHook, rule: Rule, ctx: Any, frame: Any, st: _Conn, info: FrameInfo, d: int,
+            note: str) -> Tuple[Any, str]:
+        return hook._stall(rule, ctx, rule.params, st, info, d)
+
+
+class _ThrottleAction(_Action):
+    name = "throttle"
+    params = frozenset({"rate"})
+
+    def act(self, hook: FaultHook, rule: Rule, ctx: Any, frame: Any, st: _Conn, info: FrameInfo, d: int,
+            note: str) -> Tuple[Any, str]:
+        rate = rule.params["rate"]
+        size = _flow_length(frame) if info.type == DATA else max(0, len(frame.serialize()) - 9)
+        key = (rule.name, d)
+        now = _now()
+        start = max(now, st.throttle.get(key, now))
+        st.throttle[key] = start + size / rate
+        wait = start - now
+        if wait > 0.0005:
+            return _hold(wait), f"{size} bytes held {wait * 1000:.0f} ms"
+        return None, f"{size} bytes"
+
+
+class _InjectAction(_Action):
+    name = "inject"
+    params = frozenset({"code", "towards", "last_stream_id", "debug", "frame", "hex", "stream_id", "frame_flags",
+                        "payload", "data", "opaque", "increment", "headers", "position", "set"})
+
+    def act(self, hook: FaultHook, rule: Rule, ctx: Any, frame: Any, st: _Conn, info: FrameInfo, d: int,
+            note: str) -> Tuple[Any, str]:
+        return hook._inject(rule, ctx, frame, rule.params, st, info, d, note)
+
+
+class _SettingsAction(_Action):
+    name = "settings"
+    params = frozenset({"set", "remove"})
+
+    def act(self, hook: FaultHook, rule: Rule, ctx: Any, frame: Any, st: _Conn, info: FrameInfo, d: int,
+            note: str) -> Tuple[Any, str]:
+        return hook._settings(rule, frame, rule.params, note)
+
+
+def _check_actions(classes: Iterable[type]) -> Dict[str, _Action]:
+    """The action table, held to the rule parser's definitions: the same actions as rules.ACTIONS,
+    each reading only parameters that rules.KEYS accepts for it (a mismatch is a bug: import fails)."""
+    table: Dict[str, _Action] = {}
+    for cls in classes:
+        action = cls()
+        if not isinstance(action, _Action) or action.name not in ACTIONS:
+            raise RuntimeError(f"fault action class {cls.__name__} is for no action the rule parser knows")
+        for key in sorted(action.params):
+            allowed = KEYS[key].actions if key in KEYS else frozenset()
+            if allowed is not None and action.name not in allowed:
+                raise RuntimeError(f"fault action {action.name!r} reads {key!r}, which the rule parser does not "
+                                   f"accept for it")
+        table[action.name] = action
+    missing = set(ACTIONS) - set(table)
+    if missing:
+        raise RuntimeError(f"fault actions with no implementation: {sorted(missing)}")
+    return table
+
+
+#: Action name -> what carries it out.
+_ACTIONS = _check_actions((_DelayAction, _DropAction, _DuplicateAction, _CorruptAction, _SplitAction,
+                           _RstStreamAction, _GoawayAction, _CloseAction, _StallAction, _ThrottleAction,
+                           _InjectAction, _SettingsAction))
 
 
 def load_fault_file(path: str) -> List[dict]:

@@ -743,6 +743,8 @@ class Rule:
                     return False
             return True
 
+        # (Without stream ids or ordinals the outcome depends on the request headers alone.)
+        condition.request_only = ids is None and ordinals is None       # type: ignore[attr-defined]
         self._stream_cond = condition
         return condition
 

@@ -178,6 +178,7 @@ class GrpcHook:
                 if getattr(o, "grpc_active", True):
                     return is_grpc_request(request)
             return False
+        wanted.request_only = True          # (until the rules change: rebuilt then)
         return Interest(stream=wanted, decode=("client->server", "server->client"), untracked=True)
 
     # ------------------------------------------------------------ frames

@@ -15,6 +15,8 @@ import weakref
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
+from ..core.hookrun import HookCtx
+from ..core.protocol import HEADERS
 from .api import HookLoadError
 from .interest import ALL_TYPES, on_request, resolve, untracked_only
 
@@ -30,6 +32,22 @@ BUILTINS = {
     "extension": "proxy.hooks.builtin.extension:ExtensionHook",
     "faults": "proxy.faults.hook:FaultHook",
 }
+
+
+#: How many request header lists the outcome of request-only conditions is remembered for.
+_CONDITION_MEMO = 1024
+#: Memo value for "no tables" (None is "not remembered"), and the key for a stream with no request list.
+_NONE: tuple = ()
+_NO_REQUEST: tuple = (None,)
+
+
+class RewriteEntries(list):
+    """The entries for a stream's HEADERS in one direction when they are one hook's that only rewrites
+    header lists: ``rewrite(direction, headers, request_headers)`` returns None (unchanged) or the new
+    list. The relay calls it directly (no frame object, no hook context) where nothing else needs
+    the frame (see ``rewrite_header_list`` in docs/hooks.md); anywhere else the entries run as usual."""
+
+    rewrite: Callable[[str, List[Tuple[str, str]], Optional[List[Tuple[str, str]]]], Optional[list]]
 
 
 class HookChain:
@@ -57,6 +75,8 @@ class HookChain:
         self.hooks = list(hooks)
         self._add_grpc(grpc)
         self.errors_logged: set = set()
+        #: id(bound on_headers of an entry) -> the same hook's rewrite_header_list (see RewriteEntries).
+        self._rewriters: Dict[int, Callable] = {}
         self.interests = [resolve(h) for h in self.hooks]
         #: Per direction, whether some hook needs that direction's header blocks decoded.
         self.decode = [any(d in i.decode for i in self.interests) for d in (0, 1)]
@@ -67,6 +87,10 @@ class HookChain:
         self._untracked_table: List[Dict[int, list]] = [{}, {}]
         self._stream_cache: Dict[tuple, Optional[tuple]] = {}
         self._atoms: List[Callable] = []
+        self._one: Optional[Callable] = None
+        self._one_tables: Tuple[Optional[tuple], Optional[tuple]] = (None, None)
+        #: request header list -> the tables (or _NONE), when every condition is marked request_only.
+        self._memo: Optional[Dict[tuple, tuple]] = None
         self._relays: "weakref.WeakSet" = weakref.WeakSet()
         #: Bumped at every change of the tables.
         self.version = 0
@@ -102,6 +126,7 @@ class HookChain:
 
     def _build(self) -> List[Dict[int, list]]:
         tables: List[Dict[int, list]] = [{}, {}]
+        self._rewriters = {}
         for h, interest in zip(self.hooks, self.interests, strict=True):
             provider = getattr(h, "hook_entries", None)
             if provider is not None:
@@ -113,8 +138,11 @@ class HookChain:
                             tables[d].setdefault(t, []).extend(entries)
                 continue
             cond = None if interest.stream is None else (on_request(interest.stream),)
+            rewrite = getattr(h, "rewrite_header_list", None)
             for d in (0, 1):
                 for t, (method, wants) in interest.methods[d].items():
+                    if callable(rewrite) and wants and t == HEADERS:
+                        self._rewriters[id(method)] = rewrite
                     entries = tables[d].setdefault(t, [])
                     entries.append((self._name(h), method, wants, cond, None))
                     if cond is not None and interest.untracked:
@@ -174,6 +202,10 @@ class HookChain:
                             atoms[id(atom)] = atom
         self._atoms = list(atoms.values())
         self._stream_cache = {}
+        # One condition (the usual case: one rule or one hook on a path): both outcomes' tables made now.
+        self._one = self._atoms[0] if len(self._atoms) == 1 else None
+        self._one_tables = (self._tables_for((False,)), self._tables_for((True,))) if self._one else (None, None)
+        self._memo = {} if self._atoms and all(getattr(a, "request_only", False) for a in self._atoms) else None
 
     def changed(self) -> None:
         """The tables were edited (rules changed at run time): open connections follow at once.
@@ -194,29 +226,56 @@ class HookChain:
 
         Each condition is evaluated once here; streams with the same outcome share their tables.
         """
+        if self._memo is not None:
+            return self._remembered(stream)
+        return self._decide(stream)
+
+    def _decide(self, stream) -> Optional[tuple]:
+        """stream_tables, each condition asked."""
+        one = self._one
+        if one is not None:
+            return self._one_tables[1 if one(stream) else 0]
         atoms = self._atoms
-        if not atoms:
-            key: tuple = ()
-        elif len(atoms) == 1:
-            key = (bool(atoms[0](stream)),)
-        else:
-            key = tuple([bool(a(stream)) for a in atoms])
+        key: tuple = tuple([bool(a(stream)) for a in atoms]) if atoms else ()
         cache = self._stream_cache
         try:
             return cache[key]
         except KeyError:
             pass
-        held = {id(a) for a, on in zip(atoms, key, strict=True) if on}
+        result = self._tables_for(key)
+        if len(cache) < 256:
+            cache[key] = result
+        return result
+
+    def _remembered(self, stream) -> Optional[tuple]:
+        """stream_tables when every condition is on the request alone: remembered per request header list."""
+        memo = self._memo
+        assert memo is not None
+        req = stream.request_headers
+        try:
+            request = tuple(req) if req is not None else _NO_REQUEST
+            hit = memo.get(request)
+        except TypeError:          # (a value that cannot be hashed)
+            return self._decide(stream)
+        if hit is None:
+            if len(memo) >= _CONDITION_MEMO:
+                memo.clear()
+            hit = memo[request] = self._decide(stream) or _NONE
+        return None if hit is _NONE else hit
+
+    def _tables_for(self, key: tuple) -> Optional[tuple]:
+        """The tables of a stream for which the conditions' outcomes are ``key`` (in ``_atoms`` order)."""
+        held = {id(a) for a, on in zip(self._atoms, key, strict=True) if on}
         out: List[Dict[int, list]] = [{}, {}]
         for d in (0, 1):
             for t, entries in self._table[d].items():
                 kept = [e for e in entries if e[3] is None or any(id(a) in held for a in e[3])]
+                if len(kept) == 1 and t == HEADERS and id(kept[0][1]) in self._rewriters:
+                    kept = RewriteEntries(kept)
+                    kept.rewrite = self._rewriters[id(kept[0][1])]
                 if kept:
                     out[d][t] = kept
-        result = None if not (out[0] or out[1]) else (out[0], out[1])
-        if len(cache) < 256:
-            cache[key] = result
-        return result
+        return None if not (out[0] or out[1]) else (out[0], out[1])
 
     def full_tables(self) -> tuple:
         """Every entry, whatever its condition (a stream a hook must follow whole from now on: its
@@ -235,13 +294,11 @@ class HookChain:
     def connection_opened(self, relay) -> None:
         self._relays.add(relay)
         if self._lifecycle["connection_opened"]:
-            from ..core.relay import HookCtx
             self._call("connection_opened", HookCtx(relay, 0, "h2proxy", None, None))
 
     def connection_closed(self, relay) -> None:
         self._relays.discard(relay)
         if self._lifecycle["connection_closed"]:
-            from ..core.relay import HookCtx
             self._call("connection_closed", HookCtx(relay, 0, "h2proxy", None, None))
 
     def stream_opened(self, relay, stream) -> None:
@@ -256,7 +313,6 @@ class HookChain:
         if wanted and stream.hooks is not None:
             calls = calls + [(hook_name, fn) for hook_name, fn, cond in wanted if cond(stream)]
         if calls:
-            from ..core.relay import HookCtx
             ctx = HookCtx(relay, 0, "h2proxy", stream, None)
             for hook_name, fn in calls:
                 try:

@@ -154,5 +154,12 @@ def untracked_only(stream: Any) -> bool:
 
 
 def on_request(condition: StreamCondition) -> Callable[[Any], bool]:
-    """A stream condition on request headers as the chain's tables hold them: called with the stream."""
-    return lambda stream: bool(condition(stream.request_headers))
+    """A stream condition on request headers as the chain's tables hold them: called with the stream.
+
+    A condition that says it is a pure function of the request headers (``condition.request_only =
+    True``: the built-ins' are) keeps the mark: HookChain may then remember its outcome per header
+    list. Others (a user's condition may count streams) are asked for every stream."""
+    def on_stream(stream: Any) -> bool:
+        return bool(condition(stream.request_headers))
+    on_stream.request_only = bool(getattr(condition, "request_only", False))     # type: ignore[attr-defined]
+    return on_stream

@@ -41,6 +41,7 @@ from urllib.parse import urlsplit
 
 from framecodec.reader import PREFACE, FrameReader
 
+from ..core.blocks import block_frames
 from ..core.limits import Limits
 from ..printable import printable
 from .decode import error_name, frame_name, unb64
@@ -158,24 +159,12 @@ class _Peer:
                       promised: Optional[int] = None) -> bytes:
         """A header block encoded with this connection's encoder, as HEADERS/PUSH_PROMISE + CONTINUATIONs."""
         block = self.encoder.encode([(_hb(n), _hb(v)) for n, v in headers])
-        prefix = b""
-        first_flags = flags & 0x01 if ftype == 0x1 else 0
+        prio = None
         if ftype == 0x1 and priority:
             dep = (priority.get("depends_on") or 0) | (0x80000000 if priority.get("exclusive") else 0)
-            prefix = struct.pack(">LB", dep & 0xFFFFFFFF, max(1, min(256, priority.get("weight") or 16)) - 1)
-            first_flags |= 0x20
-        elif ftype == 0x5:
-            prefix = _U32.pack((promised or 0) & 0x7FFFFFFF)
-        room = max(self.peer_max_frame - len(prefix), 1)
-        first, rest = block[:room], block[room:]
-        out = []
-        if not rest:
-            first_flags |= 0x04
-        out.append(_frame(ftype, first_flags, sid, prefix + first))
-        while rest:
-            chunk, rest = rest[:self.peer_max_frame], rest[self.peer_max_frame:]
-            out.append(_frame(0x9, 0x04 if not rest else 0, sid, chunk))
-        return b"".join(out)
+            prio = struct.pack(">LB", dep & 0xFFFFFFFF, max(1, min(256, priority.get("weight") or 16)) - 1)
+        return b"".join(block_frames(sid, block, self.peer_max_frame, ftype == 0x1 and bool(flags & 0x01),
+                                     (promised or 0) if ftype == 0x5 else None, prio))
 
     # ---------------------------------------------------------------- receiving
 

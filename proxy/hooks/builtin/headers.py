@@ -59,6 +59,10 @@ _RULE_KEYS = ("match", "set", "add", "remove", "replace")
 
 HeaderList = List[Tuple[str, str]]
 
+#: Outcomes of :meth:`HeadersHook.rewrite` remembered per hook (a proxy sees the same header lists
+#: again and again; the rules are pure functions of the list, its direction and the request).
+REWRITE_MEMO_ENTRIES = 512
+
 
 class HeaderRule:
     """One rule, checked and compiled from its table (see the module docstring)."""
@@ -200,6 +204,9 @@ class HeadersHook(Hook):
         super().__init__(rules=rules)
         self.rules = [HeaderRule(r, f"headers: rules[{i}]") for i, r in enumerate(rules)]
         self.changed = 0
+        # (direction, headers, request or None) -> (the rules applied, the new list or None).
+        self._memo: Dict[tuple, Tuple[List[HeaderRule], Optional[HeaderList]]] = {}
+        self._reads_request = any(rule.request_globs for rule in self.rules)
 
     def interest(self) -> Interest:
         """HEADERS in the directions the rules name, decoded there; when every rule matches on the
@@ -214,6 +221,7 @@ class HeadersHook(Hook):
 
             def stream(request) -> bool:
                 return request is not None and any(rule.request_matches(request) for rule in rules)
+            stream.request_only = True      # type: ignore[attr-defined]  # (a pure function of the request)
         decode = set(directions)
         if stream is not None:
             decode.add(CLIENT_TO_SERVER)
@@ -231,15 +239,51 @@ class HeadersHook(Hook):
             return Headers(frame.stream_id, [], end_stream="END_STREAM" in frame.flags)
         return new
 
+    def rewrite_header_list(self, direction: str, headers: HeaderList,
+                            request: Optional[HeaderList] = None) -> Optional[HeaderList]:
+        """What :meth:`on_headers` does, for the relay's direct call (no frame, no context): the new
+        list, or None when nothing changed."""
+        new = self.rewrite(direction, headers, request)
+        if new is not None:
+            self.changed += 1
+        return new
+
     def rewrite(self, direction: str, headers: HeaderList,
                 request: Optional[HeaderList] = None) -> Optional[HeaderList]:
-        """The headers after every matching rule, or None when nothing changed."""
+        """The headers after every matching rule, or None when nothing changed.
+
+        Remembered for lists of plain pairs (a never-indexed field's mark is the relay's to keep:
+        it re-marks by value what arrived never-indexed); ``applied`` counts every call all the same.
+        """
+        key: Optional[tuple] = (direction, tuple(headers),
+                                tuple(request) if self._reads_request and request is not None else None)
+        for h in headers:
+            if type(h) is not tuple:
+                key = None
+                break
+        memo = self._memo
+        if key is not None:
+            try:
+                hit = memo.get(key)
+            except TypeError:          # (a value that cannot be hashed: a hook's odd list)
+                hit = key = None
+            if hit is not None:
+                for rule in hit[0]:
+                    rule.applied += 1
+                return None if hit[1] is None else list(hit[1])
         out = list(headers)
+        applied = []
         for rule in self.rules:
             if rule.matches(direction, out, request):
                 rule.applied += 1
+                applied.append(rule)
                 out = rule.apply(out)
-        return None if out == list(headers) else out
+        result = None if out == list(headers) else out
+        if key is not None:
+            if len(memo) >= REWRITE_MEMO_ENTRIES:
+                memo.clear()
+            memo[key] = (applied, None if result is None else list(result))
+        return result
 
 
 def _string(value: Any, where: str) -> str:

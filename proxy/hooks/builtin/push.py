@@ -130,6 +130,7 @@ class PushHook(Hook):
                     if rule.matches(request):
                         return True
             return False
+        wanted.request_only = True      # type: ignore[attr-defined]  # (a pure function of the request)
         if self.when == "request":
             return Interest(types=("headers",), directions=(CLIENT_TO_SERVER,), stream=wanted,
                             decode=(CLIENT_TO_SERVER,))
