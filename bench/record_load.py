@@ -103,13 +103,20 @@ def main() -> int:
                 # served (counted, not timed: h2load's byte counts then cover every byte the log holds for the
                 # client leg). The machine's noise falls on both alike; the ratio is the median of the rounds.
                 ratios, offs, ons, total, ran = [], [], [], 0, 0.0
+                # The proxy's CPU per MiB relayed, on and off: steadier than throughput on a shared machine.
+                cpu_on = cpu_off = mib_on = mib_off = 0.0
                 for _ in range(args.rounds):
                     off = h2load(plain.url + path, duration=args.duration / args.rounds, measure=[plain])
                     count = max(1000, int(off.rps * args.duration / args.rounds))
                     started = time.monotonic()
                     on = h2load(rec.url + path, requests=count, measure=[rec], timeout=20 * args.duration + 120)
-                    ran += time.monotonic() - started
+                    took = time.monotonic() - started
+                    ran += took
                     total += max(h2load_total(on.output), 0)
+                    cpu_off += off.cpu.get(plain.name, 0.0)
+                    mib_off += off.mib_s * args.duration / args.rounds
+                    cpu_on += on.cpu.get(rec.name, 0.0)
+                    mib_on += max(h2load_total(on.output), 0) / 2 ** 20
                     offs.append(off)
                     ons.append(on)
                     ratios.append(on.rps / off.rps if off.rps else 0.0)
@@ -146,12 +153,16 @@ def main() -> int:
                    "port_free_s": port_at, "exit_s": exited, "journal_mb": jsize / 1e6,
                    "log_mb": log_size / 1e6, "finish_after_exit_s": finish,
                    "journal_mb_s": jsize / 1e6 / ran,
+                   "proxy_cpu_ms_per_mib_on": 1000 * cpu_on / max(mib_on, 1e-9),
+                   "proxy_cpu_ms_per_mib_off": 1000 * cpu_off / max(mib_off, 1e-9),
                    "converter_mb_s": log_size / 1e6 / max(finish, 1e-9)}
             results[size] = row
             good = ratio >= TARGET_RATIO and row["complete"] and port_at < 5
             ok &= good
             print(f"{size}: off {off.rps:.0f} req/s ({off.mib_s:.1f} MiB/s), record on {on.rps:.0f} req/s "
                   f"({on.mib_s:.1f} MiB/s): {ratio:.2f}x (median of {', '.join(f'{r:.2f}' for r in ratios)}); "
+                  f"proxy CPU {row['proxy_cpu_ms_per_mib_on']:.2f} ms/MiB recording, "
+                  f"{row['proxy_cpu_ms_per_mib_off']:.2f} off; "
                   f"dropped {checked['dropped']}; client-leg bytes in log "
                   f"{client_got} vs h2load {total} ({'complete' if row['complete'] else 'INCOMPLETE'}); "
                   f"stop: port free {port_at:.2f} s, exit {exited:.2f} s; journal {jsize / 1e6:.0f} MB "

@@ -16,8 +16,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Set, Union, cast
 
+from .core.commands import AwaitHook, Close
 from .core.limits import Limits
-from .core.relay import CLIENT, SERVER, AwaitHook, Close, Relay, RelayOptions
+from .core.relay import CLIENT, SERVER, Relay, RelayOptions
 from .endpoints import ConfigError, Endpoint, parse_endpoint
 
 __all__ = ["ConfigError", "Endpoint", "parse_endpoint", "ProxyServer", "ProxySettings"]
@@ -87,10 +88,10 @@ class Bridge:
         if other is not None and not self._closed_sides[1 - side] and other.is_closing():
             self._notice_closing(1 - side)
         relay.receive(side, data, time.time())
-        if self.write_paused[side] and relay.out[1 - side]:
+        if self.write_paused[side] and relay.pending_output(1 - side):
             self._count_answers(side)
         self.flush()
-        if relay.sides[side].inbox and relay.buffered > self.server.settings.limits.high_water:
+        if not relay.inbox_empty(side) and relay.buffered > self.server.settings.limits.high_water:
             self._pause(side)
         elif self.server.recording_congested:
             self._pause(side)
@@ -100,11 +101,8 @@ class Bridge:
         relay = self.relay
         if relay is None:
             return
-        n = 0
-        for buf in relay.out[1 - side]:
-            if len(buf) < 9 or buf[3] != 0:      # (DATA, held for it until it opened a window, is not counted)
-                n += 1
-        self.unread[side] += n
+        # (DATA, held for it until it opened a window, is not counted)
+        self.unread[side] += relay.pending_control(1 - side)
         limit = self.server.settings.limits.max_queued_control_frames
         if self.unread[side] > limit and not relay.closed:
             relay.limit_exceeded(side, "max_queued_control_frames",
@@ -153,23 +151,21 @@ class Bridge:
         relay = self.relay
         if relay is None:          # (not yet made, or a PipeBridge, which overrides this)
             return
-        out = relay.out
         t_client, t_server = self.transports
-        if out[0] and t_server is not None:
+        if t_server is not None and relay.pending_output(0):
             self._send(SERVER, t_server, relay.take_output(0))
-        if out[1] and t_client is not None:
+        if t_client is not None and relay.pending_output(1):
             self._send(CLIENT, t_client, relay.take_output(1))
         if (self.write_paused[0] or self.write_paused[1]) and not relay.closed:
             self._check_queued()
-        if relay.commands:
-            commands, relay.commands = relay.commands, []
-            for cmd in commands:
-                if isinstance(cmd, AwaitHook):
+        for cmd in relay.take_commands():
+            match cmd:
+                case AwaitHook():
                     task = asyncio.ensure_future(self._await_hook(cmd))
                     self.tasks.add(task)
                     task.add_done_callback(self.tasks.discard)
-                elif isinstance(cmd, Close):
-                    self._close_side(cmd.side, cmd.abort)
+                case Close(side=side, abort=abort):
+                    self._close_side(side, abort)
 
     def _check_queued(self) -> None:
         """A side's socket is backed up: past max_queued_bytes it gets ENHANCE_YOUR_CALM."""
@@ -185,9 +181,9 @@ class Bridge:
                     relay.limit_exceeded(side, "max_queued_bytes",
                                          f"{size} bytes queued towards the {_SIDE[side]}, which does not read them")
                     t_client, t_server = self.transports
-                    if relay.out[0] and t_server is not None:
+                    if t_server is not None and relay.pending_output(0):
                         self._send(SERVER, t_server, relay.take_output(0))
-                    if relay.out[1] and t_client is not None:
+                    if t_client is not None and relay.pending_output(1):
                         self._send(CLIENT, t_client, relay.take_output(1))
                     return
 
@@ -206,7 +202,7 @@ class Bridge:
         else:
             relay.resume(d, result)
         self.flush()
-        if self.paused_reading[d] and not relay.sides[d].inbox:
+        if self.paused_reading[d] and relay.inbox_empty(d):
             self._resume(d)
 
     # -- backpressure -----------------------------------------------------
@@ -471,7 +467,7 @@ class ProxyServer:
             relay = b.relay
             if relay is not None and not relay.closed:
                 relay.tick(now, b.paused_reading[SERVER])
-                if relay.commands or relay.out[0] or relay.out[1]:
+                if relay.pending_commands() or relay.pending_output(0) or relay.pending_output(1):
                     b.flush()
                 if (b.write_paused[0] or b.write_paused[1]) and zero_window and not relay.closed:
                     b.check_stall(now, zero_window)

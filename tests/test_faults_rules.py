@@ -13,7 +13,8 @@ import pytest
 from framecodec import frame as fc
 from framecodec.reader import PREFACE
 from proxy.config import load_config
-from proxy.core.relay import C2S, S2C, AwaitHook, Relay, RelayOptions
+from proxy.core.commands import AwaitHook
+from proxy.core.relay import C2S, S2C, Relay, RelayOptions
 from proxy.faults import ACTIONS, KEYS, FaultError, FaultHook, build_fault_hook, parse_line
 from proxy.faults.rules import Rule
 from proxy.hooks.chain import HookChain
@@ -78,6 +79,7 @@ class Conn:
         self.relay.receive(S2C, wire(fc.SettingsFrame(0), fc.SettingsFrame(0, flags=["ACK"])), 0.0)
         self.relay.receive(C2S, wire(fc.SettingsFrame(0, flags=["ACK"])), 0.0)
         out(self.relay, C2S), out(self.relay, S2C)
+        self.commands: list = []     # taken from the relay, not yet asked for
 
     def send(self, d, *frames):
         self.relay.receive(d, wire(*frames), 0.0)
@@ -91,10 +93,15 @@ class Conn:
     def respond(self, sid, headers=RESP, end=False):
         self.send(S2C, self.server.headers(sid, headers, end))
 
+    def taken(self, kind):
+        """The commands of type ``kind`` the relay gave since they were last asked for."""
+        self.commands += self.relay.take_commands()
+        found = [c for c in self.commands if isinstance(c, kind)]
+        self.commands = [c for c in self.commands if not isinstance(c, kind)]
+        return found
+
     def awaits(self):
-        cmds = [c for c in self.relay.commands if isinstance(c, AwaitHook)]
-        self.relay.commands = [c for c in self.relay.commands if not isinstance(c, AwaitHook)]
-        return cmds
+        return self.taken(AwaitHook)
 
 
 def types(frames):
@@ -431,10 +438,10 @@ def test_goaway_with_code_last_stream_and_debug():
 
 
 def test_close_with_fin_or_reset():
-    from proxy.core.relay import Close
+    from proxy.core.commands import Close
     c = Conn(["close reset type=ping direction=c2s towards=server"])
     c.send(C2S, fc.PingFrame(0, opaque_data=b"12345678"))
-    closes = [x for x in c.relay.commands if isinstance(x, Close)]
+    closes = c.taken(Close)
     assert [(x.side, x.abort) for x in closes] == [(1, True)] and c.take(C2S) == []
 
 

@@ -42,8 +42,9 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 from framecodec import frame as fc
 from framecodec.exceptions import FrameCodecError
 from framecodec.reader import PREFACE, FrameReader
+from proxy.core.commands import AwaitHook, Close
 from proxy.core.limits import Limits
-from proxy.core.relay import C2S, S2C, AwaitHook, Close, Relay, RelayOptions
+from proxy.core.relay import C2S, S2C, Relay, RelayOptions
 from proxy.hooks.api import RawBytes
 from proxy.hooks.chain import HookChain
 from proxy.recording.sink import FrameSink
@@ -473,7 +474,7 @@ class RelayFuzz(RuleBasedStateMachine):
         self.check_logs()
         self.check_bounds()
         outputs = [r.take_output(C2S), r.take_output(S2C)]
-        commands, r.commands = r.commands, []
+        commands = r.take_commands()
         waits = [c for c in commands if isinstance(c, AwaitHook)]
         assert not waits or self.config["hooks"] == "async"
         self.awaiting += waits

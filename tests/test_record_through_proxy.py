@@ -13,6 +13,7 @@ import h2.connection
 import h2.events
 import pytest
 
+from proxy.recording.logfile import read_records
 from proxy.recording.offload import ProcessRecorder
 from proxy.recording.recorder import JsonlRecorder
 from tests.conftest import free_port, run
@@ -21,9 +22,10 @@ from tests.test_proxy_peers import RecordingH2Server
 
 
 def _streams(path):
-    """Concatenated wire bytes per (leg, direction) from a frame log."""
+    """Concatenated wire bytes per (leg, direction) from a frame log (read by the reader: it resolves
+    ``wire_of``, the sent frames that carry the bytes of the received one they forwarded)."""
     out = {}
-    records = [json.loads(line) for line in open(path)]
+    records = read_records(str(path))
     for r in records:
         if r.get("record") in ("preface", "frame", "raw") and "wire" in r:
             key = (r["leg"], r["dir"])

@@ -24,7 +24,7 @@ from framecodec.frame import (
     WindowUpdateFrame,
 )
 from proxy.recording.logfile import connections, read_records
-from proxy.recording.recorder import FORMAT_NAME, JsonlRecorder
+from proxy.recording.recorder import FORMAT_NAME, FORMAT_VERSION, JsonlRecorder
 from proxy.recording.simulate import simulate
 from proxy.recording.sink import FrameSink, MultiSink
 from proxy.recording.text import LivePrinter, Renderer
@@ -56,7 +56,7 @@ def test_header_record_and_wire_invariant(tmp_path):
     assert results[1]["status"] == 200 and len(results[5]["body"]) == 70000
     records = _lines(path)
     head = records[0]
-    assert head["record"] == "header" and head["format"] == FORMAT_NAME and head["version"] == 1
+    assert head["record"] == "header" and head["format"] == FORMAT_NAME and head["version"] == FORMAT_VERSION
     assert head["tool_version"] and head["started"].endswith("Z") and isinstance(head["started_ts"], float)
     kinds = [r["record"] for r in records]
     assert kinds[1] == "connection_opened" and kinds[-1] == "connection_closed"

@@ -9,9 +9,10 @@ import pytest
 
 from framecodec import frame as fc
 from framecodec.reader import PREFACE, FrameReader
+from proxy.core.commands import AwaitHook, Close
 from proxy.core.limits import Limits
 from proxy.core.protocol import ErrorCode
-from proxy.core.relay import C2S, S2C, AwaitHook, Close, Relay, RelayOptions
+from proxy.core.relay import C2S, S2C, Relay, RelayOptions
 from proxy.hooks.api import RawBytes
 from proxy.hooks.chain import HookChain
 
@@ -35,6 +36,11 @@ class Peer:
 
 def wire(*frames) -> bytes:
     return b"".join(f if isinstance(f, (bytes, bytearray)) else f.serialize() for f in frames)
+
+
+def closes(r: Relay):
+    """The sockets the relay asked the shell to close since last asked: [(side, abort)]."""
+    return [(c.side, c.abort) for c in r.take_commands() if isinstance(c, Close)]
 
 
 def out(relay: Relay, d: int) -> bytes:
@@ -114,7 +120,7 @@ def test_a_side_that_closes_its_socket_only_gets_the_other_side_closed():
     for side in (C2S, S2C):
         r = start()
         r.eof(side, "gone")
-        assert r.closed and [(c.side, c.abort) for c in r.commands if isinstance(c, Close)] == [(1 - side, False)]
+        assert r.closed and closes(r) == [(1 - side, False)]
         if side == S2C:     # (the client hears why; a client leaving with no stream open owes the server nothing)
             [goaway] = parsed(out(r, S2C))
             assert isinstance(goaway, fc.GoAwayFrame) and goaway.error_code == ErrorCode.INTERNAL_ERROR
@@ -129,7 +135,7 @@ def test_strict_mode_answers_connection_error_and_closes():
                                                               b"(PROTOCOL_ERROR)"))
     to_client = parsed(out(r, S2C))
     assert isinstance(to_client[0], fc.GoAwayFrame) and to_client[0].error_code == 1
-    assert {c.side for c in r.commands if isinstance(c, Close)} == {0, 1}
+    assert {side for side, _ in closes(r)} == {0, 1}
 
 
 def test_even_client_stream_and_decreasing_ids_are_violations():
@@ -259,7 +265,7 @@ def test_async_hook_holds_the_frame_and_those_behind_it():
     after = fc.WindowUpdateFrame(0, window_increment=10)
     r.receive(C2S, wire(ping, after), 0.0)
     assert out(r, C2S) == b""
-    cmd = [c for c in r.commands if isinstance(c, AwaitHook)][0]
+    [cmd] = [c for c in r.take_commands() if isinstance(c, AwaitHook)]
     cmd.awaitable.close()
     r.resume(C2S, None)
     assert out(r, C2S) == wire(ping, after)

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from framecodec import frame as fc
 from framecodec.reader import PREFACE
+from proxy.core.commands import Close
 from proxy.core.limits import Limits
 from proxy.core.protocol import ErrorCode
-from proxy.core.relay import C2S, S2C, Close, Relay, RelayOptions
+from proxy.core.relay import C2S, S2C, Relay, RelayOptions
 from tests.test_relay_playbook import REQ, RESP, Peer, out, parsed, wire
 
 INTERNAL = int(ErrorCode.INTERNAL_ERROR)
@@ -23,9 +24,11 @@ def relay(**limits) -> Relay:
     return Relay(1, RelayOptions(limits=Limits(**limits)))
 
 
-def timed_out(r: Relay, name: str, streams=(1,)) -> None:
+def timed_out(r: Relay, name: str, streams=(1,), first_to_client=None) -> None:
     """What a timed-out upstream leaves: the frames both ways, and both sides closed."""
     to_client, to_server = parsed(out(r, S2C)), parsed(out(r, C2S))
+    if first_to_client is not None:
+        assert isinstance(to_client[0], first_to_client)
     assert [(f.stream_id, f.error_code) for f in to_client if isinstance(f, fc.RstStreamFrame)] == \
         [(sid, INTERNAL) for sid in streams]
     g = [f for f in to_client if isinstance(f, fc.GoAwayFrame)]
@@ -35,7 +38,7 @@ def timed_out(r: Relay, name: str, streams=(1,)) -> None:
         [(sid, CANCEL) for sid in streams]
     g = [f for f in to_server if isinstance(f, fc.GoAwayFrame)]
     assert len(g) == 1 and g[0].error_code == 0
-    assert r.closed and {c.side for c in r.commands if isinstance(c, Close)} == {0, 1}
+    assert r.closed and {c.side for c in r.take_commands() if isinstance(c, Close)} == {0, 1}
 
 
 def test_an_upstream_that_never_sends_settings_is_given_up():
@@ -47,8 +50,7 @@ def test_an_upstream_that_never_sends_settings_is_given_up():
     assert not r.closed and not out(r, S2C)
     r.tick(5.5)
     # The client never had the server's SETTINGS: the proxy's empty one comes first (RFC 9113 3.4).
-    assert isinstance(parsed(r.out[S2C][0])[0], fc.SettingsFrame)
-    timed_out(r, "upstream_settings_timeout")
+    timed_out(r, "upstream_settings_timeout", first_to_client=fc.SettingsFrame)
 
 
 def test_an_upstream_that_sent_settings_is_not_timed_out_for_them():

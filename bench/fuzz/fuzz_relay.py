@@ -29,8 +29,9 @@ from common import instrumented, main  # noqa: E402
 with instrumented(("framecodec", "proxy.core", "proxy.hooks")):
     from framecodec import frame as fc
     from framecodec.reader import PREFACE, FrameReader
+    from proxy.core.commands import Close
     from proxy.core.limits import Limits
-    from proxy.core.relay import C2S, S2C, Close, Relay, RelayOptions
+    from proxy.core.relay import C2S, S2C, Relay, RelayOptions
     from proxy.hooks.api import RawBytes
     from proxy.hooks.chain import HookChain
     from proxy.recording.sink import FrameSink
@@ -91,7 +92,7 @@ class Checker:
     def check(self) -> None:
         r = self.relay
         outs = [r.take_output(C2S), r.take_output(S2C)]
-        commands, r.commands = r.commands, []
+        commands = r.take_commands()
         if self.closed:
             assert r.closed and not outs[0] and not outs[1] and not commands, "activity after close"
             return

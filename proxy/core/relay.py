@@ -1,9 +1,33 @@
 """The sans-I/O connection core: one client connection relayed to one upstream.
 
-Bytes from each socket go in through :meth:`Relay.receive`; frames come out as
-buffers in ``relay.out[direction]`` (to be written to the receiving socket) and
-as commands in ``relay.commands`` (close a side, await a hook). No sockets, no
-clock: the caller passes the time in.
+No sockets, no clock, no event loop: the caller passes bytes and the time in,
+and takes bytes and commands out. The boundary with the shell
+(``proxy/server.py``, ``proxy/forward.py``) is these calls and nothing else
+(the shell reads no other attribute of the relay):
+
+In, each followed by taking what came out:
+
+* :meth:`Relay.receive` ``(side, data, now)``: bytes read from the socket of ``side``;
+* :meth:`Relay.eof` ``(side, reason)``: that socket was closed by its peer;
+* :meth:`Relay.tick` ``(now, upstream_held)``: once a second, for the timeouts;
+* :meth:`Relay.resume` ``(direction, result, error)``: the outcome of an :class:`AwaitHook`;
+* the shell's own findings: :meth:`Relay.limit_exceeded`, :meth:`Relay.preface_timeout`,
+  :meth:`Relay.upstream_failed`, :meth:`Relay.shutdown`, :meth:`Relay.close`.
+
+Out, in this order:
+
+1. :meth:`Relay.take_output` ``(direction)``: the buffers to write towards the receiver of
+   ``direction`` (to the server for 0, to the client for 1), to write before anything else;
+   :meth:`Relay.pending_output` says whether any wait (the shell takes them only once it
+   has a socket to write them to), :meth:`Relay.pending_control` how many are not DATA;
+2. :meth:`Relay.take_commands`: the commands (:mod:`proxy.core.commands`: :class:`Close` a
+   socket once its output is written, :class:`AwaitHook` and hand the outcome to ``resume``);
+   :meth:`Relay.pending_commands` says whether any wait.
+
+For backpressure: :attr:`Relay.buffered` (bytes the core holds) and
+:meth:`Relay.inbox_empty` (no frame of a side waits unprocessed: reading it may resume);
+:attr:`Relay.closed` once the connection ended. ``relay.wake`` is set by the shell to a
+function that takes the output made outside these calls (a hook's timer).
 
 Per direction the pipeline is: streaming reader -> header-block assembly ->
 RFC 9113 checks and the passive state (settings, streams, windows) -> hooks ->
@@ -24,6 +48,7 @@ from typing import (
     Iterable,
     List,
     Optional,
+    Sequence,
     Set,
     Tuple,
     Union,
@@ -47,6 +72,7 @@ from ..hooks.api import (
 )
 from . import blocks, checks, messages
 from . import streams as st
+from .commands import AwaitHook, Close, Command
 from .flow import SENDING, FlowControl, owe
 from .hookrun import (
     UNCHANGED,
@@ -115,21 +141,6 @@ _goaway_head = struct.Struct(">LL")
 _PAD_PRIO = PADDED | PRIORITY_FLAG
 #: ``predecoded`` default of Relay._header_block: the block was not decoded yet.
 _UNDECODED = object()
-
-
-@dataclass
-class Close:
-    """Command: close the socket of ``side`` (0 client, 1 server) once its output is written."""
-    side: int
-    reason: str
-    abort: bool = False
-
-
-@dataclass
-class AwaitHook:
-    """Command: await ``awaitable`` and hand the outcome to :meth:`Relay.resume`."""
-    direction: int
-    awaitable: Any
 
 
 @dataclass
@@ -204,7 +215,7 @@ class Relay(FlowControl, Output):
         #: otherwise only those a hook is handed (see docs/proxy.md, *What is checked*).
         self.check_all = bool(self.options.decode_headers or self.options.strict)
         self.out: List[List[Wire]] = [[], []]
-        self.commands: List[Union[Close, AwaitHook]] = []
+        self.commands: List[Command] = []
         self.streams: Dict[int, Stream] = {}
         self.recently_closed = RecentlyClosed()   # stream id -> side that reset it (-1: ended normally)
         self.last_client_push_id = 0         # highest even id used towards the client
@@ -1896,6 +1907,35 @@ class Relay(FlowControl, Output):
     def close(self, reason: str) -> None:
         """The shell is done with this connection (both sockets gone)."""
         self._finish(reason)
+
+    # ------------------------------------------------- what the shell takes (public boundary)
+
+    def pending_output(self, d: int) -> bool:
+        """Whether buffers wait to be written towards the receiver of direction ``d`` (:meth:`take_output`)."""
+        return bool(self.out[d])
+
+    def pending_control(self, d: int) -> int:
+        """How many of the buffers waiting towards the receiver of ``d`` are not DATA frames: what the
+        shell counts against ``max_queued_control_frames`` while that receiver reads nothing."""
+        return sum(1 for buf in self.out[d] if len(buf) < 9 or buf[3] != DATA)
+
+    def pending_commands(self) -> bool:
+        """Whether commands wait to be taken (:meth:`take_commands`)."""
+        return bool(self.commands)
+
+    def take_commands(self) -> Sequence[Command]:
+        """The commands made since the last call, in order (and forget them); the shell carries them
+        out after writing the output it took (a :class:`Close` closes a socket once written)."""
+        commands = self.commands
+        if not commands:
+            return ()
+        self.commands = []
+        return commands
+
+    def inbox_empty(self, side: int) -> bool:
+        """Whether no frame read from ``side`` waits unprocessed (behind an awaited hook, or a server's
+        frames before the client's preface): the shell may read that side again."""
+        return not self.sides[side].inbox
 
     # ------------------------------------------------- what the shell reports (public boundary)
 

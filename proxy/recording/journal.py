@@ -18,9 +18,15 @@ the proxy already saturates. The work is split in two processes:
   own, then deletes the journal.
 
 The journal (``H2PJ`` + version, then a JSON header with the recorder's
-options, then batches: 4-byte big-endian length + pickled list of events) is a
-private, transient format: it is read by the same version of h2proxy that wrote
-it. End markers: length 0 (the proxy closed the log), ``0xFFFFFFFF`` (the proxy
+options, then batches: 4-byte big-endian length + either a pickled list of
+events or one *forwarded block*, :data:`FORWARDED_HEAD` then the frames as they
+went over the wire) is a private, transient format: it is read by the same
+version of h2proxy that wrote it (this one also reads version 1 journals, which
+have pickled batches only). Forwarded blocks are how the proxy hands over large
+reads of frames it passed on unchanged: their bytes go from the relay's buffers
+to the pipe in one ``writev``, never joined or pickled (:func:`decode_batch`).
+
+End markers: length 0 (the proxy closed the log), ``0xFFFFFFFF`` (the proxy
 vanished without closing it).
 
 If the converter is stopped (SIGTERM, SIGINT) before it is done, it finishes the
@@ -40,16 +46,43 @@ import sys
 import time
 from typing import Optional
 
-__all__ = ["JOURNAL_MAGIC", "journal_path", "write_journal_header", "writer_main", "convert", "main"]
+__all__ = ["JOURNAL_MAGIC", "decode_batch", "forwarded_head", "journal_path", "write_journal_header", "writer_main",
+           "convert", "main"]
 
-JOURNAL_MAGIC = b"H2PJ\x01\n"
+JOURNAL_MAGIC = b"H2PJ\x02\n"
+#: Journals of the previous version (pickled batches only): still converted.
+JOURNAL_MAGICS = (JOURNAL_MAGIC, b"H2PJ\x01\n")
 _LENGTH = struct.Struct(">I")
+#: A forwarded block's head: ``F``, seq, conn, time, the index in LEGS of the leg received on and of the
+#: leg sent on. A pickled batch starts with pickle's PROTO opcode (0x80), never with ``F``.
+FORWARDED_HEAD = struct.Struct(">cqqdBB")
+_LEGS = ("client", "upstream")
+
+
+def forwarded_head(seq: int, conn: int, t: float, recv_leg: str, send_leg: str) -> bytes:
+    """The head of a forwarded block (the frames follow it)."""
+    return FORWARDED_HEAD.pack(b"F", seq, conn, t, _LEGS.index(recv_leg), _LEGS.index(send_leg))
+
+
+def decode_batch(data: bytes) -> list:
+    """The events of one batch read from the journal or the recorder pipe."""
+    if data[:1] == b"F":
+        _, seq, conn, t, recv_leg, send_leg = FORWARDED_HEAD.unpack_from(data)
+        return [("forwarded", seq, conn, _LEGS[recv_leg], _LEGS[send_leg], t,
+                 memoryview(data)[FORWARDED_HEAD.size:])]
+    return pickle.loads(data)
 #: End marker: the proxy closed the log.
 END_CLEAN = 0
 #: End marker: the pipe ended without the proxy closing the log (it was killed).
 END_ABRUPT = 0xFFFFFFFF
 #: Seconds the converter waits between looks at a journal that has not grown.
 POLL = 0.05
+#: Journal growth (bytes per second) past which the converter leaves the disk to the journal writer: at
+#: full load with large bodies the disk is what limits recording (the log's writes would take its
+#: bandwidth from the journal, and so from the proxy); the log is written once the load drops.
+YIELD_RATE = 48 << 20
+#: Seconds over which that growth is measured.
+YIELD_WINDOW = 0.25
 
 
 def journal_path(path: str) -> str:
@@ -190,6 +223,30 @@ class _Follower:
             time.sleep(POLL)
         return b"".join(parts)
 
+    _mark: Optional[tuple] = None
+
+    def _size(self) -> int:
+        try:
+            return os.fstat(self.fh.fileno()).st_size
+        except OSError:
+            return 0
+
+    def yield_disk(self) -> None:
+        """Wait while the journal grows faster than :data:`YIELD_RATE` (its writer alive, no stop asked)."""
+        now = time.monotonic()
+        mark = self._mark
+        if mark is None:
+            self._mark = (now, self._size())
+            return
+        if now - mark[0] < YIELD_WINDOW:
+            return
+        size = self._size()
+        while (size - mark[1]) / (now - mark[0]) > YIELD_RATE and not self.stop and self._writer_alive():
+            mark = (now, size)
+            time.sleep(YIELD_WINDOW)
+            now, size = time.monotonic(), self._size()
+        self._mark = (now, size)
+
     def remaining(self) -> int:
         try:
             return os.fstat(self.fh.fileno()).st_size - self.fh.tell()
@@ -208,7 +265,7 @@ def convert(journal: str, log_path: Optional[str] = None, *, writer_pid: Optiona
 
     src = _Follower(journal, writer_pid)
     magic = src.fh.read(len(JOURNAL_MAGIC))
-    if magic != JOURNAL_MAGIC:
+    if magic not in JOURNAL_MAGICS:
         say(f"{journal}: not an h2proxy recording journal")
         return 2
     size = src.read(4)
@@ -242,6 +299,8 @@ def convert(journal: str, log_path: Optional[str] = None, *, writer_pid: Optiona
             if following and batches % 64 == 0 and not src._writer_alive():
                 following = False
                 _normal_priority()
+            if following:
+                src.yield_disk()
             if stopped:
                 left = src.remaining()
                 rec.emit({"record": "truncated", "ts": time.time(), "journal": journal, "unconverted_bytes": left,
@@ -272,7 +331,7 @@ def convert(journal: str, log_path: Optional[str] = None, *, writer_pid: Optiona
                 rec.emit(_cut_short(journal))
                 status = 1
                 break
-            for item in pickle.loads(data):
+            for item in decode_batch(data):
                 rec._handle(item)
             rec.flush_output()
     finally:

@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Dict, Iterator, List, Optional
 
 from .decode import unb64
-from .reader import LogError, LogReader
+from .reader import LogError, LogReader, WireLinks
 
 __all__ = ["LogError", "read_records", "Connection", "connections", "BYTE_RECORDS"]
 
@@ -68,9 +68,17 @@ class Connection:
 
 
 def connections(records: List[dict]) -> Dict[int, Connection]:
-    """Records grouped by connection id, in order of first appearance."""
+    """Records grouped by connection id, in order of first appearance.
+
+    Records parsed without :class:`~proxy.recording.reader.LogReader` get their ``wire`` here too
+    (``wire_of``, format version 2).
+    """
     conns: Dict[int, Connection] = {}
+    links = WireLinks()
     for rec in records:
+        problem = links.fill(rec)
+        if problem is not None:
+            raise LogError(f"record {rec.get('seq')}: {problem}")
         conn = rec.get("conn")
         if conn is None or rec.get("record") in ("header", "truncated"):
             continue

@@ -156,6 +156,11 @@ class LogFileWriter:
         self._next_file()
 
     @property
+    def pending_rotation(self) -> bool:
+        """True when the current file is full: the next line opens the next file."""
+        return self._fh is None and self._pending is not None
+
+    @property
     def current(self) -> str:
         return self.files[-1]
 

@@ -16,6 +16,10 @@ handed on and dropped. The reader also:
   list, a ``ts`` that is text): every converter gets records it can use as they
   are, and bad input gets one clear line, not a traceback from deep inside one;
 - checks the header (format name, version);
+- gives every byte record its ``wire``: a sent frame that carries ``wire_of``
+  (format version 2: forwarded unchanged, its bytes are those of the record it
+  names, the last one before it with ``wire``) gets that record's ``wire``
+  string (the same object: nothing is copied or decoded);
 - skips lines a caller's ``line_filter`` rejects before parsing them (cheap
   byte tests that let ``log text --conn 3`` pass over most of a log);
 - shows a progress bar (tqdm) on standard error when that is a terminal;
@@ -54,8 +58,8 @@ except ImportError:  # pragma: no cover - msgspec is a dependency; keep working 
     _loads = _json.loads
     _DecodeError = (ValueError,)
 
-__all__ = ["LogError", "LogReader", "field_problem", "read_log", "open_log_file", "rotated_files", "conn_filter",
-           "frame_type_filter", "all_of"]
+__all__ = ["LogError", "LogReader", "WireLinks", "field_problem", "read_log", "open_log_file", "rotated_files",
+           "conn_filter", "frame_type_filter", "all_of"]
 
 _GZIP_MAGIC = b"\x1f\x8b"
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
@@ -76,7 +80,7 @@ _FIELD_TYPES: Tuple[Tuple[str, Tuple[type, ...], str], ...] = (
     ("dir", (str,), "a string"), ("type", (str,), "a string"), ("stream", (int,), "an integer"),
     ("seq", (int,), "an integer"), ("ts", (float, int), "a number"), ("length", (int,), "an integer"),
     ("flags", (int,), "an integer"), ("type_byte", (int,), "an integer"), ("wire", (str,), "a string"),
-    ("fields", (dict,), "an object"), ("headers", (list,), "a list"),
+    ("wire_of", (int,), "an integer"), ("fields", (dict,), "an object"), ("headers", (list,), "a list"),
 )
 _JSON_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "a boolean", list: "a list",
                dict: "an object"}
@@ -95,6 +99,37 @@ def field_problem(rec: dict) -> Optional[str]:
             return f"field {name!r} is {shown} ({_JSON_NAMES.get(type(value), type(value).__name__)}), " \
                    f"not {what}"
     return None
+
+
+class WireLinks:
+    """Gives records with ``wire_of`` (format version 2) the ``wire`` of the record they name, in its place
+    (readers then see the records a version 1 log has).
+
+    The recorder writes ``wire_of: N`` instead of ``wire`` on a sent frame whose
+    bytes are those of record N, the last record with ``wire`` before it in the
+    same file (the received frame it forwarded unchanged). So only that last
+    record's ``wire`` is kept: memory stays the size of one frame.
+    """
+
+    __slots__ = ("seq", "wire")
+
+    def __init__(self) -> None:
+        self.seq: Optional[int] = None
+        self.wire: Optional[str] = None
+
+    def fill(self, rec: dict) -> Optional[str]:
+        """Remember ``rec``'s wire, or set it from the record it names; what is wrong, or None."""
+        got = rec.get("wire")
+        if got is not None:
+            self.seq, self.wire = rec.get("seq"), got
+        elif "wire_of" in rec:
+            of = rec["wire_of"]
+            if of is None or of != self.seq:
+                return (f"field 'wire_of' is {of!r}, but the last record with bytes before it is {self.seq!r}: "
+                        f"the bytes it names are not in this log")
+            del rec["wire_of"]
+            rec["wire"] = self.wire
+        return None
 
 
 def _zstd_reader(raw: BinaryIO) -> "zstandard.ZstdDecompressionReader":
@@ -240,6 +275,8 @@ class LogReader:
         bad = 0
         first = True
         seen_pos = 0
+        # What a ``wire_of`` points to (never across files).
+        links = WireLinks()
         every = self.progress_every
         count = 0
         try:
@@ -287,6 +324,9 @@ class LogReader:
                 kind = rec.get("record")
                 if index and kind in _RESTATED:
                     continue
+                problem = links.fill(rec)
+                if problem is not None:
+                    raise LogError(printable(f"{path}:{n}: the {kind} record {rec.get('seq')}: {problem}"))
                 self.records += 1
                 if kind == "truncated":
                     self.truncated = True

@@ -28,7 +28,9 @@ from .sink import FrameSink
 __all__ = ["ThreadedSink", "JsonlRecorder", "FORMAT_NAME", "FORMAT_VERSION"]
 
 FORMAT_NAME = "h2proxy-frame-log"
-FORMAT_VERSION = 1
+#: 2: a frame sent with the bytes of the frame it came from (forwarded unchanged) may carry ``wire_of``
+#: (that frame's seq) instead of ``wire``, so the log holds the bytes once. Version 1 logs read as before.
+FORMAT_VERSION = 2
 
 #: Frame types whose payload carries HPACK: their bytes must reach the decoder even when filtered out.
 _HPACK_TYPES = (0x1, 0x5, 0x9)
@@ -127,6 +129,13 @@ class ThreadedSink(FrameSink):
     #: gRPC decoding (a proxy.grpc.calls.GrpcOptions) or None: adds grpc_message / grpc_call records.
     grpc = None
     _grpc_tracker = None
+    #: Whether a sent frame with the same bytes as the received frame it came from (its ``origin``, the
+    #: byte record just before it) is recorded with ``wire_of`` instead of a second copy of the bytes
+    #: (format version 2). Subclasses that do not set it get ``wire`` on every record.
+    share_wire = False
+    #: (seq, bytes) of the last byte record built with its ``wire``: what a ``wire_of`` may point to.
+    _wire_seq: Optional[int] = None
+    _wire_bytes: Optional[bytes] = None
 
     def __init__(self, *, filter_conn: Optional[Iterable[int]] = None, filter_stream: Optional[Iterable[int]] = None,
                  filter_types: Optional[Iterable] = None, max_queue: int = 1_000_000,
@@ -343,14 +352,26 @@ class ThreadedSink(FrameSink):
         kind = item[0]
         if kind == "frame":
             _, seq, conn, leg, d, t, wire, headers, origin, actions, keep = item
+            if not keep:
+                frame_record(seq, t, conn, leg, d, wire, headers, origin, actions, self._hpack, False)
+                return None
+            if self.share_wire and origin is not None and origin == self._wire_seq and wire == self._wire_bytes:
+                # Forwarded unchanged: the bytes are in the record just before (seq ``origin``).
+                rec = frame_record(seq, t, conn, leg, d, wire, headers, origin, actions, self._hpack, False)
+                rec["wire_of"] = origin
+                return rec
             rec = frame_record(seq, t, conn, leg, d, wire, headers, origin, actions, self._hpack, self.record_wire)
-            return rec if keep else None
+            if self.share_wire:
+                self._wire_seq, self._wire_bytes = seq, wire
+            return rec
         if kind == "preface":
             _, seq, conn, leg, d, t, wire = item
+            self._wire_seq = None
             return {"record": "preface", "seq": seq, "ts": t, "conn": conn, "leg": leg, "dir": d,
                     "length": len(wire), "wire": b64(wire)}
         if kind == "raw":
             _, seq, conn, leg, d, t, data, note = item
+            self._wire_seq = None
             return {"record": "raw", "seq": seq, "ts": t, "conn": conn, "leg": leg, "dir": d,
                     "length": len(data), "note": note, "wire": b64(data)}
         if kind == "connection_opened":
@@ -399,6 +420,7 @@ class ThreadedSink(FrameSink):
             _, seq, conn, leg, d, t, wire = item[:7]
             if item[0] == "frame" and not item[10]:
                 return None
+            self._wire_seq = None
             return {"record": item[0], "seq": seq, "ts": t, "conn": conn, "leg": leg, "dir": d,
                     "length": max(len(wire) - 9, 0) if item[0] == "frame" else len(wire),
                     "fields": {"parse_error": f"recorder: {type(exc).__name__}: {exc}"}, "wire": b64(wire)}
@@ -489,12 +511,16 @@ class JsonlRecorder(ThreadedSink):
     can be read by itself.
     """
 
+    share_wire = True
+
     def __init__(self, path, *, filter_conn=None, filter_stream=None, filter_types=None,
                  max_bytes: Optional[int] = None, max_queue: int = 1_000_000,
                  max_queue_bytes: int = 256 << 20, rotate: Optional[int] = None,
                  header_extra: Optional[dict] = None, max_header_list_size: Optional[int] = None,
                  grpc=None) -> None:
         self.path = os.fspath(path)
+        #: The file (part) the last record carrying ``wire`` went to: a ``wire_of`` only points within a file.
+        self._wire_part = 0
         self.max_bytes = max_bytes
         self.rotate = rotate
         if isinstance(grpc, dict):       # as the journal's header carries it (JSON)
@@ -549,21 +575,29 @@ class JsonlRecorder(ThreadedSink):
     def emit(self, record: dict) -> None:
         if self._truncated:
             return
+        out = self._out
+        if "wire_of" in record:
+            if out.rotate and (out.pending_rotation or out.part != self._wire_part):
+                # The bytes it points to are in the previous file: each file must read by itself.
+                del record["wire_of"]
+                record["wire"] = b64(self._wire_bytes or b"")
+        elif "wire" in record:
+            self._wire_part = out.part + 1 if out.pending_rotation else out.part
         line = dumps_bytes(record)
-        if self.max_bytes is not None and self._out.written + len(line) + 1 > self.max_bytes:
+        if self.max_bytes is not None and out.written + len(line) + 1 > self.max_bytes:
             self._truncated = True
             self._halted = True
-            self._out.write(dumps({"record": "truncated", "ts": time.time(), "max_bytes": self.max_bytes,
-                                   "at_seq": record.get("seq"), "at_record": record.get("record"),
-                                   "message": f"the log reached its size cap of {self.max_bytes} bytes; "
-                                              f"nothing after this was written"}))
+            out.write(dumps({"record": "truncated", "ts": time.time(), "max_bytes": self.max_bytes,
+                             "at_seq": record.get("seq"), "at_record": record.get("record"),
+                             "message": f"the log reached its size cap of {self.max_bytes} bytes; "
+                                        f"nothing after this was written"}))
             return
         kind = record.get("record")
         if kind == "connection_opened":
             self._open_conns[record.get("conn")] = (record.get("ts"), record.get("info"))
         elif kind == "connection_closed":
             self._open_conns.pop(record.get("conn"), None)
-        self._out.write(line)
+        out.write(line)
 
     def flush_output(self) -> None:
         self._out.flush()
