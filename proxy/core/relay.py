@@ -141,7 +141,12 @@ class RelayOptions:
 
 
 class Relay(FlowControl, Output, ControlFrames, Violations):
-    """Relays one HTTP/2 connection between a client and an upstream server."""
+    """Relays one HTTP/2 connection between a client and an upstream server.
+
+    Parts of it live in mixins, one job each: :mod:`.flow` (the flow-control ledger), :mod:`.output`
+    (sending, recording, stream-id mapping), :mod:`.control` (control frames) and :mod:`.errors`
+    (violations and limits).
+    """
 
     def __init__(self, conn_id: int, options: Optional[RelayOptions] = None, hooks: Optional[HookRunner] = None,
                  sink: Optional[FrameSink] = None, now: float = 0.0, info: Optional[Dict[str, Any]] = None) -> None:
