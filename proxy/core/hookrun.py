@@ -57,8 +57,9 @@ from .side import CLIENT, SERVER
 if TYPE_CHECKING:
     from framecodec.reader import RawFrame
 
-    from .relay import Relay, _Unit
+    from .relay import Relay
     from .streams import Stream
+    from .unit import _Unit
 
 log = logging.getLogger("h2proxy")
 

@@ -15,7 +15,19 @@ from __future__ import annotations
 
 import re
 import struct
-from typing import TYPE_CHECKING, Any, Callable, Collection, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Callable,
+    Collection,
+    Dict,
+    Iterable,
+    List,
+    Optional,
+    Protocol,
+    Sequence,
+    Tuple,
+)
 
 from framecodec.reader import RawFrame
 
@@ -23,7 +35,8 @@ from .protocol import DATA, END_STREAM, HEADERS, PADDED, PRIORITY_FLAG, PUSH_PRO
 
 if TYPE_CHECKING:
     from .relay import Relay
-    from .streams import Stream
+    from .side import Side
+    from .streams import RecentlyClosed, Stream
 
 #: (RFC 9113 section, error code, connection error?, message)
 Problem = Tuple[str, int, bool, str]
@@ -380,7 +393,20 @@ def window_problem(window: int, owed: int, stream_window: Optional[int], stream_
     return None
 
 
-def unknown_stream(relay: Relay, sid: int) -> str:
+class StreamIds(Protocol):
+    """What :func:`unknown_stream` reads of the relay (the relay, or one of its mixins)."""
+
+    @property
+    def recently_closed(self) -> RecentlyClosed: ...
+
+    @property
+    def sides(self) -> Tuple[Side, Side]: ...
+
+    @property
+    def last_client_push_id(self) -> int: ...
+
+
+def unknown_stream(relay: StreamIds, sid: int) -> str:
     """What a stream id the relay does not track is: ``"idle"``, ``"refused"`` or ``"closed"``."""
     if relay.recently_closed.get(sid) == "refused":
         return "refused"

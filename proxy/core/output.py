@@ -30,7 +30,7 @@ from .side import Side
 
 if TYPE_CHECKING:
     from ..recording.sink import FrameSink
-    from .relay import _Unit
+    from .unit import _Unit
 
 log = logging.getLogger("h2proxy")
 

@@ -38,7 +38,6 @@ the very bytes that arrived.
 from __future__ import annotations
 
 import logging
-import struct
 from dataclasses import dataclass, field
 from typing import (
     TYPE_CHECKING,
@@ -73,6 +72,8 @@ from ..hooks.api import (
 from . import blocks, checks, messages
 from . import streams as st
 from .commands import AwaitHook, Close, Command
+from .control import ControlFrames
+from .errors import Violations
 from .flow import SENDING, FlowControl, owe
 from .hookrun import (
     UNCHANGED,
@@ -89,29 +90,22 @@ from .interfaces import Actions, Counters, HookEntry, HookRunner, HookTable, Str
 from .limits import Limits
 from .output import EMPTY_SETTINGS, Output
 from .protocol import (
-    ACK,
-    ALTSVC,
     CONTINUATION,
     DATA,
     END_HEADERS,
     END_STREAM,
-    GOAWAY,
     HEADERS,
     PADDED,
-    PING,
-    PRIORITY,
     PRIORITY_FLAG,
     PUSH_PROMISE,
-    RST_STREAM,
     SETTINGS,
-    WINDOW_UPDATE,
     ErrorCode,
     Setting,
-    error_name,
     frame_name,
 )
 from .side import Side, pair
 from .streams import ProxyReset, RecentlyClosed, Stream
+from .unit import _Unit
 
 if TYPE_CHECKING:
     from ..recording.sink import FrameSink
@@ -126,7 +120,6 @@ SIDE_NAME = ("client", "server")
 DIRECTION_NAME = (CLIENT_TO_SERVER, SERVER_TO_CLIENT)
 SENDER = (st.CLIENT, st.SERVER)
 
-_u32 = struct.Struct(">L")
 _MAX_CONCURRENT = int(Setting.MAX_CONCURRENT_STREAMS)
 _MAX_FRAME = int(Setting.MAX_FRAME_SIZE)
 _INITIAL_WINDOW = int(Setting.INITIAL_WINDOW_SIZE)
@@ -136,8 +129,6 @@ _HALF_CLOSED_LOCAL = st.HALF_CLOSED_LOCAL
 # The stream-state transitions for the fast path, indexed [direction][END_STREAM flag] -> {state: new state}.
 _DATA_NEXT = tuple((st.by_state(sender, st.DATA), st.by_state(sender, st.DATA_END)) for sender in SENDER)
 _HEADERS_NEXT = tuple((st.by_state(sender, st.HEADERS), st.by_state(sender, st.HEADERS_END)) for sender in SENDER)
-_settings_entry = struct.Struct(">HL")
-_goaway_head = struct.Struct(">LL")
 _PAD_PRIO = PADDED | PRIORITY_FLAG
 #: ``predecoded`` default of Relay._header_block: the block was not decoded yet.
 _UNDECODED = object()
@@ -164,23 +155,13 @@ def _note_block(s: Stream, d: int, headers: HeaderList) -> None:
         s.trailers = headers
 
 
-class _Unit:
-    """A frame, or a whole header block, on its way through the pipeline."""
+class Relay(FlowControl, Output, ControlFrames, Violations):
+    """Relays one HTTP/2 connection between a client and an upstream server.
 
-    __slots__ = ("d", "frames", "headers", "stream", "neutral")
-
-    def __init__(self, d: int, frames: List[RawFrame], stream: Optional[Stream]) -> None:
-        self.d = d
-        self.frames = frames
-        self.headers: Optional[HeaderList] = None
-        #: The block was decoded and left the decoder's dynamic table as it was (all indexed fields, no
-        #: insertion, no size update): dropping it, or sending it again, keeps the receiver in step.
-        self.neutral = False
-        self.stream = stream
-
-
-class Relay(FlowControl, Output):
-    """Relays one HTTP/2 connection between a client and an upstream server."""
+    Parts of it live in mixins, one job each: :mod:`.flow` (the flow-control ledger), :mod:`.output`
+    (sending, recording, stream-id mapping), :mod:`.control` (control frames) and :mod:`.errors`
+    (violations and limits).
+    """
 
     def __init__(self, conn_id: int, options: Optional[RelayOptions] = None, hooks: Optional[HookRunner] = None,
                  sink: Optional[FrameSink] = None, now: float = 0.0, info: Optional[Dict[str, Any]] = None) -> None:
@@ -1173,283 +1154,6 @@ class Relay(FlowControl, Output):
 
     # ---------------------------------------------------------- other frames
 
-    def _control(self, d: int, f: RawFrame) -> None:
-        t = f.type
-        sid = f.stream_id
-        if d == C2S and sid in self.proxy_ids and t in (WINDOW_UPDATE, RST_STREAM, PRIORITY):
-            self._proxy_stream_frame(f)
-            return
-        if t == WINDOW_UPDATE:
-            if self._window_update(d, f):
-                return
-        elif t == SETTINGS:
-            if self._settings(d, f):
-                return
-        elif t == PING:
-            if self._ping(d, f):
-                return
-        elif t == RST_STREAM:
-            if self._rst_stream(d, f):
-                return
-        elif t == PRIORITY:
-            if self._priority(d, f):
-                return
-        elif t == GOAWAY:
-            if self._goaway_frame(d, f):
-                return
-        elif t == CONTINUATION:
-            if self._violation(d, *checks.continuation_alone(sid)):
-                return
-        # (On renumbered pushed streams, _map_ids gives the frame the other leg's stream id.)
-        s = self.streams.get(sid) if sid else None
-        if s is None:
-            hooks = (self.hook_table if sid == 0 else self.untracked_table)[d].get(t if t <= ALTSVC else -1)
-        else:
-            hooks = s.hooks[d].get(t if t <= ALTSVC else -1) if s.hooks is not None else None
-        if hooks is None:
-            wire = f.wire
-            if (d == S2C and self.push_map) or (d == C2S and self.push_unmap):
-                wire = self._map_ids(d, wire)
-            self._out(d, wire, self._record_in(d, f), None)
-            return
-        self._hooked(d, _Unit(d, [f], s), hooks)
-
-    def _ping(self, d: int, f: RawFrame) -> bool:
-        """The checks and the flood limit for a PING; True when the frame is dropped."""
-        side = self.sides[d]
-        if self._problems(d, checks.ping(f), f.stream_id):
-            return True
-        if side.control_rate.hit(self.now):
-            self._limit(d, "max_control_frames_per_second", "PING flood")
-            return True
-        return False
-
-    def _priority(self, d: int, f: RawFrame) -> bool:
-        """The checks and the churn limit for a PRIORITY; True when the frame is dropped (or consumed)."""
-        side = self.sides[d]
-        sid = f.stream_id
-        if side.control_rate.hit(self.now):
-            # (Before the checks: a PRIORITY that is a stream error counts too.)
-            self._limit(d, "max_control_frames_per_second", "PRIORITY churn")
-            return True
-        if self._problems(d, checks.priority(f), sid):
-            return True
-        if d == C2S and sid in self.streams and self.streams[sid].proxy_owned:
-            self._record_in(d, f, [{"hook": "h2proxy", "action": "consumed"}])
-            return True
-        return False
-
-    def _goaway_frame(self, d: int, f: RawFrame) -> bool:
-        """The checks for a GOAWAY, and what it says (``goaway_from``); True when the frame is dropped."""
-        side = self.sides[d]
-        if self._problems(d, checks.goaway(f), f.stream_id):
-            return True
-        if f.length >= 8:
-            last, code = _goaway_head.unpack_from(f.payload)
-            side.goaway = (last & 0x7FFFFFFF, code)
-        return False
-
-    def _proxy_stream_frame(self, f: RawFrame) -> None:
-        """The client's WINDOW_UPDATE, RST_STREAM or PRIORITY on a stream the proxy pushed: handled here."""
-        s = self.streams.get(f.stream_id)
-        if s is not None:
-            if f.type == WINDOW_UPDATE and f.length == 4:
-                s.window[S2C] += _u32.unpack_from(f.payload)[0] & 0x7FFFFFFF
-                if self.server.held_streams:
-                    self._flush_held(S2C)
-            elif f.type == RST_STREAM:
-                s.state = st.CLOSED
-                s.reset_by = C2S
-                s.push_body = None
-                if s.held is not None:
-                    s.held[S2C].clear()
-                self.server.held_streams.pop(s.id, None)
-                self._close_stream(s)
-        self._record_in(C2S, f, [{"hook": "h2proxy", "action": "consumed"}])
-
-    def _settings(self, d: int, f: RawFrame) -> bool:
-        side = self.sides[d]
-        peer = side.peer
-        bad = checks.settings_stream(f)
-        if bad is not None and self._violation(d, *bad):
-            return True
-        if f.flags & ACK:
-            return self._settings_ack(d, f)
-        bad = checks.settings_length(f)
-        if bad is not None:
-            return self._violation(d, *bad)
-        if f.length // 6 > self.limits.max_settings_entries:
-            self._limit(d, "max_settings_entries", f"SETTINGS with {f.length // 6} entries")
-            return True
-        if side.control_rate.hit(self.now):
-            self._limit(d, "max_control_frames_per_second", "SETTINGS flood")
-            return True
-        mine = side.settings
-        receiving = 1 - d        # the direction in which this side receives
-        table_size = None
-        for ident, value in _settings_entry.iter_unpack(f.payload):
-            bad = checks.setting(ident, value, d == SERVER)
-            if bad is not None:
-                if self._violation(d, *bad):
-                    return True
-                if ident != Setting.ENABLE_PUSH:
-                    continue          # (a window or frame size out of range is not applied)
-            if ident == Setting.INITIAL_WINDOW_SIZE:
-                delta = value - mine[Setting.INITIAL_WINDOW_SIZE]
-                if delta:
-                    for s in self.streams.values():
-                        s.window[receiving] += delta
-            elif ident == Setting.HEADER_TABLE_SIZE:
-                table_size = value
-                dec = peer.decoder
-                if dec is not None:
-                    # A larger table is allowed at once; a smaller one binds the other side's encoder only
-                    # once it acknowledged these SETTINGS (see the ACK above): blocks it sent before
-                    # may still use the old size.
-                    dec.max_allowed_table_size = max(dec.max_allowed_table_size, value)
-                enc = peer.encoder
-                if enc is not None:
-                    # RFC 7541 §4.2: the next block re-encoded for this side starts with a size update.
-                    enc.header_table_size = min(4096, value)
-            mine[ident] = value
-        if self.strict:
-            peer.reader.max_frame_size = min(self.limits.max_frame_size, mine[Setting.MAX_FRAME_SIZE])
-        side.settings_seen = True
-        side.unacked_settings += 1
-        if len(side.table_sizes_due) < 64:
-            side.table_sizes_due.append(table_size)
-        if len(side.settings_sent_at) < 64:
-            side.settings_sent_at.append(self.now)
-        if peer.held_streams:
-            self._flush_held(receiving)
-        return False
-
-    def _settings_ack(self, d: int, f: RawFrame) -> bool:
-        """Side d acknowledged the other side's SETTINGS; True when the frame is dropped."""
-        side = self.sides[d]
-        peer = side.peer
-        bad = checks.settings_length(f)
-        if bad is not None and self._violation(d, *bad):
-            return True
-        if peer.unacked_settings:
-            peer.unacked_settings -= 1
-        pending = peer.table_sizes_due
-        if pending:
-            size = pending.pop(0)
-            if size is not None and side.decoder is not None:
-                # From now on side d's encoder is held to the size (RFC 7541 4.2: the update
-                # follows the SETTINGS acknowledgement); a larger one still unacknowledged stays allowed.
-                later = [v for v in pending if v is not None]
-                side.decoder.max_allowed_table_size = max([size] + later)
-        if peer.settings_sent_at:
-            peer.settings_sent_at.pop(0)
-        if side.control_rate.hit(self.now):
-            self._limit(d, "max_control_frames_per_second", "SETTINGS flood")
-            return True
-        return False
-
-    def _window_update(self, d: int, f: RawFrame) -> bool:
-        side = self.sides[d]
-        peer = side.peer
-        sid = f.stream_id
-        bad = checks.window_update_length(f)
-        if bad is not None:
-            return self._violation(d, *bad)
-        inc = _u32.unpack_from(f.payload)[0] & 0x7FFFFFFF
-        if inc < 1024 and side.control_rate.hit(self.now):
-            # (Only small increments count, 0 too: big ones are what a receiver reading DATA sends.)
-            self._limit(d, "max_control_frames_per_second", "WINDOW_UPDATE churn")
-            return True
-        bad = checks.window_increment(sid, inc)
-        if bad is not None:
-            return self._violation(d, *bad, sid=sid)
-        other = 1 - d            # the direction whose receiver this side is
-        peer.stalled_since = None       # (progress: zero_window_timeout starts again)
-        if sid == 0:
-            peer.window += inc
-            bad = checks.window_overflow(0, peer.window)
-            if bad is not None and self._violation(d, *bad):
-                return True
-            owed = peer.owed
-            if owed:
-                take = min(owed, inc)
-                peer.owed -= take
-                if peer.held_streams:
-                    self._flush_held(other)
-                if take == inc:
-                    self._record_in(d, f, [{"hook": "h2proxy", "action": "consumed"}])
-                    return True
-                self._out(d, fc.WindowUpdateFrame(0, window_increment=inc - take).serialize(),
-                          self._record_in(d, f, [{"hook": "h2proxy", "action": "changed"}]),
-                          [{"hook": "h2proxy", "action": "window-repair"}])
-                return True
-        else:
-            s = self.streams.get(sid)
-            if s is None:
-                gone = messages.unknown_stream(self, sid)
-                if gone == "idle":
-                    return self._violation(d, *checks.idle_stream(WINDOW_UPDATE, sid))
-                if gone == "refused" or self._discard_after_reset(d, f, sid):
-                    return True
-            if s is not None:
-                s.window[other] += inc
-                bad = checks.window_overflow(sid, s.window[other])
-                if bad is not None and self._violation(d, *bad, sid=sid):
-                    return True
-                owed_s = s.owed
-                if s.proxy_owned or (owed_s is not None and owed_s[other]):
-                    take = inc if s.proxy_owned or owed_s is None else min(owed_s[other], inc)
-                    if not s.proxy_owned and owed_s is not None:
-                        owed_s[other] -= take
-                    if peer.held_streams:
-                        self._flush_held(other)
-                    if take == inc:
-                        self._record_in(d, f, [{"hook": "h2proxy", "action": "consumed"}])
-                        return True
-                    self._out(d, fc.WindowUpdateFrame(s.server_id if d == C2S else sid,
-                                                      window_increment=inc - take).serialize(),
-                              self._record_in(d, f, [{"hook": "h2proxy", "action": "changed"}]),
-                              [{"hook": "h2proxy", "action": "window-repair"}])
-                    return True
-        if peer.held_streams:
-            self._flush_held(other)
-        return False
-
-    def _rst_stream(self, d: int, f: RawFrame) -> bool:
-        sid = f.stream_id
-        bad = checks.rst_stream(f)
-        if bad is not None:
-            return self._violation(d, *bad)
-        if d == S2C and self.push_map:
-            sid = self.push_map.get(sid, sid)
-        self.counters["resets"][d] += 1
-        if d == C2S and self.client.reset_rate.hit(self.now):
-            self._limit(d, "max_resets_per_second", "stream resets (rapid reset, CVE-2023-44487)")
-            return True
-        s = self.streams.get(sid)
-        if s is None:
-            gone = messages.unknown_stream(self, sid)
-            if gone == "idle":
-                return self._violation(d, *checks.idle_stream(RST_STREAM, sid))
-            return gone == "refused" or bool(self._discard_after_reset(d, f, sid))
-        s.state = st.CLOSED
-        s.reset_by = d
-        if s.proxy_owned and d == C2S:
-            s.push_body = None
-            if s.held is not None:
-                s.held[S2C].clear()
-            self.server.held_streams.pop(sid, None)
-            self._close_stream(s)
-            self._record_in(d, f, [{"hook": "h2proxy", "action": "consumed"}])
-            return True
-        # DATA held for a reset stream will never be wanted.
-        for dd in (0, 1):
-            if s.held is not None and s.held[dd]:
-                s.held[dd].clear()
-                self.sides[dd].held_streams.pop(sid, None)
-        self._close_stream(s)
-        return False
-
     def _closed_stream_frame(self, d: int, f: RawFrame, sid: int) -> bool:
         """A DATA or HEADERS frame for a stream the proxy does not track."""
         owner = CLIENT if sid & 1 else SERVER
@@ -1756,126 +1460,6 @@ class Relay(FlowControl, Output):
         else:
             self._close_stream(s)
         return PushStarted(promised)
-
-    # ------------------------------------------------------------- errors
-
-    def _problems(self, d: int, problems: List[messages.Problem], sid: Optional[int]) -> bool:
-        """Report each of a frame's problems (``sid`` for stream errors); True once the frame is dropped."""
-        for bad in problems:
-            if self._violation(d, *bad, sid=None if bad[2] else sid):
-                return True
-        return False
-
-    def _violation(self, d: int, section: str, code: int, connection: bool, message: str,
-                   sid: Optional[int] = None, forwarded: Optional[bool] = None) -> bool:
-        """Record a rule broken by side d. Returns True when the offending frame must be dropped."""
-        self.counters["violations"] += 1
-        kind = "connection error" if connection else f"stream error on stream {sid}"
-        fate = "not forwarded" if self.strict else "forwarded"
-        if forwarded is not None:
-            fate = "forwarded" if forwarded else "not forwarded"
-        n = self.counters["violations"]
-        if n <= 20 or n % 1000 == 0:
-            # Bounded logging: a peer repeating a violation must not flood the log.
-            text = (f"c{self.id}: violation by the {SIDE_NAME[d]}: {message} (RFC 9113 section {section}); "
-                    f"a conformant endpoint answers {error_name(code)} ({kind}); {fate}")
-            if n == 20:
-                text += "; further violations on this connection are logged every 1000th"
-            log.warning("%s", text, extra=self._blame(d))
-        record = {"side": SIDE_NAME[d], "section": section, "code": error_name(code), "message": message,
-                  "connection": connection, "stream": sid}
-        if len(self.violations) < 100:
-            self.violations.append(record)
-        if self.sink is not None:
-            if self.rec is not None:
-                self._rec_flush()
-            self.sink.violation(self.id, self.now, SIDE_NAME[d], section, error_name(code), message)
-        if not self.strict or forwarded:
-            return False
-        if connection or not sid:     # (a "stream error" on stream 0 can only be a connection error)
-            self._connection_error(d, section, code, message, forced=False, logged=True)
-        else:
-            self._stream_error(d, sid, code, message)
-        return True
-
-    def _blame(self, d: int) -> Dict[str, Any]:
-        """Fields for a log record about side d's error: which connection and peer (for log filters
-        and the tests' check that no peer that behaved is blamed)."""
-        return {"h2proxy_conn": self.id, "h2proxy_side": SIDE_NAME[d],
-                "h2proxy_client": self.info.get("client_addr"), "h2proxy_upstream": self.info.get("upstream_addr")}
-
-    def _stream_error(self, d: int, sid: int, code: int, message: str) -> None:
-        """Strict mode: reset the stream towards the offender, cancel it towards the other side."""
-        s = self.streams.get(sid)
-        offender = d
-        rate = self.sides[offender].reset_rate
-        if rate.hit(self.now):
-            # A peer that makes the proxy reset streams for it resets them as surely as with RST_STREAM
-            # (MadeYouReset, CVE-2025-8671): the same limit as rapid reset.
-            self._limit(offender, "max_resets_per_second",
-                        f"streams reset by the proxy for the {SIDE_NAME[offender]}'s stream errors "
-                        f"(MadeYouReset, CVE-2025-8671)")
-            return
-        self._out(1 - offender, fc.RstStreamFrame(sid if offender == CLIENT or s is None else s.server_id,
-                                                  error_code=int(code)).serialize(),
-                  None, [{"hook": "h2proxy", "action": "strict"}])
-        if s is not None:
-            other_sid = s.server_id if offender == CLIENT else s.id
-            told = {offender}
-            if not (s.proxy_owned and offender == CLIENT):
-                self._out(offender, fc.RstStreamFrame(other_sid, error_code=ErrorCode.CANCEL).serialize(),
-                          None, [{"hook": "h2proxy", "action": "strict"}])
-                told.add(1 - offender)
-            s.state = st.CLOSED
-            s.reset_by = ProxyReset(told)
-            self._drop_held(s)
-            self._close_stream(s)
-
-    def _connection_error(self, d: int, section: str, code: int, message: str, forced: bool,
-                          logged: bool = False) -> None:
-        """Answer side d with GOAWAY(code), the other side with a clean GOAWAY, and close both."""
-        if not logged:
-            log.warning("c%d: %s: %s (RFC 9113 section %s) -> GOAWAY %s", self.id, SIDE_NAME[d], message,
-                        section, error_name(code), extra=self._blame(d))
-            if self.sink is not None:
-                self.sink.violation(self.id, self.now, SIDE_NAME[d], section, error_name(code), message)
-        towards_offender = 1 - d
-        last_offender = self.client.last_stream if d == CLIENT else self.server.last_stream
-        if d == CLIENT or self.preface_forwarded:
-            # (Not towards a server that has not had the connection preface: it would read garbage.)
-            self._send_goaway(towards_offender, last_offender, code, f"h2proxy: {message}")
-        if self.preface_forwarded or d == CLIENT:
-            if d == CLIENT and self.preface_forwarded:
-                self._send_goaway(d, 0, ErrorCode.NO_ERROR,
-                                  f"h2proxy: the client's connection failed ({error_name(code)})")
-            elif d == SERVER:
-                # Towards the client the last stream id counts its streams: they did reach the upstream.
-                self._send_goaway(d, self.client.last_stream, ErrorCode.NO_ERROR,
-                                  f"h2proxy: the upstream's connection failed ({error_name(code)})")
-        self._finish(f"{SIDE_NAME[d]} {error_name(code)}: {message}", close_sides=(CLIENT, SERVER))
-
-    def _limit(self, d: int, name: str, detail: str) -> None:
-        """A resource limit was hit by side d: ENHANCE_YOUR_CALM to it, a clean GOAWAY to the other."""
-        value = getattr(self.limits, name, None)
-        message = f"limit {name} = {value} exceeded: {detail}"
-        log.warning("c%d: the %s hit a limit: %s", self.id, SIDE_NAME[d], message)
-        if self.sink is not None:
-            self.sink.error(self.id, self.now, f"{SIDE_NAME[d]}: {message}")
-        self._connection_error(d, "10.5", ErrorCode.ENHANCE_YOUR_CALM, message, forced=True, logged=True)
-
-    def _bad_preface(self, exc: PrefaceError) -> None:
-        text = (b"HTTP/1.1 505 HTTP Version Not Supported\r\nContent-Type: text/plain\r\nConnection: close\r\n"
-                b"Content-Length: 56\r\n\r\nh2proxy speaks HTTP/2 only (prior knowledge or TLS+ALPN)\n")
-        log.warning("c%d: the client did not send the HTTP/2 connection preface: %s", self.id, exc)
-        if self.sink is not None:
-            self.sink.error(self.id, self.now, str(exc))
-        self._out_raw(S2C, text, "plain-text error for a client that does not speak HTTP/2")
-        self._finish(str(exc), close_sides=(CLIENT, SERVER))
-
-    def _log_error(self, message: str) -> None:
-        log.error("c%d: %s", self.id, message)
-        if self.sink is not None:
-            self.sink.error(self.id, self.now, message)
 
     def _finish(self, reason: str, close_sides: Tuple[int, ...] = (CLIENT, SERVER)) -> None:
         """The connection ends: nothing more is relayed, and the sockets of ``close_sides`` are to be
