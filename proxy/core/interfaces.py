@@ -21,10 +21,45 @@ Actions = List[Action]
 #: list, stream condition, screen). The condition is None (every stream), () (only stream 0 and
 #: untracked streams), ``(untracked_only,)`` (only untracked streams; proxy.hooks.interest) or a
 #: tuple of conditions on the Stream, any of which makes it want the stream;
-#: the screen is None or ``screen(relay, d, unit, entries) -> bool``, asked before a frame object is
-#: made (see proxy.hooks.chain.HookChain).
+#: the screen is None or a :data:`Screen`, asked before a frame object is made (see
+#: proxy.hooks.chain.HookChain).
 HookEntry = Tuple[str, Callable[..., Any], bool, Optional[Tuple[Callable[..., bool], ...]],
                   Optional[Callable[..., bool]]]
+#: ``screen(relay view, d, frame type, flags, stream id, length, stream, headers, entries) -> bool``: may
+#: an entry of ``entries`` act on this frame or header block (its raw fields; the flags of a block's
+#: first frame, with END_HEADERS when CONTINUATIONs were joined; its decoded headers, or None)? False
+#: from every screen of a list: the frame goes on as it came, with no object and no hook called.
+Screen = Callable[[Any, int, int, int, int, int, Optional["Stream"], Optional[List[Tuple[Any, Any]]], Any], bool]
+
+
+def screened_elsewhere(relay: Any, d: int, t: int, flags: int, sid: int, length: int, stream: Optional[Stream],
+                       headers: Optional[List[Tuple[Any, Any]]], entries: Any) -> bool:
+    """The screen of an entry that another entry of the same list screens for (a fault rule's entry: the
+    rules' book-keeping screens for all of them). Never asked: :class:`Entries` leaves it out."""
+    return False
+
+
+class Entries(list):  # type: ignore[type-arg]
+    """The hook entries of one frame type in one direction, as the relay gets them.
+
+    ``screens``: when every entry has a screen, the distinct screens that decide (without
+    :func:`screened_elsewhere`), which the relay asks on the raw frame before it makes any object;
+    None when some entry has none (the chain always runs). ``rewrite``: see
+    ``proxy.hooks.chain.RewriteEntries``.
+    """
+
+    screens: Optional[Tuple[Screen, ...]] = None
+    rewrite: Optional[Callable[..., Any]] = None
+
+    @classmethod
+    def of(cls, entries: List[HookEntry]) -> "Entries":
+        out = cls(entries)
+        screens = [e[4] for e in entries]
+        if entries and all(sc is not None for sc in screens):
+            out.screens = tuple(dict.fromkeys(sc for sc in screens if sc is not None and sc is not screened_elsewhere))
+        return out
+
+
 #: Per direction: frame type (-1 for extension frames) -> the hook methods to run on it, in order.
 HookTable = Dict[int, List[HookEntry]]
 #: A stream's own tables, per direction (HookChain.stream_tables).

@@ -382,7 +382,8 @@ class Relay(FlowControl, Output, ControlFrames, Violations):
                         continue
             if not (t == HEADERS and side.fast_decoded and flags & END_HEADERS and not flags & _PAD_PRIO
                     and length <= max_hb and side.block is None
-                    and self._decoded_block(d, streams.get(sid), flags, sid, length, wire)):
+                    and (self._decoded_block(d, s, flags, sid, length, wire) if s is not None else
+                         d == C2S and self._open_decoded(flags, sid, length, wire))):
                 process(d, RawFrame(t, flags, sid, length, wire))
             out_d = self.out[d]
             rec_d = self.rec[d] if self.rec is not None else None
@@ -717,86 +718,136 @@ class Relay(FlowControl, Output, ControlFrames, Violations):
 
     # ----------------------------------------------------------- header blocks
 
-    def _decoded_block(self, d: int, s: Optional[Stream], flags: int, sid: int, length: int, wire: Wire) -> bool:
-        """A one-frame HEADERS block with neither padding nor priority, in a direction whose blocks are
-        decoded, on stream ``s`` (None: it opens client stream ``sid``, when the proxy may open it at
-        once). Decoded, checked (transparent mode: a problem is logged and the block goes on), then
+    def _open_decoded(self, flags: int, sid: int, length: int, wire: Wire) -> bool:
+        """A one-frame HEADERS block with neither padding nor priority that opens client stream ``sid``, in a
+        decoded client-to-server direction, when the proxy may open the stream at once. Decoded (or known:
+        ``Side.opened_by``), checked where a hook is handed it, then handed to the hooks that want it, or
+        forwarded (re-encoded when the direction is). This runs once per request whenever some hook could
+        want requests: what it does is paid by every stream, wanted or not.
+
+        False, with nothing done, when the block must take the general path instead.
+        """
+        client = self.client
+        if not (sid & 1 and sid > client.last_stream
+                and self.client_streams_open < client.peer.settings[_MAX_CONCURRENT]
+                and len(self.streams) < self.limits.max_streams):
+            return False          # (not a new client stream the proxy may open at once: the general path)
+        decoder = client.decoder
+        if client.decoding_broken or decoder is None:
+            return False
+        version = decoder.table_version
+        block = bytes(wire[9:])
+        end = flags & END_STREAM
+        s = Stream(sid, _HALF_CLOSED_LOCAL if end else _OPEN,
+                   client.settings[_INITIAL_WINDOW], client.peer.settings[_INITIAL_WINDOW])
+        s.ordinal = self.client_streams_total + 1
+        # The same block opening a stream again (same table, limits and rules) decodes the same, is
+        # wanted by the same hooks and checks the same: all three are remembered (_remember_opened).
+        seen = client.opened_by.get(block)
+        if seen is not None and seen[0] == version and seen[2] == decoder.max_header_list_size \
+                and self.hooks is not None and seen[1] == self.hooks.request_tables \
+                and decoder.header_table_size <= decoder.max_allowed_table_size:
+            headers = s.request_headers = list(seen[3])
+            h = s.hooks = seen[4]
+            verdicts = seen[5]
+        else:
+            try:
+                headers = s.request_headers = decoder.decode(block)
+            except Exception as exc:
+                self._undecodable(C2S, flags, sid, length, wire, exc)
+                return True
+            # (The stream's hooks are decided on the stream not registered yet.)
+            h = s.hooks = self.stream_tables(s) if self.stream_tables is not None else None
+            verdicts = self._remember_opened(client, decoder, block, version, headers, h)
+        hooks = h[C2S].get(HEADERS) if h is not None else None
+        if self.check_all or hooks is not None:
+            # The RFC 9113 section 8 checks run on the blocks hooks see, and on every block with decode_headers.
+            ok = verdicts[end] if verdicts is not None else None
+            if ok is None:
+                ok = messages.check_block(None, C2S, headers, bool(end), "request", False) is None
+                if verdicts is not None:
+                    verdicts[end] = ok
+            if not ok:
+                self._header_block(C2S, [RawFrame(HEADERS, flags, sid, length, wire)], headers)   # (reports it)
+                return True
+        client.last_stream = sid
+        self.streams[sid] = s
+        self.client_streams_open += 1
+        self.client_streams_total += 1
+        self.counters["streams"] += 1
+        if self.stream_hooks is not None:
+            self.stream_hooks.stream_opened(self, s)
+        if hooks is None and client.greeting is None and client.encoder is None:
+            self.out[C2S].append(wire)
+            return True
+        return self._decided_block(C2S, s, None, flags, sid, length, wire, headers, version, hooks)
+
+    def _decoded_block(self, d: int, s: Stream, flags: int, sid: int, length: int, wire: Wire) -> bool:
+        """A one-frame HEADERS block with neither padding nor priority on stream ``s``, in a direction
+        whose blocks are decoded (a response, trailers). Decoded, checked where a hook is handed it, then
         handed to the hooks that want it on this stream, or forwarded (re-encoded when the direction is).
 
         False, with nothing done, when the block must take the general path instead.
         """
         side = self.sides[d]
         end = flags & END_STREAM
-        new: Optional[str] = None
-        if s is not None:
-            new = _HEADERS_NEXT[d][end].get(s.state)
-            if new is None:
-                return False
-        elif not (d == C2S and sid & 1 and sid > self.client.last_stream
-                  and self.client_streams_open < self.server.settings[_MAX_CONCURRENT]
-                  and len(self.streams) < self.limits.max_streams):
-            return False          # (not a new client stream the proxy may open at once: the general path)
+        new = _HEADERS_NEXT[d][end].get(s.state)
+        if new is None:
+            return False
         decoder = side.decoder
         if side.decoding_broken or decoder is None:
             return False
         version = decoder.table_version
-        block = bytes(wire[9:])
-        seen = self._opened_before(side, decoder, block, version) if s is None else None
-        if seen is not None:
-            headers = list(seen[3])
-        else:
-            try:
-                headers = decoder.decode(block)
-            except Exception as exc:
-                self._undecodable(d, flags, sid, length, wire, exc)
-                return True
-        if s is None:
-            # The stream's hooks are decided first (on the stream not registered yet): the RFC 9113
-            # section 8 checks run on the blocks hooks see, and on every block with decode_headers.
-            client = self.client
-            s = Stream(sid, _HALF_CLOSED_LOCAL if end else _OPEN,
-                       client.settings[_INITIAL_WINDOW], client.peer.settings[_INITIAL_WINDOW])
-            s.ordinal = self.client_streams_total + 1
-            s.request_headers = headers
-            if seen is not None:
-                s.hooks = seen[4]
-            elif self.stream_tables is not None:
-                s.hooks = self.stream_tables(s)
-                self._remember_opened(side, decoder, block, version, headers, s.hooks)
-            if (self.check_all or (s.hooks is not None and HEADERS in s.hooks[d])) and messages.check_block(
-                    None, d, headers, bool(end), "request", False) is not None:
-                self._header_block(d, [RawFrame(HEADERS, flags, sid, length, wire)], headers)   # (it reports it)
-                return True
-            client.last_stream = sid
-            self.streams[sid] = s
-            self.client_streams_open += 1
-            self.client_streams_total += 1
-            self.counters["streams"] += 1
-            if self.stream_hooks is not None:
-                self.stream_hooks.stream_opened(self, s)
-        else:
-            assert new is not None
-            s.state = new
-            if self.check_all or (s.hooks is not None and HEADERS in s.hooks[d]):
-                bad = messages.check_block(s, d, headers, bool(end), "next", False)
-                if bad is not None:
-                    self._violation(d, *bad, sid=sid)
-            _note_block(s, d, headers)
+        try:
+            headers = decoder.decode(wire[9:])
+        except Exception as exc:
+            self._undecodable(d, flags, sid, length, wire, exc)
+            return True
+        s.state = new
         h = s.hooks
         hooks = h[d].get(HEADERS) if h is not None else None
+        if self.check_all or hooks is not None:
+            bad = messages.check_block(s, d, headers, bool(end), "next", False)
+            if bad is not None:
+                self._violation(d, *bad, sid=sid)
+        _note_block(s, d, headers)
+        return self._decided_block(d, s, new, flags, sid, length, wire, headers, version, hooks)
+
+    def _decided_block(self, d: int, s: Stream, new: Optional[str], flags: int, sid: int, length: int, wire: Wire,
+                       headers: HeaderList, version: int, hooks: Optional[List[HookEntry]]) -> bool:
+        """A decoded one-frame block on its stream (``new``: the state it moved the stream to, None when it
+        opened it), to the hooks that want it or on: a hook that only rewrites header lists is called
+        directly, the entries' screens are asked on the raw block, and only when something may act on
+        it is a unit made for the hook chain."""
+        side = self.sides[d]
+        end = flags & END_STREAM
+        verdict: Optional[bool] = None
         if side.greeting is None:
             changed: Optional[HeaderList] = None
-            chain = hooks is not None          # (the hook chain, below)
+            done = hooks is None
             if hooks is not None:
                 # One hook that only rewrites header lists (HookChain's RewriteEntries): called directly.
                 rewrite = getattr(hooks, "rewrite", None)
                 if rewrite is not None:
                     try:
                         changed = rewrite(DIRECTION_NAME[d], headers, s.request_headers)
-                        chain = False
+                        done = True
                     except Exception:
                         pass                   # (it runs again in the chain, which reports what it raises)
-            if not chain:
+                else:
+                    screens = getattr(hooks, "screens", None)
+                    if screens is not None:
+                        # Screened on the raw block and its headers: nothing will act on it (the usual
+                        # outcome of rules that act on some streams, or every Nth): forwarded here.
+                        view = self.view
+                        verdict = False
+                        for screen in screens:
+                            if screen(view, d, HEADERS, flags, sid, length, s, headers, hooks):
+                                verdict = True
+                                break
+                        done = not verdict and self.sink is None and not (d == S2C and self.push_map) \
+                            and not (d == C2S and self.push_unmap)
+            if done:
                 if changed is None and side.encoder is None:
                     self.out[d].append(wire)
                 else:
@@ -810,34 +861,27 @@ class Relay(FlowControl, Output, ControlFrames, Violations):
                 return True
         unit = _Unit(d, [RawFrame(HEADERS, flags, sid, length, wire)], s)
         unit.headers = headers
-        unit.neutral = decoder.table_version == version
+        unit.neutral = side.decoder is not None and side.decoder.table_version == version
         if hooks is None:
             self._forward_block(d, unit, UNCHANGED)
         else:
-            self._hooked(d, unit, hooks)
+            self._hooked(d, unit, hooks, verdict)
         return True
 
-    def _opened_before(self, side: Side, decoder: HpackDecoder, block: bytes,
-                       version: int) -> Optional[Tuple[Any, ...]]:
-        """What request ``block`` opened a stream with before (Side.opened_by), when it would decode the
-        same now and the same hooks would want it (the same table, limits and rules); None otherwise."""
-        seen = side.opened_by.get(block)
-        if seen is not None and seen[0] == version and seen[2] == decoder.max_header_list_size \
-                and self.hooks is not None and seen[1] == self.hooks.request_tables \
-                and decoder.header_table_size <= decoder.max_allowed_table_size:
-            return seen
-        return None
-
     def _remember_opened(self, side: Side, decoder: HpackDecoder, block: bytes, version: int, headers: HeaderList,
-                         tables: Optional[StreamTables]) -> None:
+                         tables: Optional[StreamTables]) -> Optional[List[Optional[bool]]]:
         """Note what ``block`` opened a stream with, when the hooks' interest depends on the request
-        alone and the block left the table as it was (sent again, it decodes the same)."""
+        alone and the block left the table as it was (sent again, it decodes the same). Returns the
+        entry's place for the section 8 verdicts (per END_STREAM flag), or None when not remembered."""
         rules = self.hooks.request_tables if self.hooks is not None else None
         if rules is not None and decoder.table_version == version:
             opened = side.opened_by
             if len(opened) >= _OPENED_BY:
                 opened.clear()
-            opened[block] = (version, rules, decoder.max_header_list_size, tuple(headers), tables)
+            verdicts: List[Optional[bool]] = [None, None]
+            opened[block] = (version, rules, decoder.max_header_list_size, tuple(headers), tables, verdicts)
+            return verdicts
+        return None
 
     def _synced_block(self, d: int, s: Stream, flags: int, sid: int, length: int, wire: Wire) -> bool:
         """A one-frame block no hook wants on stream ``s``, in a ``fast_synced`` direction: decoded (the
@@ -1189,13 +1233,24 @@ class Relay(FlowControl, Output, ControlFrames, Violations):
 
     # ---------------------------------------------------------------- hooks
 
-    def _hooked(self, d: int, unit: _Unit, hooks: List[HookEntry]) -> None:
+    def _hooked(self, d: int, unit: _Unit, hooks: List[HookEntry], verdict: Optional[bool] = None) -> None:
+        """Run the hook chain on ``unit``, unless the entries' screens say none will act on it (``verdict``:
+        what they said, when the caller asked them already; None: asked here)."""
         side = self.sides[d]
-        for entry in hooks:
-            screen = entry[4] if len(entry) > 4 else None
-            if screen is None or screen(self.view, d, unit, hooks):
-                break
-        else:
+        if verdict is None:
+            screens = getattr(hooks, "screens", None)
+            if screens is not None:
+                verdict = False
+                frames = unit.frames
+                first = frames[0]
+                s = unit.stream
+                view = self.view
+                for screen in screens:
+                    if screen(view, d, first.type, first.flags if len(frames) == 1 else first.flags | END_HEADERS,
+                              s.id if s is not None else first.stream_id, first.length, s, unit.headers, hooks):
+                        verdict = True
+                        break
+        if verdict is False:
             # Every entry screened the raw frame and none will act on it: no object, no chain.
             first = unit.frames[0]
             if (first.type == HEADERS and self.sink is None and side.greeting is None

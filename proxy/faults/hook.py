@@ -36,6 +36,7 @@ from typing import Any, Callable, Dict, FrozenSet, Iterable, List, Optional, Tup
 
 from framecodec import frame as fc
 
+from ..core.interfaces import screened_elsewhere
 from ..core.protocol import ErrorCode, Setting, error_name, frame_name, setting_name
 from ..hooks.api import CLIENT_TO_SERVER, SERVER_TO_CLIENT, Headers, RawBytes, header_value
 from ..hooks.interest import Interest, untracked_only
@@ -421,7 +422,7 @@ class FaultHook:
                 h = self._hooks[r.name]
                 cond = _stream_condition(r)
                 rules.append((h.name, h.on_headers if wants else h.on_frame, wants,
-                              None if cond is None else (cond,), _decided))
+                              None if cond is None else (cond,), screened_elsewhere))
                 conds.append(cond)
         repair = self._repair_types()
         if rules:
@@ -598,10 +599,10 @@ class FaultHook:
                                       before, request, response, status)
         return info
 
-    def screen(self, relay, d: int, unit, hooks=None) -> bool:
+    def screen(self, relay, d: int, t: int, fb: int, sid: int, length: int, stream, headers, hooks=None) -> bool:
         """The relay asks, before making a frame object: may any rule of this entry list act on this frame
-        (``unit``: the raw frame or header block, its decoded headers and stream; ``hooks``: the entry
-        list, whose rule entries name the rules to ask)?
+        (its raw fields, see proxy.core.interfaces.Screen; ``hooks``: the entry list, whose rule entries
+        name the rules to ask)?
 
         No repair may apply and no rule fire: False, and the relay forwards the frame as it came, with
         no object and no call per rule (the frame is counted all the same). Otherwise True, and the
@@ -611,44 +612,58 @@ class FaultHook:
         st = self._conns.get(relay)
         if st is None or st.closing:
             return True
-        first = unit.frames[0]
-        t = first.type
-        fb = first.flags
-        if len(unit.frames) > 1:
-            fb |= 0x04         # (a block's CONTINUATIONs are joined: the rules see END_HEADERS, as in _book)
-        stream = unit.stream
-        sid = stream.id if stream is not None else first.stream_id
-        if (sid and sid in st.reset) or (t == PING and fb & 0x01 and st.pings[1 - d]) \
-                or (t == SETTINGS and (st.settings_marks[1 - d] if fb & 0x01 else st.settings_marks[d])) \
-                or (t == WINDOW_UPDATE and st.stalls):
+        if (sid and sid in st.reset) or t > HEADERS and (
+                (t == PING and fb & 0x01 and st.pings[1 - d])
+                or (t == SETTINGS and (st.settings_marks[1 - d] if fb & 0x01 else st.settings_marks[d]))
+                or (t == WINDOW_UPDATE and st.stalls)):
             st.screened[d] = None
             return True        # a repair may apply: the book-keeping decides with the frame object
-        flow = first.length if t == DATA else 0
         firing = None
         if hooks is not None:
             listed = self._list_rules.get(id(hooks))
             if listed is None or listed[0] is not hooks:
-                ruled = [self._hooks[e[0][6:]].rule for e in hooks if e[4] is _decided and e[0][6:] in self._hooks]
-                listed = self._list_rules[id(hooks)] = (hooks, ruled, all(r.by_type_alone() for r in ruled))
+                ruled = [self._hooks[e[0][6:]].rule for e in hooks
+                         if e[4] is screened_elsewhere and e[0][6:] in self._hooks]
+                listed = self._list_rules[id(hooks)] = (hooks, ruled, all(r.by_type_alone() for r in ruled), {})
             rules: Iterable[Rule] = listed[1]
             if listed[2] and t <= ALTSVC:
                 # Every rule of this list matches on direction and type alone (the table's own keys): only
                 # its counters decide, and the FrameInfo is built only for a frame some rule acts on.
-                n, before = self._tally(st, d, t, sid, stream, flow)
-                for rule in listed[1]:
-                    if rule.enabled and d in rule.directions and (rule.types is None or t in rule.types) \
-                            and (sid or not rule.needs_stream) \
+                if t == DATA:
+                    n, before = self._tally(st, d, t, sid, stream, length)
+                elif stream is not None:
+                    # (_Conn.count, inline: a tracked stream's own counts.)
+                    per = stream.__dict__.get("fault_counts")
+                    if per is None:
+                        n = 1
+                        stream.fault_counts = {t * 2 + d: 1}
+                    else:
+                        n = per[t * 2 + d] = per.get(t * 2 + d, 0) + 1
+                    before = -1
+                else:
+                    n, before = st.count(d, sid, t, None), -1
+                candidates = listed[3].get(t * 2 + d)
+                if candidates is None:
+                    candidates = listed[3][t * 2 + d] = tuple(
+                        r for r in listed[1] if d in r.directions and (r.types is None or t in r.types))
+                for rule in candidates:
+                    if rule.enabled and (sid or not rule.needs_stream) \
                             and not (rule.action == "stall" and rule.name in st.stalled_by) and rule.fires():
                         if firing is None:
                             firing = set()
                         firing.add(rule.name)
-                st.info[d] = None if firing is None else \
-                    self._info(st, relay, d, t, fb, sid, stream, unit.headers, n, before)
+                if firing is None:
+                    st.info[d] = None
+                    st.screened[d] = None
+                    return False
+                if before < 0:
+                    before = st.bytes.get((d, sid), 0) if sid else st.conn_bytes[d]
+                st.info[d] = self._info(st, relay, d, t, fb, sid, stream, headers, n, before)
                 st.screened[d] = firing
-                return firing is not None
+                return True
         else:
             rules = self._screened_rules(d, t, stream)
-        info = self._count(st, relay, d, t, fb, sid, stream, flow, unit.headers)
+        info = self._count(st, relay, d, t, fb, sid, stream, length if t == DATA else 0, headers)
         for rule in rules:
             if rule.action == "stall" and rule.name in st.stalled_by:
                 continue
@@ -988,11 +1003,6 @@ class FaultHook:
 
 
 # ---------------------------------------------------------------- helpers
-
-def _decided(relay, d: int, unit, hooks=None) -> bool:
-    """The screen of a rule's entry: the book-keeping entry in front of it screened for every rule."""
-    return False
-
 
 def _stream_condition(rule: Rule):
     """The part of a rule's match decided once per stream (request headers, stream id, ordinal), as a

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from ..core.hookrun import HookCtx
+from ..core.interfaces import Entries
 from ..core.protocol import HEADERS
 from .api import HookLoadError
 from .interest import ALL_TYPES, on_request, resolve, untracked_only
@@ -41,7 +42,7 @@ _NONE: tuple = ()
 _NO_REQUEST: tuple = (None,)
 
 
-class RewriteEntries(list):
+class RewriteEntries(Entries):
     """The entries for a stream's HEADERS in one direction when they are one hook's that only rewrites
     header lists: ``rewrite(direction, headers, request_headers)`` returns None (unchanged) or the new
     list. The relay calls it directly (no frame object, no hook context) where nothing else needs
@@ -55,9 +56,10 @@ class HookChain:
 
     Tables map a frame type to the entries ``(hook name, bound method, wants headers,
     stream condition, screen)`` that must see frames of that type in that direction; types no
-    hook asks for are absent, which is what gives them the fast path. ``screen`` is None or
-    ``screen(relay, d, unit, entries)``, asked before a frame object is made: when every entry of a
-    list has one and each says False, the frame goes on as it came (no object, no call). The stream
+    hook asks for are absent, which is what gives them the fast path. ``screen`` is None or a
+    :data:`~proxy.core.interfaces.Screen`, asked before a frame object is made: when every entry of a
+    list has one and each says False, the frame goes on as it came (no object, no call; the lists the
+    relay gets are :class:`~proxy.core.interfaces.Entries`, which name those screens). The stream
     condition is None (every stream) or a tuple of conditions, any of which makes the
     stream wanted; each is called once per stream with the :class:`~proxy.core.relay.Stream`
     (its request headers read). See :mod:`proxy.hooks.interest`.
@@ -188,16 +190,16 @@ class HookChain:
             for t, entries in self._table[d].items():
                 plain = [e for e in entries if e[3] is None or e[3] == ()]
                 if plain:
-                    conn[t] = plain
+                    conn[t] = Entries.of(plain)
                 loose = [e for e in entries if e[3] is None or e[3] == () or e[3] == (untracked_only,)]
                 if loose:
-                    untracked[t] = loose
+                    untracked[t] = Entries.of(loose)
                 every, seen = [], set()
                 for e in entries:        # (an entry listed twice, for streams and for the rest: once)
                     if (e[0], e[1]) not in seen:
                         seen.add((e[0], e[1]))
                         every.append(e)
-                full[t] = every
+                full[t] = Entries.of(every)
                 for e in entries:
                     for atom in e[3] or ():
                         if atom is not untracked_only:
@@ -274,10 +276,11 @@ class HookChain:
             for t, entries in self._table[d].items():
                 kept = [e for e in entries if e[3] is None or any(id(a) in held for a in e[3])]
                 if len(kept) == 1 and t == HEADERS and id(kept[0][1]) in self._rewriters:
-                    kept = RewriteEntries(kept)
-                    kept.rewrite = self._rewriters[id(kept[0][1])]
-                if kept:
-                    out[d][t] = kept
+                    rewriting = RewriteEntries.of(kept)
+                    rewriting.rewrite = self._rewriters[id(kept[0][1])]
+                    out[d][t] = rewriting
+                elif kept:
+                    out[d][t] = Entries.of(kept)
         return None if not (out[0] or out[1]) else (out[0], out[1])
 
     def full_tables(self) -> tuple:
