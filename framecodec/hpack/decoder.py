@@ -96,12 +96,16 @@ class Decoder:
                  max_string_length: Optional[int] = None) -> None:
         self.max_header_list_size = max_header_list_size
         self.max_string_length = max_string_length
-        self.max_allowed_table_size = DEFAULT_TABLE_SIZE
+        self._allowed = DEFAULT_TABLE_SIZE
         #: The never-indexed fields this decoder has handed out (up to NEVER_INDEXED_REMEMBERED), so an
         #: intermediary can keep them never-indexed even when a hook rebuilt the header list.
         self.never_indexed_seen: Set[Union[NeverIndexed[str], NeverIndexed[bytes]]] = set()
         self._table: Deque[Entry] = deque()     # newest first: dynamic index 62 is _table[0]
-        self._version = 0                        # bumped by every change to the table
+        #: Changes whenever the dynamic table does (an insertion, an eviction, a size update), and when
+        #: the limit drops below its size (a size update is then due): a block decoded with the same
+        #: version before and after left the table as it was (a proxy may then drop it without the
+        #: receiver's table falling out of step), and a block that decoded at this version decodes the same.
+        self.table_version = 0
         # Blocks that left the table as it was (only indexed fields and literals not indexed) decode
         # the same while the table does not change: block -> (version, raw, limits, headers).
         self._blocks: Dict[bytes, Tuple[int, bool, Tuple[int, Optional[int]], List[Header]]] = {}
@@ -125,11 +129,15 @@ class Decoder:
         return self._size
 
     @property
-    def table_version(self) -> int:
-        """Changes whenever the dynamic table does (an insertion, an eviction, a size update): a block
-        decoded with the same version before and after left the table as it was (a proxy may then drop
-        it without the receiver's table falling out of step)."""
-        return self._version
+    def max_allowed_table_size(self) -> int:
+        """The SETTINGS_HEADER_TABLE_SIZE this side sent (acknowledged): no size update may go above it."""
+        return self._allowed
+
+    @max_allowed_table_size.setter
+    def max_allowed_table_size(self, value: int) -> None:
+        self._allowed = value
+        if self._max > value:
+            self.table_version += 1      # (a size update is due: no block decodes as it did)
 
     @property
     def table_entries(self) -> List[Tuple[bytes, bytes]]:
@@ -159,11 +167,11 @@ class Decoder:
             while self._size > self._max:
                 self._size -= self._table.pop()[2]
             self._table.appendleft(entry)
-        self._version += 1
+        self.table_version += 1
 
     def _resize(self, size: int) -> None:
         self._max = size
-        self._version += 1
+        self.table_version += 1
         table = self._table
         while self._size > size:
             self._size -= table.pop()[2]
@@ -232,13 +240,12 @@ class Decoder:
         if type(data) is not bytes:
             # (A relay hands memoryviews of what it read: tobytes is the cheapest copy of one.)
             data = data.tobytes() if type(data) is memoryview else bytes(data)
-        version = self._version
+        version = self.table_version
         hit = self._blocks.get(data)
         if hit is not None and hit[0] == version and hit[1] == raw:
             # (The limits it was decoded under, compared one by one: no tuple made on the hot path.)
             limits = hit[2]
-            if (limits[0] == self.max_header_list_size and limits[1] == self.max_string_length
-                    and self._max <= self.max_allowed_table_size):
+            if limits[0] == self.max_header_list_size and limits[1] == self.max_string_length:
                 return list(hit[3])
         limits = (self.max_header_list_size, self.max_string_length)
         k: Literal[0, 1] = 0 if raw else 1
@@ -315,11 +322,11 @@ class Decoder:
                     append(self._not_indexed(name, value, bool(b & 0x10), raw))
         except HpackDecodingError as exc:
             raise type(exc)(f"header block field {len(out) + 1} at offset {start}: {exc}") from None
-        if self._max > self.max_allowed_table_size:
+        if self._max > self._allowed:
             raise HpackDecodingError(f"the dynamic table is still {self._max} octets at the end of the block, "
-                                     f"above the SETTINGS_HEADER_TABLE_SIZE of {self.max_allowed_table_size}: "
+                                     f"above the SETTINGS_HEADER_TABLE_SIZE of {self._allowed}: "
                                      "the encoder did not shrink it")
-        if self._version == version and len(data) <= BLOCK_CACHE_MAX_OCTETS:
+        if self.table_version == version and len(data) <= BLOCK_CACHE_MAX_OCTETS:
             blocks = self._blocks
             if len(blocks) >= BLOCK_CACHE_ENTRIES:
                 blocks.clear()
@@ -335,9 +342,9 @@ class Decoder:
         size = b & 0x1F
         if size == 0x1F:
             size, pos = _read_int(data, pos, 0x1F)
-        if size > self.max_allowed_table_size:
+        if size > self._allowed:
             raise HpackDecodingError(f"dynamic table size update to {size}, above the "
-                                     f"SETTINGS_HEADER_TABLE_SIZE of {self.max_allowed_table_size}")
+                                     f"SETTINGS_HEADER_TABLE_SIZE of {self._allowed}")
         self._resize(size)
         return pos
 
@@ -350,7 +357,7 @@ class Decoder:
             if not raw:
                 raise HpackDecodingError("literal field is not UTF-8 text") from None
             text = None
-        self._version += 1
+        self.table_version += 1
         table = self._table
         if size > self._max:
             table.clear()

@@ -745,8 +745,7 @@ class Relay(FlowControl, Output, ControlFrames, Violations):
         # wanted by the same hooks and checks the same: all three are remembered (_remember_opened).
         seen = client.opened_by.get(block)
         if seen is not None and seen[0] == version and seen[2] == decoder.max_header_list_size \
-                and self.hooks is not None and seen[1] == self.hooks.request_tables \
-                and decoder.header_table_size <= decoder.max_allowed_table_size:
+                and self.hooks is not None and seen[1] == self.hooks.request_tables:
             headers = s.request_headers = list(seen[3])
             h = s.hooks = seen[4]
             verdicts = seen[5]
