@@ -312,9 +312,14 @@ def test_a_repeated_block_still_meets_a_lowered_limit():
     with pytest.raises(OversizedHeaderListError):
         dec.decode(block)
     dec.max_header_list_size = 1 << 16
-    dec.max_allowed_table_size = 0
+    version = dec.table_version
+    dec.max_allowed_table_size = 8192                   # raised: no size update is due
+    assert dec.table_version == version and len(dec.decode(block)) == 2
+    dec.max_allowed_table_size = 0                      # below the table's size: one is (and blocks decode anew)
+    assert dec.table_version != version
     with pytest.raises(HpackDecodingError, match="did not shrink"):
         dec.decode(block)
+    assert dec.decode(b"\x20" + block) == [(":method", "GET"), (":scheme", "http")]
 
 
 def test_repeated_lists_encode_alike_and_marks_are_not_mixed_up():

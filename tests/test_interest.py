@@ -366,6 +366,20 @@ def test_blocks_decoded_only_for_the_table_are_not_checked_but_those_a_hook_is_h
     assert checked.check_all and [side.fast_synced for side in checked.sides] == [False, False]
 
 
+def test_a_request_block_sent_again_is_checked_again_when_a_hook_is_handed_it():
+    # (The relay remembers a request block's section 8 verdict with what it opened its stream with:
+    # the same bytes again are reported again, not let through as remembered.)
+    c = Conn([FaultHook(["rst_stream type=headers direction=c2s every=1000"])])
+    block = b"\x82\x86\x01\x01e\x04\x02/a" + b"\x00\x07X-Upper\x011"    # (nothing indexed: the same each time)
+    for sid in (1, 3, 5):
+        c.send(C2S, fc.HeadersFrame(sid, data=block, flags=["END_HEADERS", "END_STREAM"]))
+    assert [v["stream"] for v in c.relay.violations if "x-upper" in v["message"].lower()] == [1, 3, 5], \
+        c.relay.violations
+    # Transparent mode: each forwarded as it came.
+    assert out(c.relay, C2S) == b"".join(
+        wire(fc.HeadersFrame(sid, data=block, flags=["END_HEADERS", "END_STREAM"])) for sid in (1, 3, 5))
+
+
 # ---------------------------------------------------------------- a hook that only rewrites header lists
 
 class _SameRewriteByHand:
