@@ -291,16 +291,26 @@ def start_h2proxy(upstream_url: str, workdir: Path, tls: bool = False, extra: Se
     return svc
 
 
-def start_nghttpx(origin_port: int, workdir: Path, name: str = "nghttpx", extra: Sequence[str] = ()) -> Service:
-    """nghttpx as an h2c reverse proxy (one worker thread, single process so its CPU is one PID)."""
+def start_nghttpx(origin_port: int, workdir: Path, name: str = "nghttpx", extra: Sequence[str] = (),
+                  tls: Optional[Dict[str, str]] = None) -> Service:
+    """nghttpx as a reverse proxy (one worker thread, single process so its CPU is one PID).
+
+    Without ``tls``: h2c on both legs. With ``tls`` ({"cert", "key"}, as for :func:`start_nghttpd`): TLS on
+    both legs, like h2proxy ``https://`` to ``https://``: a TLS frontend with that key and certificate (h2
+    by ALPN) and an h2-over-TLS backend to a TLS origin (``origin_port``), its certificate not verified
+    (``--insecure``: the bench's origin certificate is self-made, and h2proxy runs ``--insecure`` too).
+    """
     port = free_port()
-    cmd = [tool("nghttpx") or "nghttpx", "--conf=/dev/null", f"--frontend=127.0.0.1,{port};no-tls",
-           f"--backend=127.0.0.1,{origin_port};;proto=h2", "--workers=1", "--single-process",
+    frontend = f"--frontend=127.0.0.1,{port}" + ("" if tls else ";no-tls")
+    backend = f"--backend=127.0.0.1,{origin_port};;proto=h2" + (";tls" if tls else "")
+    cmd = [tool("nghttpx") or "nghttpx", "--conf=/dev/null", frontend, backend, "--workers=1", "--single-process",
            f"--errorlog-file={workdir / (name + '.errorlog')}", "--no-ocsp", *extra]
+    if tls:
+        cmd += ["--insecure", tls["key"], tls["cert"]]
     proc, logs = _spawn(cmd, workdir, name)
     logs.append(workdir / (name + ".errorlog"))
     wait_port(port, proc=proc, what=name)
-    return Service(name, proc, port, f"http://127.0.0.1:{port}", logs)
+    return Service(name, proc, port, f"{'https' if tls else 'http'}://127.0.0.1:{port}", logs)
 
 
 def start_relay_floor(origin_port: int, workdir: Path, name: str = "relay") -> Service:

@@ -1,4 +1,4 @@
-"""h2proxy against its references, in one run: nghttpd direct, nghttpx, a bare uvloop relay, mitmproxy.
+"""h2proxy against its references, in one run: nghttpd direct, nghttpx (h2c and TLS), a bare uvloop relay, mitmproxy.
 
     .venv/bin/python bench/proxy.py            # full run (~4 minutes)
     .venv/bin/python bench/proxy.py --quick    # short run (~1-2 minutes)
@@ -103,6 +103,7 @@ CASES = {
     "small": ("/1k", 10, 10, "1 KiB responses, -c 10 -m 10"),
     "small_tls": ("/1k", 10, 10, "1 KiB responses over TLS, -c 10 -m 10"),
     "large": ("/1m", 4, 4, "1 MiB responses, -c 4 -m 4"),
+    "large_tls": ("/1m", 4, 4, "1 MiB responses over TLS, -c 4 -m 4"),
     "latency": ("/1k", 1, 1, "1 KiB, one request at a time (-c 1 -m 1)"),
 }
 
@@ -120,7 +121,9 @@ def main(argv=None) -> int:
     ap.add_argument("--rounds", type=int, help="rounds per figure (default 5, --quick 3)")
     ap.add_argument("--duration", type=float, help="seconds measured per h2load run (default 2, --quick 1)")
     ap.add_argument("--json", metavar="OUT", help="write every sample and the summary as JSON")
-    ap.add_argument("--no-mitm", action="store_true", help="skip mitmproxy (and the TLS comparison)")
+    ap.add_argument("--no-mitm", action="store_true",
+                    help="skip mitmproxy; without --only, the other TLS targets too (name them in --only: "
+                    "--only h2proxy_tls,nghttpx_tls measures them)")
     ap.add_argument("--proxy-arg", action="append", default=[], metavar="ARG",
                     help="extra argument for every h2proxy started (repeatable), e.g. --proxy-arg=--altsvc=forward")
     ap.add_argument("--baseline-tree", type=Path, metavar="DIR",
@@ -129,7 +132,8 @@ def main(argv=None) -> int:
     ap.add_argument("--keep", action="store_true", help="keep the work directory (logs) and print its path")
     ap.add_argument("--only", metavar="KEYS", help="measure only these targets (comma-separated: h2proxy, nghttpx, "
                     "relay, record, hook, headers, nghttpx_hdr, fault_none, push_never, fault_1pct, workers, "
-                    "h2proxy_tls, mitm); the origin is always measured")
+                    "origin_tls, h2proxy_tls, nghttpx_tls, mitm); the origin is always measured, the TLS origin "
+                    "whenever a TLS target is")
     ap.add_argument("--record-load", type=float, metavar="SECONDS",
                     help="also run bench/record_load.py: recording at full load for SECONDS per size (1 KiB, "
                          "1 MiB): throughput vs off, drops, log completeness, stop time, recorder MB/s")
@@ -212,27 +216,44 @@ def main(argv=None) -> int:
         add("workers", "h2proxy --workers 2", lambda: start_h2proxy(
             f"h2c://127.0.0.1:{origin.port}", work, name="h2proxy-workers", extra=["--workers", "2", *pargs]),
             cpu=True)
-        tls_origin = None
-        if not args.no_mitm and (only is None or only & {"h2proxy_tls", "mitm"}):
+        # TLS on both legs: the TLS origin, then h2proxy, nghttpx and mitmproxy in front of it. --no-mitm
+        # skips mitmproxy (slow to start, installed on first use); the other TLS targets need nothing but
+        # nghttp2 and h2proxy, so when --only names them they run under --no-mitm too (issue 16's
+        # no-regression check against nghttpx covers TLS). Without --only, --no-mitm still skips all of
+        # TLS, as before: the short run it has always been.
+        tls_keys = {"origin_tls", "h2proxy_tls", "nghttpx_tls"}
+        want_mitm = not args.no_mitm and (only is None or "mitm" in only)
+        if only is not None:
+            want_tls = bool(only & tls_keys) or want_mitm
+        else:
+            want_tls = not args.no_mitm
+        if want_tls:
             tls_origin = start_nghttpd(docroot, work, tls=pki, name="nghttpd-tls")
             services.append(tls_origin)
             targets["origin_tls"] = Target("origin_tls", "nghttpd TLS (origin, direct)", tls_origin)
             add("h2proxy_tls", "h2proxy TLS", lambda: start_h2proxy(
                 f"https://127.0.0.1:{tls_origin.port}", work, tls=True, name="h2proxy-tls",
                 extra=["--insecure", "--ca-dir", str(work / "ca"), *pargs]), cpu=True)
-            exe = ensure_mitm(log)
-            if exe:
-                add("mitm", "mitmproxy (mitmdump)", lambda: start_mitm(exe, tls_origin.port, work), cpu=True)
-            else:
-                notes.append("mitmproxy: not measured (could not install it into .venv-bench-mitm)")
-        else:
-            notes.append("mitmproxy and TLS: skipped (--no-mitm)")
+            # The same PKI as the origin's and h2proxy's, and the same --insecure to the origin.
+            add("nghttpx_tls", "nghttpx TLS (1 worker)", lambda: start_nghttpx(
+                tls_origin.port, work, name="nghttpx-tls", tls=pki), cpu=True)
+            if want_mitm:
+                exe = ensure_mitm(log)
+                if exe:
+                    add("mitm", "mitmproxy (mitmdump)", lambda: start_mitm(exe, tls_origin.port, work), cpu=True)
+                else:
+                    notes.append("mitmproxy: not measured (could not install it into .venv-bench-mitm)")
+            elif args.no_mitm:
+                notes.append("mitmproxy: skipped (--no-mitm)")
+        elif args.no_mitm and only is None:
+            notes.append("mitmproxy and TLS: skipped (--no-mitm; name TLS targets in --only to measure them)")
 
         plan = [
             ("small", ["origin", "h2proxy", "nghttpx", "relay", "record", "hook", "headers", "headers_base",
                        "nghttpx_hdr", "fault_none", "push_never", "fault_1pct", "workers"]),
-            ("small_tls", ["origin_tls", "h2proxy_tls", "mitm"]),
+            ("small_tls", ["origin_tls", "h2proxy_tls", "nghttpx_tls", "mitm"]),
             ("large", ["origin", "h2proxy", "nghttpx", "relay"]),
+            ("large_tls", ["origin_tls", "h2proxy_tls", "nghttpx_tls"]),
             ("latency", ["origin", "h2proxy", "nghttpx", "relay"]),
         ]
         runs = sum(len([k for k in keys if k in targets]) for _, keys in plan) * rounds
@@ -341,6 +362,7 @@ def report(targets: Dict[str, Target], notes: List[str], rounds: int, duration: 
     for case, cols in (("small", ["rps", "mib_s", "mean_ms", "p99_ms", "cpu_us"]),
                        ("small_tls", ["rps", "mib_s", "mean_ms", "p99_ms", "cpu_us"]),
                        ("large", ["mib_s", "rps", "mean_ms"]),
+                       ("large_tls", ["mib_s", "rps", "mean_ms"]),
                        ("latency", ["median_ms", "p99_ms", "rps"])):
         rows = [t for t in targets.values() if t.samples.get(case)]
         if not rows:
@@ -371,12 +393,18 @@ def report(targets: Dict[str, Target], notes: List[str], rounds: int, duration: 
         checks.append({"name": name, "value": value, "target": f"{op} {target:g}{unit}",
                        "result": "PASS" if ok else "MISS"})
 
+    # Issue 16: no regression where nothing is installed (no hooks, no rules): at least nghttpx's
+    # throughput, 1 KiB and 1 MiB responses, h2c and TLS on both legs.
     check("h2proxy / nghttpx req/s (1 KiB)", ratio(g("h2proxy", "small", "rps"), g("nghttpx", "small", "rps")),
-          ">=", 0.5)
+          ">=", 1.0)
+    check("h2proxy / nghttpx req/s (1 KiB, TLS)",
+          ratio(g("h2proxy_tls", "small_tls", "rps"), g("nghttpx_tls", "small_tls", "rps")), ">=", 1.0)
     check("h2proxy / mitmproxy req/s (1 KiB, TLS)",
           ratio(g("h2proxy_tls", "small_tls", "rps"), g("mitm", "small_tls", "rps")), ">=", 100)
     check("h2proxy / nghttpx MiB/s (1 MiB)", ratio(g("h2proxy", "large", "mib_s"), g("nghttpx", "large", "mib_s")),
-          ">=", 0.8)
+          ">=", 1.0)
+    check("h2proxy / nghttpx MiB/s (1 MiB, TLS)",
+          ratio(g("h2proxy_tls", "large_tls", "mib_s"), g("nghttpx_tls", "large_tls", "mib_s")), ">=", 1.0)
     check("CPU per request h2proxy / bare relay",
           ratio(g("h2proxy", "small", "cpu_us"), g("relay", "small", "cpu_us")), "<=", 3)
     added = None
@@ -410,6 +438,10 @@ def report(targets: Dict[str, Target], notes: List[str], rounds: int, duration: 
         "--workers 2 / 1 worker req/s": ratio(g("workers", "small", "rps"), g("h2proxy", "small", "rps")),
         "h2proxy TLS / h2c req/s": ratio(g("h2proxy_tls", "small_tls", "rps"), g("h2proxy", "small", "rps")),
         "CPU per request h2proxy / nghttpx": ratio(g("h2proxy", "small", "cpu_us"), g("nghttpx", "small", "cpu_us")),
+        "CPU per request h2proxy / nghttpx (TLS)": ratio(g("h2proxy_tls", "small_tls", "cpu_us"),
+                                                         g("nghttpx_tls", "small_tls", "cpu_us")),
+        "nghttpx TLS / origin TLS req/s": ratio(g("nghttpx_tls", "small_tls", "rps"),
+                                                g("origin_tls", "small_tls", "rps")),
         "added median latency nghttpx (ms)": None if g("nghttpx", "latency", "median_ms") is None
         or g("origin", "latency", "median_ms") is None
         else g("nghttpx", "latency", "median_ms") - g("origin", "latency", "median_ms"),
