@@ -22,7 +22,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Set
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
@@ -115,6 +115,23 @@ FAULT_NONE = "rst_stream path=/never/*"
 FAULT_1PCT = "rst_stream type=headers direction=c2s every=100 towards=client code=REFUSED_STREAM"
 
 
+
+def _add_baseline(add: Callable[..., None], only: Optional[Set[str]], base: Path, origin_port: int, work: Path,
+                  pargs: List[str], headers_cfg: Path, push_cfg: Path) -> None:
+    """The hookless proxy, the headers hook and the three issue 16 cases again, with the h2proxy of the
+    source tree ``base``: before/after in one run (each whenever its counterpart is measured)."""
+    if only is not None:
+        only |= {k + "_base" for k in ("h2proxy", "headers", "fault_none", "push_never", "fault_1pct") if k in only}
+    upstream = f"h2c://127.0.0.1:{origin_port}"
+    cases = [("h2proxy_base", "h2proxy", []),
+             ("headers_base", "headers hook", ["--config", str(headers_cfg)]),
+             ("fault_none_base", "fault on /never/*", ["--fault", FAULT_NONE]),
+             ("push_never_base", "push on /never/*", ["--config", str(push_cfg)]),
+             ("fault_1pct_base", "reset every 100th", ["--fault", FAULT_1PCT])]
+    for key, label, extra in cases:
+        add(key, f"{label} ({base.name})", lambda key=key, extra=extra: start_h2proxy(
+            upstream, work, name=key.replace("_", "-"), extra=[*extra, *pargs], tree=base), cpu=True)
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description="h2proxy against nghttpx, a bare relay and mitmproxy")
     ap.add_argument("--quick", action="store_true", help="3 short rounds (~1-2 minutes)")
@@ -127,7 +144,8 @@ def main(argv=None) -> int:
     ap.add_argument("--proxy-arg", action="append", default=[], metavar="ARG",
                     help="extra argument for every h2proxy started (repeatable), e.g. --proxy-arg=--altsvc=forward")
     ap.add_argument("--baseline-tree", type=Path, metavar="DIR",
-                    help="also measure the headers hook with the h2proxy of this source tree (e.g. "
+                    help="also measure the headers hook, the hookless proxy and the three issue 16 cases "
+                    "(fault_none, push_never, fault_1pct) with the h2proxy of this source tree (e.g. "
                     "`git archive OLD | tar -x -C DIR`): before/after in the same run")
     ap.add_argument("--keep", action="store_true", help="keep the work directory (logs) and print its path")
     ap.add_argument("--only", metavar="KEYS", help="measure only these targets (comma-separated: h2proxy, nghttpx, "
@@ -193,10 +211,6 @@ def main(argv=None) -> int:
         add("headers", "h2proxy headers hook", lambda: start_h2proxy(
             f"h2c://127.0.0.1:{origin.port}", work, name="h2proxy-headers",
             extra=["--config", str(headers_cfg), *pargs]), cpu=True)
-        if args.baseline_tree:
-            add("headers_base", f"headers hook ({args.baseline_tree.name})", lambda: start_h2proxy(
-                f"h2c://127.0.0.1:{origin.port}", work, name="h2proxy-headers-base",
-                extra=["--config", str(headers_cfg), *pargs], tree=args.baseline_tree.resolve()), cpu=True)
         # Interception that matches little or nothing of the traffic (issue 16): each should cost little.
         add("fault_none", "h2proxy fault on /never/*", lambda: start_h2proxy(
             f"h2c://127.0.0.1:{origin.port}", work, name="h2proxy-fault-none",
@@ -210,6 +224,8 @@ def main(argv=None) -> int:
         add("fault_1pct", "h2proxy reset every 100th", lambda: start_h2proxy(
             f"h2c://127.0.0.1:{origin.port}", work, name="h2proxy-fault-1pct",
             extra=["--fault", FAULT_1PCT, *pargs]), cpu=True)
+        if args.baseline_tree:
+            _add_baseline(add, only, args.baseline_tree.resolve(), origin.port, work, pargs, headers_cfg, push_cfg)
         add("nghttpx_hdr", "nghttpx --add-response-header", lambda: start_nghttpx(
             origin.port, work, name="nghttpx-hdr",
             extra=[f"--add-response-header={ADDED_HEADER[0]}: {ADDED_HEADER[1]}"]), cpu=True)
@@ -250,7 +266,8 @@ def main(argv=None) -> int:
 
         plan = [
             ("small", ["origin", "h2proxy", "nghttpx", "relay", "record", "hook", "headers", "headers_base",
-                       "nghttpx_hdr", "fault_none", "push_never", "fault_1pct", "workers"]),
+                       "nghttpx_hdr", "fault_none", "push_never", "fault_1pct", "h2proxy_base", "fault_none_base",
+                       "push_never_base", "fault_1pct_base", "workers"]),
             ("small_tls", ["origin_tls", "h2proxy_tls", "nghttpx_tls", "mitm"]),
             ("large", ["origin", "h2proxy", "nghttpx", "relay"]),
             ("large_tls", ["origin_tls", "h2proxy_tls", "nghttpx_tls"]),
@@ -433,6 +450,12 @@ def report(targets: Dict[str, Target], notes: List[str], rounds: int, duration: 
         else 1 - ratio(g("headers", "small", "rps"), g("h2proxy", "small", "rps")),
         "headers hook, this tree / baseline tree req/s": ratio(g("headers", "small", "rps"),
                                                                g("headers_base", "small", "rps")),
+        "baseline tree: fault rule matching nothing / no hooks req/s": ratio(g("fault_none_base", "small", "rps"),
+                                                                           g("h2proxy_base", "small", "rps")),
+        "baseline tree: push rule never triggered / no hooks req/s": ratio(g("push_never_base", "small", "rps"),
+                                                                         g("h2proxy_base", "small", "rps")),
+        "baseline tree: rule acting on 1% / no hooks req/s": ratio(g("fault_1pct_base", "small", "rps"),
+                                                                 g("h2proxy_base", "small", "rps")),
         "nghttpx --add-response-header / nghttpx req/s": ratio(g("nghttpx_hdr", "small", "rps"),
                                                                g("nghttpx", "small", "rps")),
         "--workers 2 / 1 worker req/s": ratio(g("workers", "small", "rps"), g("h2proxy", "small", "rps")),
