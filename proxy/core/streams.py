@@ -109,17 +109,17 @@ REMEMBER_CLOSED = 256
 class Stream:
     """What the proxy knows of one stream (ids are those of the client leg)."""
 
-    # A stream is made per request, so only what every stream needs is set here; the rest keep
-    # these class-level defaults until first assigned (then they live in the instance dict).
-    __slots__ = ("id", "state", "window", "server_id", "__dict__")
+    # A stream is made per request: what most streams need is a slot set here (hooks and the
+    # request's header list are read on every hooked request; a slot costs no dict per stream); the
+    # rest keep these class-level defaults until first assigned (then they live in the instance dict).
+    __slots__ = ("id", "state", "window", "server_id", "ordinal", "hooks", "request_headers", "response_headers",
+                 "__dict__")
 
     #: owed/held only matter once the proxy changed DATA on this stream: made on first use.
     owed: Optional[List[int]] = None
     held: Optional[List[List[HeldData]]] = None
     #: Flow-controlled bytes in ``held`` per direction (may overstate after a queue was cleared); set with ``held``.
     held_fcl: List[int]
-    request_headers: Optional[HeaderList] = None
-    response_headers: Optional[HeaderList] = None
     trailers: Optional[HeaderList] = None
     proxy_owned = False
     push_body: Optional[memoryview] = None
@@ -127,11 +127,6 @@ class Stream:
     reset_by: Union[int, ProxyReset, None] = None
     #: Strict mode: content-length still due per direction.
     body: Optional[List[Optional[int]]] = None
-    #: The hook entries for this stream's frames, per direction (type -> entries), decided when its
-    #: request was read (:meth:`HookChain.stream_tables`); None: no hook wants any frame of it.
-    hooks: Optional[StreamTables] = None
-    #: The how-manieth stream the client opened on the connection (1 = first); None for pushes.
-    ordinal: Optional[int] = None
 
     def __init__(self, sid: int, state: str, client_window: int, server_window: int) -> None:
         self.id = sid
@@ -139,6 +134,13 @@ class Stream:
         # window[d]: what the receiver of direction d still accepts on this stream.
         self.window = [server_window, client_window]
         self.server_id = sid
+        #: The how-manieth stream the client opened on the connection (1 = first); None for pushes.
+        self.ordinal: Optional[int] = None
+        #: The hook entries for this stream's frames, per direction (type -> entries), decided when its
+        #: request was read (:meth:`HookChain.stream_tables`); None: no hook wants any frame of it.
+        self.hooks: Optional[StreamTables] = None
+        self.request_headers: Optional[HeaderList] = None
+        self.response_headers: Optional[HeaderList] = None
 
     def __repr__(self) -> str:
         return f"Stream(id={self.id}, state={self.state!r})"
