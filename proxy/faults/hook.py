@@ -516,7 +516,8 @@ class FaultHook:
         t = _frame_type(frame)
         stream = ctx.stream
         sid = stream.id if stream is not None else frame.stream_id
-        fb = flag_byte(frame)
+        # (The flags byte only where a repair or the count needs it: most frames here were screened.)
+        fb = flag_byte(frame) if t == PING or t == SETTINGS or st.screened[d] is None else 0
         # Repairs.
         if st.closing:
             return []
