@@ -632,17 +632,8 @@ class FaultHook:
                 # its counters decide, and the FrameInfo is built only for a frame some rule acts on.
                 if t == DATA:
                     n, before = self._tally(st, d, t, sid, stream, length)
-                elif stream is not None:
-                    # (_Conn.count, inline: a tracked stream's own counts.)
-                    per = stream.__dict__.get("fault_counts")
-                    if per is None:
-                        n = 1
-                        stream.fault_counts = {t * 2 + d: 1}
-                    else:
-                        n = per[t * 2 + d] = per.get(t * 2 + d, 0) + 1
-                    before = -1
                 else:
-                    n, before = st.count(d, sid, t, None), -1
+                    n, before = st.count(d, sid, t, stream), -1     # (the bytes before it: only if a rule fires)
                 candidates = listed[3].get(t * 2 + d)
                 if candidates is None:
                     candidates = listed[3][t * 2 + d] = tuple(
