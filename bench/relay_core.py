@@ -67,7 +67,10 @@ def run_once(n: int, sink=None, hooks=None) -> Tuple[float, float]:
     """Seconds of CPU per exchange: (the whole process, the relay's own thread)."""
     relay = Relay(1, hooks=hooks, sink=sink)
     settings = _wire(fc.SettingsFrame(0, settings={3: 100, 4: 1 << 30}))
-    relay.receive(0, PREFACE + settings + _wire(fc.WindowUpdateFrame(0, window_increment=(1 << 31) - 1 - 65535)), 0.0)
+    # (The client's as h2load's: push disabled.)
+    client_settings = _wire(fc.SettingsFrame(0, settings={2: 0, 3: 100, 4: 1 << 30}))
+    relay.receive(0, PREFACE + client_settings + _wire(fc.WindowUpdateFrame(0, window_increment=(1 << 31) - 1 - 65535)),
+                  0.0)
     relay.receive(1, settings + _wire(fc.SettingsFrame(0, flags=["ACK"]),
                                       fc.WindowUpdateFrame(0, window_increment=(1 << 31) - 1 - 65535)), 0.0)
     relay.receive(0, _wire(fc.SettingsFrame(0, flags=["ACK"])), 0.0)

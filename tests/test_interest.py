@@ -137,14 +137,14 @@ async def test_a_stream_no_hook_wants_is_forwarded_byte_for_byte_with_hooks_inst
 class Conn:
     """A relay between two playbook peers, SETTINGS exchanged."""
 
-    def __init__(self, hooks) -> None:
+    def __init__(self, hooks, client_settings=None) -> None:
         self.chain = HookChain(hooks)
         for h in hooks:
             if isinstance(h, FaultHook):
                 h.attach(self.chain)
         self.relay = Relay(1, RelayOptions(), hooks=self.chain)
         self.client, self.server = Peer(), Peer()
-        self.relay.receive(C2S, PREFACE + wire(fc.SettingsFrame(0)), 0.0)
+        self.relay.receive(C2S, PREFACE + wire(fc.SettingsFrame(0, settings=client_settings or {})), 0.0)
         self.relay.receive(S2C, wire(fc.SettingsFrame(0), fc.SettingsFrame(0, flags=["ACK"])), 0.0)
         self.relay.receive(C2S, wire(fc.SettingsFrame(0, flags=["ACK"])), 0.0)
         out(self.relay, C2S), out(self.relay, S2C)
@@ -348,6 +348,32 @@ def test_a_block_that_does_not_decode_on_a_stream_no_hook_wants_is_reported_as_b
     assert c.relay.sides[S2C].decoding_broken and not c.relay.sides[S2C].fast_synced
     # Transparent mode: forwarded as it came; later blocks of that direction go the general way.
     assert out(c.relay, S2C) == wire(fc.HeadersFrame(1, data=bad, flags=["END_HEADERS", "END_STREAM"]))
+
+
+def test_a_reset_at_the_request_decodes_responses_only_where_the_client_allows_push():
+    # `rst_stream path=...` resets each stream it wants at its request block: such a stream never gets a
+    # response, so responses need decoding only for pushed streams (a PUSH_PROMISE carries their request).
+    bad = bytes([0x80 | 0x7E])                                 # index 126: does not decode
+    seen = {}
+    for push in (0, 1):
+        hook = FaultHook(["rst_stream code=REFUSED_STREAM path=/never/*"])
+        hook.static = True                                     # (as h2proxy --fault without --admin)
+        c = Conn([hook], client_settings={0x2: push})
+        _open(c, 1, "/never/a")
+        assert [(f.stream_id, f.error_code) for f in parsed(out(c.relay, S2C))] == [(1, 7)]   # reset either way
+        _open(c, 3, "/plain")
+        c.send(S2C, fc.HeadersFrame(3, data=bad, flags=["END_HEADERS", "END_STREAM"]))
+        # Forwarded as it came either way (transparent mode); reported only where it was decoded.
+        assert out(c.relay, S2C) == wire(fc.HeadersFrame(3, data=bad, flags=["END_HEADERS", "END_STREAM"]))
+        seen[push] = [v["code"] for v in c.relay.violations if "does not decode" in v["message"]]
+    assert seen == {0: [], 1: ["COMPRESSION_ERROR"]}
+    # A rule that may let the request by and act on the response needs responses decoded in any case.
+    hook = FaultHook(["rst_stream code=REFUSED_STREAM path=/never/* after=1"])
+    hook.static = True
+    c = Conn([hook], client_settings={0x2: 0})
+    _open(c, 1, "/plain")
+    c.send(S2C, fc.HeadersFrame(1, data=bad, flags=["END_HEADERS", "END_STREAM"]))
+    assert [v["code"] for v in c.relay.violations if "does not decode" in v["message"]] == ["COMPRESSION_ERROR"]
 
 
 def test_blocks_decoded_only_for_the_table_are_not_checked_but_those_a_hook_is_handed_are():

@@ -66,6 +66,7 @@ class ControlFrames:
     push_map: Dict[int, int]
     push_unmap: Dict[int, int]
     counters: Counters
+    decode_if_push: Tuple[bool, bool]
 
     if TYPE_CHECKING:
         def _out(self, d: int, wire: Wire, origin: Optional[int], actions: Optional[Actions]) -> None: ...
@@ -89,6 +90,8 @@ class ControlFrames:
                        sid: Optional[int] = None, forwarded: Optional[bool] = None) -> bool: ...
 
         def _limit(self, d: int, name: str, detail: str) -> None: ...
+
+        def _no_push_decoding(self) -> None: ...
 
     def _control(self, d: int, f: RawFrame) -> None:
         t = f.type
@@ -231,6 +234,8 @@ class ControlFrames:
             mine[ident] = value
         if self.strict:
             peer.reader.max_frame_size = min(self.limits.max_frame_size, mine[Setting.MAX_FRAME_SIZE])
+        if d == CLIENT and not side.settings_seen and mine[Setting.ENABLE_PUSH] == 0 and any(self.decode_if_push):
+            self._no_push_decoding()
         side.settings_seen = True
         side.unacked_settings += 1
         if len(side.table_sizes_due) < 64:

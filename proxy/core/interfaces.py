@@ -90,6 +90,8 @@ class HookRunner(Protocol):
     needs_headers: bool
     #: Per direction, whether some hook needs that direction's header blocks decoded.
     decode: List[bool]
+    #: Per direction, whether some hook needs them decoded only where the client allows server push.
+    decode_if_push: List[bool]
     #: (hook, exception type, wrong return) already logged with a traceback: logged once each.
     errors_logged: Set[Tuple[str, str, bool]]
     #: None, or a value that changes whenever the rules do, while :meth:`stream_tables` depends on the

@@ -187,11 +187,14 @@ class Relay(FlowControl, Output, ControlFrames, Violations):
         chain_decode = getattr(hooks, "decode", None) if hooks is not None else None
         if chain_decode is None:
             chain_decode = [bool(hooks is not None and hooks.needs_headers)] * 2
+        if_push = getattr(hooks, "decode_if_push", None) if hooks is not None and not everything else None
+        #: Directions decoded only while the client may allow server push: decoding stops there when the
+        #: client's first SETTINGS disables it (ControlFrames._settings), before any block of theirs.
+        self.decode_if_push: Tuple[bool, bool] = (bool(if_push and if_push[0]), bool(if_push and if_push[1]))
         #: The two peers, indexed by side (= the direction each sends in): what was kept per direction.
-        self.sides = pair(self.limits, (everything or bool(chain_decode[0]), everything or bool(chain_decode[1])),
-                          now)
+        self.sides = pair(self.limits, (everything or bool(chain_decode[0]) or self.decode_if_push[0],
+                                        everything or bool(chain_decode[1]) or self.decode_if_push[1]), now)
         self.client, self.server = self.sides
-        self.decode = self.client.decoding or self.server.decoding
         #: Whether every decoded block gets the RFC 9113 section 8 checks (``--strict``, ``decode_headers``);
         #: otherwise only those a hook is handed (see docs/proxy.md, *What is checked*).
         self.check_all = bool(self.options.decode_headers or self.options.strict)
@@ -600,6 +603,14 @@ class Relay(FlowControl, Output, ControlFrames, Violations):
                                 and not side.decoding_broken and side.decoder is not None)
         self.fast_new_streams = self.client.fast_headers and (
             self.hooks is None or HEADERS not in self.hooks.table()[C2S])
+
+    def _no_push_decoding(self) -> None:
+        """The client's first SETTINGS disabled server push: the directions decoded only for pushed streams
+        (HookChain.decode_if_push) are not decoded on this connection (no block of theirs came yet)."""
+        for d, side in enumerate(self.sides):
+            if self.decode_if_push[d] and not (self.hooks is not None and self.hooks.decode[d]):
+                side.decoding = False
+        self._update_fast_path()
 
     def interest_changed(self) -> None:
         """The hooks' interest changed (rules changed at run time): every open stream takes it now."""

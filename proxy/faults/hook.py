@@ -32,7 +32,7 @@ import dataclasses
 import logging
 import time
 import weakref
-from typing import Any, Callable, Dict, FrozenSet, Iterable, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, FrozenSet, Iterable, List, Optional, Set, Tuple, Union
 
 from framecodec import frame as fc
 
@@ -382,27 +382,35 @@ class FaultHook:
     def interest(self) -> Interest:
         """The directions whose header blocks are decoded (the frame types and conditions are per rule:
         :meth:`hook_entries`)."""
-        return Interest(decode=self.decode_directions())
+        always, if_push = self.decode_directions()
+        return Interest(decode=always, decode_if_push=if_push)
 
-    def decode_directions(self) -> Tuple[int, ...]:
-        """Both, unless :attr:`static`; then those where some rule can drop or change header blocks (the
-        direction is then re-encoded, hence decoded) or reads them (request keys need the requests,
-        ``status`` and ``response_header`` the responses)."""
+    def decode_directions(self) -> Tuple[Tuple[int, ...], Tuple[int, ...]]:
+        """(directions always decoded, directions decoded only where the client allows server push).
+
+        Both always, unless :attr:`static`; then those where some rule can drop or change header blocks
+        (the direction is then re-encoded, hence decoded) or reads them (request keys need the
+        requests, ``status`` and ``response_header`` the responses). A rule that ends every stream it
+        wants at that stream's request block (:func:`_ends_at_request`) can meet a response block only
+        on a pushed stream (a PUSH_PROMISE's request): it needs responses decoded only where the client
+        allows push.
+        """
         if not self.static:
-            return (C2S, S2C)
-        dirs = set()
+            return (C2S, S2C), ()
+        dirs: Set[int] = set()
+        push_only: Set[int] = set()
         for r in self.rules:
             if not r.enabled or getattr(r, "grpc", False):
                 continue
             if r.action in _BLOCK_CHANGING or (r.action == "goaway" and not r.params.get("keep", True)):
                 for d in (C2S, S2C):
                     if r.wants(d, HEADERS) or r.wants(d, PUSH_PROMISE) or r.wants(d, CONTINUATION):
-                        dirs.add(d)
+                        (push_only if d == S2C and _ends_at_request(r) else dirs).add(d)
             if r.method is not None or r.authority is not None or r.path is not None or r.request_header:
                 dirs.add(C2S)
             if r.status is not None or r.response_header:
                 dirs.add(S2C)
-        return tuple(sorted(dirs))
+        return tuple(sorted(dirs)), tuple(sorted(push_only - dirs))
 
     def hook_entries(self, d: int, t: int) -> list:
         """The chain's entries for frames of type ``t`` in direction ``d`` (see HookChain): one per rule that
@@ -995,6 +1003,18 @@ class FaultHook:
 
 
 # ---------------------------------------------------------------- helpers
+
+def _ends_at_request(rule: Rule) -> bool:
+    """Whether ``rule`` resets every stream it wants at the first frame of it that it is shown, the
+    request's block (the stream then never reaches the server, so no response of it follows): it acts
+    on HEADERS from the client, and nothing but its stream condition decides whether it fires (every
+    match fires while ``first`` and ``limit`` allow; no ``after``, ``every``, probability or key of
+    the frame itself)."""
+    return (rule.action == "rst_stream" and C2S in rule.directions
+            and (rule.types is None or HEADERS in rule.types) and not rule.after and rule.every in (None, 1)
+            and rule.probability >= 1.0 and rule.nth is None and not rule.flags_need and not rule.flags_avoid
+            and rule.after_bytes is None and rule.status is None and not rule.response_header)
+
 
 def _stream_condition(rule: Rule):
     """The part of a rule's match decided once per stream (request headers, stream id, ordinal), as a

@@ -54,7 +54,10 @@ class Interest:
     the directions it gets HEADERS or PUSH_PROMISE in when it defines ``on_headers`` or
     ``on_push_promise``, plus client->server when ``stream`` is given);
     ``untracked``: with ``stream``, also the frames on streams the relay no longer tracks
-    (frames in flight on a stream the hook ended; the condition cannot be asked there).
+    (frames in flight on a stream the hook ended; the condition cannot be asked there);
+    ``decode_if_push``: directions decoded only on connections whose client allows server push
+    (its first SETTINGS leaves SETTINGS_ENABLE_PUSH at 1): a hook that needs that direction's
+    blocks only for pushed streams (a PUSH_PROMISE's request, a pushed response) says so here.
 
     A hook with a ``stream`` condition gets ``stream_opened``/``stream_closed`` only for
     the streams it holds for.
@@ -65,6 +68,7 @@ class Interest:
     stream: Optional[StreamCondition] = None
     decode: Optional[Iterable[Union[int, str]]] = None
     untracked: bool = False
+    decode_if_push: Iterable[Union[int, str]] = ()
 
     def type_set(self) -> Optional[FrozenSet[int]]:
         if self.types is None:
@@ -98,15 +102,17 @@ def _direction(value) -> int:
 class HookInterest:
     """A hook's interest resolved against its methods: per direction, type -> bound method."""
 
-    __slots__ = ("methods", "stream", "decode", "untracked")
+    __slots__ = ("methods", "stream", "decode", "untracked", "decode_if_push")
 
     def __init__(self, methods: Tuple[dict, dict], stream: Optional[StreamCondition],
-                 decode: FrozenSet[int], untracked: bool = False) -> None:
+                 decode: FrozenSet[int], untracked: bool = False, decode_if_push: FrozenSet[int] = frozenset()) -> None:
         #: methods[d][t] = (method, wants_headers)
         self.methods = methods
         self.stream = stream
         self.decode = decode
         self.untracked = untracked
+        #: Directions decoded only where the client allows server push (Interest.decode_if_push).
+        self.decode_if_push = decode_if_push - decode
 
 
 def resolve(hook: Any) -> HookInterest:
@@ -144,7 +150,8 @@ def resolve(hook: Any) -> HookInterest:
         if stream is not None:
             derived.add(C2S)
         decode = frozenset(derived)
-    return HookInterest(methods, stream, decode, bool(declared is not None and declared.untracked))
+    if_push = frozenset(_direction(d) for d in declared.decode_if_push) if declared is not None else frozenset()
+    return HookInterest(methods, stream, decode, bool(declared is not None and declared.untracked), if_push)
 
 
 def untracked_only(stream: Any) -> bool:
