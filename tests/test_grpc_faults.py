@@ -108,8 +108,10 @@ async def test_cut_after_message_n(protos, echo, h2proxy, tmp_path):
         return err, ok
     err, ok = await asyncio.to_thread(_run, protos, proxy.port, calls)
     assert err.code() == grpc.StatusCode.INTERNAL and "RST_STREAM" in err.details()
-    # Message 2 goes out right before the RST_STREAM; grpcio may drop a message it has not handed over yet.
-    assert got in ([0], [0, 1])
+    # Messages 0 and 1 go out, then the RST_STREAM (the frame log below shows exactly that). grpcio hands
+    # over, in order, at most what it had read before the reset: when the reset comes in the same read as
+    # the messages (a loaded machine), it may hand over none of them.
+    assert got in ([], [0], [0, 1])
     assert ok.text == "hello after"
     assert [(e["action"], e["message"]) for e in proxy.injected] == [("cut", 2)]
     recorder.close()
