@@ -594,7 +594,7 @@ class Relay(FlowControl, Output, ControlFrames, Violations):
             side.fast_headers = plain and not side.decoding and side.encoder is None
             side.fast_data = plain and not self.strict
             # Decoded (every block of d is: the HPACK table stays in step), checked, handed to the hooks that
-            # want it or forwarded, without the general path's detours (see _decoded_block).
+            # want it or forwarded, without the general path's detours (see _open_decoded, _decoded_block).
             side.fast_decoded = (self.sink is None and side.decoding and not self.strict
                                  and not (d == S2C and self.push_map))
             # ... and those of streams no hook wants them on decoded (the table in step), then sent on as they

@@ -100,10 +100,10 @@ class Side:
         self.fast_data = False
         self.fast_decoded = False
         self.fast_synced = False
-        #: Request blocks that opened streams, as they came -> (decoder table version, its limits, the hook
-        #: chain's request_tables, the header list, the stream's hook tables): a request sent again while
-        #: neither table nor rules changed opens its stream without decoding or asking the chain
-        #: (Relay._decoded_block).
+        #: Request blocks that opened streams, as they came -> (decoder table version, the hook chain's
+        #: request_tables, the decoder's list limit, the header list, the stream's hook tables, the section 8
+        #: verdict per END_STREAM flag): a request sent again while neither table nor rules changed opens
+        #: its stream without decoding, asking the chain or checking it again (Relay._open_decoded).
         self.opened_by: Dict[bytes, Tuple[Any, ...]] = {}
         #: Since when the peer's window keeps a stream of this side waiting (zero_window_timeout).
         self.stalled_since: Optional[float] = None
