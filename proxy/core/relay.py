@@ -86,7 +86,7 @@ from .hookrun import (
     hook_chain,
     sides_towards,
 )
-from .interfaces import Actions, Counters, HookEntry, HookRunner, HookTable, StreamTables
+from .interfaces import Actions, Counters, HookEntry, HookRunner, HookTable, Screen, StreamTables
 from .limits import Limits
 from .output import EMPTY_SETTINGS, Output
 from .protocol import (
@@ -608,7 +608,7 @@ class Relay(FlowControl, Output, ControlFrames, Violations):
         """The client's first SETTINGS disabled server push: the directions decoded only for pushed streams
         (HookChain.decode_if_push) are not decoded on this connection (no block of theirs came yet)."""
         for d, side in enumerate(self.sides):
-            if self.decode_if_push[d] and not (self.hooks is not None and self.hooks.decode[d]):
+            if self.decode_if_push[d]:       # (never a direction some hook needs decoded always: HookChain)
                 side.decoding = False
         self._update_fast_path()
 
@@ -849,12 +849,7 @@ class Relay(FlowControl, Output, ControlFrames, Violations):
                     if screens is not None:
                         # Screened on the raw block and its headers: nothing will act on it (the usual
                         # outcome of rules that act on some streams, or every Nth): forwarded here.
-                        view = self.view
-                        verdict = False
-                        for screen in screens:
-                            if screen(view, d, HEADERS, flags, sid, length, s, headers, hooks):
-                                verdict = True
-                                break
+                        verdict = self._screened(d, screens, HEADERS, flags, sid, length, s, headers, hooks)
                         done = not verdict and self.sink is None and not (d == S2C and self.push_map) \
                             and not (d == C2S and self.push_unmap)
             if done:
@@ -1250,16 +1245,13 @@ class Relay(FlowControl, Output, ControlFrames, Violations):
         if verdict is None:
             screens = getattr(hooks, "screens", None)
             if screens is not None:
-                verdict = False
                 frames = unit.frames
                 first = frames[0]
                 s = unit.stream
-                view = self.view
-                for screen in screens:
-                    if screen(view, d, first.type, first.flags if len(frames) == 1 else first.flags | END_HEADERS,
-                              s.id if s is not None else first.stream_id, first.length, s, unit.headers, hooks):
-                        verdict = True
-                        break
+                verdict = self._screened(d, screens, first.type,
+                                         first.flags if len(frames) == 1 else first.flags | END_HEADERS,
+                                         s.id if s is not None else first.stream_id, first.length, s,
+                                         unit.headers, hooks)
         if verdict is False:
             # Every entry screened the raw frame and none will act on it: no object, no chain.
             first = unit.frames[0]
@@ -1270,7 +1262,7 @@ class Relay(FlowControl, Output, ControlFrames, Violations):
                     for f in unit.frames:
                         out.append(f.wire)
                 elif unit.headers is not None:
-                    # A re-encoded direction's block, as in _decoded_block.
+                    # A re-encoded direction's block, as in _decided_block.
                     for w in self._encode_block(d, Headers(first.stream_id, unit.headers,
                                                            bool(first.flags & END_STREAM))):
                         out.append(w)
@@ -1283,6 +1275,16 @@ class Relay(FlowControl, Output, ControlFrames, Violations):
             return
         gen = hook_chain(self, d, unit, hooks)
         self._drive(d, gen, lambda result: self._finish_unit(d, unit, result), None, None)
+
+    def _screened(self, d: int, screens: Tuple[Screen, ...], t: int, flags: int, sid: int, length: int,
+                  s: Optional[Stream], headers: Optional[HeaderList], hooks: List[HookEntry]) -> bool:
+        """Whether one of an entry list's screens says an entry may act on this frame or block (then the
+        hook chain runs); False: none will, and it goes on as it came."""
+        view = self.view
+        for screen in screens:
+            if screen(view, d, t, flags, sid, length, s, headers, hooks):
+                return True
+        return False
 
     def _drive(self, d: int, gen: HookGen, finish: Finish, value: Any, error: Optional[BaseException]) -> None:
         side = self.sides[d]

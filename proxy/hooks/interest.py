@@ -111,8 +111,9 @@ class HookInterest:
         self.stream = stream
         self.decode = decode
         self.untracked = untracked
-        #: Directions decoded only where the client allows server push (Interest.decode_if_push).
-        self.decode_if_push = decode_if_push - decode
+        #: Directions decoded only where the client allows server push (Interest.decode_if_push); HookChain
+        #: leaves out those some hook needs decoded always.
+        self.decode_if_push = decode_if_push
 
 
 def resolve(hook: Any) -> HookInterest:
