@@ -422,8 +422,8 @@ def test_the_headers_hook_called_directly_sends_what_the_hook_chain_sends():
     rules = [{"match": {"direction": "response"}, "remove": ["x-drop"], "set": {"x-via": "1"}}]
     hook = HeadersHook(rules=rules)
     direct, chained = Conn([hook]), Conn([_SameRewriteByHand()])
-    assert type(direct.relay.stream_tables(_stream_with(REQ))[S2C][0x1]).__name__ == "RewriteEntries"
-    assert type(chained.relay.stream_tables(_stream_with(REQ))[S2C][0x1]).__name__ == "Entries"
+    assert type(direct.relay.hooks.stream_tables(_stream_with(REQ))[S2C][0x1]).__name__ == "RewriteEntries"
+    assert type(chained.relay.hooks.stream_tables(_stream_with(REQ))[S2C][0x1]).__name__ == "Entries"
     dec = hpack.Decoder()
     for sid in (1, 3, 5):
         _open(direct, sid, "/a")

@@ -97,6 +97,9 @@ class HookRunner(Protocol):
     #: None, or a value that changes whenever the rules do, while :meth:`stream_tables` depends on the
     #: stream's request headers alone (the same list: the same tables).
     request_tables: Optional[int]
+    #: True while :meth:`stream_tables` gives ``every_stream`` for every stream (it is then not asked).
+    fixed_tables: bool
+    every_stream: Optional[StreamTables]
 
     def table(self) -> List[HookTable]: ...
 

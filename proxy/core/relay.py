@@ -145,6 +145,16 @@ class RelayOptions:
 _OPENED_BY = 256
 
 
+def _stream_tables(hooks: Optional[HookRunner]) -> Tuple[Optional[Callable[[Stream], Optional[StreamTables]]],
+                                                          Optional[StreamTables]]:
+    """What the relay asks for each new stream's tables, or (None, the tables every stream has)."""
+    if hooks is None:
+        return None, None
+    if getattr(hooks, "fixed_tables", False):
+        return None, hooks.every_stream
+    return hooks.stream_tables, None
+
+
 def _note_block(s: Stream, d: int, headers: HeaderList) -> None:
     """A later block of stream ``s`` in direction ``d``: its response (or an informational one), or trailers."""
     if d == C2S:
@@ -178,8 +188,10 @@ class Relay(FlowControl, Output, ControlFrames, Violations):
         self.hook_table: List[HookTable] = hooks.conn_table() if hooks is not None else [{}, {}]
         #: Entries for frames on streams the relay does not track (closed, idle, refused).
         self.untracked_table: List[HookTable] = hooks.untracked_table() if hooks is not None else [{}, {}]
-        self.stream_tables: Optional[Callable[[Stream], Optional[StreamTables]]] = (
-            hooks.stream_tables if hooks is not None else None)
+        #: Asked for each new stream's tables; None when every stream has ``every_stream``'s.
+        self.stream_tables: Optional[Callable[[Stream], Optional[StreamTables]]]
+        self.every_stream: Optional[StreamTables]
+        self.stream_tables, self.every_stream = _stream_tables(hooks)
         # Stream lifecycle calls cost two calls per stream: made only when some hook has those methods.
         self.stream_hooks = hooks if hooks is not None and getattr(hooks, "wants_stream_events", True) else None
         everything = bool(self.options.decode_headers or self.options.strict
@@ -373,8 +385,8 @@ class Relay(FlowControl, Output, ControlFrames, Violations):
                         self.client_streams_total += 1
                         s.ordinal = self.client_streams_total
                         self.counters["streams"] += 1
-                        if self.stream_tables is not None:
-                            s.hooks = self.stream_tables(s)
+                        tables = self.stream_tables     # (_tables_of, inline)
+                        s.hooks = tables(s) if tables is not None else self.every_stream
                         out_d.append(wire)
                         if rec_d is not None:
                             rec_d.append(wire)
@@ -612,14 +624,19 @@ class Relay(FlowControl, Output, ControlFrames, Violations):
                 side.decoding = False
         self._update_fast_path()
 
+    def _tables_of(self, s: Stream) -> Optional[StreamTables]:
+        """The hook entries for the frames of the new stream ``s`` (HookChain.stream_tables)."""
+        tables = self.stream_tables
+        return tables(s) if tables is not None else self.every_stream
+
     def interest_changed(self) -> None:
         """The hooks' interest changed (rules changed at run time): every open stream takes it now."""
-        tables = self.stream_tables
-        if tables is not None and self.hooks is not None:
+        tables, every = self.stream_tables, self.every_stream = _stream_tables(self.hooks)
+        if self.hooks is not None:
             followed = self.hooks.full_tables()
             for s in self.streams.values():
                 if not s.proxy_owned and s.hooks is not followed:
-                    s.hooks = tables(s)
+                    s.hooks = tables(s) if tables is not None else every
         self._update_fast_path()
 
     def halt(self) -> None:
@@ -767,7 +784,7 @@ class Relay(FlowControl, Output, ControlFrames, Violations):
                 self._undecodable(C2S, flags, sid, length, wire, exc)
                 return True
             # (The stream's hooks are decided on the stream not registered yet.)
-            h = s.hooks = self.stream_tables(s) if self.stream_tables is not None else None
+            h = s.hooks = self._tables_of(s)
             verdicts = self._remember_opened(client, decoder, block, version, headers, h)
         hooks = h[C2S].get(HEADERS) if h is not None else None
         if self.check_all or hooks is not None:
@@ -994,8 +1011,7 @@ class Relay(FlowControl, Output, ControlFrames, Violations):
                 s.ordinal = self.client_streams_total
                 self.counters["streams"] += 1
                 s.request_headers = unit.headers
-                if self.stream_tables is not None:
-                    s.hooks = self.stream_tables(s)
+                s.hooks = self._tables_of(s)
                 unit.stream = s
                 if self.stream_hooks is not None:
                     self.stream_hooks.stream_opened(self, s)
@@ -1065,8 +1081,7 @@ class Relay(FlowControl, Output, ControlFrames, Violations):
         s = Stream(client_id, st.RESERVED_REMOTE, client.settings[_INITIAL_WINDOW], server.settings[_INITIAL_WINDOW])
         s.server_id = promised
         s.request_headers = unit.headers
-        if self.stream_tables is not None:
-            s.hooks = self.stream_tables(s)
+        s.hooks = self._tables_of(s)
         self.streams[client_id] = s
         self.counters["streams"] += 1
         return False

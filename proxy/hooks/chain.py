@@ -217,6 +217,10 @@ class HookChain:
         self._one_tables = (self._tables_for((False,)), self._tables_for((True,))) if self._one else (None, None)
         self._memo = {} if self._atoms and all(getattr(a, "request_only", False) for a in self._atoms) else None
         self.request_tables = None if self._atoms and self._memo is None else self.version + 1
+        #: With no condition, every stream has the same tables: the relay takes them without asking
+        #: per stream (the default ALTSVC hook is such a chain).
+        self.fixed_tables = not self._atoms
+        self.every_stream = self._tables_for(()) if not self._atoms else None
 
     def changed(self) -> None:
         """The tables were edited (rules changed at run time): open connections follow at once.
