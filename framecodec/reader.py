@@ -24,6 +24,9 @@ PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 #: Reads ``length << 8 | type``, ``flags`` and ``R + stream id`` in one call.
 _HEADER = struct.Struct(">LBL")
 _unpack_header = _HEADER.unpack_from
+#: ``unpack_header(buffer, offset)``: a frame header's ``(length << 8 | type, flags, R + stream id)``, for
+#: callers of :meth:`FrameReader.take` that walk the frames themselves.
+unpack_header = _unpack_header
 
 #: The default SETTINGS_MAX_FRAME_SIZE (RFC 9113 6.5.2).
 DEFAULT_MAX_FRAME_SIZE = 16384
@@ -32,6 +35,9 @@ DEFAULT_MAX_FRAME_SIZE = 16384
 Chunk = Union[bytes, bytearray, memoryview]
 #: A frame's wire bytes: a view of the chunk it arrived in, or bytes when it spanned chunks.
 Wire = Union[bytes, memoryview]
+
+
+_EMPTY = memoryview(b"")
 
 
 def _view(view: memoryview) -> memoryview:
@@ -93,7 +99,7 @@ class FrameReader:
     """
 
     __slots__ = ("max_frame_size", "preface_pending", "_preface_seen", "_pending", "_pending_len",
-                 "_need", "_header", "bytes_in", "frames_in")
+                 "_need", "_header", "bytes_in", "frames_in", "_keep")
 
     def __init__(self, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE, expect_preface: bool = False) -> None:
         self.max_frame_size = max_frame_size
@@ -106,6 +112,7 @@ class FrameReader:
         self._header: Optional[Tuple[int, int, int, int]] = None  # (type, flags, stream id, length)
         self.bytes_in = 0
         self.frames_in = 0
+        self._keep: Callable[[memoryview], Wire] = bytes   # (how the last chunk's bytes are kept: _start)
 
     @property
     def buffered(self) -> int:
@@ -138,15 +145,55 @@ class FrameReader:
             exc.frames = frames
             raise
 
+    def take(self, data: Chunk) -> Tuple[List[FrameFields], memoryview, int]:
+        """Take the next chunk without splitting it: for a caller that walks the frames itself.
+
+        Returns the frame that the last chunks left open and this one completes (a list of none or
+        one), and ``data`` as a view with the offset of its first frame after that. The caller walks
+        the frames from there and then hands back what it did not process: :meth:`rest`. Raises as
+        :meth:`feed_fields` does (``exc.frames``: the completed frame, if any).
+        """
+        frames: List[FrameFields] = []
+        try:
+            view, pos = self._start(data, frames)
+        except FrameTooLargeError as exc:
+            exc.frames = frames
+            raise
+        self.frames_in += len(frames)
+        return frames, view, pos
+
+    def rest(self, view: memoryview, pos: int, walked: int = 0) -> List[FrameFields]:
+        """The caller of :meth:`take` walked ``walked`` complete frames of ``view`` up to ``pos``: split the
+        rest into frames for it and keep an incomplete last frame for the next chunk (as :meth:`feed_fields`)."""
+        frames: List[FrameFields] = []
+        if pos < len(view):
+            try:
+                self._split(view, pos, frames, self._keep)
+            except FrameTooLargeError as exc:
+                exc.frames = frames
+                raise
+        self.frames_in += walked + len(frames)
+        return frames
+
     def _feed(self, data: Chunk, frames: List[FrameFields]) -> List[FrameFields]:
+        view, pos = self._start(data, frames)
+        if pos < len(view):
+            self._split(view, pos, frames, self._keep)
+        self.frames_in += len(frames)
+        return frames
+
+    def _start(self, data: Chunk, frames: List[FrameFields]) -> Tuple[memoryview, int]:
+        """Read the preface, then complete the frame left open, if ``data`` holds the rest of it (into
+        ``frames``); return ``data`` as a view and where its first frame after that starts."""
         self.bytes_in += len(data)
         if self.preface_pending:
             data = self._read_preface(data)
             if not data:
-                return frames
+                return _EMPTY, 0
         view = memoryview(data)
         # Immutable chunks can be held as views; anything else is copied before it is kept.
         keep: Callable[[memoryview], Wire] = _view if isinstance(data, (bytes, memoryview)) else bytes
+        self._keep = keep
         size = len(view)
         pos = 0
         while self._pending_len:
@@ -157,7 +204,7 @@ class FrameReader:
                 if avail:
                     self._pending.append(keep(view[pos:]))
                     self._pending_len = have + avail
-                return frames
+                return view, size
             take = self._need - have
             self._pending.append(view[pos:pos + take])
             pos += take
@@ -181,10 +228,7 @@ class FrameReader:
             else:
                 self._header = None
                 frames.append((header[0], header[1], header[2], header[3], joined))
-        if pos < size:
-            self._split(view, pos, frames, keep)
-        self.frames_in += len(frames)
-        return frames
+        return view, pos
 
     def _split(self, view: memoryview, pos: int, frames: List[FrameFields],
                keep: Callable[[memoryview], Wire] = bytes) -> None:

@@ -59,6 +59,7 @@ from framecodec.hpack import Decoder as HpackDecoder
 from framecodec.hpack import Encoder as HpackEncoder
 from framecodec.hpack import HpackDecodingError, OversizedHeaderListError
 from framecodec.reader import Chunk, FrameFields, RawFrame, Wire
+from framecodec.reader import unpack_header as _unpack_header
 
 from ..hooks.api import (
     CLIENT_TO_SERVER,
@@ -262,11 +263,19 @@ class Relay(FlowControl, Output, ControlFrames, Violations):
         self.counters["bytes_in"][d] += len(data)
         try:
             if reader.preface_pending:
-                frames = reader.feed_fields(data)
+                frames, view, pos = reader.take(data)
                 if not reader.preface_pending and not self.preface_forwarded:
                     self._forward_preface()
             else:
-                frames = reader.feed_fields(data)
+                frames, view, pos = reader.take(data)
+            ran = False
+            if frames:
+                done = self._queued_or_run(d, frames)
+                if done is None:
+                    return
+                ran = done
+            if pos < len(view) and not self.closed:
+                ran = self._chunk(d, view, pos) or ran
         except PrefaceError as exc:
             self._bad_preface(exc)
             return
@@ -282,22 +291,7 @@ class Relay(FlowControl, Output, ControlFrames, Violations):
         except FrameCodecError as exc:
             self._connection_error(d, "4.1", ErrorCode.PROTOCOL_ERROR, str(exc), forced=True)
             return
-        if not frames:
-            return
-        if not self.counters["frames_in"][d] and frames[0][0] != SETTINGS and self._violation(
-                d, "3.4", ErrorCode.PROTOCOL_ERROR, True,
-                f"the {SIDE_NAME[d]}'s first frame is {frame_name(frames[0][0])}, not SETTINGS"):
-            return
-        self.counters["frames_in"][d] += len(frames)
-        if d == S2C and not self.preface_forwarded:
-            # Nothing of the server reaches a client that has not proven it speaks HTTP/2.
-            side.inbox.extend(frames)
-            return
-        if side.paused is not None or side.inbox:
-            side.inbox.extend(frames)
-            return
-        self._run(d, frames)
-        if side.greeting is not None and side.paused is None:
+        if ran and side.greeting is not None and side.paused is None:
             # Side d's first frames went by and none was a SETTINGS sent on (dropped by a hook,
             # or a transparent-mode peer that began with another frame): hold nothing longer.
             self._release_held(d, False)
@@ -305,19 +299,73 @@ class Relay(FlowControl, Output, ControlFrames, Violations):
         if rec is not None and (rec[0] or rec[1]):
             self._rec_flush()
 
+    def _first_frame_ok(self, d: int, t: int) -> bool:
+        """RFC 9113 section 3.4: each side's first frame is a SETTINGS frame (False: the connection closed)."""
+        return t == SETTINGS or not self._violation(
+            d, "3.4", ErrorCode.PROTOCOL_ERROR, True,
+            f"the {SIDE_NAME[d]}'s first frame is {frame_name(t)}, not SETTINGS")
+
+    def _queued_or_run(self, d: int, frames: List[FrameFields]) -> Optional[bool]:
+        """Frames the reader split (one completed across reads): queued while side ``d`` must wait
+        (False), otherwise processed (True). None: the connection closed on the first frame."""
+        side = self.sides[d]
+        if not self.counters["frames_in"][d] and not self._first_frame_ok(d, frames[0][0]):
+            return None
+        self.counters["frames_in"][d] += len(frames)
+        if (d == S2C and not self.preface_forwarded) or side.paused is not None or side.inbox:
+            # (Nothing of the server reaches a client that has not proven it speaks HTTP/2.)
+            side.inbox.extend(frames)
+            return False
+        self._run(d, frames)
+        return True
+
+    def _chunk(self, d: int, view: memoryview, pos: int) -> bool:
+        """The rest of a read, from the frame boundary at ``pos``: walked (:meth:`_walk`), or split and
+        queued while side ``d`` must wait. True when some frame of it was processed."""
+        side = self.sides[d]
+        if not self.counters["frames_in"][d] and len(view) - pos >= 9:
+            length = view[pos] << 16 | view[pos + 1] << 8 | view[pos + 2]
+            if len(view) - pos >= 9 + length and not self._first_frame_ok(d, view[pos + 3]):
+                return False
+        if (d == S2C and not self.preface_forwarded) or side.paused is not None or side.inbox or self.halted:
+            self._walked(d, view, pos, 0)
+            return False
+        end, walked = self._walk(d, view, pos)
+        self._walked(d, view, end, walked)
+        return walked > 0
+
     def _run(self, d: int, frames: List[FrameFields]) -> None:
-        """Process one read batch's frames, ``(type, flags, stream id, length, wire)`` tuples, in order.
+        """Process frames already split, ``(type, flags, stream id, length, wire)`` tuples (queued behind a
+        hook or until the preface, completed across reads), in order: each as :meth:`_walk` does."""
+        side = self.sides[d]
+        for i, f in enumerate(frames):
+            if self.closed or self.halted:
+                return
+            self._walk(d, memoryview(f[4]), 0)
+            if side.paused is not None:
+                rest = frames[i + 1:]
+                if rest:
+                    side.inbox[:0] = rest
+                return
+
+    def _walk(self, d: int, view: memoryview, pos: int) -> Tuple[int, int]:
+        """Split and process the frames of ``view[pos:]`` in one pass, in order.
 
         Most traffic is DATA and one-frame HEADERS on streams the proxy already
         tracks, and the HEADERS that open client streams; where nothing reads or
         changes them (see :meth:`_update_fast_path`) they are forwarded right here,
-        with no object and no call per frame. Anything else, and anything unusual
-        about these (a window too small, a state that does not allow the frame),
-        becomes a :class:`RawFrame` and goes through :meth:`_process`.
+        with no object, no call and no slice of their own: a run of them goes out as
+        one view of the read. Anything else, and anything unusual about these (a
+        window too small, a state that does not allow the frame), becomes a
+        :class:`RawFrame` and goes through :meth:`_process`.
 
         In a direction decoded only so that hooks can read some streams' blocks (``fast_synced``),
         a block no hook wants on its stream is decoded here (the HPACK table stays in step) and
         forwarded as it came, unchecked, as the transparent path forwards it.
+
+        The walk stops at an incomplete or oversized frame, behind a hook that must be awaited, and
+        when the connection closed or halted. Returns where it stopped and how many frames it walked
+        (for a read: :meth:`_walked`). The connection is open and not halted when it starts.
         """
         side = self.sides[d]
         peer = side.peer
@@ -327,16 +375,32 @@ class Relay(FlowControl, Output, ControlFrames, Violations):
         headers_next = _HEADERS_NEXT[d]
         greeted = side.greeting is None
         # Frames above the receiver's SETTINGS_MAX_FRAME_SIZE, and one-frame blocks above the header
-        # block limit, take the slow path (which checks them).
+        # block limit, take the slow path (which checks them); frames above the reader's own limit stop
+        # the walk (the reader reports them).
         max_frame = peer.settings[_MAX_FRAME]
         max_hb = min(self.limits.max_header_block_size, max_frame)
+        max_read = side.reader.max_frame_size
         # The lists forwarded (and, when recording, recorded) frames go to. Anything that may run a
         # hook or the slow path can hand them on and start new ones: they are fetched again after it.
         out_d = self.out[d]
         rec_d = self.rec[d] if self.rec is not None else None
-        for i, (t, flags, sid, length, wire) in enumerate(frames):
-            if self.closed or self.halted:
-                return
+        size = len(view)
+        start = pos         # where the run of frames forwarded as they came, not handed to out_d yet, starts
+        walked = 0
+        # Frames not in runs, and runs handed on: take_output counts buffers, the runs' frames are counted here.
+        slow = runs = 0
+        while size - pos >= 9:
+            lt, flags, sid = _unpack_header(view, pos)
+            length = lt >> 8
+            end = pos + 9 + length
+            if end > size or length > max_read:
+                break
+            t = lt & 0xFF
+            sid &= 0x7FFFFFFF
+            walked += 1
+            # Set when a stream hook or _synced_block ran for this frame (the frame is dealt with, but the
+            # lists may be new ones and the connection may have closed), as after the slow path.
+            called = False
             if t <= HEADERS and side.block is None:
                 s = streams.get(sid)
                 if s is not None:
@@ -356,21 +420,32 @@ class Relay(FlowControl, Output, ControlFrames, Violations):
                     elif side.fast_synced and greeted and flags & END_HEADERS and not flags & _PAD_PRIO and \
                             length <= max_hb and (h is None or HEADERS not in h[d]):
                         new = headers_next[flags & END_STREAM].get(s.state)
-                        if new is not None and not self._synced_block(d, s, flags, sid, length, wire):
-                            out_d = self.out[d]
-                            rec_d = self.rec[d] if self.rec is not None else None
-                            continue
+                        if new is not None:
+                            # (The run before it goes out first, even if empty: a block that does not decode
+                            # is handled at once.)
+                            out_d.append(view[start:pos])
+                            runs += 1
+                            start = pos
+                            if not self._synced_block(d, s, flags, sid, length, view[pos:end]):
+                                slow += 1
+                                start = pos = end
+                                new = None
+                                called = True
                     if new is not None:
                         s.state = new
-                        out_d.append(wire)
                         if rec_d is not None:
-                            rec_d.append(wire)
-                        if new is _CLOSED:
+                            rec_d.append(view[pos:end])
+                        pos = end
+                        if new is not _CLOSED:
+                            continue
+                        if self.stream_hooks is None:
                             self._close_stream(s)
-                            if self.stream_hooks is not None:
-                                out_d = self.out[d]
-                                rec_d = self.rec[d] if self.rec is not None else None
-                        continue
+                            continue
+                        out_d.append(view[start:end])
+                        runs += 1
+                        start = end
+                        self._close_stream(s)
+                        called = True
                 elif t == HEADERS and d == C2S and self.fast_new_streams and flags & END_HEADERS and length <= max_hb:
                     # A new client stream (the request of a new exchange).
                     client = self.client
@@ -387,26 +462,56 @@ class Relay(FlowControl, Output, ControlFrames, Violations):
                         self.counters["streams"] += 1
                         tables = self.stream_tables     # (_tables_of, inline)
                         s.hooks = tables(s) if tables is not None else self.every_stream
-                        out_d.append(wire)
                         if rec_d is not None:
-                            rec_d.append(wire)
-                        if self.stream_hooks is not None:
-                            self.stream_hooks.stream_opened(self, s)
-                            out_d = self.out[d]
-                            rec_d = self.rec[d] if self.rec is not None else None
-                        continue
-            if not (t == HEADERS and side.fast_decoded and flags & END_HEADERS and not flags & _PAD_PRIO
-                    and length <= max_hb and side.block is None
-                    and (self._decoded_block(d, s, flags, sid, length, wire) if s is not None else
-                         d == C2S and self._open_decoded(flags, sid, length, wire))):
-                process(d, RawFrame(t, flags, sid, length, wire))
+                            rec_d.append(view[pos:end])
+                        pos = end
+                        if self.stream_hooks is None:
+                            continue
+                        out_d.append(view[start:end])
+                        runs += 1
+                        start = end
+                        self.stream_hooks.stream_opened(self, s)
+                        called = True
+            if not called:
+                # Not forwarded as it came: the run before it goes out first.
+                if pos > start:
+                    out_d.append(view[start:pos])
+                    runs += 1
+                slow += 1
+                wire = view[pos:end]
+                start = pos = end
+                if not (t == HEADERS and side.fast_decoded and flags & END_HEADERS and not flags & _PAD_PRIO
+                        and length <= max_hb and side.block is None
+                        and (self._decoded_block(d, s, flags, sid, length, wire) if s is not None else
+                             d == C2S and self._open_decoded(flags, sid, length, wire))):
+                    process(d, RawFrame(t, flags, sid, length, wire))
+            if side.paused is not None or self.closed or self.halted:
+                break
             out_d = self.out[d]
             rec_d = self.rec[d] if self.rec is not None else None
-            if side.paused is not None:
-                rest = frames[i + 1:]
-                if rest:
-                    side.inbox[:0] = rest
-                return
+        if pos > start:
+            out_d.append(view[start:pos])
+            runs += 1
+        self.counters["frames_out"][d] += walked - slow - runs
+        return pos, walked
+
+    def _walked(self, d: int, view: memoryview, pos: int, walked: int) -> None:
+        """A read was walked up to ``pos`` (``walked`` frames; none while side ``d`` must wait): count its
+        frames, and hand the rest back to the reader (an incomplete last frame stays there; an oversized
+        one raises). The complete frames of the rest are queued while side ``d`` waits (behind an awaited
+        hook, or the client's preface), and dropped when the connection closed or halted."""
+        self.counters["frames_in"][d] += walked
+        if self.closed:
+            return
+        side = self.sides[d]
+        rest = side.reader.rest(view, pos, walked)
+        self.counters["frames_in"][d] += len(rest)
+        if rest and not self.halted:
+            # (Behind frames queued before, except those behind the frame that paused the walk.)
+            if walked:
+                side.inbox[:0] = rest
+            else:
+                side.inbox.extend(rest)
 
     def resume(self, d: int, result: Any = None, error: Optional[BaseException] = None) -> None:
         """An awaited hook finished: continue the held frame and those behind it."""
@@ -1583,7 +1688,16 @@ class Relay(FlowControl, Output, ControlFrames, Violations):
     def pending_control(self, d: int) -> int:
         """How many of the buffers waiting towards the receiver of ``d`` are not DATA frames: what the
         shell counts against ``max_queued_control_frames`` while that receiver reads nothing."""
-        return sum(1 for buf in self.out[d] if len(buf) < 9 or buf[3] != DATA)
+        count = 0
+        for buf in self.out[d]:       # (a buffer may hold a run of frames forwarded as they came)
+            pos, end = 0, len(buf)
+            if 0 < end < 9:
+                count += 1
+            while pos + 9 <= end:
+                if buf[pos + 3] != DATA:
+                    count += 1
+                pos += 9 + (buf[pos] << 16 | buf[pos + 1] << 8 | buf[pos + 2])
+        return count
 
     def pending_commands(self) -> bool:
         """Whether commands wait to be taken (:meth:`take_commands`)."""
