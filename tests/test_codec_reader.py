@@ -252,3 +252,72 @@ def test_a_frame_spanning_chunks_is_rebuilt_from_views_of_immutable_chunks():
     assert reader.feed(frame[:5]) == [] and reader.feed(frame[5:12]) == []
     [got] = reader.feed(frame[12:] + frame[:3])
     assert bytes(got.wire) == frame and reader.buffered == 3
+
+
+def _walk_like_the_relay(reader: FrameReader, chunks, stop_every: int = 0):
+    """Feed ``chunks`` through take/rest as the relay does: walk whole frames with unpack_header, and every
+    ``stop_every``-th walked frame hand the rest of the chunk back (as behind an awaited hook)."""
+    from framecodec.reader import unpack_header
+    got = []
+    walked_total = 0
+    for chunk in chunks:
+        frames, view, pos = reader.take(chunk)
+        got += [(t, fl, sid, ln, bytes(w)) for t, fl, sid, ln, w in frames]
+        size, walked = len(view), 0
+        while size - pos >= 9:
+            lt, flags, sid = unpack_header(view, pos)
+            end = pos + 9 + (lt >> 8)
+            if end > size:
+                break
+            got.append((lt & 0xFF, flags, sid & 0x7FFFFFFF, lt >> 8, bytes(view[pos:end])))
+            pos = end
+            walked += 1
+            walked_total += 1
+            if stop_every and walked_total % stop_every == 0:
+                break
+        got += [(t, fl, sid, ln, bytes(w)) for t, fl, sid, ln, w in reader.rest(view, pos, walked)]
+    return got
+
+
+@pytest.mark.parametrize("stop_every", [0, 1, 3])
+def test_take_and_rest_give_the_frames_feed_fields_gives(stop_every):
+    import random
+    rng = random.Random(1606)
+    frames = [fc.DataFrame(1 + 2 * (i % 7), data=bytes(rng.randrange(0, 300)), flags=["END_STREAM"] if i % 5 else [])
+              for i in range(200)] + [fc.PingFrame(0, opaque_data=b"12345678"), fc.SettingsFrame(0, flags=["ACK"])]
+    data = PREFACE + b"".join(f.serialize() for f in frames)
+    cuts = sorted(rng.sample(range(1, len(data)), 120))
+    chunks = [data[a:b] for a, b in zip([0] + cuts, cuts + [len(data)], strict=True)]
+    whole = FrameReader(expect_preface=True)
+    expected = [(t, fl, sid, ln, bytes(w)) for chunk in chunks for t, fl, sid, ln, w in whole.feed_fields(chunk)]
+    reader = FrameReader(expect_preface=True)
+    got = _walk_like_the_relay(reader, chunks, stop_every)
+    assert got == expected
+    assert len(got) == len(frames)
+    assert reader.frames_in == whole.frames_in == len(frames)
+    assert reader.buffered == 0
+
+
+def test_rest_refuses_an_oversized_frame_after_handing_back_those_before_it():
+    reader = FrameReader(max_frame_size=100)
+    ok = fc.PingFrame(0, opaque_data=b"12345678").serialize()
+    big = fc.DataFrame(1, data=b"x" * 101).serialize()
+    frames, view, pos = reader.take(ok + ok + big)
+    assert frames == [] and pos == 0
+    with pytest.raises(FrameTooLargeError) as err:
+        reader.rest(view, 0)
+    assert [bytes(f[4]) for f in err.value.frames] == [ok, ok]
+    assert err.value.length == 101
+
+
+def test_take_completes_the_frame_left_open_and_hands_back_the_rest_unsplit():
+    reader = FrameReader()
+    a = fc.DataFrame(1, data=b"a" * 50).serialize()
+    b = fc.DataFrame(3, data=b"b" * 20).serialize()
+    frames, view, pos = reader.take(a[:30])
+    assert frames == [] and pos == 0 and reader.buffered == 0     # (the caller walks it, and hands back the tail)
+    assert reader.rest(view, pos) == [] and reader.buffered == 30
+    frames, view, pos = reader.take(a[30:] + b)
+    assert [bytes(f[4]) for f in frames] == [a]
+    assert bytes(view[pos:]) == b
+    assert reader.rest(view, len(view), 1) == [] and reader.buffered == 0

@@ -549,3 +549,56 @@ def test_frames_in_flight_after_a_strict_stream_error_draw_no_more_resets():
     assert not [f for f in parsed(out(r, S2C)) if isinstance(f, fc.RstStreamFrame)]
     assert not [f for f in parsed(out(r, C2S)) if isinstance(f, fc.RstStreamFrame)]
     assert len(r.violations) == 1
+
+
+def _exchanges(n: int, body: int = 100):
+    """``n`` requests in one read and their responses (HEADERS + DATA) in another, as h2load pipelines them."""
+    client, server = Peer(), Peer()
+    ids = range(1, 2 * n, 2)
+    requests = wire(*(client.headers(i, REQ, end=True) for i in ids))
+    responses = wire(*(f for i in ids for f in (server.headers(i, RESP),
+                                                fc.DataFrame(i, data=b"r" * body, flags=["END_STREAM"]))))
+    return requests, responses
+
+
+@pytest.mark.parametrize("altsvc", [False, True])
+def test_a_read_of_many_exchanges_goes_out_byte_for_byte_and_every_frame_is_counted(altsvc):
+    from proxy.hooks.chain import load_hook
+    r = start(hooks=load_hook("altsvc", {"mode": "drop"}) if altsvc else None)
+    frames_in, frames_out = list(r.counters["frames_in"]), list(r.counters["frames_out"])
+    requests, responses = _exchanges(30)
+    r.receive(C2S, requests, 1.0)
+    assert out(r, C2S) == requests
+    r.receive(S2C, responses, 1.0)
+    assert out(r, S2C) == responses
+    assert r.counters["frames_in"] == [frames_in[0] + 30, frames_in[1] + 60]
+    assert r.counters["frames_out"] == [frames_out[0] + 30, frames_out[1] + 60]
+    assert not r.streams and not r.violations
+
+
+def test_reads_cut_anywhere_relay_the_same_bytes():
+    import random
+    rng = random.Random(16)
+    r = start()
+    requests, responses = _exchanges(20, body=1000)
+    for d, data in ((C2S, requests), (S2C, responses)):
+        cuts = sorted(rng.sample(range(1, len(data)), 40))
+        sent = b""
+        for a, b in zip([0] + cuts, cuts + [len(data)], strict=True):
+            r.receive(d, data[a:b], 1.0)
+            sent += out(r, d)
+        assert sent == data
+    assert not r.streams and not r.violations
+    assert r.counters["frames_in"][C2S] == 1 + 20 and r.counters["frames_in"][S2C] == 1 + 40
+
+
+def test_queued_frames_are_counted_against_a_reader_that_does_not_read_one_by_one():
+    """Frames forwarded as they came leave as one buffer per run; what waits for a peer that reads
+    nothing is still counted frame by frame (max_queued_control_frames), DATA aside."""
+    r = start()
+    requests, responses = _exchanges(5)
+    r.receive(C2S, requests, 1.0)
+    out(r, C2S)
+    r.receive(S2C, responses, 1.0)
+    assert r.pending_control(S2C) == 5       # the five HEADERS, not the five DATA frames
+    assert len(r.take_output(S2C)) == 1      # (one run)
