@@ -384,6 +384,11 @@ class Relay(FlowControl, Output, ControlFrames, Violations):
         # hook or the slow path can hand them on and start new ones: they are fetched again after it.
         out_d = self.out[d]
         rec_d = self.rec[d] if self.rec is not None else None
+        # Which frames may be forwarded as they came (see _update_fast_path): only the slow path, a stream
+        # hook or _synced_block can change it, and they are fetched again after those, as the lists are.
+        fast_data, fast_headers, fast_synced = side.fast_data, side.fast_headers, side.fast_synced and greeted
+        new_streams = d == C2S and self.fast_new_streams
+        unblocked = side.block is None
         size = len(view)
         start = pos         # where the run of frames forwarded as they came, not handed to out_d yet, starts
         walked = 0
@@ -401,23 +406,23 @@ class Relay(FlowControl, Output, ControlFrames, Violations):
             # Set when a stream hook or _synced_block ran for this frame (the frame is dealt with, but the
             # lists may be new ones and the connection may have closed), as after the slow path.
             called = False
-            if t <= HEADERS and side.block is None:
+            if t <= HEADERS and unblocked:
                 s = streams.get(sid)
                 if s is not None:
                     new = None
                     h = s.hooks
                     if t == DATA:
-                        if side.fast_data and s.held is None and length <= side.window and length <= s.window[d] and (
+                        if fast_data and s.held is None and length <= side.window and length <= s.window[d] and (
                                 length or flags & END_STREAM) and length <= max_frame and (
                                 h is None or DATA not in h[d]):
                             new = data_next[flags & END_STREAM].get(s.state)
                             if new is not None:
                                 side.window -= length
                                 s.window[d] -= length
-                    elif flags & END_HEADERS and side.fast_headers and length <= max_hb and (
+                    elif flags & END_HEADERS and fast_headers and length <= max_hb and (
                             h is None or HEADERS not in h[d]):
                         new = headers_next[flags & END_STREAM].get(s.state)
-                    elif side.fast_synced and greeted and flags & END_HEADERS and not flags & _PAD_PRIO and \
+                    elif fast_synced and flags & END_HEADERS and not flags & _PAD_PRIO and \
                             length <= max_hb and (h is None or HEADERS not in h[d]):
                         new = headers_next[flags & END_STREAM].get(s.state)
                         if new is not None:
@@ -446,7 +451,7 @@ class Relay(FlowControl, Output, ControlFrames, Violations):
                         start = end
                         self._close_stream(s)
                         called = True
-                elif t == HEADERS and d == C2S and self.fast_new_streams and flags & END_HEADERS and length <= max_hb:
+                elif t == HEADERS and new_streams and flags & END_HEADERS and length <= max_hb:
                     # A new client stream (the request of a new exchange).
                     client = self.client
                     if (sid & 1 and sid > client.last_stream
@@ -489,6 +494,9 @@ class Relay(FlowControl, Output, ControlFrames, Violations):
                 break
             out_d = self.out[d]
             rec_d = self.rec[d] if self.rec is not None else None
+            fast_data, fast_headers, fast_synced = side.fast_data, side.fast_headers, side.fast_synced and greeted
+            new_streams = d == C2S and self.fast_new_streams
+            unblocked = side.block is None
         if pos > start:
             out_d.append(view[start:pos])
             runs += 1
