@@ -144,6 +144,8 @@ class RelayOptions:
 
 #: How many request blocks each side remembers the stream tables of (Side.opened_by).
 _OPENED_BY = 256
+#: The ``max_read`` of frames the reader has split (and checked) already: :meth:`Relay._walk` takes them all.
+_CHECKED = 1 << 24
 
 
 def _stream_tables(hooks: Optional[HookRunner]) -> Tuple[Optional[Callable[[Stream], Optional[StreamTables]]],
@@ -330,7 +332,7 @@ class Relay(FlowControl, Output, ControlFrames, Violations):
         if (d == S2C and not self.preface_forwarded) or side.paused is not None or side.inbox or self.halted:
             self._walked(d, view, pos, 0)
             return False
-        end, walked = self._walk(d, view, pos)
+        end, walked = self._walk(d, view, pos, side.reader.max_frame_size)
         self._walked(d, view, end, walked)
         return walked > 0
 
@@ -341,14 +343,14 @@ class Relay(FlowControl, Output, ControlFrames, Violations):
         for i, f in enumerate(frames):
             if self.closed or self.halted:
                 return
-            self._walk(d, memoryview(f[4]), 0)
+            self._walk(d, memoryview(f[4]), 0, _CHECKED)
             if side.paused is not None:
                 rest = frames[i + 1:]
                 if rest:
                     side.inbox[:0] = rest
                 return
 
-    def _walk(self, d: int, view: memoryview, pos: int) -> Tuple[int, int]:
+    def _walk(self, d: int, view: memoryview, pos: int, max_read: int) -> Tuple[int, int]:
         """Split and process the frames of ``view[pos:]`` in one pass, in order.
 
         Most traffic is DATA and one-frame HEADERS on streams the proxy already
@@ -363,9 +365,10 @@ class Relay(FlowControl, Output, ControlFrames, Violations):
         a block no hook wants on its stream is decoded here (the HPACK table stays in step) and
         forwarded as it came, unchecked, as the transparent path forwards it.
 
-        The walk stops at an incomplete or oversized frame, behind a hook that must be awaited, and
-        when the connection closed or halted. Returns where it stopped and how many frames it walked
-        (for a read: :meth:`_walked`). The connection is open and not halted when it starts.
+        The walk stops at an incomplete frame, one longer than ``max_read`` (the reader's limit, which
+        reports it), behind a hook that must be awaited, and when the connection closed or halted.
+        Returns where it stopped and how many frames it walked (for a read: :meth:`_walked`). The
+        connection is open and not halted when it starts.
         """
         side = self.sides[d]
         peer = side.peer
@@ -375,11 +378,9 @@ class Relay(FlowControl, Output, ControlFrames, Violations):
         headers_next = _HEADERS_NEXT[d]
         greeted = side.greeting is None
         # Frames above the receiver's SETTINGS_MAX_FRAME_SIZE, and one-frame blocks above the header
-        # block limit, take the slow path (which checks them); frames above the reader's own limit stop
-        # the walk (the reader reports them).
+        # block limit, take the slow path (which checks them).
         max_frame = peer.settings[_MAX_FRAME]
         max_hb = min(self.limits.max_header_block_size, max_frame)
-        max_read = side.reader.max_frame_size
         # The lists forwarded (and, when recording, recorded) frames go to. Anything that may run a
         # hook or the slow path can hand them on and start new ones: they are fetched again after it.
         out_d = self.out[d]
