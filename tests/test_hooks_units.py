@@ -30,14 +30,18 @@ class FakeStream:
 class FakeConn:
     id = 7
 
+    def __init__(self, client_settings=None):
+        #: (client's, server's) as ConnView.settings gives them.
+        self.settings = (dict(client_settings or {}), {})
+
 
 class FakeCtx:
     """What the built-ins use of a HookCtx: direction, stream, request_headers, conn, push."""
 
-    def __init__(self, direction, stream=None, refuse=None):
+    def __init__(self, direction, stream=None, refuse=None, client_settings=None):
         self.direction = direction
         self.stream = stream
-        self.conn = FakeConn()
+        self.conn = FakeConn(client_settings)
         self.pushes = []
         self.refuse = refuse
 
@@ -213,6 +217,27 @@ def test_push_on_response_of_matching_request(tmp_path):
         c = FakeCtx(direction, stream)
         hook.on_headers(c, None, hdrs)
         assert c.pushes == []
+
+
+def test_push_on_response_is_refused_at_the_request_where_the_client_disabled_push():
+    """Responses are not decoded where the client's first SETTINGS disabled push (the hook's interest):
+    what would have been pushed is reported refused at the request instead, and only there."""
+    from proxy.core.protocol import Setting
+    hook = PushHook(rules=[{"path": "/index.html", "push": ["/a.css", "/b.js"]}])
+    interest = hook.interest()
+    assert set(interest.decode) == {CLIENT_TO_SERVER} and set(interest.decode_if_push) == {SERVER_TO_CLIENT}
+    req = [(":method", "GET"), (":path", "/index.html"), (":authority", "a")]
+    no_push = {int(Setting.ENABLE_PUSH): 0}
+    refusing = FakeCtx(CLIENT_TO_SERVER, FakeStream(1, req), refuse="the client disabled push", client_settings=no_push)
+    assert hook.on_headers(refusing, None, req) is None
+    assert hook.refused == 2 and [p for p, _ in hook.refusals] == ["/a.css", "/b.js"]
+    # A client that allows push: nothing at the request; the pushes wait for the response.
+    allowing = FakeCtx(CLIENT_TO_SERVER, FakeStream(3, req))
+    hook.on_headers(allowing, None, req)
+    assert allowing.pushes == [] and hook.refused == 2
+    response = FakeCtx(SERVER_TO_CLIENT, FakeStream(3, req))
+    hook.on_headers(response, None, [(":status", "200")])
+    assert [p for p, *_ in response.pushes] == ["/a.css", "/b.js"]
 
 
 def test_push_on_request_and_refusals_are_kept(caplog):

@@ -24,7 +24,9 @@ The pushed responses come from the proxy (the server never sees them); the
 proxy sends their bodies within the client's flow-control windows. A push
 the proxy cannot make (the client disabled push, too many pushed streams,
 GOAWAY, a closed stream) is refused: the hook logs the reason and keeps it in
-``refusals``.
+``refusals``. Where the client's first SETTINGS disabled push (h2load, most
+browsers) responses are not decoded at all, and the refusals are reported at
+the request.
 """
 from __future__ import annotations
 
@@ -38,6 +40,9 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from ..api import CLIENT_TO_SERVER, SERVER_TO_CLIENT, Hook, HookOptionError, header_value
 from ..interest import Interest
+
+#: SETTINGS_ENABLE_PUSH (RFC 9113 section 6.5.2).
+_ENABLE_PUSH = 0x2
 
 log = logging.getLogger("h2proxy")
 
@@ -121,7 +126,8 @@ class PushHook(Hook):
     def interest(self) -> Interest:
         """Only streams whose request some rule matches, and only their HEADERS in the direction ``when``
         names; requests are decoded (to match them), responses too with ``when = "response"`` (to read
-        their :status)."""
+        their :status), but only where the client allows push: where its first SETTINGS disables it,
+        nothing can be pushed, and what was not is reported at the request (``decode_if_push``)."""
         rules = self.rules
 
         def wanted(request) -> bool:
@@ -134,8 +140,8 @@ class PushHook(Hook):
         if self.when == "request":
             return Interest(types=("headers",), directions=(CLIENT_TO_SERVER,), stream=wanted,
                             decode=(CLIENT_TO_SERVER,))
-        return Interest(types=("headers",), directions=(SERVER_TO_CLIENT,), stream=wanted,
-                        decode=(CLIENT_TO_SERVER, SERVER_TO_CLIENT))
+        return Interest(types=("headers",), directions=(CLIENT_TO_SERVER, SERVER_TO_CLIENT), stream=wanted,
+                        decode=(CLIENT_TO_SERVER,), decode_if_push=(SERVER_TO_CLIENT,))
 
     def on_headers(self, ctx, frame, headers):
         if not self.rules or headers is None or ctx.stream is None or ctx.stream.id % 2 == 0:
@@ -144,9 +150,13 @@ class PushHook(Hook):
             if ctx.direction != CLIENT_TO_SERVER or header_value(headers, ":method") is None:
                 return None
             request = headers
-        else:
-            if ctx.direction != SERVER_TO_CLIENT:
+        elif ctx.direction == CLIENT_TO_SERVER:
+            # A client that disabled push gets none: the refusals are reported at its request (its
+            # responses are not decoded: see interest).
+            if header_value(headers, ":method") is None or ctx.conn.settings[0].get(_ENABLE_PUSH, 1) != 0:
                 return None
+            request = headers
+        else:
             status = header_value(headers, ":status")
             if status is None or status.startswith("1"):
                 return None          # trailers or an informational response: wait for the final one
