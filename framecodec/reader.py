@@ -151,7 +151,7 @@ class FrameReader:
         Returns the frame that the last chunks left open and this one completes (a list of none or
         one), and ``data`` as a view with the offset of its first frame after that. The caller walks
         the frames from there and then hands back what it did not process: :meth:`rest`. Raises as
-        :meth:`feed_fields` does (``exc.frames``: the completed frame, if any).
+        :meth:`feed_fields` does (an oversized frame left open: ``exc.frames`` is empty).
         """
         frames: List[FrameFields] = []
         try:
