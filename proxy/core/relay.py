@@ -307,6 +307,13 @@ class Relay(FlowControl, Output, ControlFrames, Violations):
             d, "3.4", ErrorCode.PROTOCOL_ERROR, True,
             f"the {SIDE_NAME[d]}'s first frame is {frame_name(t)}, not SETTINGS")
 
+    def _waits(self, d: int) -> bool:
+        """Whether frames read from side ``d`` must be queued (``Side.inbox``) rather than processed now:
+        behind an awaited hook or frames queued before, or from the server before the client's preface
+        (nothing of the server reaches a client that has not proven it speaks HTTP/2)."""
+        side = self.sides[d]
+        return (d == S2C and not self.preface_forwarded) or side.paused is not None or bool(side.inbox)
+
     def _queued_or_run(self, d: int, frames: List[FrameFields]) -> Optional[bool]:
         """Frames the reader split (one completed across reads): queued while side ``d`` must wait
         (False), otherwise processed (True). None: the connection closed on the first frame."""
@@ -314,8 +321,7 @@ class Relay(FlowControl, Output, ControlFrames, Violations):
         if not self.counters["frames_in"][d] and not self._first_frame_ok(d, frames[0][0]):
             return None
         self.counters["frames_in"][d] += len(frames)
-        if (d == S2C and not self.preface_forwarded) or side.paused is not None or side.inbox:
-            # (Nothing of the server reaches a client that has not proven it speaks HTTP/2.)
+        if self._waits(d):
             side.inbox.extend(frames)
             return False
         self._run(d, frames)
@@ -329,7 +335,7 @@ class Relay(FlowControl, Output, ControlFrames, Violations):
             length = view[pos] << 16 | view[pos + 1] << 8 | view[pos + 2]
             if len(view) - pos >= 9 + length and not self._first_frame_ok(d, view[pos + 3]):
                 return False
-        if (d == S2C and not self.preface_forwarded) or side.paused is not None or side.inbox or self.halted:
+        if self._waits(d) or self.halted:
             self._walked(d, view, pos, 0)
             return False
         end, walked = self._walk(d, view, pos, side.reader.max_frame_size)
@@ -745,12 +751,12 @@ class Relay(FlowControl, Output, ControlFrames, Violations):
 
     def interest_changed(self) -> None:
         """The hooks' interest changed (rules changed at run time): every open stream takes it now."""
-        tables, every = self.stream_tables, self.every_stream = _stream_tables(self.hooks)
+        self.stream_tables, self.every_stream = _stream_tables(self.hooks)
         if self.hooks is not None:
             followed = self.hooks.full_tables()
             for s in self.streams.values():
                 if not s.proxy_owned and s.hooks is not followed:
-                    s.hooks = tables(s) if tables is not None else every
+                    s.hooks = self._tables_of(s)
         self._update_fast_path()
 
     def halt(self) -> None:

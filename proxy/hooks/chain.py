@@ -80,10 +80,7 @@ class HookChain:
         #: id(bound on_headers of an entry) -> the same hook's rewrite_header_list (see RewriteEntries).
         self._rewriters: Dict[int, Callable] = {}
         self.interests = [resolve(h) for h in self.hooks]
-        #: Per direction, whether some hook needs that direction's header blocks decoded; and whether it
-        #: does only where the client allows server push (see Interest.decode_if_push).
-        self.decode, self.decode_if_push = self._decoding()
-        self.needs_headers = any(self.decode) or any(self.decode_if_push)
+        self._decoding()
         self._table = self._build()
         self._full: tuple = ({}, {})
         self._conn_table: List[Dict[int, list]] = [{}, {}]
@@ -125,10 +122,14 @@ class HookChain:
         now = any(getattr(h, "grpc_active", True) for h in handlers)
         self.hooks.insert(self.hooks.index(handlers[0]), (GrpcSettingsHook if now else GrpcHook)(handlers, options))
 
-    def _decoding(self) -> Tuple[List[bool], List[bool]]:
-        always = [any(d in i.decode for i in self.interests) for d in (0, 1)]
-        if_push = [not always[d] and any(d in i.decode_if_push for i in self.interests) for d in (0, 1)]
-        return always, if_push
+    def _decoding(self) -> None:
+        """What the hooks' interests need decoded (set from :attr:`interests`)."""
+        #: Per direction, whether some hook needs that direction's header blocks decoded; and whether it
+        #: does only where the client allows server push (see Interest.decode_if_push).
+        self.decode = [any(d in i.decode for i in self.interests) for d in (0, 1)]
+        self.decode_if_push = [not self.decode[d] and any(d in i.decode_if_push for i in self.interests)
+                               for d in (0, 1)]
+        self.needs_headers = any(self.decode) or any(self.decode_if_push)
 
     @staticmethod
     def _name(hook) -> str:
@@ -229,8 +230,7 @@ class HookChain:
         in the middle of one. Hooks whose rules may change decode both directions from the start.)
         """
         self.interests = [resolve(h) for h in self.hooks]
-        self.decode, self.decode_if_push = self._decoding()
-        self.needs_headers = any(self.decode) or any(self.decode_if_push)
+        self._decoding()
         self._derive()
         self.version += 1
         for relay in list(self._relays):

@@ -38,11 +38,9 @@ import re
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+from ...core.protocol import Setting
 from ..api import CLIENT_TO_SERVER, SERVER_TO_CLIENT, Hook, HookOptionError, header_value
 from ..interest import Interest
-
-#: SETTINGS_ENABLE_PUSH (RFC 9113 section 6.5.2).
-_ENABLE_PUSH = 0x2
 
 log = logging.getLogger("h2proxy")
 
@@ -153,7 +151,7 @@ class PushHook(Hook):
         elif ctx.direction == CLIENT_TO_SERVER:
             # A client that disabled push gets none: the refusals are reported at its request (its
             # responses are not decoded: see interest).
-            if header_value(headers, ":method") is None or ctx.conn.settings[0].get(_ENABLE_PUSH, 1) != 0:
+            if header_value(headers, ":method") is None or ctx.conn.settings[0].get(Setting.ENABLE_PUSH, 1) != 0:
                 return None
             request = headers
         else:
