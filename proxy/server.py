@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Set, Union, cast
 
-from .core.commands import AwaitHook, Close
+from .core.commands import AwaitHook, Close, Wake
 from .core.limits import Limits
 from .core.relay import CLIENT, SERVER, Relay, RelayOptions
 from .endpoints import ConfigError, Endpoint, parse_endpoint
@@ -166,6 +166,15 @@ class Bridge:
                     task.add_done_callback(self.tasks.discard)
                 case Close(side=side, abort=abort):
                     self._close_side(side, abort)
+                case Wake(at=at):
+                    asyncio.get_running_loop().call_later(max(0.0, at - time.time()), self._wake)
+
+    def _wake(self) -> None:
+        """The time a :class:`Wake` asked for: the relay's tick, then what it made."""
+        relay = self.relay
+        if relay is not None and not relay.closed:
+            relay.tick(time.time(), self.paused_reading[SERVER])
+            self.flush()
 
     def _check_queued(self) -> None:
         """A side's socket is backed up: past max_queued_bytes it gets ENHANCE_YOUR_CALM."""

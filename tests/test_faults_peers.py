@@ -193,6 +193,20 @@ async def test_rst_stream_refused_reaches_nghttp_and_curl(origin):
         assert rc == 92 and "INTERNAL_ERROR" in out, (rc, out)
 
 
+async def test_a_reset_held_for_other_streams_reaches_the_h2_client_while_they_stay_open(origin):
+    # The reset towards the client waits for other streams' next frames, a millisecond at most: here
+    # none come (the POST on stream 1 never ends), and the proxy's wake-up sends it on its own.
+    rule = "rst_stream code=REFUSED_STREAM path=/size/* towards=client type=headers direction=c2s name=r"
+    async with h2proxy_running(origin.url, [rule]) as proxy:
+        async with H2Client(proxy.url) as c:
+            held_open = c.start_request("/echo", method="POST", body=b"part", keep_open=True)
+            refused = await c.response(c.start_request("/size/10"), timeout=5)
+            assert refused.reset == "REFUSED_STREAM" and not refused.timed_out
+            assert refused.elapsed < 0.5, refused.elapsed     # (its Wake, not the once-a-second tick)
+            assert not c.responses[held_open].ended and c.responses[held_open].reset is None
+        assert proxy.hits("r") == 1
+
+
 async def test_rst_stream_towards_server_nghttpd_logs_it(nghttpd_v):
     server = await nghttpd_v()
     rule = "rst_stream code=ENHANCE_YOUR_CALM type=data direction=s2c nth=2 towards=server"

@@ -13,7 +13,7 @@ import pytest
 from framecodec import frame as fc
 from framecodec.reader import PREFACE
 from proxy.config import load_config
-from proxy.core.commands import AwaitHook
+from proxy.core.commands import AwaitHook, Wake
 from proxy.core.relay import C2S, S2C, Relay, RelayOptions
 from proxy.faults import ACTIONS, KEYS, FaultError, FaultHook, build_fault_hook, parse_line
 from proxy.faults.rules import Rule
@@ -530,8 +530,9 @@ def test_a_dropped_response_block_leaves_the_clients_hpack_table_in_step():
     c.respond(1, hdrs)                    # inserts x-custom into the server encoder's table: dropped
     c.respond(3, hdrs)                    # refers to that entry by index
     frames = c.take(S2C)
-    assert types(frames) == ["RstStream", "Headers"]
-    assert client_decoder.decode(frames[1].data, raw=False) == hdrs
+    # (The reset waited for stream 3's response, which was going to the client: Relay.reset_stream.)
+    assert types(frames) == ["Headers", "RstStream"]
+    assert client_decoder.decode(frames[0].data, raw=False) == hdrs
     c.respond(3, [("grpc-status", "0")], end=True)
     (trailers,) = c.take(S2C)
     assert client_decoder.decode(trailers.data, raw=False) == [("grpc-status", "0")]
@@ -590,6 +591,8 @@ def test_a_rule_on_type_and_direction_alone_acts_on_every_nth_and_counts_the_fra
         sent[sid] = wire(block)
         c.relay.receive(C2S, sent[sid], 0.0)
         got = out(c.relay, C2S)
+        assert c.take(S2C) == []           # (a reset waits for other streams' frames: Relay.reset_stream)
+        c.relay.tick(0.01)                 # ... a millisecond at most
         resets = c.take(S2C)
         if sid in (5, 11):
             assert got == b"" and [(f.stream_id, f.error_code) for f in resets] == [(sid, 7)]
@@ -616,6 +619,7 @@ def test_a_request_block_sent_again_is_matched_on_what_it_decodes_to_now():
 
     def send(sid, block):
         c.send(C2S, fc.HeadersFrame(sid, data=block, flags=["END_HEADERS", "END_STREAM"]))
+        c.relay.tick(0.01)        # (resets wait up to a millisecond for other frames towards the client)
         return types(c.take(C2S)), [(f.stream_id, f.error_code) for f in c.take(S2C)]
 
     assert send(1, first) == (["Headers"], [])
@@ -628,3 +632,53 @@ def test_a_request_block_sent_again_is_matched_on_what_it_decodes_to_now():
     assert send(13, older) == (["Headers"], [])            # (as remembered)
     c.faults.add("rst_stream code=CANCEL path=/a")          # rules changed: asked again
     assert send(15, older) == ([], [(15, 8)])
+
+
+# ---------------------------------------------------------------- resets towards the client, held briefly
+
+def test_a_reset_towards_a_client_with_other_streams_open_goes_with_their_next_frames():
+    """A client that refills its streams as responses come in (h2load -m, browsers, gRPC) gets a reset
+    together with the next responses, so that its next requests go out together (Relay.reset_stream)."""
+    c = Conn(["rst_stream code=REFUSED_STREAM towards=client path=/refused"])
+    c.request(1)
+    c.request(3, REQ[:3] + [(":path", "/refused")])
+    assert types(c.take(C2S)) == ["Headers"]          # (stream 3 never reached the server)
+    assert c.take(S2C) == []                           # held: stream 1 is open
+    assert c.taken(Wake) == [Wake(0.001)]              # ... until a millisecond later at most
+    c.respond(1, end=True)
+    got = c.take(S2C)
+    assert types(got) == ["Headers", "RstStream"] and (got[1].stream_id, got[1].error_code) == (3, 7)
+    assert c.taken(Wake) == []
+
+
+def test_a_held_reset_goes_out_at_the_tick_its_wake_asked_for():
+    c = Conn(["rst_stream code=CANCEL towards=client path=/refused"])
+    c.request(1)
+    c.request(3, REQ[:3] + [(":path", "/refused")])
+    [wake] = c.taken(Wake)
+    c.relay.tick(wake.at - 0.0005)
+    assert c.take(S2C) == []
+    c.relay.tick(wake.at)
+    assert [(f.stream_id, f.error_code) for f in c.take(S2C)] == [(3, 8)]
+
+
+def test_a_reset_with_no_other_stream_open_goes_at_once():
+    c = Conn(["rst_stream code=REFUSED_STREAM towards=client path=/refused"])
+    c.request(1, REQ[:3] + [(":path", "/refused")])
+    assert [(f.stream_id, f.error_code) for f in c.take(S2C)] == [(1, 7)]
+    assert c.taken(Wake) == []
+
+
+def test_a_held_reset_goes_before_a_goaway_and_is_dropped_when_the_client_left():
+    c = Conn(["rst_stream code=REFUSED_STREAM towards=client path=/refused"])
+    c.request(1)
+    c.request(3, REQ[:3] + [(":path", "/refused")])
+    c.relay.shutdown()                                 # GOAWAY towards the client: the reset first
+    assert types(c.take(S2C)) == ["RstStream", "GoAway"]
+
+    c = Conn(["rst_stream code=REFUSED_STREAM towards=client path=/refused"])
+    c.request(1)
+    c.request(3, REQ[:3] + [(":path", "/refused")])
+    c.relay.eof(C2S)
+    c.relay.tick(1.0)
+    assert c.take(S2C) == []

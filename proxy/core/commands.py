@@ -33,5 +33,15 @@ class AwaitHook:
     awaitable: Any
 
 
+@dataclass(frozen=True, slots=True)
+class Wake:
+    """Call :meth:`Relay.tick <proxy.core.relay.Relay.tick>` once the time (the clock the shell passes
+    as ``now``) is ``at`` or later: the relay holds something until then (a reset a hook made, see
+    :meth:`Relay.reset_stream <proxy.core.relay.Relay.reset_stream>`). Ticking earlier or more often
+    is harmless."""
+
+    at: float
+
+
 #: Every command the relay gives the shell.
-Command = Union[Close, AwaitHook]
+Command = Union[Close, AwaitHook, Wake]

@@ -24,6 +24,7 @@ from framecodec import frame as fc
 from framecodec.reader import FrameFields, RawFrame, Wire
 
 from ..hooks.api import HeaderList
+from .commands import Command, Wake
 from .interfaces import Actions, Counters
 from .protocol import ACK, PREFACE, SETTINGS
 from .side import Side
@@ -42,6 +43,8 @@ SEND_LEG = ("upstream", "client")    # the socket they leave on
 _u32 = struct.Struct(">L")
 #: The proxy's own SETTINGS (all defaults), for when it must speak before the peer it relays.
 EMPTY_SETTINGS = bytes((0, 0, 0, SETTINGS, 0, 0, 0, 0, 0))
+#: How long a reset a hook made towards the client may wait for the next frames towards it (seconds).
+RESET_HOLD = 0.001
 
 
 class Output:
@@ -54,6 +57,7 @@ class Output:
     server: Side
     #: Per direction, the buffers to write to the receiving socket.
     out: List[List[Wire]]
+    commands: List[Command]
     sink: Optional[FrameSink]
     #: Per direction, fast-path frames recorded but not yet handed to the sink (None: no batching sink).
     rec: Optional[List[List[Wire]]]
@@ -181,7 +185,34 @@ class Output:
         for held in greeting:
             self._out(d, *held)
 
+    def _hold_reset(self, d: int, wire: Wire, actions: Actions) -> None:
+        """A RST_STREAM a hook made towards the receiver of d while other streams are open there: held
+        to go out with the next frames towards it, RESET_HOLD seconds at most (a :class:`Wake` asks
+        for the tick that sends it then).
+
+        Why: a client that keeps N streams in flight (h2load -m, a browser, a gRPC channel) refills them
+        as responses come in. A reset sent on its own brings one request on its own, then its response
+        on its own, and each reset splits the connection's batches further (with a rule resetting 1% of
+        the streams, h2load's reads and writes through the proxy rose by half). Sent with the next
+        responses, it lets the client refill all its streams in one write.
+        """
+        side = self.sides[d]
+        if not side.resets:
+            side.resets_due = self.now + RESET_HOLD
+            self.commands.append(Wake(side.resets_due))
+        side.resets.append((wire, None, actions))
+
+    def _release_resets(self, d: int) -> None:
+        """Send the resets held towards the receiver of d (:meth:`_hold_reset`)."""
+        side = self.sides[d]
+        held = side.resets
+        if held:
+            side.resets = []
+            for each in held:
+                self._out(d, *each)
+
     def _send_goaway(self, d: int, last: int, code: int, debug: Union[str, bytes], note: str = "h2proxy") -> None:
+        self._release_resets(d)
         if isinstance(debug, str):
             debug = debug.encode("utf-8", "replace")
         frame = fc.GoAwayFrame(0, last_stream_id=last, error_code=int(code), additional_data=debug[:1024])

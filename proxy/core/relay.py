@@ -9,7 +9,8 @@ In, each followed by taking what came out:
 
 * :meth:`Relay.receive` ``(side, data, now)``: bytes read from the socket of ``side``;
 * :meth:`Relay.eof` ``(side, reason)``: that socket was closed by its peer;
-* :meth:`Relay.tick` ``(now, upstream_held)``: once a second, for the timeouts;
+* :meth:`Relay.tick` ``(now, upstream_held)``: once a second, for the timeouts, and when a
+  :class:`Wake` command asks;
 * :meth:`Relay.resume` ``(direction, result, error)``: the outcome of an :class:`AwaitHook`;
 * the shell's own findings: :meth:`Relay.limit_exceeded`, :meth:`Relay.preface_timeout`,
   :meth:`Relay.upstream_failed`, :meth:`Relay.shutdown`, :meth:`Relay.close`.
@@ -21,7 +22,8 @@ Out, in this order:
    :meth:`Relay.pending_output` says whether any wait (the shell takes them only once it
    has a socket to write them to), :meth:`Relay.pending_control` how many are not DATA;
 2. :meth:`Relay.take_commands`: the commands (:mod:`proxy.core.commands`: :class:`Close` a
-   socket once its output is written, :class:`AwaitHook` and hand the outcome to ``resume``);
+   socket once its output is written, :class:`AwaitHook` and hand the outcome to ``resume``,
+   :class:`Wake`: call ``tick`` at a given time);
    :meth:`Relay.pending_commands` says whether any wait.
 
 For backpressure: :attr:`Relay.buffered` (bytes the core holds) and
@@ -297,6 +299,8 @@ class Relay(FlowControl, Output, ControlFrames, Violations):
             # Side d's first frames went by and none was a SETTINGS sent on (dropped by a hook,
             # or a transparent-mode peer that began with another frame): hold nothing longer.
             self._release_held(d, False)
+        if self.server.resets and self.out[S2C]:
+            self._release_resets(S2C)      # (with the frames now going to the client: _hold_reset)
         rec = self.rec
         if rec is not None and (rec[0] or rec[1]):
             self._rec_flush()
@@ -542,6 +546,8 @@ class Relay(FlowControl, Output, ControlFrames, Violations):
             self._run(d, frames)
         if side.greeting is not None and side.paused is None and self.counters["frames_in"][d]:
             self._release_held(d, False)
+        if self.server.resets and self.out[S2C]:
+            self._release_resets(S2C)
         if self.rec is not None:
             self._rec_flush()
 
@@ -550,6 +556,8 @@ class Relay(FlowControl, Output, ControlFrames, Violations):
         if self.closed:
             return
         other = 1 - d
+        if d == CLIENT:
+            self.server.resets = []      # (resets held for a client that is gone: never sent)
         cut = self.preface_forwarded and bool(self.streams)
         if cut:
             # The streams still open die with this socket: say so to the other side, stream by
@@ -602,6 +610,8 @@ class Relay(FlowControl, Output, ControlFrames, Violations):
         if self.closed:
             return
         self.now = now
+        if self.server.resets and now >= self.server.resets_due:
+            self._release_resets(S2C)
         lim = self.limits
         if self.preface_forwarded and self._upstream_timed_out(now, upstream_held):
             return
@@ -1552,7 +1562,8 @@ class Relay(FlowControl, Output, ControlFrames, Violations):
 
         Frames still in flight on it towards a side that was reset are then discarded quietly,
         with their flow-control credit returned (see :meth:`_discard_after_reset`); towards the
-        other side the stream goes on.
+        other side the stream goes on. Towards a client with other streams open, the reset goes with
+        the next frames towards it, a millisecond later at most (:meth:`_hold_reset`).
         """
         s = self.streams.get(sid)
         told = set()
@@ -1561,8 +1572,12 @@ class Relay(FlowControl, Output, ControlFrames, Violations):
             wire_sid = s.server_id if (s is not None and side == SERVER) else sid
             if side == SERVER and s is not None and s.proxy_owned:
                 continue
-            self._out(d, fc.RstStreamFrame(wire_sid, error_code=code).serialize(), None,
-                      [{"hook": note, "action": "injected"}])
+            wire = fc.RstStreamFrame(wire_sid, error_code=code).serialize()
+            actions = [{"hook": note, "action": "injected"}]
+            if side == CLIENT and self.server.greeting is None and len(self.streams) > (s is not None):
+                self._hold_reset(d, wire, actions)     # (other streams are open: with their next frames)
+            else:
+                self._out(d, wire, None, actions)
             told.add(side)
         if s is not None:
             s.state = st.CLOSED
@@ -1672,6 +1687,7 @@ class Relay(FlowControl, Output, ControlFrames, Violations):
             self._rec_flush()
         self._release_held(C2S, True)
         self._release_held(S2C, True)
+        self._release_resets(S2C)
         self.closed = True
         # Nothing more will be relayed: let go of what the connection held.
         self.recently_closed = RecentlyClosed()
@@ -1688,6 +1704,7 @@ class Relay(FlowControl, Output, ControlFrames, Violations):
     def close_side(self, side: int, reason: str, abort: bool = False) -> None:
         """A hook closes the socket of ``side`` (after what the proxy held back for it)."""
         self._release_held(1 - side, True)
+        self._release_resets(1 - side)
         self.commands.append(Close(side, reason, abort=abort))
 
     def close(self, reason: str) -> None:

@@ -41,7 +41,8 @@ class Side:
                  "settings_sent_at", "table_sizes_due", "window", "owed", "last_stream", "held_streams",
                  "held_fcl", "block", "block_size", "decoding", "decoder", "decoding_broken", "encoder",
                  "goaway", "paused", "inbox", "empty_rate", "control_rate", "reset_rate", "fast_headers",
-                 "fast_data", "fast_decoded", "fast_synced", "stalled_since", "heard", "opened_by")
+                 "fast_data", "fast_decoded", "fast_synced", "stalled_since", "heard", "opened_by", "resets",
+                 "resets_due")
 
     peer: Side
 
@@ -54,6 +55,10 @@ class Side:
         #: (RFC 9113 3.4: an endpoint's first frame is SETTINGS), as (wire, origin, actions); None once
         #: released (see Relay._out and Relay._release_held).
         self.greeting: Optional[List[HeldOutput]] = []
+        #: RST_STREAMs a hook made towards this side's peer while its other streams were open, waiting
+        #: to go with the next frames towards it, until ``resets_due`` at the latest (Relay.reset_stream).
+        self.resets: List[HeldOutput] = []
+        self.resets_due = 0.0
         #: The SETTINGS this side announced (all of them, defaults for those it did not send).
         self.settings: Dict[int, int] = dict(INITIAL_SETTINGS)
         self.settings_seen = False

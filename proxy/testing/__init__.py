@@ -436,8 +436,10 @@ class H2Client:
     # -- requests
 
     def start_request(self, path: str, method: str = "GET", headers: Iterable[Tuple[str, str]] = (),
-                      body: bytes = b"") -> int:
-        """Send a request; returns its stream id (wait with :meth:`response`)."""
+                      body: bytes = b"", keep_open: bool = False) -> int:
+        """Send a request; returns its stream id (wait with :meth:`response`).
+
+        ``keep_open``: leave the request unfinished (no END_STREAM), so that the stream stays open."""
         if self.closed:
             raise ConnectionError(f"connection closed: {self.error}")
         if self.goaway is not None:
@@ -449,9 +451,9 @@ class H2Client:
                 (":path", path)] + [(str(k).lower(), str(v)) for k, v in headers]
         self.responses[sid] = Response(sid, started=time.monotonic())
         self._done[sid] = asyncio.Event()
-        conn.send_headers(sid, hdrs, end_stream=not body)
+        conn.send_headers(sid, hdrs, end_stream=not body and not keep_open)
         if body:
-            conn.send_data(sid, body, end_stream=True)
+            conn.send_data(sid, body, end_stream=not keep_open)
         self._flush()
         return sid
 
