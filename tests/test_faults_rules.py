@@ -682,3 +682,14 @@ def test_a_held_reset_goes_before_a_goaway_and_is_dropped_when_the_client_left()
     c.relay.eof(C2S)
     c.relay.tick(1.0)
     assert c.take(S2C) == []
+
+
+def test_requests_read_into_a_writable_buffer_are_matched_and_remembered_alike():
+    # (Side.opened_by is looked up with a view of the read; a view of a bytearray does not hash.)
+    c = Conn(["rst_stream code=REFUSED_STREAM towards=client path=/refused"])
+    for sid in (1, 3, 5):
+        path = "/refused" if sid == 5 else "/ok"
+        c.relay.receive(C2S, bytearray(wire(c.client.headers(sid, REQ[:3] + [(":path", path)], True))), 0.0)
+    assert [f.stream_id for f in c.take(C2S)] == [1, 3]
+    c.relay.tick(0.01)
+    assert [(f.stream_id, f.error_code) for f in c.take(S2C)] == [(5, 7)]

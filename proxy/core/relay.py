@@ -894,14 +894,18 @@ class Relay(FlowControl, Output, ControlFrames, Violations):
         if client.decoding_broken or decoder is None:
             return False
         version = decoder.table_version
-        block = bytes(wire[9:])
+        block = wire[9:]
         end = flags & END_STREAM
         s = Stream(sid, _HALF_CLOSED_LOCAL if end else _OPEN,
                    client.settings[_INITIAL_WINDOW], client.peer.settings[_INITIAL_WINDOW])
         s.ordinal = self.client_streams_total + 1
         # The same block opening a stream again (same table, limits and rules) decodes the same, is
         # wanted by the same hooks and checks the same: all three are remembered (_remember_opened).
-        seen = client.opened_by.get(block)
+        try:
+            seen = client.opened_by.get(block)      # (a view of the read hashes as its bytes: no copy)
+        except (TypeError, ValueError):             # (a view of a writable buffer does not hash)
+            block = bytes(block)
+            seen = client.opened_by.get(block)
         if seen is not None and seen[0] == version and seen[2] == decoder.max_header_list_size \
                 and self.hooks is not None and seen[1] == self.hooks.request_tables:
             headers = s.request_headers = list(seen[3])
@@ -1020,7 +1024,7 @@ class Relay(FlowControl, Output, ControlFrames, Violations):
             self._hooked(d, unit, hooks, verdict)
         return True
 
-    def _remember_opened(self, side: Side, decoder: HpackDecoder, block: bytes, version: int, headers: HeaderList,
+    def _remember_opened(self, side: Side, decoder: HpackDecoder, block: Chunk, version: int, headers: HeaderList,
                          tables: Optional[StreamTables]) -> Optional[List[Optional[bool]]]:
         """Note what ``block`` opened a stream with, when the hooks' interest depends on the request
         alone and the block left the table as it was (sent again, it decodes the same). Returns the
@@ -1031,7 +1035,7 @@ class Relay(FlowControl, Output, ControlFrames, Violations):
             if len(opened) >= _OPENED_BY:
                 opened.clear()
             verdicts: List[Optional[bool]] = [None, None]
-            opened[block] = (version, rules, decoder.max_header_list_size, tuple(headers), tables, verdicts)
+            opened[bytes(block)] = (version, rules, decoder.max_header_list_size, tuple(headers), tables, verdicts)
             return verdicts
         return None
 

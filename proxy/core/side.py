@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 
 from framecodec.hpack import Decoder as HpackDecoder
 from framecodec.hpack import Encoder as HpackEncoder
-from framecodec.reader import FrameFields, FrameReader, RawFrame
+from framecodec.reader import Chunk, FrameFields, FrameReader, RawFrame
 
 from .interfaces import HeldOutput
 from .limits import Limits, RateCounter
@@ -109,7 +109,7 @@ class Side:
         #: request_tables, the decoder's list limit, the header list, the stream's hook tables, the section 8
         #: verdict per END_STREAM flag): a request sent again while neither table nor rules changed opens
         #: its stream without decoding, asking the chain or checking it again (Relay._open_decoded).
-        self.opened_by: Dict[bytes, Tuple[Any, ...]] = {}
+        self.opened_by: Dict[Chunk, Tuple[Any, ...]] = {}      # (keys are bytes; views of reads look up)
         #: Since when the peer's window keeps a stream of this side waiting (zero_window_timeout).
         self.stalled_since: Optional[float] = None
         #: When this side last sent bytes (the upstream's silence).

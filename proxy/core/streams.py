@@ -113,7 +113,7 @@ class Stream:
     # request's header list are read on every hooked request; a slot costs no dict per stream); the
     # rest keep these class-level defaults until first assigned (then they live in the instance dict).
     __slots__ = ("id", "state", "window", "server_id", "ordinal", "hooks", "request_headers", "response_headers",
-                 "__dict__")
+                 "counts", "__dict__")
 
     #: owed/held only matter once the proxy changed DATA on this stream: made on first use.
     owed: Optional[List[int]] = None
@@ -141,6 +141,9 @@ class Stream:
         self.hooks: Optional[StreamTables] = None
         self.request_headers: Optional[HeaderList] = None
         self.response_headers: Optional[HeaderList] = None
+        #: Frames of this stream counted by type and direction (key ``type * 2 + direction``), kept by
+        #: a hook that matches on them (the fault rules' ``nth``); None until it counts one.
+        self.counts: Optional[Dict[int, int]] = None
 
     def __repr__(self) -> str:
         return f"Stream(id={self.id}, state={self.state!r})"
