@@ -938,9 +938,20 @@ class Relay(FlowControl, Output, ControlFrames, Violations):
         self.counters["streams"] += 1
         if self.stream_hooks is not None:
             self.stream_hooks.stream_opened(self, s)
-        if hooks is None and client.greeting is None and client.encoder is None:
-            self.out[C2S].append(wire)
-            return True
+        if client.greeting is None and client.encoder is None:
+            if hooks is None:
+                self.out[C2S].append(wire)
+                return True
+            # Entries that screen the raw block (a fault hook's rules): asked here, as _decided_block
+            # would (the request of every stream such rules want comes this way).
+            screens = getattr(hooks, "screens", None)
+            if screens is not None and getattr(hooks, "rewrite", None) is None and self.sink is None \
+                    and not self.push_unmap:
+                if (screens[0](self.view, C2S, HEADERS, flags, sid, length, s, headers, hooks) if len(screens) == 1
+                        else self._screened(C2S, screens, HEADERS, flags, sid, length, s, headers, hooks)):
+                    return self._block_unit(C2S, s, flags, sid, length, wire, headers, version, hooks, True)
+                self.out[C2S].append(wire)
+                return True
         return self._decided_block(C2S, s, None, flags, sid, length, wire, headers, version, hooks)
 
     def _decoded_block(self, d: int, s: Stream, flags: int, sid: int, length: int, wire: Wire) -> bool:
@@ -1015,6 +1026,13 @@ class Relay(FlowControl, Output, ControlFrames, Violations):
                 if new is _CLOSED:
                     self._close_stream(s)
                 return True
+        return self._block_unit(d, s, flags, sid, length, wire, headers, version, hooks, verdict)
+
+    def _block_unit(self, d: int, s: Stream, flags: int, sid: int, length: int, wire: Wire, headers: HeaderList,
+                    version: int, hooks: Optional[List[HookEntry]], verdict: Optional[bool]) -> bool:
+        """A decoded one-frame block made a unit, for the hook chain (``verdict``: what the entries' screens
+        said, None when not asked) or, with no hooks, to be forwarded (re-encoded where the direction is)."""
+        side = self.sides[d]
         unit = _Unit(d, [RawFrame(HEADERS, flags, sid, length, wire)], s)
         unit.headers = headers
         unit.neutral = side.decoder is not None and side.decoder.table_version == version
