@@ -638,23 +638,14 @@ class FaultHook:
             if listed[2] and t <= ALTSVC:
                 # Every rule of this list matches on direction and type alone (the table's own keys): only
                 # its counters decide, and the FrameInfo is built only for a frame some rule acts on.
-                key = t * 2 + d
                 if t == DATA:
                     n, before = self._tally(st, d, t, sid, stream, length)
-                elif stream is not None:
-                    # (st.count inline: a request's block is screened once per stream.)
-                    before = -1     # (the bytes before it: only if a rule fires)
-                    per = stream.counts
-                    if per is None:
-                        n = 1
-                        stream.counts = {key: 1}
-                    else:
-                        n = per[key] = per.get(key, 0) + 1
                 else:
-                    n, before = st.count(d, sid, t, stream), -1
+                    n, before = st.count(d, sid, t, stream), -1     # (the bytes before it: only if a rule fires)
+                key = t * 2 + d
                 candidates = listed[3].get(key)
                 if candidates is None:
-                    candidates = listed[3][t * 2 + d] = tuple(
+                    candidates = listed[3][key] = tuple(
                         r for r in listed[1] if d in r.directions and (r.types is None or t in r.types))
                 for rule in candidates:
                     if rule.enabled and (sid or not rule.needs_stream) \
