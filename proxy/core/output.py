@@ -193,7 +193,7 @@ class Output:
         Why: a client that keeps N streams in flight (h2load -m, a browser, a gRPC channel) refills them
         as responses come in. A reset sent on its own brings one request on its own, then its response
         on its own, and each reset splits the connection's batches further (with a rule resetting 1% of
-        the streams, h2load's reads and writes through the proxy rose by half). Sent with the next
+        the streams, h2load's reads and writes through the proxy rose by 30-55%). Sent with the next
         responses, it lets the client refill all its streams in one write.
         """
         side = self.sides[d]
