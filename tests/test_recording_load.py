@@ -114,15 +114,17 @@ def test_a_stopped_converter_ends_the_log_with_a_truncated_record(tmp_path):
     from proxy.recording.simulate import simulate
     log = str(tmp_path / "t.jsonl")
     sink = ProcessRecorder(log, detach=True)
-    simulate(sink, [("GET", "/size/2000", [], b"")] * 200, t0=1_700_000_000.0)
-    sink.flush()
     # The converter has its SIGTERM handler once it writes the log (a signal during its start-up would
-    # kill it outright): wait for the first lines.
+    # kill it outright): wait for its first line, the header.
     deadline = time.monotonic() + 60
     while os.path.getsize(log) == 0 and time.monotonic() < deadline:
         time.sleep(0.01)
     assert os.path.getsize(log) > 0, "the converter wrote nothing"
-    os.kill(sink._converter.pid, signal.SIGSTOP)      # hold it still, then stop it with work left
+    # Hold it still before any event is recorded, so that it has work left when it is stopped (recording
+    # first, it could catch up and read the end marker before it saw the signal: a complete log, status 0).
+    os.kill(sink._converter.pid, signal.SIGSTOP)
+    simulate(sink, [("GET", "/size/2000", [], b"")] * 200, t0=1_700_000_000.0)
+    sink.flush()
     sink.close()
     journal = log + ".journal"
     assert os.path.getsize(journal) > 100_000
