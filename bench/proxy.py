@@ -132,6 +132,22 @@ def _add_baseline(add: Callable[..., None], only: Optional[Set[str]], base: Path
         add(key, f"{label} ({base.name})", lambda key=key, extra=extra: start_h2proxy(
             upstream, work, name=key.replace("_", "-"), extra=[*extra, *pargs], tree=base), cpu=True)
 
+def _add_baseline_tls(add: Callable[..., None], only: Optional[Set[str]], base: Optional[Path], origin_port: int,
+                      work: Path, pargs: List[str]) -> None:
+    """With ``--baseline-tree``, the hookless TLS proxy of that source tree too (whenever h2proxy_tls is
+    measured): before/after over TLS in one run."""
+    if base is None:
+        return
+    base = base.resolve()
+    if only is not None:
+        if "h2proxy_tls" not in only:
+            return
+        only.add("h2proxy_tls_base")
+    add("h2proxy_tls_base", f"h2proxy TLS ({base.name})", lambda: start_h2proxy(
+        f"https://127.0.0.1:{origin_port}", work, tls=True, name="h2proxy-tls-base",
+        extra=["--insecure", "--ca-dir", str(work / "ca"), *pargs], tree=base), cpu=True)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description="h2proxy against nghttpx, a bare relay and mitmproxy")
     ap.add_argument("--quick", action="store_true", help="3 short rounds (~1-2 minutes)")
@@ -253,6 +269,7 @@ def main(argv=None) -> int:
             # The same PKI as the origin's and h2proxy's, and the same --insecure to the origin.
             add("nghttpx_tls", "nghttpx TLS (1 worker)", lambda: start_nghttpx(
                 tls_origin.port, work, name="nghttpx-tls", tls=pki), cpu=True)
+            _add_baseline_tls(add, only, args.baseline_tree, tls_origin.port, work, pargs)
             if want_mitm:
                 exe = ensure_mitm(log)
                 if exe:
@@ -268,9 +285,9 @@ def main(argv=None) -> int:
             ("small", ["origin", "h2proxy", "nghttpx", "relay", "record", "hook", "headers", "headers_base",
                        "nghttpx_hdr", "fault_none", "push_never", "fault_1pct", "h2proxy_base", "fault_none_base",
                        "push_never_base", "fault_1pct_base", "workers"]),
-            ("small_tls", ["origin_tls", "h2proxy_tls", "nghttpx_tls", "mitm"]),
+            ("small_tls", ["origin_tls", "h2proxy_tls", "nghttpx_tls", "h2proxy_tls_base", "mitm"]),
             ("large", ["origin", "h2proxy", "nghttpx", "relay"]),
-            ("large_tls", ["origin_tls", "h2proxy_tls", "nghttpx_tls"]),
+            ("large_tls", ["origin_tls", "h2proxy_tls", "nghttpx_tls", "h2proxy_tls_base"]),
             ("latency", ["origin", "h2proxy", "nghttpx", "relay"]),
         ]
         runs = sum(len([k for k in keys if k in targets]) for _, keys in plan) * rounds
@@ -456,6 +473,10 @@ def report(targets: Dict[str, Target], notes: List[str], rounds: int, duration: 
                                                                          g("h2proxy_base", "small", "rps")),
         "baseline tree: rule acting on 1% / no hooks req/s": ratio(g("fault_1pct_base", "small", "rps"),
                                                                  g("h2proxy_base", "small", "rps")),
+        "baseline tree: h2proxy / nghttpx req/s (1 KiB, TLS)": ratio(g("h2proxy_tls_base", "small_tls", "rps"),
+                                                                     g("nghttpx_tls", "small_tls", "rps")),
+        "baseline tree: h2proxy / nghttpx MiB/s (1 MiB, TLS)": ratio(g("h2proxy_tls_base", "large_tls", "mib_s"),
+                                                                     g("nghttpx_tls", "large_tls", "mib_s")),
         "nghttpx --add-response-header / nghttpx req/s": ratio(g("nghttpx_hdr", "small", "rps"),
                                                                g("nghttpx", "small", "rps")),
         "--workers 2 / 1 worker req/s": ratio(g("workers", "small", "rps"), g("h2proxy", "small", "rps")),

@@ -303,6 +303,20 @@ def test_contexts(tmp_path):
     assert off.verify_mode == ssl.CERT_NONE and not off.check_hostname
 
 
+async def test_server_context_takes_the_clients_tls12_order(tmp_path):
+    """Under TLS 1.2 too the client's order decides among the HTTP/2 suites (with the server's, OpenSSL
+    ranks AES-256 first)."""
+    pki = make_test_pki(tmp_path / "pki")
+    for first, second in (("AES128", "AES256"), ("AES256", "AES128")):
+        client = client_context(cafile=pki["ca"])
+        client.maximum_version = ssl.TLSVersion.TLSv1_2
+        client.set_ciphers(":".join(f"ECDHE-{k}-{a}-GCM-SHA{256 if a == 'AES128' else 384}"
+                                    for a in (first, second) for k in ("ECDSA", "RSA")))
+        sslobj, _ = await handshake(server_context(pki["cert"], pki["key"]), client, "localhost")
+        name, version, _bits = sslobj.cipher()
+        assert version == "TLSv1.2" and first in name, (first, name)
+
+
 async def test_sslkeylogfile(tmp_path, monkeypatch):
     pki = make_test_pki(tmp_path / "pki")
     log_path = tmp_path / "keys.log"

@@ -16,6 +16,7 @@ import pytest
 from framecodec import frame as fc
 from framecodec.reader import PREFACE, FrameReader
 from tests.conftest import Nghttpd, await_port, free_port, http_url, need, run
+from tests.peers import h2load as checked_h2load
 from tests.peers import nghttp as checked_nghttp  # (runs the shared SETTINGS-first / blame check)
 
 pytestmark = pytest.mark.peers
@@ -54,6 +55,20 @@ async def test_tls_both_legs_nghttp_and_curl(nghttpd, proxy_factory, pki, tmp_pa
                         "%{http_version} %{http_code}", url)
     assert rc == 0, out
     assert out.strip() == "2 200"
+
+
+@pytest.mark.parametrize("order, chosen", [
+    ("TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384", "TLS_AES_128_GCM_SHA256"),
+    ("TLS_AES_256_GCM_SHA384:TLS_AES_128_GCM_SHA256", "TLS_AES_256_GCM_SHA384"),
+    ("TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256", "TLS_CHACHA20_POLY1305_SHA256")])
+async def test_tls_listener_takes_the_clients_cipher_order(nghttpd, proxy_factory, pki, order, chosen):
+    """The client's TLS 1.3 suite order decides (OpenSSL's own order, which Python would apply, puts
+    AES-256-GCM first whatever the client prefers)."""
+    origin = nghttpd()
+    px = await proxy_factory(origin.url, listen="https://127.0.0.1:0", cert=pki["cert"], key=pki["key"])
+    result = await checked_h2load(px.url + "/small.txt", 2, 1, 1, f"--tls13-ciphers={order}")
+    assert result["succeeded"] == 2, result.output
+    assert f"Cipher: {chosen}" in result.output, result.output
 
 
 async def test_tls_listener_mixed_with_h2c_upstream(nghttpd, proxy_factory, pki):

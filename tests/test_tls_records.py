@@ -85,3 +85,24 @@ async def test_16k_data_frames_are_not_split_into_records_of_their_own(nghttpd, 
     # (or for the SETTINGS ACKs): a few at most.
     assert sum(1 for n in data_records if n >= 16384) >= 60
     assert sum(1 for n in data_records if n == NINE_BYTE_RECORD) < 16, data_records
+
+
+def test_a_large_batch_is_regrouped_at_record_boundaries_without_copying_its_bulk():
+    """The buffers handed to the TLS layer for a large batch: the same bytes in the same order, every
+    buffer but the last a whole number of 16 KiB records, and each long buffer's middle a view of it."""
+    import random
+
+    from proxy.server import _record_aligned
+
+    rnd = random.Random(16)
+    for _ in range(500):
+        bufs = [bytes([rnd.randrange(256)]) * rnd.choice([5, 9, 100, 16393, 70000, 200000])
+                for _ in range(rnd.randrange(2, 8))]
+        if max(map(len, bufs)) < 65536:
+            bufs.append(b"\x00" * 65536)
+        out = _record_aligned(bufs)
+        assert b"".join(out) == b"".join(bufs)
+        assert all(len(buf) % 16384 == 0 and len(buf) for buf in out[:-1]), [len(buf) for buf in out]
+        longest = max(bufs, key=len)
+        assert any(isinstance(buf, memoryview) and buf.obj is longest and len(buf) >= len(longest) - 32768
+                   for buf in out)
