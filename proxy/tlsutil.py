@@ -45,9 +45,9 @@ def server_context(certfile: str, keyfile: str, alpn: Optional[Sequence[str]] = 
     ctx.options |= ssl.OP_NO_COMPRESSION | getattr(ssl, "OP_NO_RENEGOTIATION", 0)
     # Among those suites the client's order decides (Python turns the server's order on by default).
     # The server's order is OpenSSL's, AES-256-GCM first, and the ssl module cannot change it for TLS
-    # 1.3; clients (curl with BoringSSL or NSS, browsers, grpc, h2load, nghttp) mostly put AES-128-GCM
-    # first, as nghttpx's own order does. It is as strong for this use and cheaper on both ends, and a
-    # debugging proxy that picks what the client asked for shows the client's own choice.
+    # 1.3; browsers, grpc (BoringSSL) and nghttp2's tools put AES-128-GCM first, as nghttpx's own order
+    # does: cheaper on both ends, and a debugging proxy that takes what the client asked for shows the
+    # client's own choice.
     ctx.options &= ~getattr(ssl, "OP_CIPHER_SERVER_PREFERENCE", 0)
     ctx.set_ciphers(H2_TLS12_CIPHERS)
     keylog(ctx)
