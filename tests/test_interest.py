@@ -194,6 +194,42 @@ def test_a_fault_rule_on_a_path_matches_exactly_the_frames_of_matching_streams()
     assert c.relay.streams == {}
 
 
+def _requests(c: Conn, paths) -> bytes:
+    """One read of requests (HEADERS, END_STREAM) on new client streams 1, 3, 5, ..."""
+    return wire(*(fc.HeadersFrame(2 * i + 1, data=c.client.enc.encode([(k, p if k == ":path" else v) for k, v in REQ]),
+                                  flags=["END_HEADERS", "END_STREAM"]) for i, p in enumerate(paths)))
+
+
+def test_a_read_of_requests_no_rule_acts_on_goes_out_as_one_buffer():
+    # A rule on a path, and a rule on every request that does not fire: each request is decided on,
+    # and the read still goes out as it came, in one piece (as with nothing installed).
+    for rule in ("rst_stream path=/never/*", "rst_stream type=headers direction=c2s after=1000000"):
+        c = Conn([FaultHook([rule])])
+        read = _requests(c, [f"/plain/{i}" for i in range(10)])
+        c.relay.receive(C2S, read, 0.0)
+        assert [bytes(b) for b in c.relay.take_output(C2S)] == [read], rule
+        assert sorted(c.relay.streams) == list(range(1, 21, 2))
+
+
+def test_a_request_a_rule_acts_on_in_the_middle_of_a_read_keeps_the_order_of_the_others():
+    c = Conn([FaultHook(["rst_stream path=/api/* towards=client code=REFUSED_STREAM"])])
+    paths = ["/plain/a", "/plain/b", "/api/x", "/plain/c", "/plain/d"]
+    read = _requests(c, paths)
+    frames = [bytes(f.wire) for f in FrameReader().feed(read)]
+    c.relay.receive(C2S, read, 0.0)
+    sent = out(c.relay, C2S)
+    # The two before it as they came; stream 5 never reaches the server; the two behind it re-encoded
+    # (the dropped block filled the table), in order, and the server decodes what the client sent.
+    assert sent.startswith(frames[0] + frames[1])
+    heads = parsed(sent)
+    assert [f.stream_id for f in heads] == [1, 3, 7, 9]
+    decoder = hpack.Decoder()
+    assert [dict(decoder.decode(f.data))[":path"] for f in heads] == paths[:2] + paths[3:]
+    c.relay.tick(1.0)                                                       # (the reset is held a moment)
+    [reset] = parsed(out(c.relay, S2C))
+    assert isinstance(reset, fc.RstStreamFrame) and (reset.stream_id, reset.error_code) == (5, 7)
+
+
 def test_the_headers_hook_on_responses_decodes_no_request_and_rewrites_only_matching_streams():
     hook = HeadersHook(rules=[{"match": {"direction": "response", "path": "/api/*"}, "set": {"x-api": "1"}}])
     c = Conn([hook])

@@ -135,6 +135,8 @@ _HEADERS_NEXT = tuple((st.by_state(sender, st.HEADERS), st.by_state(sender, st.H
 _PAD_PRIO = PADDED | PRIORITY_FLAG
 #: ``predecoded`` default of Relay._header_block: the block was not decoded yet.
 _UNDECODED = object()
+#: What _open_decoded returns for a request forwarded as it came within the walk's run.
+_IN_RUN = object()
 
 
 @dataclass
@@ -197,8 +199,10 @@ class Relay(FlowControl, Output, ControlFrames, Violations):
         self.stream_tables: Optional[Callable[[Stream], Optional[StreamTables]]]
         self.every_stream: Optional[StreamTables]
         self.stream_tables, self.every_stream = _stream_tables(hooks)
-        # Stream lifecycle calls cost two calls per stream: made only when some hook has those methods.
-        self.stream_hooks = hooks if hooks is not None and getattr(hooks, "wants_stream_events", True) else None
+        # Stream lifecycle calls cost a call per stream each, and a break in the walk's run: made only when
+        # some hook has that method (opened and closed apart: a hook often wants only one of them).
+        self.open_hooks = hooks if hooks is not None and getattr(hooks, "wants_stream_opened", True) else None
+        self.close_hooks = hooks if hooks is not None and getattr(hooks, "wants_stream_closed", True) else None
         everything = bool(self.options.decode_headers or self.options.strict
                           or (sink is not None and sink.needs_headers))
         chain_decode = getattr(hooks, "decode", None) if hooks is not None else None
@@ -436,17 +440,14 @@ class Relay(FlowControl, Output, ControlFrames, Violations):
                     elif fast_synced and flags & END_HEADERS and not flags & _PAD_PRIO and \
                             length <= max_hb and (h is None or HEADERS not in h[d]):
                         new = headers_next[flags & END_STREAM].get(s.state)
-                        if new is not None:
-                            # (The run before it goes out first, even if empty: a block that does not decode
-                            # is handled at once.)
-                            out_d.append(view[start:pos])
-                            runs += 1
-                            start = pos
-                            if not self._synced_block(d, s, flags, sid, length, view[pos:end]):
-                                slow += 1
-                                start = pos = end
-                                new = None
-                                called = True
+                        if new is not None and not self._synced_block(d, s, flags, sid, length, view, start, pos,
+                                                                      end):
+                            # (It did not decode, and was dealt with: the run before it went out first.)
+                            runs += pos > start
+                            slow += 1
+                            start = pos = end
+                            new = None
+                            called = True
                     if new is not None:
                         s.state = new
                         if rec_d is not None:
@@ -454,7 +455,7 @@ class Relay(FlowControl, Output, ControlFrames, Violations):
                         pos = end
                         if new is not _CLOSED:
                             continue
-                        if self.stream_hooks is None:
+                        if self.close_hooks is None:
                             self._close_stream(s)
                             continue
                         out_d.append(view[start:end])
@@ -481,25 +482,33 @@ class Relay(FlowControl, Output, ControlFrames, Violations):
                         if rec_d is not None:
                             rec_d.append(view[pos:end])
                         pos = end
-                        if self.stream_hooks is None:
+                        if self.open_hooks is None:
                             continue
                         out_d.append(view[start:end])
                         runs += 1
                         start = end
-                        self.stream_hooks.stream_opened(self, s)
+                        self.open_hooks.stream_opened(self, s)
                         called = True
             if not called:
-                # Not forwarded as it came: the run before it goes out first.
-                if pos > start:
+                # A request some hook may want is decided on before the run goes out: one nobody acts on
+                # joins the run (as with no hooks); otherwise _open_decoded sent the run out first.
+                opened = (t == HEADERS and unblocked and s is None and d == C2S and side.fast_decoded
+                          and flags & END_HEADERS and not flags & _PAD_PRIO and length <= max_hb
+                          and self._open_decoded(flags, sid, length, view, start, pos, end))
+                if opened is _IN_RUN:
+                    pos = end
+                    continue
+                # Not forwarded as it came: the run before it goes out first (if _open_decoded dealt with the
+                # frame, it sent the run out).
+                if pos > start and not opened:
                     out_d.append(view[start:pos])
-                    runs += 1
+                runs += pos > start
                 slow += 1
                 wire = view[pos:end]
                 start = pos = end
-                if not (t == HEADERS and side.fast_decoded and flags & END_HEADERS and not flags & _PAD_PRIO
-                        and length <= max_hb and side.block is None
-                        and (self._decoded_block(d, s, flags, sid, length, wire) if s is not None else
-                             d == C2S and self._open_decoded(flags, sid, length, wire))):
+                if not (opened or t == HEADERS and side.fast_decoded and flags & END_HEADERS
+                        and not flags & _PAD_PRIO and length <= max_hb and side.block is None and s is not None
+                        and self._decoded_block(d, s, flags, sid, length, wire)):
                     process(d, RawFrame(t, flags, sid, length, wire))
             if side.paused is not None or self.closed or self.halted:
                 break
@@ -876,14 +885,19 @@ class Relay(FlowControl, Output, ControlFrames, Violations):
 
     # ----------------------------------------------------------- header blocks
 
-    def _open_decoded(self, flags: int, sid: int, length: int, wire: Wire) -> bool:
-        """A one-frame HEADERS block with neither padding nor priority that opens client stream ``sid``, in a
-        decoded client-to-server direction, when the proxy may open the stream at once. Decoded (or known:
-        ``Side.opened_by``), checked where a hook is handed it, then handed to the hooks that want it, or
-        forwarded (re-encoded when the direction is). This runs once per request whenever some hook could
-        want requests: what it does is paid by every stream, wanted or not.
+    def _open_decoded(self, flags: int, sid: int, length: int, view: memoryview, start: int, pos: int,
+                      end: int) -> object:
+        """A one-frame HEADERS block with neither padding nor priority that opens client stream ``sid``
+        (``view[pos:end]``), in a decoded client-to-server direction, when the proxy may open the stream at
+        once. Decoded (or known: ``Side.opened_by``), checked where a hook is handed it, then handed to the
+        hooks that want it, or forwarded (re-encoded when the direction is). This runs once per request
+        whenever some hook could want requests: what it does is paid by every stream, wanted or not.
 
-        False, with nothing done, when the block must take the general path instead.
+        ``view[start:pos]`` is the walk's run of frames forwarded as they came, not handed on yet. Returns
+        ``_IN_RUN`` when the block is forwarded as it came with nothing else sent (the walk extends its
+        run: one buffer for a batch of requests, as with no hooks); True when it was dealt with, the run
+        handed on before anything was sent; False, with nothing done, when the block must take the
+        general path instead.
         """
         client = self.client
         if not (sid & 1 and sid > client.last_stream
@@ -894,9 +908,9 @@ class Relay(FlowControl, Output, ControlFrames, Violations):
         if client.decoding_broken or decoder is None:
             return False
         version = decoder.table_version
-        block = wire[9:]
-        end = flags & END_STREAM
-        s = Stream(sid, _HALF_CLOSED_LOCAL if end else _OPEN,
+        block: Chunk = view[pos + 9:end]
+        end_stream = flags & END_STREAM
+        s = Stream(sid, _HALF_CLOSED_LOCAL if end_stream else _OPEN,
                    client.settings[_INITIAL_WINDOW], client.peer.settings[_INITIAL_WINDOW])
         s.ordinal = self.client_streams_total + 1
         # The same block opening a stream again (same table, limits and rules) decodes the same, is
@@ -915,7 +929,8 @@ class Relay(FlowControl, Output, ControlFrames, Violations):
             try:
                 headers = s.request_headers = decoder.decode(block)
             except Exception as exc:
-                self._undecodable(C2S, flags, sid, length, wire, exc)
+                self._run_out(C2S, view, start, pos)
+                self._undecodable(C2S, flags, sid, length, view[pos:end], exc)
                 return True
             # (The stream's hooks are decided on the stream not registered yet.)
             h = s.hooks = self._tables_of(s)
@@ -923,24 +938,31 @@ class Relay(FlowControl, Output, ControlFrames, Violations):
         hooks = h[C2S].get(HEADERS) if h is not None else None
         if self.check_all or hooks is not None:
             # The RFC 9113 section 8 checks run on the blocks hooks see, and on every block with decode_headers.
-            ok = verdicts[end] if verdicts is not None else None
+            ok = verdicts[end_stream] if verdicts is not None else None
             if ok is None:
-                ok = messages.check_block(None, C2S, headers, bool(end), "request", False) is None
+                ok = messages.check_block(None, C2S, headers, bool(end_stream), "request", False) is None
                 if verdicts is not None:
-                    verdicts[end] = ok
+                    verdicts[end_stream] = ok
             if not ok:
-                self._header_block(C2S, [RawFrame(HEADERS, flags, sid, length, wire)], headers)   # (reports it)
+                self._run_out(C2S, view, start, pos)
+                # (Reports it.)
+                self._header_block(C2S, [RawFrame(HEADERS, flags, sid, length, view[pos:end])], headers)
                 return True
         client.last_stream = sid
         self.streams[sid] = s
         self.client_streams_open += 1
         self.client_streams_total += 1
         self.counters["streams"] += 1
-        if self.stream_hooks is not None:
-            self.stream_hooks.stream_opened(self, s)
+        ran_out = False
+        if self.open_hooks is not None:
+            self._run_out(C2S, view, start, pos)
+            ran_out = True
+            self.open_hooks.stream_opened(self, s)
         if client.greeting is None and client.encoder is None:
             if hooks is None:
-                self.out[C2S].append(wire)
+                if not ran_out:
+                    return _IN_RUN
+                self.out[C2S].append(view[pos:end])
                 return True
             # Entries that screen the raw block (a fault hook's rules): asked here, as _decided_block
             # would (the request of every stream such rules want comes this way).
@@ -949,10 +971,23 @@ class Relay(FlowControl, Output, ControlFrames, Violations):
                     and not self.push_unmap:
                 if (screens[0](self.view, C2S, HEADERS, flags, sid, length, s, headers, hooks) if len(screens) == 1
                         else self._screened(C2S, screens, HEADERS, flags, sid, length, s, headers, hooks)):
-                    return self._block_unit(C2S, s, flags, sid, length, wire, headers, version, hooks, True)
-                self.out[C2S].append(wire)
+                    if not ran_out:
+                        self._run_out(C2S, view, start, pos)
+                    return self._block_unit(C2S, s, flags, sid, length, view[pos:end], headers, version, hooks,
+                                            True)
+                if not ran_out:
+                    return _IN_RUN
+                self.out[C2S].append(view[pos:end])
                 return True
-        return self._decided_block(C2S, s, None, flags, sid, length, wire, headers, version, hooks)
+        if not ran_out:
+            self._run_out(C2S, view, start, pos)
+        return self._decided_block(C2S, s, None, flags, sid, length, view[pos:end], headers, version, hooks)
+
+    def _run_out(self, d: int, view: memoryview, start: int, pos: int) -> None:
+        """The walk's run of frames of direction d forwarded as they came (``view[start:pos]``) goes out,
+        before anything a frame behind it makes the relay send."""
+        if pos > start:
+            self.out[d].append(view[start:pos])
 
     def _decoded_block(self, d: int, s: Stream, flags: int, sid: int, length: int, wire: Wire) -> bool:
         """A one-frame HEADERS block with neither padding nor priority on stream ``s``, in a direction
@@ -1057,15 +1092,19 @@ class Relay(FlowControl, Output, ControlFrames, Violations):
             return verdicts
         return None
 
-    def _synced_block(self, d: int, s: Stream, flags: int, sid: int, length: int, wire: Wire) -> bool:
-        """A one-frame block no hook wants on stream ``s``, in a ``fast_synced`` direction: decoded (the
-        table kept in step, the stream's headers noted); False when it did not decode (then handled)."""
+    def _synced_block(self, d: int, s: Stream, flags: int, sid: int, length: int, view: memoryview, start: int,
+                      pos: int, end: int) -> bool:
+        """A one-frame block no hook wants on stream ``s`` (``view[pos:end]``), in a ``fast_synced``
+        direction: decoded (the table kept in step, the stream's headers noted), and True: the walk
+        forwards it in its run (``view[start:pos]``, not handed on yet). False when it did not decode:
+        then the run went out, and the block was dealt with."""
         decoder = self.sides[d].decoder
         assert decoder is not None     # (fast_synced: decoding)
         try:
-            headers = decoder.decode(wire[9:])
+            headers = decoder.decode(view[pos + 9:end])
         except Exception as exc:
-            self._undecodable(d, flags, sid, length, wire, exc)
+            self._run_out(d, view, start, pos)
+            self._undecodable(d, flags, sid, length, view[pos:end], exc)
             return False
         _note_block(s, d, headers)
         return True
@@ -1165,8 +1204,8 @@ class Relay(FlowControl, Output, ControlFrames, Violations):
                 s.request_headers = unit.headers
                 s.hooks = self._tables_of(s)
                 unit.stream = s
-                if self.stream_hooks is not None:
-                    self.stream_hooks.stream_opened(self, s)
+                if self.open_hooks is not None:
+                    self.open_hooks.stream_opened(self, s)
                 return False
             if d == C2S and sid not in self.recently_closed:
                 return self._violation(d, *checks.stream_not_above(sid, client.last_stream))
@@ -1400,8 +1439,8 @@ class Relay(FlowControl, Output, ControlFrames, Violations):
         new[s.id] = closer
         if len(new) >= st.REMEMBER_CLOSED:
             closed.old, closed.new = new, {}
-        if self.stream_hooks is not None:
-            self.stream_hooks.stream_closed(self, s)
+        if self.close_hooks is not None:
+            self.close_hooks.stream_closed(self, s)
 
     # ---------------------------------------------------------------- hooks
 

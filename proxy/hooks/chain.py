@@ -108,9 +108,8 @@ class HookChain:
                                      if hasattr(h, name) and i.stream is None]
             self._wanted_events[name] = [(self._name(h), getattr(h, name), on_request(i.stream))
                                          for h, i in pairs if hasattr(h, name) and i.stream is not None]
-        self.wants_stream_events = bool(self._lifecycle["stream_opened"] or self._lifecycle["stream_closed"]
-                                        or self._wanted_events["stream_opened"]
-                                        or self._wanted_events["stream_closed"])
+        self.wants_stream_opened = bool(self._lifecycle["stream_opened"] or self._wanted_events["stream_opened"])
+        self.wants_stream_closed = bool(self._lifecycle["stream_closed"] or self._wanted_events["stream_closed"])
 
     def _add_grpc(self, options) -> None:
         """Hooks with ``on_grpc_message``: the gRPC message hook goes in front of the first (proxy/grpc/hook.py)."""
