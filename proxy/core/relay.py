@@ -953,35 +953,36 @@ class Relay(FlowControl, Output, ControlFrames, Violations):
         self.client_streams_open += 1
         self.client_streams_total += 1
         self.counters["streams"] += 1
-        ran_out = False
-        if self.open_hooks is not None:
+        open_hooks = self.open_hooks
+        ran_out = open_hooks is not None
+        if open_hooks is not None:
             self._run_out(C2S, view, start, pos)
-            ran_out = True
-            self.open_hooks.stream_opened(self, s)
+            open_hooks.stream_opened(self, s)
+        # None: the general block path (_decided_block) decides; True: forwarded as it came; False: screened
+        # in, for the hook chain.
+        as_it_came: Optional[bool] = None
         if client.greeting is None and client.encoder is None:
             if hooks is None:
-                if not ran_out:
-                    return _IN_RUN
-                self.out[C2S].append(view[pos:end])
-                return True
-            # Entries that screen the raw block (a fault hook's rules): asked here, as _decided_block
-            # would (the request of every stream such rules want comes this way).
-            screens = getattr(hooks, "screens", None)
-            if screens is not None and getattr(hooks, "rewrite", None) is None and self.sink is None \
-                    and not self.push_unmap:
-                if (screens[0](self.view, C2S, HEADERS, flags, sid, length, s, headers, hooks) if len(screens) == 1
-                        else self._screened(C2S, screens, HEADERS, flags, sid, length, s, headers, hooks)):
-                    if not ran_out:
-                        self._run_out(C2S, view, start, pos)
-                    return self._block_unit(C2S, s, flags, sid, length, view[pos:end], headers, version, hooks,
-                                            True)
-                if not ran_out:
-                    return _IN_RUN
-                self.out[C2S].append(view[pos:end])
-                return True
+                as_it_came = True
+            else:
+                # Entries that screen the raw block (a fault hook's rules): asked here, as _decided_block
+                # would (the request of every stream such rules want comes this way).
+                screens = getattr(hooks, "screens", None)
+                if screens is not None and getattr(hooks, "rewrite", None) is None and self.sink is None \
+                        and not self.push_unmap:
+                    as_it_came = not (
+                        screens[0](self.view, C2S, HEADERS, flags, sid, length, s, headers, hooks) if len(screens) == 1
+                        else self._screened(C2S, screens, HEADERS, flags, sid, length, s, headers, hooks))
+        if as_it_came:
+            if not ran_out:
+                return _IN_RUN
+            self.out[C2S].append(view[pos:end])
+            return True
         if not ran_out:
             self._run_out(C2S, view, start, pos)
-        return self._decided_block(C2S, s, None, flags, sid, length, view[pos:end], headers, version, hooks)
+        if as_it_came is None:
+            return self._decided_block(C2S, s, None, flags, sid, length, view[pos:end], headers, version, hooks)
+        return self._block_unit(C2S, s, flags, sid, length, view[pos:end], headers, version, hooks, True)
 
     def _run_out(self, d: int, view: memoryview, start: int, pos: int) -> None:
         """The walk's run of frames of direction d forwarded as they came (``view[start:pos]``) goes out,
