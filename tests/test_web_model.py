@@ -323,3 +323,34 @@ async def test_with_no_page_following_the_frames_wait_unprocessed_until_a_read_a
         assert conn["fingerprints"]["client"]
     finally:
         sink.close()
+
+
+async def test_a_server_push_the_proxy_renumbered_is_one_stream_under_its_client_id(nghttpd):
+    """Once the proxy has pushed on a connection, the server's pushes get new ids towards the client
+    (docs/hooks.md): the page shows each pushed stream once, under the id the client saw, with the
+    frames of both legs and its request line from the promise."""
+    from proxy.hooks.builtin.push import PushHook
+    server = nghttpd(extra=["-p", "/index.html=/small.txt"])
+    push = PushHook(rules=[{"path": "/index.html", "push": [{"path": "/own.css", "body": "a{}"}]}], when="request")
+    model = WebModel("live")
+    sink = WebSink(model, rate=2000, burst=10000, cpu_share=1.0)
+    try:
+        async with h2proxy_running(server.url, hooks=[push], sink=sink) as proxy:
+            rc, out = await nghttp("-nv", http_url(proxy) + "/index.html")
+            assert rc == 0, out
+        assert sink.flush()
+    finally:
+        sink.close()
+    # What nghttp saw: the proxy's push on 2, nghttpd's (its stream 2) on 4.
+    assert sorted(re.findall(r"promised_stream_id=(\d+)", out)) == ["2", "4"]
+    (conn,) = model.snapshot()["conns"]
+    streams = {s["id"]: s for s in model.connection(conn["id"])["streams"] if s["ended"] != "idle (PRIORITY only)"}
+    assert sorted(streams) == [2, 4, 13], streams      # (nghttp's request is 13, after its PRIORITY anchors)
+    assert streams[2]["path"] == "/own.css" and streams[4]["path"] == "/small.txt"
+    assert streams[4]["resp_bytes"] == 1024 and streams[2]["resp_bytes"] == 3
+    assert streams[2]["ended"] == streams[4]["ended"] == "END_STREAM"
+    frames = model.stream(conn["id"], 4)["frames"]
+    legs = {(f["leg"], f["dir"], f["type"], f["stream"]) for f in frames}
+    assert {("upstream", "recv", "HEADERS", 2), ("upstream", "recv", "DATA", 2), ("client", "send", "HEADERS", 4),
+            ("client", "send", "DATA", 4)} <= legs, legs
+    assert not [f for f in model.stream(conn["id"], 2)["frames"] if f["leg"] == "upstream"]

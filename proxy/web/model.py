@@ -155,6 +155,8 @@ class StreamView:
             return self.reset
         if {"client", "proxy to client"} <= self.end_stream or {"proxy to upstream", "server"} <= self.end_stream:
             return "END_STREAM"
+        if self.sid % 2 == 0 and "proxy to client" in self.end_stream:
+            return "END_STREAM"          # a push: only the pushing side sends on it
         if self.goaway:
             return self.goaway
         if self.idle:
@@ -197,6 +199,51 @@ class ConnView:
         self.detached: Optional[float] = None
         self.skipped_frames = 0
         self.skipped_bytes = 0
+        #: Server-pushed streams the proxy renumbered towards the client (it does once it has pushed on
+        #: the connection itself, docs/hooks.md): upstream-leg id -> client-leg id. Streams are shown
+        #: under their client-leg id, so both legs of one stream are one row.
+        self.client_ids: Dict[int, int] = {}
+        #: The promised ids of the server's recent PUSH_PROMISEs, by the seq of their record: the
+        #: forwarded copy names its origin, and a different promised id there is a renumbering.
+        self.server_promises: "OrderedDict[int, int]" = OrderedDict()
+        #: (leg, dir) -> the client-leg id of the stream a PUSH_PROMISE continued by CONTINUATIONs promises.
+        self.promising: Dict[tuple, int] = {}
+
+    def client_id(self, leg: object, sid: int) -> int:
+        """The client-leg id of stream ``sid`` of ``leg``."""
+        if leg == "upstream" and self.client_ids:
+            return self.client_ids.get(sid, sid)
+        return sid
+
+    def promise(self, rec: Dict[str, Any], leg: object, d: object, t: Optional[float]) -> None:
+        """A PUSH_PROMISE record: learns renumberings, and gives the pushed stream its request line."""
+        promised = (rec.get("fields") or {}).get("promised_stream_id")
+        if not isinstance(promised, int):
+            return
+        if leg == "upstream" and d == "recv":
+            self.server_promises[rec.get("seq") or 0] = promised
+            if len(self.server_promises) > 256:
+                self.server_promises.popitem(last=False)
+        elif leg == "client" and d == "send":
+            origin = rec.get("origin")
+            server_id = self.server_promises.pop(origin, None) if isinstance(origin, int) else None
+            if server_id is not None and server_id != promised:
+                self.client_ids[server_id] = promised
+                if len(self.client_ids) > self.limits.max_streams:
+                    self.client_ids.pop(next(iter(self.client_ids)))
+            pushed = self.stream(promised, t)
+            pushed.idle = False
+            pushed.feed_headers(rec.get("headers") or ())
+            if not (rec.get("flags") or 0) & 0x4:
+                self.promising[(leg, d)] = promised
+
+    def promise_continued(self, rec: Dict[str, Any], leg: object, d: object, flags: int,
+                          t: Optional[float]) -> None:
+        """A CONTINUATION of a PUSH_PROMISE: the block's fields are the pushed stream's request."""
+        promised = self.promising[(leg, d)]
+        if flags & 0x4:
+            del self.promising[(leg, d)]
+        self.stream(promised, t).feed_headers(rec.get("headers") or ())
 
     def stream(self, sid: int, t: Optional[float]) -> StreamView:
         s = self.streams.get(sid)
@@ -398,17 +445,20 @@ class WebModel:
             fp = c.fingerprints[side]
             if not fp.done:
                 fp.feed(rec)
-        c.flow.feed(rec)
-        c.frames.append(rec)
-        self._overall(rec)
         ftype = rec.get("type")
         sid = rec.get("stream") or 0
+        client_sid = c.client_id(leg, sid)
+        c.flow.feed(rec if client_sid == sid else dict(rec, stream=client_sid))
+        c.frames.append(rec)
+        self._overall(rec)
         if ftype == "GOAWAY":
             c.goaway(rec, side, t)
             return
         if not sid:
             return
-        s = c.stream(sid, t)
+        s = c.stream(client_sid, t)
+        if ftype == "PUSH_PROMISE":
+            c.promise(rec, leg, d, t)
         s.updated = self.version
         s.frames.append(rec)
         if t is not None:
@@ -418,6 +468,8 @@ class WebModel:
             s.idle = False
         if ftype == "DATA":
             s.feed_data(rec, leg, side, flags, t)
+        elif ftype == "CONTINUATION" and (leg, d) in c.promising:
+            c.promise_continued(rec, leg, d, flags, t)
         elif ftype in ("HEADERS", "CONTINUATION"):
             s.feed_headers(rec.get("headers") or ())
             if ftype == "HEADERS" and flags & 0x1 and side:
