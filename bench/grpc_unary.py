@@ -82,6 +82,8 @@ def main() -> int:
             "h2proxy -v (messages printed)": ["-v", "--proto-descriptor", str(work / "bench.desc")],
             "h2proxy --record": ["--record", str(work / "log.jsonl")],
             "h2proxy -s grpc hook": ["-s", str(ROOT / "bench" / "grpc_passthrough.py")],
+            # Rules can be added at run time: calls are followed (messages counted), no rule acts.
+            "h2proxy --admin, no rules": ["--admin", f"127.0.0.1:{free_port()}"],
         }
         targets = {"origin direct": origin}
         try:

@@ -210,3 +210,38 @@ async def test_grpc_status_over_tls_on_both_legs(protos, h2proxy, pki):
         assert ok == [0, 1]
     finally:
         server.stop()
+
+
+async def test_a_rule_added_through_the_admin_api_acts_on_a_call_already_running(protos, echo, h2proxy):
+    """With the admin API the rules can change while a call runs: its messages are counted as they go
+    by, so a rule added mid-call acts from the next message on, numbered from the start of the call."""
+    import queue
+    import threading
+
+    from tests.test_admin_api import http
+    proxy = await h2proxy(echo.url, admin=True)
+    requests: "queue.Queue" = queue.Queue()
+    got: list = []
+    two_echoed = threading.Event()
+
+    def bidi(stub, pb2):
+        def outgoing():
+            while (name := requests.get()) is not None:
+                yield pb2.Req(name=name)
+        for r in stub.Bidi(outgoing(), timeout=20):
+            got.append(r.text)
+            if len(got) == 2:
+                two_echoed.set()
+    for name in ("0", "1"):
+        requests.put(name)
+    call = asyncio.ensure_future(asyncio.to_thread(_run, protos, proxy.port, bidi))
+    assert await asyncio.to_thread(two_echoed.wait, 20), got
+    status, _, body = await http(proxy.admin.port, "POST", "/faults",
+                                 {"line": "drop method=Bidi direction=c2s message=4", "name": "fourth"},
+                                 token=proxy.admin.token)
+    assert status == 201, body
+    for name in ("2", "3", "4", None):
+        requests.put(name)
+    await asyncio.wait_for(call, 30)
+    assert got == ["echo 0", "echo 1", "echo 2", "echo 4"]      # the call's 4th message ("3") was dropped
+    assert proxy.hits("fourth") == 1

@@ -46,6 +46,38 @@ def test_reader_messages_split_across_frames_and_several_per_frame():
     assert _msgs(MessageReader().feed(stream)) == [(i + 1, False, p) for i, p in enumerate(payloads)]
 
 
+def test_reader_skimming_some_frames_keeps_the_boundaries_and_the_numbers():
+    """Bytes that go on unseen (skim) are counted through: what is fed after them yields the messages that
+    start there, numbered from the start of the stream, and nothing already gone is handed out twice."""
+    payloads = [bytes([i]) * n for i, n in enumerate([0, 1, 4, 5, 9, 300, 20000, 3, 0, 77, 16384, 2])]
+    stream = b"".join(frame_message(p) for p in payloads)
+    starts = []
+    for p in payloads:
+        starts.append(sum(5 + len(q) for q in payloads[:len(starts)]))
+    rng = random.Random(2612)
+    for _ in range(200):
+        reader = MessageReader(pass_oversized=True)
+        out, expected, pos = [], [], 0
+        while pos < len(stream):
+            n = rng.choice([1, 2, 3, 4, 6, 9, 100, 5000, 16384])
+            chunk = stream[pos:pos + n]
+            if not reader.keeping and rng.random() < 0.5:
+                reader.skim(chunk)
+                out.append(chunk)
+            else:
+                expected += [i + 1 for i, at in enumerate(starts) if pos <= at < pos + len(chunk)]
+                for ev in reader.feed(chunk):
+                    out.append(ev.wire() if isinstance(ev, Message) else ev.data if isinstance(ev, Passthrough)
+                               else b"")
+                    if isinstance(ev, Message):
+                        assert ev.data == payloads[ev.index - 1]
+                        expected.remove(ev.index)
+            pos += len(chunk)
+        assert b"".join(out) == stream
+        assert expected == [] and reader.count == len(payloads)
+        assert reader.leftover() is None and not reader.in_message
+
+
 def test_reader_zero_length_message_completes_at_its_prefix():
     assert _msgs(MessageReader().feed(b"\x00\x00\x00\x00\x00")) == [(1, False, b"")]
 

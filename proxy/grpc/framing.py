@@ -67,7 +67,7 @@ def frame_message(data: bytes, compressed: bool = False) -> bytes:
 class MessageReader:
     """Reassembles the messages of one direction of one gRPC stream (sans-I/O: payloads in, events out)."""
 
-    __slots__ = ("max_size", "pass_oversized", "count", "_head", "_body", "_need", "_skip", "_flags")
+    __slots__ = ("max_size", "pass_oversized", "count", "_head", "_body", "_need", "_skip", "_flags", "_head_gone")
 
     def __init__(self, max_size: int = DEFAULT_MAX_MESSAGE, pass_oversized: bool = False) -> None:
         self.max_size = max_size
@@ -78,6 +78,8 @@ class MessageReader:
         self._need = 0                  # bytes still due for the current message
         self._skip = 0                  # bytes of an oversized message still to skip
         self._flags = 0
+        #: True when ``_head`` holds prefix bytes :meth:`skim` saw: they went on, the message is not kept.
+        self._head_gone = False
 
     @property
     def buffered(self) -> int:
@@ -105,6 +107,8 @@ class MessageReader:
             if self._body is None:
                 take = min(PREFIX_SIZE - len(self._head), end - pos)
                 self._head += view[pos:pos + take]
+                if self._head_gone and self.pass_oversized:
+                    events.append(Passthrough(bytes(view[pos:pos + take])))   # (its start went on: so does this)
                 pos += take
                 if len(self._head) < PREFIX_SIZE:
                     break
@@ -112,6 +116,11 @@ class MessageReader:
                 prefix = bytes(self._head)
                 self._head.clear()
                 self.count += 1
+                if self._head_gone:
+                    # The prefix began in bytes that went on unseen (skim): the message goes by unkept.
+                    self._head_gone = False
+                    self._skip = length
+                    continue
                 if length > self.max_size:
                     events.append(Oversized(self.count, bool(flags & 1), length, self.max_size))
                     if self.pass_oversized:
@@ -132,6 +141,37 @@ class MessageReader:
                 events.append(self._complete())
         return events
 
+    @property
+    def keeping(self) -> bool:
+        """Whether a message is being reassembled (its bytes so far are held here)."""
+        return self._body is not None or (bool(self._head) and not self._head_gone)
+
+    def skim(self, data) -> None:
+        """Follow the message boundaries in bytes that go on unseen: messages are counted, nothing is kept.
+
+        For a stream no handler looks at now but may later (a rule added at run time): :meth:`feed`
+        then starts at the right place and with the right message numbers. Not while :attr:`keeping`.
+        """
+        if self.keeping:
+            raise ValueError("skim() inside a message being reassembled: feed() it to its end first")
+        pos, end = 0, len(data)
+        while pos < end:
+            if self._skip:
+                n = min(self._skip, end - pos)
+                self._skip -= n
+                pos += n
+                continue
+            take = min(PREFIX_SIZE - len(self._head), end - pos)
+            self._head += data[pos:pos + take]
+            pos += take
+            if len(self._head) < PREFIX_SIZE:
+                self._head_gone = True
+                break
+            self._skip = int.from_bytes(self._head[1:5], "big")
+            self._head.clear()
+            self._head_gone = False
+            self.count += 1
+
     def _complete(self) -> Message:
         body = bytes(self._body or b"")
         self._body = None
@@ -142,7 +182,10 @@ class MessageReader:
         out = bytes(self._head)
         if self._body is not None:
             out += PREFIX.pack(self._flags, len(self._body) + self._need) + bytes(self._body)
+        if self._head_gone:
+            out = b""              # (those bytes went on already)
         self._head.clear()
+        self._head_gone = False
         self._body = None
         self._need = 0
         self._skip = 0

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import inspect
 import logging
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from framecodec.frame import DataFrame, RstStreamFrame
 
@@ -153,7 +153,7 @@ class GrpcHook:
     def __init__(self, handlers: List[Any], options: Optional[GrpcOptions] = None) -> None:
         self.handlers: List[Tuple[str, Any]] = [(getattr(h, "name", "") or type(h).__name__, h.on_grpc_message)
                                                 for h in handlers]
-        #: A handler with ``grpc_active`` false (the fault hook without gRPC rules) needs no call followed.
+        #: The hooks with ``on_grpc_message`` (their ``grpc_active`` and ``static`` say whether calls are followed).
         self.owners = list(handlers)
         self.options = options or GrpcOptions()
         self.schema = None
@@ -169,17 +169,30 @@ class GrpcHook:
 
     def interest(self):
         """gRPC calls only (a POST with an application/grpc content type), and only while some handler
-        acts on messages; frames on streams the relay no longer tracks too (those of calls it ended)."""
+        acts on messages or may start to (:meth:`follows_calls`); frames on streams the relay no longer
+        tracks too (those of calls it ended)."""
         from ..hooks.interest import Interest
-        owners = self.owners
+        follows = self.follows_calls
 
         def wanted(request) -> bool:
-            for o in owners:
-                if getattr(o, "grpc_active", True):
-                    return is_grpc_request(request)
-            return False
+            return follows() and is_grpc_request(request)
         wanted.request_only = True          # (until the rules change: rebuilt then)
-        return Interest(stream=wanted, decode=("client->server", "server->client"), untracked=True)
+        # While no handler acts on messages, DATA only: a call is followed from its first DATA on (its
+        # messages counted, _follow), and its header blocks pass by this hook. The chain asks again
+        # when the rules change, and the tables of open streams change with it.
+        types = None if self.active() else ("data", "settings")
+        return Interest(types=types, stream=wanted, decode=("client->server", "server->client"), untracked=True)
+
+    def active(self) -> bool:
+        """Whether some handler acts on messages now."""
+        return any(getattr(o, "grpc_active", True) for o in self.owners)
+
+    def follows_calls(self) -> bool:
+        """Whether new calls are followed: some handler acts on messages now, or its rules can change
+        while the call runs (a fault hook with the admin API or the web view: ``static`` false). Such a
+        call's messages are then counted as they go by unseen, so that a rule added later acts from the
+        next message on, with the message numbers of the whole call."""
+        return any(getattr(o, "grpc_active", True) or not getattr(o, "static", True) for o in self.owners)
 
     # ------------------------------------------------------------ frames
 
@@ -191,11 +204,8 @@ class GrpcHook:
         call = self.calls.get(key)
         d = _d(ctx)
         if call is None:
-            if d == 0 and headers is not None and is_grpc_request(headers) and \
-                    any(getattr(o, "grpc_active", True) for o in self.owners):
-                # A message a hook saw goes out in one burst: keep it well inside what a socket may queue.
-                limit = min(self.options.max_message, ctx.conn.limits.max_queued_bytes // 2)
-                self.calls[key] = _Call(header(headers, ":path") or "", header(headers, "grpc-encoding"), limit)
+            if d == 0 and headers is not None and is_grpc_request(headers) and self.follows_calls():
+                self._call(ctx, headers)
             return None
         if call.aborted:
             return []
@@ -215,6 +225,26 @@ class GrpcHook:
             return self._after_held(ctx, s, d)
         return None
 
+    def _call(self, ctx, request: Sequence[Any]) -> _Call:
+        """A followed call (its messages are read from here on)."""
+        # A message a hook saw goes out in one burst: keep it well inside what a socket may queue.
+        limit = min(self.options.max_message, ctx.conn.limits.max_queued_bytes // 2)
+        call = self.calls[(ctx.conn.id, ctx.stream.id)] = _Call(header(request, ":path") or "",
+                                                               header(request, "grpc-encoding"), limit)
+        return call
+
+    def _follow(self, ctx, s) -> Optional[_Call]:
+        """The first DATA of a call whose header blocks passed by (no handler acted then): it is followed
+        from here, what it needs of its header blocks taken from the stream."""
+        request = s.request_headers
+        if request is None or not is_grpc_request(request):
+            return None
+        call = self._call(ctx, request)
+        if s.response_headers is not None:
+            call.response_started = True
+            call.encodings[1] = header(s.response_headers, "grpc-encoding")
+        return call
+
     async def _after_held(self, ctx, s, d: int, timeout: float = 60.0):
         """Hold a header block (and what follows it this way) until the stream's held DATA went out."""
         import asyncio
@@ -230,16 +260,21 @@ class GrpcHook:
             return [] if self.ended and (ctx.conn.id, frame.stream_id) in self.ended else None
         call = self.calls.get((ctx.conn.id, s.id))
         if call is None:
-            return None
+            call = self._follow(ctx, s)
+            if call is None:
+                return None
         if call.aborted:
             return []
         d = _d(ctx)
         reader = call.readers[d]
-        was_inside = reader.in_message
-        events = reader.feed(frame.data)
         end = "END_STREAM" in frame.flags
         if end and d == 0:
             call.client_done = True
+        if not reader.keeping and not self.active():
+            reader.skim(frame.data)     # (no handler looks now: the frame goes on, its messages counted)
+            return None
+        was_inside = reader.in_message
+        events = reader.feed(frame.data)
         work = self._rebuild(ctx, call, d, events, end, not was_inside and not reader.in_message
                              and "PADDED" not in frame.flags)
         try:
