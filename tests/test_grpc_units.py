@@ -51,9 +51,7 @@ def test_reader_skimming_some_frames_keeps_the_boundaries_and_the_numbers():
     start there, numbered from the start of the stream, and nothing already gone is handed out twice."""
     payloads = [bytes([i]) * n for i, n in enumerate([0, 1, 4, 5, 9, 300, 20000, 3, 0, 77, 16384, 2])]
     stream = b"".join(frame_message(p) for p in payloads)
-    starts = []
-    for p in payloads:
-        starts.append(sum(5 + len(q) for q in payloads[:len(starts)]))
+    starts = [sum(5 + len(q) for q in payloads[:i]) for i in range(len(payloads))]
     rng = random.Random(2612)
     for _ in range(200):
         reader = MessageReader(pass_oversized=True)
