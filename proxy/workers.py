@@ -12,7 +12,9 @@ relay needs no shared state.
   (with the workers' pids). Each worker has its own copy of the hooks: hook
   state is per worker.
 * With ``--record FILE`` worker *i* writes ``FILE.w<i>`` (``FILE.w0``,
-  ``FILE.w1``, ...): one frame log per worker, connection ids are per worker.
+  ``FILE.w1``, ...; before a ``.gz`` or ``.zst`` ending, which keeps the file
+  compressed: ``frames.jsonl.w0.gz``): one frame log per worker, connection
+  ids are per worker.
 * SIGINT/SIGTERM to the parent are forwarded to every worker; each stops the
   usual way (GOAWAY, grace period), prints ``h2proxy: worker I (pid P) stopped:
   served K connections`` and exits; the parent exits 0 once all have exited
@@ -43,6 +45,15 @@ log = logging.getLogger("h2proxy")
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 READY_TIMEOUT = 60.0
+
+
+def worker_record_path(path: str, index: int) -> str:
+    """Worker ``index``'s frame log: ``FILE.w<index>``, put before a compression ending so that the
+    file is still written compressed and read back as such (``frames.jsonl.gz`` -> ``frames.jsonl.w0.gz``)."""
+    for ending in (".gz", ".zst"):
+        if path.endswith(ending):
+            return f"{path[:-len(ending)]}.w{index}{ending}"
+    return f"{path}.w{index}"
 
 
 def run_workers(cfg, loop_name: str = "asyncio") -> int:
@@ -125,7 +136,7 @@ def run_workers(cfg, loop_name: str = "asyncio") -> int:
           f"{'; strict' if settings.strict else ''}; {n} workers (pids {pids})", file=sys.stderr, flush=True)
     for pid, index in sorted(ready.items(), key=lambda kv: kv[1]):
         log.info("worker %d pid %d ready%s", index, pid,
-                 f"; recording to {cfg.record}.w{index}" if cfg.record else "")
+                 f"; recording to {worker_record_path(cfg.record, index)}" if cfg.record else "")
     state.reap_all()
     if reservation is not None:
         reservation.close()
@@ -288,7 +299,7 @@ async def _worker(cfg, index: int, hooks, ready_fd: int) -> int:
     settings.reuse_port = True
     server: ProxyServer
     if cfg.record:
-        cfg.record = f"{cfg.record}.w{index}"
+        cfg.record = worker_record_path(cfg.record, index)
     sink = build_sink(cfg)
     if cfg.mode == "forward":
         from .forward import ForwardProxyServer

@@ -173,10 +173,12 @@ def test_a_dead_worker_stops_the_others(nghttpd, proxies):
     assert all(_gone(pid) for pid in pids)
 
 
-def test_each_worker_records_to_its_own_file(nghttpd, proxies, tmp_path):
+@pytest.mark.parametrize("name, expected", [("frames.jsonl", ["frames.jsonl.w0", "frames.jsonl.w1"]),
+                                            ("frames.jsonl.gz", ["frames.jsonl.w0.gz", "frames.jsonl.w1.gz"])])
+def test_each_worker_records_to_its_own_file(nghttpd, proxies, tmp_path, name, expected):
     pytest.importorskip("proxy.recording.recorder")
     origin = nghttpd()
-    rec = tmp_path / "frames.jsonl"
+    rec = tmp_path / name
     px = proxies("--workers", "2", "--listen", "h2c://127.0.0.1:0", "--upstream", origin.url, "-q",
                  "--record", str(rec))
     port = int(px.wait_line(BANNER).group(1))
@@ -186,8 +188,18 @@ def test_each_worker_records_to_its_own_file(nghttpd, proxies, tmp_path):
     assert px.finish() == 0, px.text()
     assert not rec.exists()
     files = sorted(p.name for p in tmp_path.iterdir())
-    assert files == ["frames.jsonl.w0", "frames.jsonl.w1"], files
+    assert files == expected, files
     assert all((tmp_path / f).stat().st_size > 0 for f in files)
+    # Each is a whole log, compressed when its name says so: `log stats` reads both.
+    from proxy.recording.reader import read_log
+    requests = 0
+    for f in files:
+        if f.endswith(".gz"):
+            assert (tmp_path / f).read_bytes()[:2] == b"\x1f\x8b"
+        requests += sum(1 for r in read_log([str(tmp_path / f)])
+                        if r.get("record") == "frame" and r.get("type") == "HEADERS" and r.get("leg") == "client"
+                        and r.get("dir") == "recv")
+    assert requests == 320
 
 
 def test_a_taken_port_is_a_clear_error(proxies):
