@@ -79,6 +79,13 @@ def by_state(sender: str, event: str) -> Dict[str, str]:
     return {state: new for (state, snd, ev), new in TRANSITIONS.items() if snd == sender and ev == event}
 
 
+#: The sender of each direction (0: client to server, 1: server to client).
+SENDER = (CLIENT, SERVER)
+#: The transitions of the relay's fast paths, per direction and END_STREAM flag: {state: new state}.
+DATA_NEXT = tuple((by_state(sender, DATA), by_state(sender, DATA_END)) for sender in SENDER)
+HEADERS_NEXT = tuple((by_state(sender, HEADERS), by_state(sender, HEADERS_END)) for sender in SENDER)
+
+
 def violation_code(state: str, sender: str, event: str) -> Tuple[ErrorCode, bool, str]:
     """The error a conformant receiver would raise for an event with no transition.
 
