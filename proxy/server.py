@@ -312,7 +312,9 @@ class Bridge:
                     except (RuntimeError, AttributeError):
                         pass
                 self.abort_timers[side] = loop.call_later(grace, t.abort)
-            else:
+            elif not t.is_closing():
+                # (Not twice: asyncio's TLS transport drops its protocol on a second close(), and
+                # then cannot tell its buffer size.)
                 t.close()
                 if t.get_write_buffer_size():
                     # What is left is written first; a peer that reads nothing would keep the socket, and
