@@ -638,11 +638,18 @@ class FaultHook:
             if listed[2] and t <= ALTSVC:
                 # Every rule of this list matches on direction and type alone (the table's own keys): only
                 # its counters decide, and the FrameInfo is built only for a frame some rule acts on.
+                key = t * 2 + d
                 if t == DATA:
                     n, before = self._tally(st, d, t, sid, stream, length)
+                elif stream is not None:
+                    # (_Conn.count for a tracked stream, inline: this runs for every request such rules see.)
+                    per = stream.counts
+                    if per is None:
+                        per = stream.counts = {}
+                    n = per[key] = per.get(key, 0) + 1
+                    before = -1                                      # (the bytes before it: only if a rule fires)
                 else:
-                    n, before = st.count(d, sid, t, stream), -1     # (the bytes before it: only if a rule fires)
-                key = t * 2 + d
+                    n, before = st.count(d, sid, t, stream), -1
                 candidates = listed[3].get(key)
                 if candidates is None:
                     candidates = listed[3][key] = tuple(

@@ -801,13 +801,13 @@ class Rule:
 
     def fires(self) -> bool:
         """Count one match; whether the rule acts on it (after, first, every, probability, limit)."""
-        self.matches += 1
-        k = self.matches - self.after
+        k = self.matches = self.matches + 1
+        k -= self.after
         if k <= 0:
             return False
-        if self.first is not None and k > self.first:
-            return False
         if self.every is not None and k % self.every:
+            return False          # (the usual no, before the rarer keys)
+        if self.first is not None and k > self.first:
             return False
         if self.probability < 1.0 and self.rng.random() >= self.probability:
             return False

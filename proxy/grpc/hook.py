@@ -187,6 +187,11 @@ class GrpcHook:
         """Whether some handler acts on messages now."""
         return any(getattr(o, "grpc_active", True) for o in self.owners)
 
+    def changeable(self) -> bool:
+        """Whether some handler's rules can change while calls run (``static`` false, fixed when the
+        chain is made): its calls are wanted from their request on, so their first DATA starts a message."""
+        return any(not getattr(o, "static", True) for o in self.owners)
+
     def follows_calls(self) -> bool:
         """Whether new calls are followed: some handler acts on messages now, or its rules can change
         while the call runs (a fault hook with the admin API or the web view: ``static`` false). Such a
@@ -235,7 +240,9 @@ class GrpcHook:
 
     def _follow(self, ctx, s) -> Optional[_Call]:
         """The first DATA of a call whose header blocks passed by (no handler acted then): it is followed
-        from here, what it needs of its header blocks taken from the stream."""
+        from here, what it needs of its header blocks taken from the stream. Only for a :meth:`changeable`
+        handler: a stream that became wanted when some other handler's ``grpc_active`` turned true may be
+        in the middle of a message, and is left alone."""
         request = s.request_headers
         if request is None or not is_grpc_request(request):
             return None
@@ -260,7 +267,7 @@ class GrpcHook:
             return [] if self.ended and (ctx.conn.id, frame.stream_id) in self.ended else None
         call = self.calls.get((ctx.conn.id, s.id))
         if call is None:
-            call = self._follow(ctx, s)
+            call = self._follow(ctx, s) if self.changeable() else None
             if call is None:
                 return None
         if call.aborted:
