@@ -197,7 +197,7 @@ class GrpcHook:
         while the call runs (a fault hook with the admin API or the web view: ``static`` false). Such a
         call's messages are then counted as they go by unseen, so that a rule added later acts from the
         next message on, with the message numbers of the whole call."""
-        return any(getattr(o, "grpc_active", True) or not getattr(o, "static", True) for o in self.owners)
+        return self.active() or self.changeable()
 
     # ------------------------------------------------------------ frames
 
@@ -234,8 +234,8 @@ class GrpcHook:
         """A followed call (its messages are read from here on)."""
         # A message a hook saw goes out in one burst: keep it well inside what a socket may queue.
         limit = min(self.options.max_message, ctx.conn.limits.max_queued_bytes // 2)
-        call = self.calls[(ctx.conn.id, ctx.stream.id)] = _Call(header(request, ":path") or "",
-                                                               header(request, "grpc-encoding"), limit)
+        call = _Call(header(request, ":path") or "", header(request, "grpc-encoding"), limit)
+        self.calls[(ctx.conn.id, ctx.stream.id)] = call
         return call
 
     def _follow(self, ctx, s) -> Optional[_Call]:
