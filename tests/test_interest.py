@@ -230,6 +230,27 @@ def test_a_request_a_rule_acts_on_in_the_middle_of_a_read_keeps_the_order_of_the
     assert isinstance(reset, fc.RstStreamFrame) and (reset.stream_id, reset.error_code) == (5, 7)
 
 
+def test_rules_on_type_alone_reset_the_same_streams_alone_and_beside_a_rule_on_a_path():
+    # Alone, the type-only rule's entry list is the same for every stream and screens with what it knows
+    # when it is made; beside a rule on a path the lists differ per stream and the general screen asks.
+    # Both count the same matches and reset the same requests, also across reads.
+    every_third = "rst_stream type=headers direction=c2s every=3 towards=client code=REFUSED_STREAM"
+    reset = {}
+    for rules in ([every_third], [every_third, "rst_stream path=/never/*"]):
+        c = Conn([FaultHook(rules)])
+        for batch in range(3):
+            c.relay.receive(C2S, wire(*(fc.HeadersFrame(
+                10 * batch + 2 * i + 1, data=c.client.enc.encode([(k, f"/plain/{batch}/{i}" if k == ":path" else v)
+                                                                  for k, v in REQ]),
+                flags=["END_HEADERS", "END_STREAM"]) for i in range(5))), 0.0)
+        forwarded = {f.stream_id for f in parsed(out(c.relay, C2S)) if isinstance(f, fc.HeadersFrame)}
+        c.relay.tick(1.0)                                                   # (the resets are held a moment)
+        resets = [f.stream_id for f in parsed(out(c.relay, S2C)) if isinstance(f, fc.RstStreamFrame)]
+        assert forwarded.isdisjoint(resets) and len(forwarded) + len(resets) == 15, rules
+        reset[len(rules)] = resets
+    assert reset[1] == reset[2] == [5, 11, 17, 23, 29]
+
+
 def test_the_headers_hook_on_responses_decodes_no_request_and_rewrites_only_matching_streams():
     hook = HeadersHook(rules=[{"match": {"direction": "response", "path": "/api/*"}, "set": {"x-api": "1"}}])
     c = Conn([hook])

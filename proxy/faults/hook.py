@@ -68,6 +68,8 @@ CLIENT, SERVER = 0, 1
 _DIRECTIONS = {CLIENT_TO_SERVER: C2S, SERVER_TO_CLIENT: S2C}
 _MAX_WINDOW = 2 ** 31 - 1
 _STREAM_TYPES = frozenset({DATA, HEADERS, PRIORITY, RST_STREAM, PUSH_PROMISE, CONTINUATION, WINDOW_UPDATE})
+#: Frame types :meth:`FaultHook.screen` may hand to the book-keeping for a repair, whatever the rules say.
+_SCREEN_REPAIRS = frozenset({PING, SETTINGS, WINDOW_UPDATE})
 #: Actions that may drop, duplicate or change the frame they act on (a header block among them);
 #: the others forward it as it came (delay, throttle, stall, settings on SETTINGS only, inject
 #: next to it; close ends the connection, so the HPACK tables no longer matter).
@@ -451,7 +453,13 @@ class FaultHook:
             own = self.on_push_promise
         else:
             own = self.on_frame
-        entries = [(self.name, own, wants, book_cond, self.screen)]
+        screen: Callable[..., bool] = self.screen
+        if rules and book_cond is None and 0 <= key <= ALTSVC and key not in _SCREEN_REPAIRS \
+                and all(c is None for c in conds):
+            ruled = tuple(self._hooks[name[6:]].rule for name, *_ in rules)
+            if all(r.by_type_alone() for r in ruled):
+                screen = self._type_screen(d, key, ruled)
+        entries = [(self.name, own, wants, book_cond, screen)]
         if book_cond is not None and book_cond != (untracked_only,) and key in repair[1]:
             entries.append((self.name, own, wants, (untracked_only,), self.screen))
         return entries + rules
@@ -637,38 +645,13 @@ class FaultHook:
             rules: Iterable[Rule] = listed[1]
             if listed[2] and t <= ALTSVC:
                 # Every rule of this list matches on direction and type alone (the table's own keys): only
-                # its counters decide, and the FrameInfo is built only for a frame some rule acts on.
+                # its counters decide.
                 key = t * 2 + d
-                if t == DATA:
-                    n, before = self._tally(st, d, t, sid, stream, length)
-                elif stream is not None:
-                    # (_Conn.count for a tracked stream, inline: this runs for every request such rules see.)
-                    per = stream.counts
-                    if per is None:
-                        per = stream.counts = {}
-                    n = per[key] = per.get(key, 0) + 1
-                    before = -1                                      # (the bytes before it: only if a rule fires)
-                else:
-                    n, before = st.count(d, sid, t, stream), -1
                 candidates = listed[3].get(key)
                 if candidates is None:
                     candidates = listed[3][key] = tuple(
                         r for r in listed[1] if d in r.directions and (r.types is None or t in r.types))
-                for rule in candidates:
-                    if rule.enabled and (sid or not rule.needs_stream) \
-                            and not (rule.action == "stall" and rule.name in st.stalled_by) and rule.fires():
-                        if firing is None:
-                            firing = set()
-                        firing.add(rule.name)
-                if firing is None:
-                    st.info[d] = None
-                    st.screened[d] = None
-                    return False
-                if before < 0:
-                    before = st.bytes.get((d, sid), 0) if sid else st.conn_bytes[d]
-                st.info[d] = self._info(st, relay, d, t, fb, sid, stream, headers, n, before)
-                st.screened[d] = firing
-                return True
+                return self._by_type(st, relay, d, t, fb, sid, length, stream, headers, candidates)
         else:
             rules = self._screened_rules(d, t, stream)
         info = self._count(st, relay, d, t, fb, sid, stream, length if t == DATA else 0, headers)
@@ -681,6 +664,55 @@ class FaultHook:
                 firing.add(rule.name)
         st.screened[d] = firing
         return firing is not None
+
+    def _by_type(self, st: _Conn, relay, d: int, t: int, fb: int, sid: int, length: int, stream, headers,
+                 candidates: Tuple[Rule, ...]) -> bool:
+        """:meth:`screen` for rules that match on direction and type alone (``candidates``: those that can
+        match this frame's): the frame is counted, each rule counts a match, and the FrameInfo is built
+        only for a frame some rule acts on."""
+        if t == DATA:
+            n, before = self._tally(st, d, t, sid, stream, length)
+        elif stream is not None:
+            # (_Conn.count for a tracked stream, inline: this runs for every request such rules see.)
+            per = stream.counts
+            if per is None:
+                per = stream.counts = {}
+            key = t * 2 + d
+            n = per[key] = per.get(key, 0) + 1
+            before = -1                                      # (the bytes before it: only if a rule fires)
+        else:
+            n, before = st.count(d, sid, t, stream), -1
+        firing = None
+        for rule in candidates:
+            if rule.enabled and (sid or not rule.needs_stream) \
+                    and not (rule.action == "stall" and rule.name in st.stalled_by) and rule.fires():
+                if firing is None:
+                    firing = set()
+                firing.add(rule.name)
+        if firing is None:
+            st.info[d] = None
+            st.screened[d] = None
+            return False
+        if before < 0:
+            before = st.bytes.get((d, sid), 0) if sid else st.conn_bytes[d]
+        st.info[d] = self._info(st, relay, d, t, fb, sid, stream, headers, n, before)
+        st.screened[d] = firing
+        return True
+
+    def _type_screen(self, d: int, t: int, candidates: Tuple[Rule, ...]) -> Callable[..., bool]:
+        """The screen of an entry list for frames of type t in direction d whose rules all match on
+        direction and type alone and want every stream: every stream's list is the same, so what
+        :meth:`screen` looks up per frame (the list's rules, those for this type) is known here."""
+        conns = self._conns
+        general = self.screen
+        by_type = self._by_type
+
+        def screen(relay, d_: int, t_: int, fb: int, sid: int, length: int, stream, headers, hooks=None) -> bool:
+            st = conns.get(relay)
+            if st is None or st.closing or (sid and sid in st.reset):
+                return general(relay, d_, t_, fb, sid, length, stream, headers, hooks)
+            return by_type(st, relay, d, t, fb, sid, length, stream, headers, candidates)
+        return screen
 
     def _screened_rules(self, d: int, t: int, stream) -> List[Rule]:
         """The rules with an entry for frames of type t in direction d on this stream (in rule order)."""
