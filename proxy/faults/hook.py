@@ -672,16 +672,8 @@ class FaultHook:
         only for a frame some rule acts on."""
         if t == DATA:
             n, before = self._tally(st, d, t, sid, stream, length)
-        elif stream is not None:
-            # (_Conn.count for a tracked stream, inline: this runs for every request such rules see.)
-            per = stream.counts
-            if per is None:
-                per = stream.counts = {}
-            key = t * 2 + d
-            n = per[key] = per.get(key, 0) + 1
-            before = -1                                      # (the bytes before it: only if a rule fires)
         else:
-            n, before = st.count(d, sid, t, stream), -1
+            n, before = st.count(d, sid, t, stream), -1     # (the bytes before it: only if a rule fires)
         firing = None
         for rule in candidates:
             if rule.enabled and (sid or not rule.needs_stream) \
